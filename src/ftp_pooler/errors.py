@@ -1,0 +1,129 @@
+"""One error model for the whole worker.
+
+Every failure that can reach a result carries an :class:`ErrorCode` and a
+``retryable`` flag. Whether a code is retryable is decided here, once, and
+nowhere else; the FTP reply -> code mapping lives in :func:`error_for_reply`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ftp_pooler.ftp.protocol import Reply
+
+
+class ErrorCode(StrEnum):
+    """What went wrong, as published in failure results and metrics."""
+
+    # Input and configuration.
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    INVALID_CONFIG = "INVALID_CONFIG"
+    PATH_NOT_ALLOWED = "PATH_NOT_ALLOWED"
+    # Files.
+    FILE_NOT_FOUND = "FILE_NOT_FOUND"
+    FILE_EXISTS = "FILE_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    SIZE_MISMATCH = "SIZE_MISMATCH"
+    IO_ERROR = "IO_ERROR"
+    # Connections and servers.
+    AUTH_FAILED = "AUTH_FAILED"
+    CONNECTION_ERROR = "CONNECTION_ERROR"
+    TIMEOUT = "TIMEOUT"
+    TLS_ERROR = "TLS_ERROR"
+    SERVER_BUSY = "SERVER_BUSY"
+    TRANSIENT = "TRANSIENT"
+    PERMANENT = "PERMANENT"
+    PROTOCOL_ERROR = "PROTOCOL_ERROR"
+    UNKNOWN_ERROR = "UNKNOWN_ERROR"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying the same thing again, later, may succeed."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset(
+    {
+        ErrorCode.CONNECTION_ERROR,
+        ErrorCode.TIMEOUT,
+        ErrorCode.SERVER_BUSY,
+        ErrorCode.TRANSIENT,
+        ErrorCode.PROTOCOL_ERROR,
+        ErrorCode.SIZE_MISMATCH,
+    }
+)
+
+
+class PoolerError(Exception):
+    """Base of every error the worker reports in a result.
+
+    Args:
+        code: What went wrong.
+        message: Human-readable detail. Never contains credentials.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.code.retryable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value}, {self.message!r})"
+
+
+class FTPError(PoolerError):
+    """An error raised by the FTP client; ``reply`` is set when a server reply caused it."""
+
+    def __init__(self, code: ErrorCode, message: str, reply: Reply | None = None) -> None:
+        super().__init__(code, message)
+        self.reply = reply
+
+
+class FTPProtocolError(FTPError):
+    """The server sent something that is not FTP, or not what the command allows."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.PROTOCOL_ERROR, message)
+
+
+_NOT_FOUND_WORDS = ("no such file", "not found", "does not exist", "doesn't exist", "not exist")
+_DENIED_WORDS = ("permission denied", "access denied", "not allowed", "forbidden", "denied")
+_BUSY_WORDS = ("too many", "try again later", "maximum number", "max connections")
+_PATH_COMMANDS = frozenset({"RETR", "SIZE", "MDTM", "RNFR", "DELE", "CWD", "MLST", "MLSD", "LIST", "NLST", "RMD"})
+
+
+def error_for_reply(reply: Reply, command: str | None = None) -> FTPError:
+    """Map an unexpected server reply to an :class:`FTPError` with the right code.
+
+    Args:
+        reply: The reply the server sent.
+        command: The verb it answered (``"RETR"``, ``"PASS"``...), when known;
+            a bare 550 means "not found" only for commands that name an existing path.
+    """
+    code = reply.code
+    text = reply.text.lower()
+    verb = (command or "").upper()
+    detail = f"{verb + ': ' if verb else ''}{reply.code} {reply.text}"
+    if code == 421 or (code // 100 == 4 and any(w in text for w in _BUSY_WORDS)):
+        error = ErrorCode.SERVER_BUSY
+    elif code in (530, 532) or (verb in ("USER", "PASS", "ACCT") and code // 100 == 5):
+        error = ErrorCode.AUTH_FAILED
+    elif code // 100 == 4:
+        error = ErrorCode.TRANSIENT
+    elif code == 550 and any(w in text for w in _DENIED_WORDS):
+        error = ErrorCode.PERMISSION_DENIED
+    elif code == 550 and (verb in _PATH_COMMANDS or any(w in text for w in _NOT_FOUND_WORDS)):
+        error = ErrorCode.FILE_NOT_FOUND
+    elif code == 553:
+        error = ErrorCode.PERMISSION_DENIED
+    elif code // 100 == 5:
+        error = ErrorCode.PERMANENT
+    else:
+        error = ErrorCode.PROTOCOL_ERROR
+    return FTPError(error, detail, reply)

@@ -1,0 +1,71 @@
+"""What the FTP client needs to know to reach one server: values, no behaviour."""
+
+from __future__ import annotations
+
+import ssl
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+
+class TLSMode(StrEnum):
+    """How the control and data connections are protected."""
+
+    NONE = "none"
+    EXPLICIT = "explicit"
+    """``AUTH TLS`` on the plain control connection, then ``PBSZ 0`` and ``PROT P``."""
+    IMPLICIT = "implicit"
+    """TLS from the first byte (usually port 990)."""
+
+
+class Timeouts(BaseModel):
+    """Seconds allowed for each kind of wait; each is a Trio cancel scope."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connect: float = Field(15.0, gt=0, description="TCP connect plus greeting plus TLS handshake.")
+    reply: float = Field(30.0, gt=0, description="Each reply to a command.")
+    data_stall: float = Field(60.0, gt=0, description="No byte moved on a data connection.")
+
+
+class FTPConfig(BaseModel):
+    """One FTP server and how to talk to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(min_length=1)
+    port: int = Field(21, ge=1, le=65535)
+    user: str = "anonymous"
+    password: SecretStr = SecretStr("")
+    tls: TLSMode = TLSMode.NONE
+    verify: bool = True
+    """Verify the server certificate and host name (on by default)."""
+    ca_file: Path | None = None
+    """PEM bundle of trusted CAs instead of the system store."""
+    passive: bool = True
+    """Only passive mode is implemented; ``False`` is refused."""
+    epsv: bool = True
+    """Try EPSV before PASV (PASV is still used when the server refuses EPSV)."""
+    pasv_use_reply_address: bool = False
+    """Connect to the address a 227 reply names, instead of the control peer.
+
+    Off by default, as in rclone and lftp: servers behind NAT often name an
+    unreachable address, and trusting it lets a server aim us at another host.
+    """
+    timeouts: Timeouts = Timeouts()
+
+    @field_validator("passive")
+    @classmethod
+    def _passive_only(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("active mode is not supported; use passive = true")
+        return value
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context for this server (build once and reuse: it loads the CA store)."""
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context

@@ -1,0 +1,321 @@
+"""FTP control-channel protocol with no I/O: bytes in, replies out; commands out as bytes.
+
+Nothing here knows about sockets or Trio. :class:`ReplyParser` takes whatever
+chunks the transport received and yields complete :class:`Reply` objects
+(RFC 959 section 4.2, single- and multi-line). :func:`build_command` turns a
+verb and arguments into the bytes to send, refusing anything that could
+smuggle a second command onto the wire. The ``parse_*`` functions read the
+payload of specific replies (227, 229, 213, 257, 211 FEAT).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ftp_pooler.errors import ErrorCode, FTPError, FTPProtocolError
+
+MAX_LINE_BYTES = 8192
+"""Longest control line accepted; a server sending more is broken or hostile."""
+
+MAX_REPLY_LINES = 10_000
+"""Most lines one multi-line reply may have (FEAT and HELP stay far below)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One complete server reply.
+
+    Attributes:
+        code: The three-digit reply code.
+        lines: Every line of the reply as sent, decoded, without the line ending.
+    """
+
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The reply's text without the code prefixes, lines joined by newlines."""
+        if len(self.lines) == 1:
+            return self.lines[0][4:]
+        middle = self.lines[1:-1]
+        return "\n".join((self.lines[0][4:], *middle, self.lines[-1][4:]))
+
+    @property
+    def is_preliminary(self) -> bool:
+        """1yz: the server will send another reply before taking the next command."""
+        return 100 <= self.code < 200
+
+    @property
+    def is_success(self) -> bool:
+        """2yz: positive completion."""
+        return 200 <= self.code < 300
+
+    @property
+    def is_intermediate(self) -> bool:
+        """3yz: the server waits for a further command (PASS after USER, RNTO after RNFR)."""
+        return 300 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+def decode_text(line: bytes) -> str:
+    """Bytes from the server as text: UTF-8, or Latin-1 when that fails (never raises)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
+
+
+def _line_code(line: bytes) -> tuple[int, bytes] | None:
+    """The code and separator of a line that starts a reply (``"227 "``, ``"211-"``, ``"200"``)."""
+    if len(line) < 3 or not line[:3].isdigit() or line[0:1] not in b"12345":
+        return None
+    sep = line[3:4]
+    if sep not in (b"", b" ", b"-"):
+        return None
+    return int(line[:3]), sep
+
+
+class ReplyParser:
+    """Incremental parser of server replies.
+
+    Feed it received bytes with :meth:`feed`, then call :meth:`next_reply`
+    until it returns ``None`` (it needs more data). Lines end in CRLF; a bare
+    LF is tolerated. Bytes that are not UTF-8 are read as Latin-1, so no input
+    makes it raise anything but :class:`FTPProtocolError`.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scan_from = 0
+        self._pending_code: int | None = None
+        self._pending_lines: list[str] = []
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes."""
+        self._buffer += data
+
+    @property
+    def has_partial_data(self) -> bool:
+        """Whether bytes of an unfinished reply are buffered."""
+        return bool(self._buffer) or self._pending_code is not None
+
+    def next_reply(self) -> Reply | None:
+        """The next complete reply, or ``None`` if more bytes are needed.
+
+        Raises:
+            FTPProtocolError: The bytes are not a valid FTP reply.
+        """
+        while (line := self._next_line()) is not None:
+            reply = self._take_line(line)
+            if reply is not None:
+                return reply
+        return None
+
+    def _next_line(self) -> bytes | None:
+        end = self._buffer.find(b"\n", self._scan_from)
+        if end < 0:
+            if len(self._buffer) > MAX_LINE_BYTES:
+                raise FTPProtocolError(f"reply line longer than {MAX_LINE_BYTES} bytes")
+            self._scan_from = len(self._buffer)
+            return None
+        if end > MAX_LINE_BYTES:
+            raise FTPProtocolError(f"reply line longer than {MAX_LINE_BYTES} bytes")
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        self._scan_from = 0
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _take_line(self, line: bytes) -> Reply | None:
+        head = _line_code(line)
+        if self._pending_code is None:
+            if head is None:
+                raise FTPProtocolError(f"not an FTP reply: {decode_text(line[:80])!r}")
+            code, sep = head
+            if sep == b"-":
+                self._pending_code = code
+                self._pending_lines = [decode_text(line)]
+                return None
+            return Reply(code, (decode_text(line),))
+        self._pending_lines.append(decode_text(line))
+        if head is not None and head[0] == self._pending_code and head[1] != b"-":
+            reply = Reply(self._pending_code, tuple(self._pending_lines))
+            self._pending_code = None
+            self._pending_lines = []
+            return reply
+        if len(self._pending_lines) > MAX_REPLY_LINES:
+            raise FTPProtocolError(f"multi-line reply longer than {MAX_REPLY_LINES} lines")
+        return None
+
+
+_VERB = re.compile(r"[A-Z]{3,4}")
+_FORBIDDEN = ("\r", "\n", "\x00")
+
+
+class UnsafeArgumentError(FTPError):
+    """An argument holds CR, LF or NUL and would inject a command; nothing was sent."""
+
+    def __init__(self, argument: str) -> None:
+        super().__init__(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"refusing to send an argument containing CR, LF or NUL: {argument!r}",
+        )
+
+
+def build_command(verb: str, *args: str) -> bytes:
+    """Encode one command line, CRLF-terminated, arguments in UTF-8.
+
+    Raises:
+        UnsafeArgumentError: An argument contains CR, LF or NUL.
+        ValueError: ``verb`` is not an FTP verb.
+    """
+    if not _VERB.fullmatch(verb):
+        raise ValueError(f"not an FTP verb: {verb!r}")
+    for arg in args:
+        if any(c in arg for c in _FORBIDDEN):
+            raise UnsafeArgumentError(arg)
+    line = " ".join((verb, *args)) if args else verb
+    return line.encode("utf-8") + b"\r\n"
+
+
+def verb_of(command: bytes) -> str:
+    """The verb of an encoded command line (for error messages and logs)."""
+    return command.split(b" ", 1)[0].strip().decode("ascii", "replace")
+
+
+def redacted(command: bytes) -> str:
+    """A command line safe to log: the argument of PASS is never shown."""
+    verb = verb_of(command)
+    if verb == "PASS":
+        return "PASS ****"
+    return command.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+def _expect(reply: Reply, *codes: int) -> None:
+    if reply.code not in codes:
+        raise FTPProtocolError(f"expected reply {'/'.join(map(str, codes))}, got {reply}")
+
+
+_PASV = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+
+
+def parse_pasv(reply: Reply) -> tuple[str, int]:
+    """Host and port of a 227 reply (``227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)``).
+
+    The numbers are found anywhere in the text: some servers drop the parentheses.
+    """
+    _expect(reply, 227)
+    match = _PASV.search(reply.text)
+    if match is None:
+        raise FTPProtocolError(f"no address in PASV reply: {reply}")
+    numbers = [int(n) for n in match.groups()]
+    if any(n > 255 for n in numbers):
+        raise FTPProtocolError(f"bad address in PASV reply: {reply}")
+    host = ".".join(str(n) for n in numbers[:4])
+    return host, numbers[4] * 256 + numbers[5]
+
+
+_EPSV = re.compile(r"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
+
+
+def parse_epsv(reply: Reply) -> int:
+    """Port of a 229 reply (``229 Entering Extended Passive Mode (|||6446|)``).
+
+    RFC 2428 lets the server pick any printable delimiter; it must be the same
+    four times.
+    """
+    _expect(reply, 229)
+    match = _EPSV.search(reply.text)
+    if match is None:
+        raise FTPProtocolError(f"no port in EPSV reply: {reply}")
+    port = int(match.group(2))
+    if not 0 < port < 65536:
+        raise FTPProtocolError(f"bad port in EPSV reply: {reply}")
+    return port
+
+
+def parse_size(reply: Reply) -> int:
+    """Byte count of a 213 reply to SIZE (RFC 3659)."""
+    _expect(reply, 213)
+    text = reply.text.strip()
+    if not text.isdigit() or not text.isascii():
+        raise FTPProtocolError(f"bad SIZE reply: {reply}")
+    return int(text)
+
+
+_TIME_VAL = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,6}))?")
+
+
+def parse_time_val(value: str) -> datetime:
+    """An RFC 3659 ``time-val`` (``YYYYMMDDHHMMSS[.sss]``, always UTC) as an aware datetime."""
+    match = _TIME_VAL.fullmatch(value.strip())
+    if match is None:
+        raise FTPProtocolError(f"bad time value: {value!r}")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = match.group(7) or ""
+    micro = int(fraction.ljust(6, "0")) if fraction else 0
+    try:
+        return datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=UTC)
+    except ValueError as exc:
+        raise FTPProtocolError(f"bad time value: {value!r}") from exc
+
+
+def format_time_val(moment: datetime) -> str:
+    """A datetime as an RFC 3659 ``time-val`` in UTC, whole seconds (MFMT, MDTM-write)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: give a timezone")
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+
+
+def parse_mdtm(reply: Reply) -> datetime:
+    """Modification time of a 213 reply to MDTM (RFC 3659), in UTC."""
+    _expect(reply, 213)
+    return parse_time_val(reply.text.strip().split()[0] if reply.text.strip() else "")
+
+
+def parse_257(reply: Reply) -> str:
+    """The path in a 257 reply (PWD, MKD): the first quoted string, ``""`` unescaped."""
+    _expect(reply, 257)
+    text = reply.text
+    start = text.find('"')
+    if start < 0:
+        raise FTPProtocolError(f"no path in 257 reply: {reply}")
+    chars: list[str] = []
+    i = start + 1
+    while i < len(text):
+        if text[i] == '"':
+            if text[i + 1 : i + 2] == '"':
+                chars.append('"')
+                i += 2
+                continue
+            return "".join(chars)
+        chars.append(text[i])
+        i += 1
+    raise FTPProtocolError(f"unterminated path in 257 reply: {reply}")
+
+
+def parse_feat(reply: Reply) -> dict[str, str]:
+    """Features of a 211 reply to FEAT (RFC 2389): upper-cased name -> parameters.
+
+    ``AUTH TLS`` and ``AUTH SSL`` are kept apart as ``"AUTH"`` with joined
+    parameters (``"TLS SSL"``). A single-line 211 means no features.
+    """
+    _expect(reply, 211)
+    features: dict[str, str] = {}
+    for line in reply.lines[1:-1]:
+        entry = line.strip()
+        if not entry:
+            continue
+        name, _, params = entry.partition(" ")
+        name = name.upper()
+        params = params.strip()
+        if name in features and params:
+            features[name] = f"{features[name]} {params}".strip()
+        else:
+            features[name] = params
+    return features
+
