@@ -110,9 +110,9 @@ def error_for_reply(reply: Reply, command: str | None = None) -> FTPError:
     text = reply.text.lower()
     verb = (command or "").upper()
     detail = f"{verb + ': ' if verb else ''}{reply.code} {reply.text}"
-    if code == 421 or (code // 100 == 4 and any(w in text for w in _BUSY_WORDS)):
+    if code == 421 or ((code // 100 == 4 or code == 530) and any(w in text for w in _BUSY_WORDS)):
         error = ErrorCode.SERVER_BUSY
-    elif code in (530, 532) or (verb in ("USER", "PASS", "ACCT") and code // 100 == 5):
+    elif code in (430, 530, 532) or (verb in ("USER", "PASS", "ACCT") and code // 100 == 5):
         error = ErrorCode.AUTH_FAILED
     elif code // 100 == 4:
         error = ErrorCode.TRANSIENT

@@ -54,6 +54,8 @@ class FTPConfig(BaseModel):
     unreachable address, and trusting it lets a server aim us at another host.
     """
     timeouts: Timeouts = Timeouts()
+    max_sessions: int | None = Field(None, ge=1)
+    """This server's own session cap, below the pool's per-connection default."""
 
     @field_validator("passive")
     @classmethod

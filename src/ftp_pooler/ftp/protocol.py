@@ -142,27 +142,28 @@ class ReplyParser:
                 return None
             return Reply(code, (decode_text(line),))
         self._pending_lines.append(decode_text(line))
+        if len(self._pending_lines) > MAX_REPLY_LINES:
+            raise FTPProtocolError(f"multi-line reply longer than {MAX_REPLY_LINES} lines")
         if head is not None and head[0] == self._pending_code and head[1] != b"-":
             reply = Reply(self._pending_code, tuple(self._pending_lines))
             self._pending_code = None
             self._pending_lines = []
             return reply
-        if len(self._pending_lines) > MAX_REPLY_LINES:
-            raise FTPProtocolError(f"multi-line reply longer than {MAX_REPLY_LINES} lines")
         return None
 
 
 _VERB = re.compile(r"[A-Z]{3,4}")
-_FORBIDDEN = ("\r", "\n", "\x00")
+_FORBIDDEN = re.compile(r"[\r\n\x00\ud800-\udfff]")
 
 
 class UnsafeArgumentError(FTPError):
-    """An argument holds CR, LF or NUL and would inject a command; nothing was sent."""
+    """An argument holds CR, LF, NUL (would inject a command) or a lone surrogate (has no
+    UTF-8 form); nothing was sent."""
 
     def __init__(self, argument: str) -> None:
         super().__init__(
             ErrorCode.PATH_NOT_ALLOWED,
-            f"refusing to send an argument containing CR, LF or NUL: {argument!r}",
+            f"refusing to send an argument with CR, LF, NUL or a lone surrogate: {argument!r}",
         )
 
 
@@ -170,13 +171,13 @@ def build_command(verb: str, *args: str) -> bytes:
     """Encode one command line, CRLF-terminated, arguments in UTF-8.
 
     Raises:
-        UnsafeArgumentError: An argument contains CR, LF or NUL.
+        UnsafeArgumentError: An argument contains CR, LF, NUL or a lone surrogate.
         ValueError: ``verb`` is not an FTP verb.
     """
     if not _VERB.fullmatch(verb):
         raise ValueError(f"not an FTP verb: {verb!r}")
     for arg in args:
-        if any(c in arg for c in _FORBIDDEN):
+        if _FORBIDDEN.search(arg):
             raise UnsafeArgumentError(arg)
     line = " ".join((verb, *args)) if args else verb
     return line.encode("utf-8") + b"\r\n"
@@ -200,7 +201,7 @@ def _expect(reply: Reply, *codes: int) -> None:
         raise FTPProtocolError(f"expected reply {'/'.join(map(str, codes))}, got {reply}")
 
 
-_PASV = re.compile(r"(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})")
+_PASV = re.compile(r"(?<!\d)(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})(?!\d)")
 
 
 def parse_pasv(reply: Reply) -> tuple[str, int]:
@@ -247,19 +248,24 @@ def parse_size(reply: Reply) -> int:
     return int(text)
 
 
-_TIME_VAL = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,6}))?")
+_TIME_VAL = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d+))?")
 
 
 def parse_time_val(value: str) -> datetime:
-    """An RFC 3659 ``time-val`` (``YYYYMMDDHHMMSS[.sss]``, always UTC) as an aware datetime."""
+    """An RFC 3659 ``time-val`` (``YYYYMMDDHHMMSS[.sss]``, always UTC) as an aware datetime.
+
+    A leap second (``60``) reads as ``59``; fractions finer than microseconds are cut.
+    """
     match = _TIME_VAL.fullmatch(value.strip())
     if match is None:
         raise FTPProtocolError(f"bad time value: {value!r}")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction = match.group(7) or ""
-    micro = int(fraction.ljust(6, "0")) if fraction else 0
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    if second == 60:
+        second = 59
     try:
-        return datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=UTC)
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
     except ValueError as exc:
         raise FTPProtocolError(f"bad time value: {value!r}") from exc
 
@@ -268,7 +274,8 @@ def format_time_val(moment: datetime) -> str:
     """A datetime as an RFC 3659 ``time-val`` in UTC, whole seconds (MFMT, MDTM-write)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: give a timezone")
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S")
+    utc = moment.astimezone(UTC)
+    return f"{utc.year:04d}{utc:%m%d%H%M%S}"
 
 
 def parse_mdtm(reply: Reply) -> datetime:

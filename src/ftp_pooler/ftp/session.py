@@ -22,7 +22,7 @@ import trio
 from ftp_pooler.errors import ErrorCode, FTPError, FTPProtocolError, error_for_reply
 from ftp_pooler.ftp import protocol
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
-from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line
+from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
 from ftp_pooler.ftp.protocol import Reply, ReplyParser, build_command
 
 CHUNK_SIZE = 256 * 1024
@@ -444,14 +444,15 @@ class FTPSession:
         return await self._transfer("STOR", path, move)
 
     async def _read_listing(self, verb: str, path: str) -> list[str]:
+        """The lines of a listing, each decoded on its own (one odd name spoils no other)."""
         chunks: list[bytes] = []
 
         async def sink(chunk: bytes) -> None:
             chunks.append(chunk)
 
         await self._transfer(verb, path, lambda data: self._receive(verb, data, sink))
-        text = protocol.decode_text(b"".join(chunks))
-        return [line for line in text.splitlines() if line.strip()]
+        lines = b"".join(chunks).split(b"\n")
+        return [protocol.decode_text(line.removesuffix(b"\r")) for line in lines if line.strip(b"\r")]
 
     async def list(self, path: str) -> list[ListingEntry]:
         """Entries of a directory, without ``.`` and ``..``: MLSD when offered, else LIST."""
@@ -465,7 +466,8 @@ class FTPSession:
 
     async def nlst(self, path: str) -> list[str]:
         """Names in a directory (NLST)."""
-        return [line.rsplit("/", 1)[-1] for line in await self._read_listing("NLST", path)]
+        names = (parse_nlst_line(line) for line in await self._read_listing("NLST", path))
+        return [name for name in names if name is not None]
 
 
 def _meaningful(exc: BaseException) -> BaseException:

@@ -1,0 +1,332 @@
+"""Pools of logged-in FTP sessions, one per connection id, under per-server and per-pod caps.
+
+Every decision (which session a borrower gets, which idle one to evict, how
+far to lower a server's cap after a 421) is made in a synchronous step on
+plain data; opening and closing sockets happens outside it, and closing is
+shielded from cancellation. A borrower's slot is a token of two
+:class:`trio.CapacityLimiter` objects, always taken in the same order (the
+connection's, then the pod's), so a cancelled waiter or a failed transfer
+can never leak one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
+from ftp_pooler.ftp.session import FTPSession, SessionFactory
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many sessions, and for how long.
+
+    Attributes:
+        max_sessions_per_pod: Open sessions over all connections.
+        max_sessions_per_connection: Open sessions to one connection id (a
+            connection's own ``max_sessions`` wins when set).
+        session_timeout_seconds: An idle session older than this is closed.
+        noop_after_seconds: An idle session older than this is checked with
+            NOOP before it is handed out.
+        cap_recovery_seconds: After a 421 lowered a server's cap, the cap goes
+            back up by one for every such quiet period without another 421.
+        max_busy_retries: 421s in a row one borrower sits through (waiting for
+            a session to free up) before it gives up with SERVER_BUSY.
+    """
+
+    max_sessions_per_pod: int = 64
+    max_sessions_per_connection: int = 8
+    session_timeout_seconds: float = 300.0
+    noop_after_seconds: float = 15.0
+    cap_recovery_seconds: float = 30.0
+    max_busy_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_sessions_per_pod < 1 or self.max_sessions_per_connection < 1:
+            raise ValueError("session caps must be at least 1")
+
+
+@dataclass(frozen=True)
+class ConnectionStats:
+    """A snapshot of one connection's sessions, for metrics."""
+
+    cap: int
+    open: int
+    idle: int
+    busy: int
+    opening: int
+    waiters: int
+    opened_total: int
+    closed_total: int
+    refused_total: int
+    """Connects the server answered with 421 (too many sessions)."""
+    wait_seconds_total: float
+    wait_count: int
+
+
+@dataclass(eq=False)
+class _Connection:
+    """Pool state for one connection id; only the pool touches it."""
+
+    factory: SessionFactory
+    configured_cap: int
+    limiter: trio.CapacityLimiter
+    idle: list[FTPSession] = field(default_factory=list)
+    """Idle sessions, most recently used last (handed out LIFO)."""
+    busy: int = 0
+    opening: int = 0
+    waiters: int = 0
+    opened_total: int = 0
+    closed_total: int = 0
+    refused_total: int = 0
+    wait_seconds_total: float = 0.0
+    wait_count: int = 0
+    last_refusal: float = float("-inf")
+
+    @property
+    def cap(self) -> int:
+        return int(self.limiter.total_tokens)
+
+    @property
+    def open(self) -> int:
+        return len(self.idle) + self.busy
+
+
+class SessionPool:
+    """Hands out logged-in sessions: ``async with pool.session("conn") as s: ...``.
+
+    Use :func:`open_session_pool`, which also runs the idle-session reaper and
+    closes everything on exit.
+    """
+
+    def __init__(
+        self,
+        factories: Mapping[str, SessionFactory],
+        limits: PoolLimits = PoolLimits(),
+        *,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._pod = trio.CapacityLimiter(limits.max_sessions_per_pod)
+        self._connections: dict[str, _Connection] = {}
+        for conn_id, factory in factories.items():
+            cap = factory.config.max_sessions or limits.max_sessions_per_connection
+            cap = min(cap, limits.max_sessions_per_pod)
+            self._connections[conn_id] = _Connection(factory, cap, trio.CapacityLimiter(cap))
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<SessionPool connections={sorted(self._connections)} open={self.open_sessions}>"
+
+    @property
+    def open_sessions(self) -> int:
+        return sum(c.open + c.opening for c in self._connections.values())
+
+    def stats(self) -> dict[str, ConnectionStats]:
+        """Per connection id: cap, open/idle/busy/opening sessions, waiters and counters."""
+        return {
+            conn_id: ConnectionStats(
+                cap=c.cap,
+                open=c.open,
+                idle=len(c.idle),
+                busy=c.busy,
+                opening=c.opening,
+                waiters=c.waiters,
+                opened_total=c.opened_total,
+                closed_total=c.closed_total,
+                refused_total=c.refused_total,
+                wait_seconds_total=c.wait_seconds_total,
+                wait_count=c.wait_count,
+            )
+            for conn_id, c in self._connections.items()
+        }
+
+    def _connection(self, conn_id: str) -> _Connection:
+        try:
+            return self._connections[conn_id]
+        except KeyError:
+            raise PoolerError(ErrorCode.INVALID_CONFIG, f"unknown connection id {conn_id!r}") from None
+
+    @asynccontextmanager
+    async def session(self, conn_id: str) -> AsyncIterator[FTPSession]:
+        """Borrow a session to ``conn_id`` for the duration of the block.
+
+        Waits while the connection or the pod is at its cap. A session that
+        broke while borrowed is closed on return, never reused.
+
+        Raises:
+            PoolerError: INVALID_CONFIG for an unknown connection id.
+            FTPError: From connecting or logging in; SERVER_BUSY when the server
+                kept refusing sessions (421) and none of ours was left to wait for.
+        """
+        conn = self._connection(conn_id)
+        session = await self._acquire(conn)
+        try:
+            yield session
+        finally:
+            await self._release(conn, session)
+
+    async def _acquire(self, conn: _Connection) -> FTPSession:
+        refusals = 0
+        started = self._clock()
+        while True:
+            self._maybe_raise_cap(conn)
+            conn.waiters += 1
+            try:
+                await conn.limiter.acquire()
+                try:
+                    await self._pod.acquire()
+                except BaseException:
+                    conn.limiter.release()
+                    raise
+            finally:
+                conn.waiters -= 1
+            try:
+                session = await self._checkout(conn)
+            except FTPError as exc:
+                self._release_tokens(conn)
+                if exc.code is not ErrorCode.SERVER_BUSY:
+                    raise
+                refusals += 1
+                if not self._lower_cap(conn) or refusals > self.limits.max_busy_retries:
+                    raise
+                continue
+            except BaseException:
+                self._release_tokens(conn)
+                raise
+            conn.wait_seconds_total += self._clock() - started
+            conn.wait_count += 1
+            return session
+
+    def _release_tokens(self, conn: _Connection) -> None:
+        self._pod.release()
+        conn.limiter.release()
+
+    async def _checkout(self, conn: _Connection) -> FTPSession:
+        """With both tokens held: reuse an idle session (checked if stale) or open one."""
+        if self._closed:
+            raise PoolerError(ErrorCode.CONNECTION_ERROR, "session pool is closed")
+        while conn.idle:
+            session = conn.idle.pop()
+            if await self._usable(conn, session):
+                conn.busy += 1
+                return session
+        await self._evict_for_new_session()
+        conn.opening += 1
+        try:
+            session = await conn.factory.open()
+        except FTPError as exc:
+            if exc.code is ErrorCode.SERVER_BUSY:
+                conn.refused_total += 1
+            raise
+        finally:
+            conn.opening -= 1
+        conn.opened_total += 1
+        conn.busy += 1
+        return session
+
+    async def _usable(self, conn: _Connection, session: FTPSession) -> bool:
+        """Whether an idle session taken off the stack still works; closes it if not."""
+        if self._clock() - session.last_used < self.limits.noop_after_seconds:
+            return True
+        try:
+            with trio.move_on_after(session.config.timeouts.reply):
+                await session.noop()
+        except FTPError:
+            pass
+        except BaseException:
+            await self._close(conn, session)
+            raise
+        if session.broken or session.closed:
+            await self._close(conn, session)
+            return False
+        return True
+
+    async def _evict_for_new_session(self) -> None:
+        """Close the least recently used idle session anywhere if the pod is full."""
+        if self.open_sessions < self.limits.max_sessions_per_pod:
+            return
+        candidates = [(s.last_used, c, s) for c in self._connections.values() for s in c.idle]
+        if candidates:
+            _, conn, session = min(candidates, key=lambda item: item[0])
+            conn.idle.remove(session)
+            await self._close(conn, session)
+
+    def _lower_cap(self, conn: _Connection) -> bool:
+        """After a 421: cap the server below what it refused. False if nothing of ours can free up."""
+        conn.last_refusal = self._clock()
+        in_use = conn.open + conn.opening
+        conn.limiter.total_tokens = max(1, min(conn.cap - 1, in_use))
+        return in_use > 0
+
+    def _maybe_raise_cap(self, conn: _Connection) -> None:
+        quiet = self._clock() - conn.last_refusal
+        if conn.cap < conn.configured_cap and quiet >= self.limits.cap_recovery_seconds:
+            conn.limiter.total_tokens = conn.cap + 1
+            conn.last_refusal = self._clock()
+
+    async def _release(self, conn: _Connection, session: FTPSession) -> None:
+        conn.busy -= 1
+        try:
+            if session.broken or session.closed or self._closed or conn.open >= conn.cap:
+                await self._close(conn, session)
+            else:
+                conn.idle.append(session)
+        finally:
+            self._release_tokens(conn)
+
+    async def _close(self, conn: _Connection, session: FTPSession) -> None:
+        conn.closed_total += 1
+        await session.aclose()
+
+    def _take_expired(self) -> list[tuple[_Connection, FTPSession]]:
+        deadline = self._clock() - self.limits.session_timeout_seconds
+        expired: list[tuple[_Connection, FTPSession]] = []
+        for conn in self._connections.values():
+            keep = [s for s in conn.idle if s.last_used > deadline]
+            expired.extend((conn, s) for s in conn.idle if s.last_used <= deadline)
+            conn.idle[:] = keep
+        return expired
+
+    async def reap(self) -> int:
+        """Close idle sessions older than ``session_timeout_seconds``; returns how many."""
+        expired = self._take_expired()
+        for conn, session in expired:
+            await self._close(conn, session)
+        return len(expired)
+
+    async def run_reaper(self) -> None:
+        """Reap idle sessions forever (run it in a nursery; cancel it to stop)."""
+        period = max(0.5, min(self.limits.session_timeout_seconds / 4, 15.0))
+        while True:
+            await trio.sleep(period)
+            await self.reap()
+
+    async def aclose(self) -> None:
+        """Close every idle session; sessions still borrowed close when returned."""
+        self._closed = True
+        for conn in self._connections.values():
+            idle, conn.idle = conn.idle, []
+            for session in idle:
+                await self._close(conn, session)
+
+
+@asynccontextmanager
+async def open_session_pool(
+    factories: Mapping[str, SessionFactory], limits: PoolLimits = PoolLimits()
+) -> AsyncIterator[SessionPool]:
+    """A :class:`SessionPool` with its reaper running; every session is closed on exit."""
+    pool = SessionPool(factories, limits)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.run_reaper)
+            yield pool
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await pool.aclose()
