@@ -1,0 +1,145 @@
+"""``ftp-pooler``: the command line.
+
+Subcommands: ``copy`` (batch mode, no Kafka) and ``check-config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import BinaryIO
+
+import trio
+
+from ftp_pooler.batch import CopySummary, ProgressLine, copy_tasks
+from ftp_pooler.config import Connections, FTPConnection, Settings, load_connections, load_settings
+from ftp_pooler.engine import TransferEngine
+from ftp_pooler.errors import PoolerError
+from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
+from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.logs import configure_logging
+from ftp_pooler.retry import RetryPolicy
+
+EXIT_FAILED_TASKS = 1
+EXIT_BAD_CONFIG = 2
+
+
+def pool_limits(settings: Settings) -> PoolLimits:
+    pool = settings.pool
+    return PoolLimits(
+        max_sessions_per_pod=pool.max_sessions_per_pod,
+        max_sessions_per_connection=pool.max_sessions_per_connection,
+        session_timeout_seconds=pool.session_timeout_seconds,
+        noop_after_seconds=pool.noop_after_seconds,
+        cap_recovery_seconds=pool.cap_recovery_seconds,
+    )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    transfer = settings.transfer
+    return RetryPolicy(
+        initial_backoff=transfer.initial_backoff_seconds,
+        max_backoff=transfer.max_backoff_seconds,
+        multiplier=transfer.backoff_multiplier,
+        jitter=transfer.jitter,
+    )
+
+
+def session_factories(connections: Connections) -> dict[str, SessionFactory]:
+    return {
+        conn_id: SessionFactory(conn.ftp)
+        for conn_id, conn in connections.items()
+        if isinstance(conn, FTPConnection)
+    }
+
+
+async def _copy(
+    settings: Settings,
+    connections: Connections,
+    source: BinaryIO,
+    results: BinaryIO,
+    concurrency: int,
+    progress: ProgressLine | None,
+) -> CopySummary:
+    async with open_session_pool(session_factories(connections), pool_limits(settings)) as pool:
+        engine = TransferEngine(
+            connections, pool, retry=retry_policy(settings), worker=settings.worker.name
+        )
+        return await copy_tasks(
+            source, results, engine, concurrency=concurrency, worker=settings.worker.name,
+            on_result=progress,
+        )
+
+
+def _cmd_copy(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    connections = load_connections(args.connections)
+    configure_logging(settings.logging.level, settings.logging.format)
+    concurrency = args.concurrency or settings.pool.max_sessions_per_pod
+    progress = ProgressLine() if sys.stderr.isatty() else None
+    with ExitStack() as stack:
+        source = (
+            sys.stdin.buffer if args.tasks == "-" else stack.enter_context(open(args.tasks, "rb"))
+        )
+        results = (
+            sys.stdout.buffer
+            if args.output in (None, "-")
+            else stack.enter_context(open(args.output, "wb"))
+        )
+        summary = trio.run(_copy, settings, connections, source, results, concurrency, progress)
+    if progress is not None:
+        progress.finish()
+    print(summary.line(), file=sys.stderr)
+    return EXIT_FAILED_TASKS if summary.failed else 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    connections = load_connections(args.connections)
+    report = {"settings": settings.model_dump(mode="json"), "connections": connections.describe()}
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftp-pooler", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def files(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", type=Path, help="settings YAML (default: $FTP_POOLER_CONFIG)")
+        sub.add_argument(
+            "--connections", type=Path, help="connections INI (default: $FTP_POOLER_CONNECTIONS)"
+        )
+
+    copy = commands.add_parser("copy", help="run the tasks of a JSON-lines file, no Kafka")
+    copy.add_argument("tasks", help="task file, one JSON task per line; - for stdin")
+    copy.add_argument("--output", "-o", help="result file (default: stdout)")
+    copy.add_argument(
+        "--concurrency", "-j", type=int, help="tasks at once (default: pool.max_sessions_per_pod)"
+    )
+    files(copy)
+    copy.set_defaults(run=_cmd_copy)
+
+    check = commands.add_parser("check-config", help="validate the settings and connections")
+    files(check)
+    check.set_defaults(run=_cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except PoolerError as exc:
+        print(f"ftp-pooler: {exc.code.value}: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,527 @@
+"""Worker settings (YAML plus environment overrides) and connections (an rclone-style INI file).
+
+Settings: every key has a default, unknown keys are errors, and
+``FTP_POOLER__SECTION__KEY=value`` overrides the file. Connections: one
+``[id]`` section per server or local directory, ``type = ftp`` or
+``type = local``. Every mistake raises :class:`ConfigError` naming the file
+and the key; passwords are :class:`~pydantic.SecretStr` and never appear in
+an error, a repr or :meth:`Connections.describe`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ftp_pooler.errors import ErrorCode, PoolerError
+from ftp_pooler.ftp.config import FTPConfig, TLSMode
+from ftp_pooler.validation import Location, describe_validation_error, dotted
+
+CONFIG_ENV = "FTP_POOLER_CONFIG"
+CONNECTIONS_ENV = "FTP_POOLER_CONNECTIONS"
+OVERRIDE_PREFIX = "FTP_POOLER__"
+DEFAULT_CONFIG_PATH = Path("/etc/ftp-pooler/config.yaml")
+DEFAULT_CONNECTIONS_PATH = Path("/etc/ftp-pooler/connections.ini")
+
+
+class ConfigError(PoolerError):
+    """A settings or connections file (or an override) that cannot be used."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_CONFIG, message)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["localhost:9092"], min_length=1
+    )
+    """``host:port`` list; a comma-separated string is accepted too."""
+    consumer_group: str = Field("ftp-pooler", min_length=1)
+    input_topic: str = Field("ftp-tasks", min_length=1)
+    result_topic: str = Field("ftp-results", min_length=1)
+    fail_topic: str = Field("ftp-failures", min_length=1)
+    group_instance_id: str | None = None
+    """Static group membership id; see :attr:`Settings.group_instance_id`."""
+    static_membership_from_pod_name: bool = False
+    """Use the worker name as ``group_instance_id`` when that is not set."""
+    max_poll_records: int = Field(500, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1)
+    heartbeat_interval_ms: int = Field(3_000, ge=1)
+    max_message_bytes: int = Field(1_048_576, ge=1)
+    commit_interval_seconds: float = Field(5.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [server.strip() for server in value.split(",") if server.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism,"
+                " sasl_username and sasl_password"
+            )
+        return self
+
+
+class PoolSettings(_Section):
+    """Session pool limits; the names are those of :class:`ftp_pooler.ftp.pool.PoolLimits`."""
+
+    max_sessions_per_pod: int = Field(64, ge=1)
+    max_sessions_per_connection: int = Field(8, ge=1)
+    session_timeout_seconds: float = Field(300.0, gt=0)
+    noop_after_seconds: float = Field(15.0, ge=0)
+    cap_recovery_seconds: float = Field(30.0, gt=0)
+
+
+def _default_worker_name(environ: Mapping[str, str]) -> str:
+    return environ.get("POD_NAME") or environ.get("HOSTNAME") or socket.gethostname()
+
+
+class WorkerSettings(_Section):
+    max_inflight: int = Field(64, ge=1)
+    drain_seconds: float = Field(25.0, ge=0)
+    name: str = Field(default=None, min_length=1, validate_default=True)
+    """Names this worker in results; null: ``$POD_NAME``, else ``$HOSTNAME``, else the host name."""
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name_from_environment(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            environ = (info.context or {}).get("environ", os.environ)
+            return _default_worker_name(environ)
+        return value
+
+
+class TransferSettings(_Section):
+    initial_backoff_seconds: float = Field(0.5, ge=0)
+    max_backoff_seconds: float = Field(30.0, ge=0)
+    backoff_multiplier: float = Field(2.0, ge=1)
+    jitter: float = Field(0.2, ge=0, le=1)
+    """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
+    temp_suffix: str = Field(".part", min_length=1, pattern=r"^[^/]+$")
+
+    @model_validator(mode="after")
+    def _backoff_range(self) -> Self:
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            raise ValueError("max_backoff_seconds must be at least initial_backoff_seconds")
+        return self
+
+
+class ApiSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseModel):
+    """Everything the worker reads from its settings file; see ``etc/config.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def group_instance_id(self) -> str | None:
+        """The Kafka static membership id: the configured one, else the worker
+        name when ``static_membership_from_pod_name`` is on, else none."""
+        if self.kafka.group_instance_id or not self.kafka.static_membership_from_pod_name:
+            return self.kafka.group_instance_id
+        return self.worker.name
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read the settings file, apply ``FTP_POOLER__SECTION__KEY`` overrides, validate.
+
+    Args:
+        path: The YAML file. Default: ``$FTP_POOLER_CONFIG``, else
+            ``/etc/ftp-pooler/config.yaml`` if it exists, else no file (all defaults).
+        environ: Where overrides and the default worker name come from.
+
+    Raises:
+        ConfigError: Unreadable file, bad YAML, unknown key or bad value; the
+            message names the file (or the environment variable) and the key.
+    """
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    elif path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    source = str(path) if path else "settings"
+    data = _read_yaml(path) if path else {}
+    for section in Settings.model_fields:
+        if data.get(section) is None:
+            data[section] = {}
+    overridden = _apply_overrides(data, environ)
+
+    def field_name(loc: Location) -> str:
+        variable = overridden.get(loc[:2])
+        return f"{dotted(loc)} (from {variable})" if variable else dotted(loc)
+
+    try:
+        return Settings.model_validate(data, context={"environ": environ})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc, field_name)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {_reason(exc)}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{exc.problem}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (kafka, pool, ...)")
+    return data
+
+
+def _apply_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[Location, str]:
+    """Put each ``FTP_POOLER__SECTION__KEY`` into ``data``; returns (section, key) -> variable."""
+    overridden: dict[Location, str] = {}
+    for variable, value in environ.items():
+        if not variable.startswith(OVERRIDE_PREFIX):
+            continue
+        section, _, key = variable[len(OVERRIDE_PREFIX) :].lower().partition("__")
+        field = Settings.model_fields.get(section)
+        model = field.annotation if field else None
+        if not (
+            isinstance(model, type) and issubclass(model, BaseModel) and key in model.model_fields
+        ):
+            raise ConfigError(
+                f"{variable}: no such setting (expected {OVERRIDE_PREFIX}<SECTION>__<KEY>,"
+                f" e.g. {OVERRIDE_PREFIX}POOL__MAX_SESSIONS_PER_POD)"
+            )
+        if isinstance(data[section], dict):
+            data[section][key] = value
+            overridden[(section, key)] = variable
+    return overridden
+
+
+def _reason(error: Exception) -> str:
+    """Why a file could not be read, without quoting any of its content."""
+    if isinstance(error, UnicodeError):
+        return "not UTF-8 text"
+    return error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
+
+
+class FTPConnection(BaseModel):
+    """An FTP server; task paths are relative to ``base_path`` on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    ftp: FTPConfig
+    base_path: str = ""
+
+
+class LocalConnection(BaseModel):
+    """A directory of the worker's file system (a mounted volume); task paths are relative to it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    base_path: Path
+
+    @field_validator("base_path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        return value
+
+
+Connection = FTPConnection | LocalConnection
+
+
+class Connections(Mapping[str, Connection]):
+    """Connections by id."""
+
+    def __init__(self, connections: Iterable[Connection] = ()) -> None:
+        self._by_id: dict[str, Connection] = {}
+        for connection in connections:
+            if connection.id in self._by_id:
+                raise ValueError(f"two connections named {connection.id!r}")
+            self._by_id[connection.id] = connection
+
+    def __getitem__(self, connection_id: str) -> Connection:
+        return self._by_id[connection_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __repr__(self) -> str:
+        return f"Connections({list(self._by_id.values())!r})"
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Every connection in the INI file's spelling, JSON-ready, passwords masked."""
+        described: dict[str, dict[str, Any]] = {}
+        for connection_id, connection in self._by_id.items():
+            if isinstance(connection, LocalConnection):
+                described[connection_id] = {"type": "local", "base_path": str(connection.base_path)}
+                continue
+            ftp = connection.ftp
+            described[connection_id] = {
+                "type": "ftp",
+                **ftp.model_dump(mode="json", exclude={"password", "timeouts"}),
+                "password": "***" if ftp.password.get_secret_value() else "(not set)",
+                "connect_timeout": ftp.timeouts.connect,
+                "timeout": ftp.timeouts.reply,
+                "data_stall_timeout": ftp.timeouts.data_stall,
+                "base_path": connection.base_path,
+            }
+        return described
+
+
+def load_connections(
+    path: Path | None = None, environ: Mapping[str, str] = os.environ
+) -> Connections:
+    """Read the connections file.
+
+    Args:
+        path: The INI file. Default: ``$FTP_POOLER_CONNECTIONS``, else
+            ``/etc/ftp-pooler/connections.ini``.
+        environ: Where ``pass_env`` variables are read.
+
+    Raises:
+        ConfigError: Unreadable or malformed file, or a bad section; the
+            message names the file, the ``[section]`` and the key.
+    """
+    if path is None:
+        path = Path(environ.get(CONNECTIONS_ENV) or DEFAULT_CONNECTIONS_PATH)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {_reason(exc)}") from None
+    # rclone has no [DEFAULT] inheritance; no section header can spell an empty name.
+    parser = configparser.ConfigParser(interpolation=None, default_section="")
+    try:
+        parser.read_string(text, source=str(path))
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {_ini_problem(exc)}") from None
+    return Connections(
+        _IniSection(path, name, dict(parser.items(name))).connection(environ)
+        for name in parser.sections()
+    )
+
+
+def _ini_problem(error: configparser.Error) -> str:
+    """What is wrong with the INI syntax, by line number: the offending line may hold a password."""
+    if isinstance(error, configparser.DuplicateOptionError):
+        return f"[{error.section}] {error.option}: given twice (line {error.lineno})"
+    if isinstance(error, configparser.DuplicateSectionError):
+        return f"[{error.section}]: section given twice (line {error.lineno})"
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno}: a key before the first [section]"
+    if isinstance(error, configparser.ParsingError):
+        lines = ", ".join(str(lineno) for lineno, _ in error.errors)
+        return f"not 'key = value' on line {lines}"
+    return type(error).__name__
+
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+_PASSWORD_KEYS = ("pass", "password", "pass_file", "pass_env")
+_FTP_FIELDS: dict[str, Location] = {
+    "host": ("host",),
+    "port": ("port",),
+    "user": ("user",),
+    "verify": ("verify",),
+    "passive": ("passive",),
+    "epsv": ("epsv",),
+    "pasv_use_reply_address": ("pasv_use_reply_address",),
+    "connect_timeout": ("timeouts", "connect"),
+    "timeout": ("timeouts", "reply"),
+    "data_stall_timeout": ("timeouts", "data_stall"),
+    "max_sessions": ("max_sessions",),
+}
+_FTP_NEGATIONS: dict[str, Location] = {
+    "no_check_certificate": ("verify",),
+    "disable_epsv": ("epsv",),
+}
+_FTP_KEYS = frozenset(
+    {*_FTP_FIELDS, *_FTP_NEGATIONS, *_PASSWORD_KEYS, "tls", "explicit_tls", "ca_file", "base_path"}
+)
+_LOCAL_KEYS = frozenset({"base_path"})
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class _IniSection:
+    """One ``[id]`` of the connections file, on its way to a :data:`Connection`."""
+
+    def __init__(self, path: Path, name: str, items: dict[str, str]) -> None:
+        self.path = path
+        self.name = name
+        self._items = items
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: [{self.name}] {key}: {message}")
+
+    def connection(self, environ: Mapping[str, str]) -> Connection:
+        kind = self._items.pop("type", None)
+        if kind is None:
+            raise self.error("type", "missing (ftp or local)")
+        if kind.lower() == "ftp":
+            return self._ftp(environ)
+        if kind.lower() == "local":
+            self._refuse_unknown(_LOCAL_KEYS)
+            return self._validate(
+                LocalConnection, {"id": self.name, **self._items}, {("base_path",): "base_path"}
+            )
+        raise self.error("type", f"unknown type {kind!r} (ftp or local)")
+
+    def _ftp(self, environ: Mapping[str, str]) -> FTPConnection:
+        self._refuse_unknown(_FTP_KEYS)
+        given: dict[Location, tuple[str, object]] = {
+            loc: (key, self._items[key]) for key, loc in _FTP_FIELDS.items() if key in self._items
+        }
+        for key, loc in _FTP_NEGATIONS.items():
+            if key in self._items:
+                if loc in given:
+                    raise self.error(key, f"give {given[loc][0]} or {key}, not both")
+                given[loc] = (key, not self._bool(key))
+        if (password := self._password(environ)) is not None:
+            given[("password",)] = password
+        if (tls := self._tls()) is not None:
+            given[("tls",)] = tls
+        if (ca_file := self._file("ca_file")) is not None:
+            given[("ca_file",)] = ca_file
+        ftp: dict[str, Any] = {}
+        for loc, (_, value) in given.items():
+            target = ftp
+            for part in loc[:-1]:
+                target = target.setdefault(str(part), {})
+            target[str(loc[-1])] = value
+        keys = {("ftp", *loc): key for key, loc in _FTP_FIELDS.items()}
+        keys.update({("ftp", *loc): key for loc, (key, _) in given.items()})
+        data = {"id": self.name, "ftp": ftp, "base_path": self._items.get("base_path", "")}
+        return self._validate(FTPConnection, data, keys)
+
+    def _refuse_unknown(self, known: frozenset[str]) -> None:
+        for key in self._items:
+            if key not in known:
+                raise self.error(key, f"unknown key (known: {', '.join(sorted(known))})")
+
+    def _validate(
+        self, model: type[_Model], data: dict[str, Any], keys: dict[Location, str]
+    ) -> _Model:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+
+            def field_name(loc: Location) -> str:
+                return f"[{self.name}] {keys.get(loc, dotted(loc))}"
+
+            raise ConfigError(
+                f"{self.path}: {describe_validation_error(exc, field_name)}"
+            ) from None
+
+    def _bool(self, key: str) -> bool:
+        try:
+            return _BOOL.validate_python(self._items[key])
+        except ValidationError:
+            raise self.error(key, f"expected true or false, not {self._items[key]!r}") from None
+
+    def _file(self, key: str) -> tuple[str, Path] | None:
+        """A file named by ``key``, relative to the connections file's directory."""
+        if key not in self._items:
+            return None
+        path = self.path.parent / self._items[key]
+        if not path.is_file():
+            raise self.error(key, f"no such file: {path}")
+        return key, path
+
+    def _password(self, environ: Mapping[str, str]) -> tuple[str, str] | None:
+        given = [key for key in _PASSWORD_KEYS if key in self._items]
+        if len(given) > 1:
+            raise self.error(given[1], f"give only one of {', '.join(_PASSWORD_KEYS)}")
+        if not given:
+            return None
+        key = given[0]
+        value = self._items[key]
+        if key == "pass_env":
+            if value not in environ:
+                raise self.error(key, f"environment variable {value} is not set")
+            return key, environ[value]
+        if key == "pass_file":
+            path = self.path.parent / value
+            try:
+                return key, path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeError) as exc:
+                raise self.error(key, f"cannot read {path}: {_reason(exc)}") from None
+        return key, value
+
+    def _tls(self) -> tuple[str, TLSMode] | None:
+        """``tls`` (none, explicit, implicit; rclone's true is implicit) and ``explicit_tls``."""
+        mode: TLSMode | None = None
+        if "tls" in self._items:
+            word = self._items["tls"].lower()
+            if word in set(TLSMode):
+                mode = TLSMode(word)
+            else:
+                try:
+                    mode = TLSMode.IMPLICIT if _BOOL.validate_python(word) else TLSMode.NONE
+                except ValidationError:
+                    raise self.error(
+                        "tls", f"expected none, explicit or implicit, not {word!r}"
+                    ) from None
+        if "explicit_tls" in self._items and self._bool("explicit_tls"):
+            if mode is TLSMode.IMPLICIT:
+                raise self.error("explicit_tls", "conflicts with implicit TLS (tls)")
+            return "explicit_tls", TLSMode.EXPLICIT
+        return ("tls", mode) if mode is not None else None

@@ -1,0 +1,453 @@
+"""The messages a worker reads (tasks) and writes (results), and their JSON Schemas.
+
+A task arrives as JSON bytes from Kafka; :func:`parse_task` turns it into a
+:class:`Task` or raises :class:`InvalidTaskError`, whose message names every
+failing field. Each task ends as exactly one :class:`Result`, serialised with
+:meth:`Result.to_json`. The schemas in ``docs/schemas/`` are generated from
+these models; regenerate them with ``python -m ftp_pooler.contract``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.json_schema import models_json_schema
+
+from ftp_pooler.errors import ErrorCode, PoolerError
+from ftp_pooler.validation import Location, describe_validation_error, dotted
+
+MAX_TASK_ID_LENGTH = 512
+MAX_MESSAGE_BYTES = 1_048_576
+MAX_INPUT_ECHO_BYTES = 4096
+"""How much of an invalid message a failure result carries back."""
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class Operation(StrEnum):
+    """Which way a file moves."""
+
+    DOWNLOAD = "download"
+    """From an FTP connection to a local one."""
+    UPLOAD = "upload"
+    """From a local connection to an FTP one."""
+
+
+class ConflictPolicy(StrEnum):
+    """What to do when the destination file already exists."""
+
+    OVERWRITE = "overwrite"
+    SKIP = "skip"
+    FAIL = "fail"
+
+
+class ResultStatus(StrEnum):
+    """How a task ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """The destination existed and the task asked to skip it."""
+
+
+TaskId = Annotated[str, Field(min_length=1, max_length=MAX_TASK_ID_LENGTH)]
+ConnectionId = Annotated[str, Field(min_length=1, description="A section of the connections file.")]
+FilePath = Annotated[str, Field(min_length=1, description="A file path on that connection.")]
+
+
+class Endpoint(BaseModel):
+    """One file on one configured connection."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    connection_id: ConnectionId
+    path: FilePath
+
+
+class TransferOptions(BaseModel):
+    """How to move the file."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    overwrite: bool = Field(
+        True, description="false is the same as if_exists = fail; if_exists wins when given."
+    )
+    if_exists: ConflictPolicy | None = None
+    retry_count: int = Field(3, ge=0, le=100, description="Retries after the first attempt.")
+    verify_size: bool = Field(True, description="Compare the size written with the size read.")
+    preserve_mtime: bool = False
+
+    @property
+    def conflict(self) -> ConflictPolicy:
+        """What to do with an existing destination: ``if_exists``, else what ``overwrite`` means."""
+        if self.if_exists is not None:
+            return self.if_exists
+        return ConflictPolicy.OVERWRITE if self.overwrite else ConflictPolicy.FAIL
+
+
+_FLAT_KEYS: dict[str, tuple[str, str]] = {
+    "src_id": ("source", "connection_id"),
+    "src_path": ("source", "path"),
+    "dst_id": ("destination", "connection_id"),
+    "dst_path": ("destination", "path"),
+}
+_NESTED_NAMES: dict[Location, str] = {location: flat for flat, location in _FLAT_KEYS.items()}
+
+
+def _is_flat(data: object) -> bool:
+    """A flat task has ``src_*``/``dst_*`` keys and neither ``source`` nor ``destination``."""
+    return (
+        isinstance(data, dict)
+        and "source" not in data
+        and "destination" not in data
+        and not _FLAT_KEYS.keys().isdisjoint(data)
+    )
+
+
+class Task(BaseModel):
+    """Copy one file from a source connection to a destination connection.
+
+    The flat spelling (src_id, src_path, dst_id, dst_path) is accepted too.
+    The operation may be left out: the worker infers it from the connection
+    types and refuses a task whose operation disagrees with them. Unknown
+    fields are ignored.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task_id: TaskId
+    operation: Operation | None = None
+    source: Endpoint
+    destination: Endpoint
+    options: TransferOptions = TransferOptions()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_form(cls, data: Any) -> Any:
+        if not _is_flat(data):
+            return data
+        nested = {key: value for key, value in data.items() if key not in _FLAT_KEYS}
+        nested["source"], nested["destination"] = {}, {}
+        for key, (endpoint, field) in _FLAT_KEYS.items():
+            if key in data:
+                nested[endpoint][field] = data[key]
+        return nested
+
+
+class FlatTask(BaseModel):
+    """The flat spelling of a task: src_* and dst_* fields instead of source and destination."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task_id: TaskId
+    operation: Operation | None = None
+    src_id: ConnectionId
+    src_path: FilePath
+    dst_id: ConnectionId
+    dst_path: FilePath
+    options: TransferOptions = TransferOptions()
+
+
+class InvalidTaskError(PoolerError):
+    """A message that is not a valid task.
+
+    Attributes:
+        task_id: The message's ``task_id`` when it could be read, so the
+            failure result can still name the task.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(ErrorCode.INVALID_MESSAGE, message)
+        self.task_id = task_id
+
+
+_JSON_TYPES = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
+def parse_task(raw: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Task:
+    """Validate one task message.
+
+    Args:
+        raw: The message value, UTF-8 JSON.
+        max_bytes: Larger messages are refused unread.
+
+    Raises:
+        InvalidTaskError: The message is too large, not JSON, not a JSON object,
+            or not a valid task; the message names each failing field.
+    """
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+    if size > max_bytes:
+        raise InvalidTaskError(f"message is {size} bytes, over the limit of {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidTaskError(f"message is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidTaskError(
+            f"message is {_JSON_TYPES.get(type(data), 'null')}, not a JSON object"
+        )
+    try:
+        return Task.model_validate(data)
+    except ValidationError as exc:
+        field_name = _flat_name if _is_flat(data) else dotted
+        task_id = data.get("task_id")
+        readable = isinstance(task_id, str) and 0 < len(task_id) <= MAX_TASK_ID_LENGTH
+        raise InvalidTaskError(
+            describe_validation_error(exc, field_name), task_id=task_id if readable else None
+        ) from exc
+
+
+def _flat_name(loc: Location) -> str:
+    """Name a field the way a flat message spells it: ``src_path``, not ``source.path``."""
+    return _NESTED_NAMES.get(loc) or dotted(loc)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    PlainSerializer(_rfc3339, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class TaskInput(BaseModel):
+    """The start of a message that was not a valid task, for whoever fixes its producer."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    payload_base64: str = Field(
+        description=f"The first {MAX_INPUT_ECHO_BYTES} bytes of the message, base64-encoded."
+    )
+    size: int = Field(ge=0, description="Bytes in the whole message.")
+    truncated: bool
+    partition: int | None = None
+    offset: int | None = None
+
+    @classmethod
+    def from_raw(
+        cls, raw: bytes | str, *, partition: int | None = None, offset: int | None = None
+    ) -> TaskInput:
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
+        return cls(
+            payload_base64=base64.b64encode(data[:MAX_INPUT_ECHO_BYTES]).decode("ascii"),
+            size=len(data),
+            truncated=len(data) > MAX_INPUT_ECHO_BYTES,
+            partition=partition,
+            offset=offset,
+        )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Result(BaseModel):
+    """What became of one task. Fields that do not apply are left out.
+
+    error_code, error_message and retryable appear only on failed results;
+    input only when the message was not a valid task.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task_id: str | None = Field(None, description="Left out only when an invalid message had none.")
+    status: ResultStatus
+    operation: Operation | None = None
+    source: Endpoint | None = None
+    destination: Endpoint | None = None
+    bytes_transferred: int = Field(ge=0)
+    duration_ms: int = Field(ge=0)
+    attempts: int = Field(ge=0)
+    completed_at: Timestamp = Field(description="UTC, e.g. 2026-11-23T10:40:00.123Z.")
+    worker: str = Field(description="The pod or host that ran the task.")
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    retryable: bool | None = Field(
+        None, description="Whether sending the same task again may succeed."
+    )
+    input: TaskInput | None = None
+
+    @model_validator(mode="after")
+    def _error_code_iff_failed(self) -> Self:
+        if (self.status is ResultStatus.FAILED) != (self.error_code is not None):
+            raise ValueError("error_code is required on failed results, and allowed only there")
+        return self
+
+    @classmethod
+    def completed(
+        cls,
+        task: Task,
+        *,
+        worker: str,
+        bytes_transferred: int,
+        duration_ms: int,
+        attempts: int,
+        operation: Operation | None = None,
+    ) -> Result:
+        """A completed result for ``task``.
+
+        Args:
+            operation: The one the worker inferred, when the task left it out
+                (also for :meth:`skipped` and :meth:`failed`).
+        """
+        return cls(
+            **_identity(task, operation),
+            status=ResultStatus.COMPLETED,
+            bytes_transferred=bytes_transferred,
+            duration_ms=duration_ms,
+            attempts=attempts,
+            completed_at=_now(),
+            worker=worker,
+        )
+
+    @classmethod
+    def skipped(
+        cls,
+        task: Task,
+        *,
+        worker: str,
+        duration_ms: int,
+        attempts: int,
+        operation: Operation | None = None,
+    ) -> Result:
+        return cls(
+            **_identity(task, operation),
+            status=ResultStatus.SKIPPED,
+            bytes_transferred=0,
+            duration_ms=duration_ms,
+            attempts=attempts,
+            completed_at=_now(),
+            worker=worker,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        task: Task,
+        error: PoolerError,
+        *,
+        worker: str,
+        duration_ms: int,
+        attempts: int,
+        bytes_transferred: int = 0,
+        operation: Operation | None = None,
+    ) -> Result:
+        return cls(
+            **_identity(task, operation),
+            status=ResultStatus.FAILED,
+            bytes_transferred=bytes_transferred,
+            duration_ms=duration_ms,
+            attempts=attempts,
+            completed_at=_now(),
+            worker=worker,
+            error_code=error.code,
+            error_message=error.message,
+            retryable=error.retryable,
+        )
+
+    @classmethod
+    def invalid(
+        cls,
+        error: InvalidTaskError,
+        raw: bytes | str,
+        *,
+        worker: str,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> Result:
+        """The failure result for a message :func:`parse_task` refused."""
+        return cls(
+            task_id=error.task_id,
+            status=ResultStatus.FAILED,
+            bytes_transferred=0,
+            duration_ms=0,
+            attempts=0,
+            completed_at=_now(),
+            worker=worker,
+            error_code=error.code,
+            error_message=error.message,
+            retryable=error.retryable,
+            input=TaskInput.from_raw(raw, partition=partition, offset=offset),
+        )
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON without the fields that are ``None``."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def _identity(task: Task, operation: Operation | None) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "operation": operation or task.operation,
+        "source": task.source,
+        "destination": task.destination,
+    }
+
+
+def task_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a task message, nested or flat."""
+    refs, defs = models_json_schema([(Task, "validation"), (FlatTask, "validation")])
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "ftp-pooler task",
+        "description": "One file to copy, nested (Task, preferred) or flat (FlatTask).",
+        "anyOf": list(refs.values()),
+        **defs,
+    }
+
+
+def result_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a result message, as :meth:`Result.to_json` writes it."""
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        **Result.model_json_schema(mode="serialization"),
+        "title": "ftp-pooler result",
+    }
+
+
+SCHEMA_FILES: dict[str, Callable[[], dict[str, Any]]] = {
+    "task.schema.json": task_json_schema,
+    "result.schema.json": result_json_schema,
+}
+"""File name in ``docs/schemas/`` -> the function that generates it."""
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write every file of :data:`SCHEMA_FILES` into ``directory``; returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, generate in SCHEMA_FILES.items():
+        path = directory / name
+        path.write_text(json.dumps(generate(), indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_schemas(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")):
+        print(written_path)

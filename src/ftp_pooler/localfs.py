@@ -1,0 +1,176 @@
+"""The local side of a transfer: paths confined to a base directory, atomic writes.
+
+File I/O here is plain blocking ``os`` calls run on the event loop: on a local
+disk or tmpfs each costs microseconds, far less than a hop to a worker thread
+(see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ftp_pooler.errors import ErrorCode, PoolerError
+
+READ_CHUNK = 256 * 1024
+
+
+def _os_error(exc: OSError, what: str) -> PoolerError:
+    if exc.errno == errno.ENOENT:
+        code = ErrorCode.FILE_NOT_FOUND
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        code = ErrorCode.PERMISSION_DENIED
+    elif exc.errno == errno.EEXIST:
+        code = ErrorCode.FILE_EXISTS
+    else:
+        code = ErrorCode.IO_ERROR
+    return PoolerError(code, f"{what}: {exc.strerror or exc}")
+
+
+class LocalRoot:
+    """A local connection's ``base_path``; every task path must stay inside it."""
+
+    def __init__(self, base_path: Path) -> None:
+        self.base = Path(os.path.realpath(base_path))
+        self._made_dirs: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"LocalRoot({str(self.base)!r})"
+
+    def resolve(self, path: str) -> Path:
+        """The real location of a task path.
+
+        An absolute path must lie inside ``base_path``; a relative one is taken
+        from it. ``..`` components, NUL bytes and symlinks leading out of
+        ``base_path`` are refused.
+
+        Raises:
+            PoolerError: PATH_NOT_ALLOWED.
+        """
+        if not path or "\x00" in path:
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"bad local path {path!r}")
+        parts = path.split("/")
+        if ".." in parts:
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in local path {path!r}")
+        candidate = Path(path) if path.startswith("/") else self.base / path
+        candidate = Path(os.path.normpath(candidate))
+        if not self._inside(candidate):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} is outside {self.base}")
+        if candidate == self.base:
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} names the base directory")
+        if not self._inside(Path(os.path.realpath(candidate.parent))):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} leads out of {self.base}")
+        return candidate
+
+    def resolve_existing(self, path: str) -> Path:
+        """Like :meth:`resolve`, for a file to read: a symlink must not lead outside either."""
+        candidate = self.resolve(path)
+        if not self._inside(Path(os.path.realpath(candidate))):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} leads out of {self.base}")
+        return candidate
+
+    def _inside(self, path: Path) -> bool:
+        return path == self.base or path.is_relative_to(self.base)
+
+    def make_parent(self, path: Path) -> None:
+        """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
+        parent = str(path.parent)
+        if parent in self._made_dirs:
+            return
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise _os_error(exc, f"creating {parent}") from exc
+        self._made_dirs.add(parent)
+
+
+class AtomicFile:
+    """A file written under a hidden temporary name and moved into place only when complete.
+
+    The temporary file sits in the destination's directory (so the final
+    ``rename`` is atomic) and is removed whenever the write is not committed.
+    """
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.temp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        self.written = 0
+        try:
+            self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _os_error(exc, f"creating {self.temp}") from exc
+        self._open = True
+
+    async def write(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise _os_error(exc, f"writing {self.temp}") from exc
+        self.written += len(chunk)
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            os.close(self._fd)
+
+    def commit(self, *, replace: bool, mtime: float | None = None) -> None:
+        """Close and move into place; with ``replace=False`` an existing file is an error.
+
+        Raises:
+            PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file system.
+        """
+        try:
+            self._close()
+            if mtime is not None:
+                os.utime(self.temp, (mtime, mtime))
+            if replace:
+                os.replace(self.temp, self.final)
+            else:
+                os.link(self.temp, self.final)
+                os.unlink(self.temp)
+        except OSError as exc:
+            self.discard()
+            raise _os_error(exc, f"moving {self.temp} to {self.final}") from exc
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (idempotent, never raises)."""
+        try:
+            self._close()
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp)
+        except OSError:
+            pass
+
+
+def stat(path: Path) -> os.stat_result:
+    """``os.stat``, its errors mapped to error codes (FILE_NOT_FOUND, PERMISSION_DENIED...)."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise _os_error(exc, f"reading {path}") from exc
+
+
+async def read_chunks(path: Path) -> AsyncIterator[bytes]:
+    """The file's bytes in chunks of up to 256 KiB."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _os_error(exc, f"opening {path}") from exc
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, READ_CHUNK)
+            except OSError as exc:
+                raise _os_error(exc, f"reading {path}") from exc
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        os.close(fd)
