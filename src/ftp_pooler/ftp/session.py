@@ -197,8 +197,8 @@ class FTPSession:
         return reply
 
     async def _send(self, command: bytes) -> None:
-        if self._stream is None:
-            raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed")
+        if self._stream is None or self.broken:
+            raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
         await self._stream.send_all(command)
 
     async def _exchange(self, command: bytes) -> Reply:
@@ -322,16 +322,19 @@ class FTPSession:
             return host, port
         return self._peer_host, port
 
-    async def _open_data(self) -> trio.abc.Stream:
+    async def _open_data(self) -> tuple[trio.SocketStream, trio.abc.Stream]:
+        """Connect a passive data connection: the TCP stream, and the stream to move bytes on."""
         host, port = await self._passive_address()
         with self._guard("data connection"), trio.fail_after(self.config.timeouts.connect):
             tcp = await trio.open_tcp_stream(host, port)
         if self.config.tls is TLSMode.NONE:
-            return tcp
+            return tcp, _HalfClosingStream(tcp)
         assert self._ssl_context is not None and isinstance(self._stream, trio.SSLStream)
-        tls = trio.SSLStream(tcp, self._ssl_context, server_hostname=self.config.host)
+        tls = trio.SSLStream(
+            _HalfClosingStream(tcp), self._ssl_context, server_hostname=self.config.host
+        )
         tls.session = self._stream.session
-        return tls
+        return tcp, tls
 
     async def _start_transfer(self, data: trio.abc.Stream, verb: str, path: str) -> None:
         """Send the transfer command and wait for its 1xx, doing the data TLS handshake alongside.
@@ -371,7 +374,7 @@ class FTPSession:
         before or after the end of the data, and an early 426/451 stops the
         transfer at once.
         """
-        data = await self._open_data()
+        tcp, data = await self._open_data()
         try:
             await self._start_transfer(data, verb, path)
             final: Reply | None = None
@@ -387,6 +390,7 @@ class FTPSession:
 
                     nursery.start_soon(watch_reply)
                     moved = await move(data)
+                    await data.aclose()
                     nursery.cancel_scope.deadline = (
                         trio.current_time() + self.config.timeouts.reply
                     )
@@ -397,7 +401,7 @@ class FTPSession:
             self.last_used = trio.current_time()
             return moved
         finally:
-            await trio.aclose_forcefully(data)
+            await trio.aclose_forcefully(tcp)
 
     async def _receive(self, verb: str, data: trio.abc.Stream, sink: Sink) -> int:
         stall = self.config.timeouts.data_stall
@@ -436,7 +440,6 @@ class FTPSession:
                     await data.send_all(chunk)
                     total += len(chunk)
                     scope.deadline = trio.current_time() + stall
-                await data.aclose()
             if scope.cancelled_caught:
                 raise FTPError(ErrorCode.TIMEOUT, f"STOR: data stalled for {stall:g} s")
             return total
@@ -465,9 +468,38 @@ class FTPSession:
         return [e for e in entries if not e.is_self_or_parent]
 
     async def nlst(self, path: str) -> list[str]:
-        """Names in a directory (NLST)."""
+        """Names in a directory (NLST), without ``.`` and ``..``."""
         names = (parse_nlst_line(line) for line in await self._read_listing("NLST", path))
-        return [name for name in names if name is not None]
+        return [name for name in names if name not in (None, ".", "..")]
+
+
+class _HalfClosingStream(trio.abc.Stream):
+    """A data connection's TCP stream whose ``aclose`` only sends FIN.
+
+    Closing a socket that holds unread bytes (such as a TLS 1.3 session ticket
+    the server sent on the data connection) makes the kernel answer with RST,
+    and a server may then drop upload data it had not read yet. So the end of
+    the data (after TLS ``close_notify``, if any) is only a half-close; the
+    socket itself is closed after the server's final reply.
+    """
+
+    def __init__(self, tcp: trio.SocketStream) -> None:
+        self._tcp = tcp
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._tcp.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._tcp.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._tcp.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        try:
+            await self._tcp.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self._tcp.aclose()
 
 
 def _meaningful(exc: BaseException) -> BaseException:
