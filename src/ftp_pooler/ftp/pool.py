@@ -119,13 +119,15 @@ class SessionPool:
             cap = min(cap, limits.max_sessions_per_pod)
             self._connections[conn_id] = _Connection(factory, cap, trio.CapacityLimiter(cap))
         self._closed = False
+        self._closing = 0
 
     def __repr__(self) -> str:
         return f"<SessionPool connections={sorted(self._connections)} open={self.open_sessions}>"
 
     @property
     def open_sessions(self) -> int:
-        return sum(c.open + c.opening for c in self._connections.values())
+        """Sessions open, being opened or being closed, over all connections."""
+        return self._closing + sum(c.open + c.opening for c in self._connections.values())
 
     def stats(self) -> dict[str, ConnectionStats]:
         """Per connection id: cap, open/idle/busy/opening sessions, waiters and counters."""
@@ -165,31 +167,32 @@ class SessionPool:
                 kept refusing sessions (421) and none of ours was left to wait for.
         """
         conn = self._connection(conn_id)
-        session = await self._acquire(conn)
+        borrower = object()
+        session = await self._acquire(conn, borrower)
         try:
             yield session
         finally:
-            await self._release(conn, session)
+            await self._release(conn, session, borrower)
 
-    async def _acquire(self, conn: _Connection) -> FTPSession:
+    async def _acquire(self, conn: _Connection, borrower: object) -> FTPSession:
         refusals = 0
         started = self._clock()
         while True:
             self._maybe_raise_cap(conn)
             conn.waiters += 1
             try:
-                await conn.limiter.acquire()
+                await conn.limiter.acquire_on_behalf_of(borrower)
                 try:
-                    await self._pod.acquire()
+                    await self._pod.acquire_on_behalf_of(borrower)
                 except BaseException:
-                    conn.limiter.release()
+                    conn.limiter.release_on_behalf_of(borrower)
                     raise
             finally:
                 conn.waiters -= 1
             try:
                 session = await self._checkout(conn)
             except FTPError as exc:
-                self._release_tokens(conn)
+                self._release_tokens(conn, borrower)
                 if exc.code is not ErrorCode.SERVER_BUSY:
                     raise
                 refusals += 1
@@ -197,15 +200,15 @@ class SessionPool:
                     raise
                 continue
             except BaseException:
-                self._release_tokens(conn)
+                self._release_tokens(conn, borrower)
                 raise
             conn.wait_seconds_total += self._clock() - started
             conn.wait_count += 1
             return session
 
-    def _release_tokens(self, conn: _Connection) -> None:
-        self._pod.release()
-        conn.limiter.release()
+    def _release_tokens(self, conn: _Connection, borrower: object) -> None:
+        self._pod.release_on_behalf_of(borrower)
+        conn.limiter.release_on_behalf_of(borrower)
 
     async def _checkout(self, conn: _Connection) -> FTPSession:
         """With both tokens held: reuse an idle session (checked if stale) or open one."""
@@ -216,7 +219,7 @@ class SessionPool:
             if await self._usable(conn, session):
                 conn.busy += 1
                 return session
-        await self._evict_for_new_session()
+        await self._make_room()
         conn.opening += 1
         try:
             session = await conn.factory.open()
@@ -247,12 +250,17 @@ class SessionPool:
             return False
         return True
 
-    async def _evict_for_new_session(self) -> None:
-        """Close the least recently used idle session anywhere if the pod is full."""
-        if self.open_sessions < self.limits.max_sessions_per_pod:
-            return
-        candidates = [(s.last_used, c, s) for c in self._connections.values() for s in c.idle]
-        if candidates:
+    async def _make_room(self) -> None:
+        """While the pod is full, close the least recently used idle session anywhere.
+
+        The caller counts its new session as opening right after this returns,
+        with no checkpoint in between, so concurrent borrowers cannot both
+        squeeze past the cap.
+        """
+        while self.open_sessions >= self.limits.max_sessions_per_pod:
+            candidates = [(s.last_used, c, s) for c in self._connections.values() for s in c.idle]
+            if not candidates:
+                return
             _, conn, session = min(candidates, key=lambda item: item[0])
             conn.idle.remove(session)
             await self._close(conn, session)
@@ -270,7 +278,7 @@ class SessionPool:
             conn.limiter.total_tokens = conn.cap + 1
             conn.last_refusal = self._clock()
 
-    async def _release(self, conn: _Connection, session: FTPSession) -> None:
+    async def _release(self, conn: _Connection, session: FTPSession, borrower: object) -> None:
         conn.busy -= 1
         try:
             if session.broken or session.closed or self._closed or conn.open >= conn.cap:
@@ -278,11 +286,15 @@ class SessionPool:
             else:
                 conn.idle.append(session)
         finally:
-            self._release_tokens(conn)
+            self._release_tokens(conn, borrower)
 
     async def _close(self, conn: _Connection, session: FTPSession) -> None:
-        conn.closed_total += 1
-        await session.aclose()
+        self._closing += 1
+        try:
+            await session.aclose()
+        finally:
+            self._closing -= 1
+            conn.closed_total += 1
 
     def _take_expired(self) -> list[tuple[_Connection, FTPSession]]:
         deadline = self._clock() - self.limits.session_timeout_seconds

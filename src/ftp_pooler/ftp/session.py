@@ -143,6 +143,8 @@ class FTPSession:
                     try:
                         await stream.send_all(build_command("QUIT"))
                         await self._read_reply_from(stream)
+                        while await stream.receive_some(4096):
+                            pass
                     except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                             ssl.SSLError, FTPError):
                         pass
