@@ -186,32 +186,52 @@ class TransferEngine:
         local = stat(plan.local_path)
         target = PurePosixPath(plan.remote_path)
         temp = str(target.with_name(f".{target.name}.{secrets.token_hex(4)}.part"))
-        async with self._pool.session(plan.remote_id) as session:
-            if conflict is not ConflictPolicy.OVERWRITE and await _remote_exists(session, plan.remote_path):
-                if conflict is ConflictPolicy.SKIP:
-                    return _Outcome(0, skipped=True)
-                raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server")
-            await self._ensure_remote_dir(session, plan.remote_id, str(target.parent))
-            try:
-                sent = await session.store(temp, read_chunks(plan.local_path))
-                if sent != local.st_size:
-                    raise PoolerError(ErrorCode.SIZE_MISMATCH,
-                                      f"sent {sent} bytes, the file had {local.st_size}")
-                if options.verify_size and "SIZE" in session.features:
-                    stored = await session.size(temp)
-                    if stored != sent:
+        orphan = False
+        try:
+            async with self._pool.session(plan.remote_id) as session:
+                if conflict is not ConflictPolicy.OVERWRITE and await _remote_exists(
+                    session, plan.remote_path
+                ):
+                    if conflict is ConflictPolicy.SKIP:
+                        return _Outcome(0, skipped=True)
+                    raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server")
+                await self._ensure_remote_dir(session, plan.remote_id, str(target.parent))
+                try:
+                    sent = await session.store(temp, read_chunks(plan.local_path))
+                    if sent != local.st_size:
                         raise PoolerError(ErrorCode.SIZE_MISMATCH,
-                                          f"sent {sent} bytes, the server stored {stored}")
-                await _rename_into_place(session, temp, plan.remote_path,
-                                         replace=conflict is ConflictPolicy.OVERWRITE)
-            except BaseException as exc:
-                if isinstance(exc, FTPError) and exc.code is ErrorCode.FILE_NOT_FOUND:
-                    self._remote_dirs.get(plan.remote_id, set()).discard(str(target.parent))
-                await _discard_remote(session, temp)
-                raise
-            if options.preserve_mtime:
-                await session.set_mtime(plan.remote_path, datetime.fromtimestamp(local.st_mtime, UTC))
+                                          f"sent {sent} bytes, the file had {local.st_size}")
+                    if options.verify_size and "SIZE" in session.features:
+                        stored = await session.size(temp)
+                        if stored != sent:
+                            raise PoolerError(ErrorCode.SIZE_MISMATCH,
+                                              f"sent {sent} bytes, the server stored {stored}")
+                    await _rename_into_place(session, temp, plan.remote_path,
+                                             replace=conflict is ConflictPolicy.OVERWRITE)
+                except BaseException as exc:
+                    if isinstance(exc, FTPError) and exc.code is ErrorCode.FILE_NOT_FOUND:
+                        self._remote_dirs.get(plan.remote_id, set()).discard(str(target.parent))
+                    orphan = not await _discard_remote(session, temp)
+                    raise
+                if options.preserve_mtime:
+                    moment = datetime.fromtimestamp(local.st_mtime, UTC)
+                    await session.set_mtime(plan.remote_path, moment)
+        finally:
+            if orphan:
+                await self._discard_with_new_session(plan.remote_id, temp)
         return _Outcome(sent)
+
+    async def _discard_with_new_session(self, remote_id: str, temp: str) -> None:
+        """Delete an upload's temporary file after its session broke (bounded, best effort)."""
+        remote = self._connections[remote_id]
+        assert isinstance(remote, FTPConnection)
+        timeouts = remote.ftp.timeouts
+        with trio.CancelScope(shield=True), trio.move_on_after(timeouts.connect + timeouts.reply):
+            try:
+                async with self._pool.session(remote_id) as session:
+                    await _discard_remote(session, temp)
+            except PoolerError:
+                log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
 
     async def _ensure_remote_dir(self, session: FTPSession, remote_id: str, directory: str) -> None:
         """``mkdir -p`` on the server, once per directory and connection."""
@@ -257,15 +277,16 @@ async def _rename_into_place(session: FTPSession, temp: str, final: str, *, repl
     await session.rename(temp, final)
 
 
-async def _discard_remote(session: FTPSession, temp: str) -> None:
-    """Best effort: delete an upload's temporary file on a session still in step."""
+async def _discard_remote(session: FTPSession, temp: str) -> bool:
+    """Delete an upload's temporary file if the session is still in step; whether that was possible."""
     if session.broken or session.closed:
-        return
+        return False
     with trio.CancelScope(shield=True), trio.move_on_after(session.config.timeouts.reply):
         try:
             await session.delete(temp)
-        except FTPError:
-            pass
+        except FTPError as exc:
+            return exc.reply is not None
+    return not session.broken
 
 
 def _ms_since(started: float) -> int:

@@ -1,0 +1,155 @@
+"""``ftp-pooler copy`` and ``check-config`` as a user runs them: a subprocess, real servers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from servers import FTPServer
+
+MakeServer = Callable[..., FTPServer]
+
+
+def write_config(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[str, str]:
+    """connections.ini + config.yaml for ``server`` and ``local_root``; returns the CLI's environment."""
+    password_file = tmp_path / "ftp-password"
+    password_file.write_text(server.password + "\n")
+    (tmp_path / "connections.ini").write_text(
+        f"[remote]\ntype = ftp\nhost = {server.host}\nport = {server.port}\n"
+        f"user = {server.user}\npass_file = {password_file}\n\n"
+        f"[local]\ntype = local\nbase_path = {local_root}\n"
+    )
+    (tmp_path / "config.yaml").write_text(
+        "pool:\n  max_sessions_per_pod: 16\n  max_sessions_per_connection: 8\n"
+        "worker:\n  name: copy-test\nlogging:\n  level: WARNING\n"
+    )
+    env = dict(os.environ)
+    env["FTP_POOLER_CONFIG"] = str(tmp_path / "config.yaml")
+    env["FTP_POOLER_CONNECTIONS"] = str(tmp_path / "connections.ini")
+    return env
+
+
+def ftp_pooler(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def results_by_id(output: bytes) -> dict[str, dict[str, Any]]:
+    results = [json.loads(line) for line in output.splitlines()]
+    by_id = {r.get("task_id", f"<none {i}>"): r for i, r in enumerate(results)}
+    assert len(by_id) == len(results), "a task got two results"
+    return by_id
+
+
+def test_copy_downloads_and_uploads_1000_files_byte_identical(
+    make_vsftpd: MakeServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    digests = {}
+    for index in range(1000):
+        path = ftp_root / f"d{index % 20}" / f"f{index}.bin"
+        path.parent.mkdir(exist_ok=True)
+        payload = os.urandom(1024 + index * 7)
+        path.write_bytes(payload)
+        digests[f"d{index % 20}/f{index}.bin"] = hashlib.sha256(payload).hexdigest()
+    server = make_vsftpd(passive_ports=200)
+    local_root = tmp_path / "local"
+    env = write_config(tmp_path, server, local_root)
+
+    tasks = tmp_path / "download.jsonl"
+    tasks.write_text(
+        "".join(
+            json.dumps({"task_id": f"dl-{name}", "src_id": "remote", "src_path": f"/{name}",
+                        "dst_id": "local", "dst_path": f"in/{name}"}) + "\n"
+            for name in digests
+        )
+    )
+    done = ftp_pooler("copy", str(tasks), "--output", str(tmp_path / "dl.jsonl"), env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    results = results_by_id((tmp_path / "dl.jsonl").read_bytes())
+    assert len(results) == 1000
+    assert {r["status"] for r in results.values()} == {"completed"}
+    for name, digest in digests.items():
+        assert hashlib.sha256((local_root / "in" / name).read_bytes()).hexdigest() == digest
+    assert b"1000 tasks: 1000 completed" in done.stderr
+
+    uploads = "".join(
+        json.dumps({"task_id": f"ul-{name}",
+                    "source": {"connection_id": "local", "path": f"in/{name}"},
+                    "destination": {"connection_id": "remote", "path": f"/back/{name}"}}) + "\n"
+        for name in digests
+    )
+    done = ftp_pooler("copy", "-", "--concurrency", "8", env=env, stdin=uploads.encode())
+    assert done.returncode == 0, done.stderr.decode()
+    results = results_by_id(done.stdout)
+    assert {r["status"] for r in results.values()} == {"completed"}
+    assert {r["operation"] for r in results.values()} == {"upload"}
+    for name, digest in digests.items():
+        assert hashlib.sha256((ftp_root / "back" / name).read_bytes()).hexdigest() == digest
+    assert not [p for p in ftp_root.rglob("*.part")]
+
+
+def test_bad_lines_get_failure_results_and_a_nonzero_exit(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    (ftp_root / "ok.txt").write_bytes(b"fine")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    lines = [
+        json.dumps({"task_id": "good", "src_id": "remote", "src_path": "/ok.txt",
+                    "dst_id": "local", "dst_path": "ok.txt"}),
+        "this is not json",
+        json.dumps({"task_id": "no-destination", "source": {"connection_id": "remote",
+                                                           "path": "/ok.txt"}}),
+        json.dumps({"task_id": "unknown-conn", "src_id": "mars", "src_path": "/ok.txt",
+                    "dst_id": "local", "dst_path": "x.txt"}),
+        "",
+        json.dumps({"task_id": "escape", "src_id": "remote", "src_path": "/ok.txt",
+                    "dst_id": "local", "dst_path": "../../etc/x"}),
+    ]
+    done = ftp_pooler("copy", "-", env=env, stdin="\n".join(lines).encode())
+    assert done.returncode == 1
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == 5
+    by_id = {r.get("task_id"): r for r in results}
+    assert by_id["good"]["status"] == "completed"
+    assert by_id["no-destination"]["error_code"] == "INVALID_MESSAGE"
+    assert "destination" in by_id["no-destination"]["error_message"]
+    assert by_id["unknown-conn"]["error_code"] == "INVALID_CONFIG"
+    assert by_id["escape"]["error_code"] == "PATH_NOT_ALLOWED"
+    [not_json] = [r for r in results if "task_id" not in r]
+    assert not_json["error_code"] == "INVALID_MESSAGE"
+    assert not_json["input"]["payload_base64"]
+    assert b"5 tasks: 1 completed, 0 skipped, 4 failed" in done.stderr
+    assert (tmp_path / "local" / "ok.txt").read_bytes() == b"fine"
+
+
+def test_check_config_shows_connections_without_secrets(
+    pyftpd_server: FTPServer, tmp_path: Path
+) -> None:
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    done = ftp_pooler("check-config", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    report = json.loads(done.stdout)
+    assert report["connections"]["remote"]["host"] == pyftpd_server.host
+    assert report["connections"]["local"]["type"] == "local"
+    assert report["settings"]["worker"]["name"] == "copy-test"
+    assert pyftpd_server.password.encode() not in done.stdout + done.stderr
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path, pyftpd_server: FTPServer) -> None:
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    (tmp_path / "connections.ini").write_text("[remote]\ntype = ftp\nport = 99999\n")
+    done = ftp_pooler("check-config", env=env)
+    assert done.returncode == 2
+    assert b"INVALID_CONFIG" in done.stderr and b"remote" in done.stderr
