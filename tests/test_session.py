@@ -114,8 +114,9 @@ async def test_verification_can_be_turned_off_per_connection(make_pyftpd: MakeSe
 @pytest.mark.parametrize("kind", KINDS)
 async def test_wrong_password_is_auth_failed(make_ftp_server: MakeServer, kind: str) -> None:
     server = make_ftp_server(kind)
+    slow_to_say_no = Timeouts(connect=5, reply=20, data_stall=5)  # pure-ftpd waits ~4 s, PAM ~2 s
     with pytest.raises(FTPError) as caught:
-        await open_session(server, password="not-the-password")
+        await open_session(server, password="not-the-password", timeouts=slow_to_say_no)
     assert caught.value.code is ErrorCode.AUTH_FAILED
     assert "not-the-password" not in str(caught.value)
 
