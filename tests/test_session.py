@@ -274,23 +274,9 @@ async def test_stalled_download_times_out_and_breaks_the_session(
     await session.aclose()
 
 
-class StopsReadingUploadsHandler(FTPHandler):  # type: ignore[misc]
-    """Starts an upload, then stops reading its data connection (which stays open)."""
-
-    def ftp_STOR(self, file: str, mode: str = "w") -> None:
-        super().ftp_STOR(file, mode)
-        channel = self.data_channel
-
-        def stop_reading() -> None:
-            if channel is not None and channel.connected:
-                channel._wanted_io_events = 0
-                channel.modify_ioloop_events(0)
-
-        self.ioloop.call_later(0.05, stop_reading)
-
-
 async def test_stalled_upload_times_out(make_pyftpd: MakeServer) -> None:
-    server = make_pyftpd(handler_class=StopsReadingUploadsHandler)
+    handler = type("Stall", (StallDataHandler,), {"stall_after_bytes": 100_000})
+    server = make_pyftpd(handler_class=handler)
     session = await open_session(server, timeouts=Timeouts(connect=5, reply=5, data_stall=0.5))
     started = trio.current_time()
     with pytest.raises(FTPError) as caught:

@@ -1,0 +1,291 @@
+"""Shared fixtures: real FTP servers (pyftpdlib, vsftpd, pure-ftpd) and a Kafka broker.
+
+FTP fixtures yield a frozen :class:`servers.FTPServer`::
+
+    FTPServer(kind, host, port, user, password, root, tls, ca_file,
+              tls_control_required, tls_data_required, passive_ports,
+              max_cons, max_cons_per_ip, log_file, counter, impl)
+
+with ``connection_count()``, ``peak_connections()``, ``reset_peak()``,
+``track_connections()`` and ``wait_connections(n)`` for the server-side count
+of control connections (exact hooks for pyftpdlib; ``/proc/net/tcp`` for the
+real servers).
+
+Fixtures for Debian servers skip when the server is missing -- unless ``CI``
+is set, then they fail: CI never silently skips a server.
+
+All servers listen on 127.0.0.1 only and are stopped (processes killed,
+threads joined) in teardown, also when the test failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:  # `servers` must import whatever pytest's import mode
+    sys.path.insert(0, _TESTS_DIR)
+
+from servers import FTPServer, ServerUnavailable
+from servers.certs import TLSCerts, make_certs
+from servers.kafka import KafkaBroker, TansuBroker
+from servers.pureftpd import PureFTPd
+
+with warnings.catch_warnings():  # pyftpdlib imports asyncore/asynchat (deprecated in 3.11)
+    warnings.filterwarnings("ignore", "The asyn(core|chat) module", DeprecationWarning)
+    from servers.pyftpd import PyFTPD
+from servers.vsftpd import Vsftpd
+
+FTP_KINDS = ("pyftpdlib", "vsftpd", "pure-ftpd")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Deprecation noise from third-party test dependencies on Python 3.11
+    # (pyftpdlib imports asyncore/asynchat; kafka-python uses legacy
+    # importlib.resources calls).  Our own code keeps the default filters.
+    for line in (
+        "ignore:The asyncore module is deprecated:DeprecationWarning",
+        "ignore:The asynchat module is deprecated:DeprecationWarning",
+        "ignore:read_text is deprecated:DeprecationWarning:kafka",
+        "ignore:open_text is deprecated:DeprecationWarning",
+    ):
+        config.addinivalue_line("filterwarnings", line)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally; fail under CI so a missing server is never silently skipped."""
+    if in_ci():
+        pytest.fail(f"{reason} [CI is set, so this is a failure, not a skip]", pytrace=False)
+    pytest.skip(reason)
+
+
+def _scratch_base() -> str | None:
+    """Where FTP roots go: tmpfs if available (file creation on ext4 is ~1 ms here)."""
+    env = os.environ.get("FTP_POOLER_TEST_TMPDIR")
+    if env:
+        return env
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return "/dev/shm"
+    return None
+
+
+def _make_scratch_dir(prefix: str) -> Path:
+    # Not under pytest's tmp_path: that sits below a 0700 directory, which the
+    # unprivileged FTP server processes cannot traverse.
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=_scratch_base()))
+    os.chmod(path, 0o755)
+    return path
+
+
+# --------------------------------------------------------------------------
+# TLS material and directories
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tls_certs() -> Iterator[TLSCerts]:
+    """trustme CA + server certificate for 127.0.0.1/localhost, as PEM files."""
+    directory = _make_scratch_dir("ftp-pooler-certs-")
+    try:
+        yield make_certs(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def ftp_root() -> Iterator[Path]:
+    """Empty directory served as the FTP user's "/" (world-traversable, on tmpfs if possible).
+
+    Files put here before a vsftpd/pure-ftpd server starts are chowned to the
+    test user at start; files created later as root are readable but not
+    writable over FTP.
+    """
+    path = _make_scratch_dir("ftp-pooler-root-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _Servers:
+    """Starts servers for one test and stops all of them at teardown."""
+
+    def __init__(self) -> None:
+        self._running: list[Any] = []
+
+    def start(self, server: Any) -> FTPServer:
+        reason = None
+        try:
+            server.start()
+        except ServerUnavailable as exc:
+            reason = str(exc)
+        if reason is not None:
+            unavailable(reason)
+        self._running.append(server)
+        info: FTPServer = server.info()
+        return info
+
+    def stop_all(self) -> None:
+        errors: list[BaseException] = []
+        while self._running:
+            server = self._running.pop()
+            try:
+                server.stop()
+            except BaseException as exc:  # noqa: BLE001 -- keep stopping the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def _ftp_servers(ftp_root: Path) -> Iterator[_Servers]:
+    # depends on ftp_root so servers always stop before their root is removed
+    servers = _Servers()
+    try:
+        yield servers
+    finally:
+        servers.stop_all()
+
+
+def _tls_kwargs(kwargs: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
+    if kwargs.get("tls") and kwargs.get("certs") is None:
+        kwargs["certs"] = request.getfixturevalue("tls_certs")
+    return kwargs
+
+
+# --------------------------------------------------------------------------
+# pyftpdlib (in-process)
+# --------------------------------------------------------------------------
+@pytest.fixture
+def make_pyftpd(
+    request: pytest.FixtureRequest, ftp_root: Path, _ftp_servers: _Servers
+) -> Callable[..., FTPServer]:
+    """Factory: ``make_pyftpd(tls=True, tls_data_required=True, max_cons=4,
+    max_cons_per_ip=2, passive_ports=(lo, hi) or count, handler_class=...,
+    handler_attrs={...}, root=..., user=..., password=...)``."""
+
+    def make(**kwargs: Any) -> FTPServer:
+        root = Path(kwargs.pop("root", ftp_root))
+        return _ftp_servers.start(PyFTPD(root, **_tls_kwargs(kwargs, request)))
+
+    return make
+
+
+@pytest.fixture
+def pyftpd_server(make_pyftpd: Callable[..., FTPServer]) -> FTPServer:
+    """Plain-FTP pyftpdlib server on ``ftp_root``."""
+    return make_pyftpd()
+
+
+# --------------------------------------------------------------------------
+# vsftpd (Debian binary)
+# --------------------------------------------------------------------------
+@pytest.fixture
+def make_vsftpd(
+    request: pytest.FixtureRequest,
+    ftp_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    _ftp_servers: _Servers,
+) -> Callable[..., FTPServer]:
+    """Factory: ``make_vsftpd(tls=True, tls_control_required=..., tls_data_required=...,
+    require_ssl_reuse=True, max_per_ip=3, max_clients=..., passive_ports=...,
+    log_protocol=True, extra_config={...}, root=...)``."""
+
+    def make(**kwargs: Any) -> FTPServer:
+        root = Path(kwargs.pop("root", ftp_root))
+        workdir = tmp_path_factory.mktemp("vsftpd")
+        return _ftp_servers.start(Vsftpd(root, workdir, **_tls_kwargs(kwargs, request)))
+
+    return make
+
+
+@pytest.fixture
+def vsftpd_server(make_vsftpd: Callable[..., FTPServer]) -> FTPServer:
+    """Plain-FTP vsftpd on ``ftp_root`` (no per-IP cap)."""
+    return make_vsftpd()
+
+
+# --------------------------------------------------------------------------
+# pure-ftpd (unpacked Debian .deb)
+# --------------------------------------------------------------------------
+@pytest.fixture
+def make_pureftpd(
+    request: pytest.FixtureRequest,
+    ftp_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    _ftp_servers: _Servers,
+) -> Callable[..., FTPServer]:
+    """Factory: ``make_pureftpd(tls=True, tls_control_required=..., tls_data_required=...,
+    max_clients=100, max_per_ip=..., passive_ports=..., extra_args=[...], root=...)``."""
+
+    def make(**kwargs: Any) -> FTPServer:
+        root = Path(kwargs.pop("root", ftp_root))
+        workdir = tmp_path_factory.mktemp("pureftpd")
+        return _ftp_servers.start(PureFTPd(root, workdir, **_tls_kwargs(kwargs, request)))
+
+    return make
+
+
+@pytest.fixture
+def pureftpd_server(make_pureftpd: Callable[..., FTPServer]) -> FTPServer:
+    """Plain-FTP pure-ftpd on ``ftp_root``."""
+    return make_pureftpd()
+
+
+# --------------------------------------------------------------------------
+# any of them
+# --------------------------------------------------------------------------
+@pytest.fixture
+def make_ftp_server(
+    make_pyftpd: Callable[..., FTPServer],
+    make_vsftpd: Callable[..., FTPServer],
+    make_pureftpd: Callable[..., FTPServer],
+) -> Callable[..., FTPServer]:
+    """``make_ftp_server(kind, **options)`` with kind in FTP_KINDS.
+
+    Options common to all kinds: ``tls``, ``tls_control_required``,
+    ``tls_data_required``, ``passive_ports``, ``root``.  Session caps are
+    named per server (pyftpdlib: max_cons/max_cons_per_ip, vsftpd:
+    max_clients/max_per_ip, pure-ftpd: max_clients/max_per_ip).
+    """
+    factories = {"pyftpdlib": make_pyftpd, "vsftpd": make_vsftpd, "pure-ftpd": make_pureftpd}
+
+    def make(kind: str, **kwargs: Any) -> FTPServer:
+        try:
+            factory = factories[kind]
+        except KeyError:
+            raise ValueError(f"unknown FTP server kind {kind!r}; one of {FTP_KINDS}") from None
+        return factory(**kwargs)
+
+    return make
+
+
+# --------------------------------------------------------------------------
+# Kafka (Tansu)
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A Tansu broker (memory storage) for the test module; use unique topic/group names."""
+    broker = TansuBroker(tmp_path_factory.mktemp("tansu"))
+    reason = None
+    try:
+        broker.start()
+    except ServerUnavailable as exc:
+        reason = str(exc)
+    if reason is not None:
+        unavailable(reason)
+    try:
+        yield broker.info()
+    finally:
+        broker.stop()
