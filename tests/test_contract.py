@@ -226,7 +226,7 @@ def test_oversized_message_is_refused_unread() -> None:
     error = invalid_with_limit(raw, len(raw) - 1)
     assert f"{len(raw)} bytes" in error.message
     assert str(len(raw) - 1) in error.message
-    assert error.task_id is None
+    assert error.task_id == "t-1"  # found in the first 4 KiB, not parsed
     assert parse_task(raw, max_bytes=len(raw)).task_id == "t-1"
 
 
@@ -485,3 +485,11 @@ def test_result_schema_requires_what_is_always_written() -> None:
         "worker",
     }
     assert set(schema["$defs"]["ErrorCode"]["enum"]) == {code.value for code in ErrorCode}
+
+
+def test_oversized_message_still_names_its_task() -> None:
+    raw = b'{"task_id": "big-one", "pad": "' + b"x" * 2_000_000 + b'"}'
+    with pytest.raises(InvalidTaskError) as caught:
+        parse_task(raw, max_bytes=1_000_000)
+    assert caught.value.task_id == "big-one"
+    assert "over the limit" in caught.value.message

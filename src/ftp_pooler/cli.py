@@ -1,6 +1,7 @@
 """``ftp-pooler``: the command line.
 
-Subcommands: ``copy`` (batch mode, no Kafka) and ``check-config``.
+Subcommands: ``worker`` (the Kafka worker), ``copy`` (batch mode, no Kafka),
+``submit`` (tasks from a file to Kafka) and ``check-config``.
 """
 
 from __future__ import annotations
@@ -16,45 +17,16 @@ from typing import BinaryIO
 import trio
 
 from ftp_pooler.batch import CopySummary, ProgressLine, copy_tasks
-from ftp_pooler.config import Connections, FTPConnection, Settings, load_connections, load_settings
+from ftp_pooler.config import Connections, Settings, load_connections, load_settings
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.errors import PoolerError
-from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
-from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.logs import configure_logging
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.submit import submit_tasks
+from ftp_pooler.worker import run_worker
 
 EXIT_FAILED_TASKS = 1
 EXIT_BAD_CONFIG = 2
-
-
-def pool_limits(settings: Settings) -> PoolLimits:
-    pool = settings.pool
-    return PoolLimits(
-        max_sessions_per_pod=pool.max_sessions_per_pod,
-        max_sessions_per_connection=pool.max_sessions_per_connection,
-        session_timeout_seconds=pool.session_timeout_seconds,
-        noop_after_seconds=pool.noop_after_seconds,
-        cap_recovery_seconds=pool.cap_recovery_seconds,
-    )
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    transfer = settings.transfer
-    return RetryPolicy(
-        initial_backoff=transfer.initial_backoff_seconds,
-        max_backoff=transfer.max_backoff_seconds,
-        multiplier=transfer.backoff_multiplier,
-        jitter=transfer.jitter,
-    )
-
-
-def session_factories(connections: Connections) -> dict[str, SessionFactory]:
-    return {
-        conn_id: SessionFactory(conn.ftp)
-        for conn_id, conn in connections.items()
-        if isinstance(conn, FTPConnection)
-    }
 
 
 async def _copy(
@@ -65,9 +37,9 @@ async def _copy(
     concurrency: int,
     progress: ProgressLine | None,
 ) -> CopySummary:
-    async with open_session_pool(session_factories(connections), pool_limits(settings)) as pool:
+    async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
         engine = TransferEngine(
-            connections, pool, retry=retry_policy(settings), worker=settings.worker.name
+            connections, pool, retry=settings.transfer.retry_policy(), worker=settings.worker.name
         )
         return await copy_tasks(
             source, results, engine, concurrency=concurrency, worker=settings.worker.name,
@@ -97,6 +69,29 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     return EXIT_FAILED_TASKS if summary.failed else 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    connections = load_connections(args.connections)
+    configure_logging(settings.logging.level, settings.logging.format)
+    trio.run(run_worker, settings, connections)
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    configure_logging(settings.logging.level, settings.logging.format)
+    with ExitStack() as stack:
+        source = (
+            sys.stdin.buffer if args.tasks == "-" else stack.enter_context(open(args.tasks, "rb"))
+        )
+        report = submit_tasks(
+            settings, source, sys.stdout.buffer,
+            wait_for_results=args.results, timeout=args.timeout,
+        )
+    print(report.line(), file=sys.stderr)
+    return 0 if report.complete else EXIT_FAILED_TASKS
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     connections = load_connections(args.connections)
@@ -123,6 +118,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     files(copy)
     copy.set_defaults(run=_cmd_copy)
+
+    worker = commands.add_parser("worker", help="consume tasks from Kafka until SIGTERM")
+    files(worker)
+    worker.set_defaults(run=_cmd_worker)
+
+    submit = commands.add_parser("submit", help="produce tasks from a JSON-lines file to Kafka")
+    submit.add_argument("tasks", help="task file, one JSON task per line; - for stdin")
+    submit.add_argument("--config", type=Path, help="settings YAML (default: $FTP_POOLER_CONFIG)")
+    submit.add_argument(
+        "--results", action="store_true", help="wait for the tasks' results and print them"
+    )
+    submit.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for results (default 600)"
+    )
+    submit.set_defaults(run=_cmd_submit)
 
     check = commands.add_parser("check-config", help="validate the settings and connections")
     files(check)

@@ -32,6 +32,9 @@ from pydantic import (
 
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
+from ftp_pooler.ftp.pool import PoolLimits
+from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.retry import RetryPolicy
 from ftp_pooler.validation import Location, describe_validation_error, dotted
 
 CONFIG_ENV = "FTP_POOLER_CONFIG"
@@ -106,6 +109,9 @@ class PoolSettings(_Section):
     noop_after_seconds: float = Field(15.0, ge=0)
     cap_recovery_seconds: float = Field(30.0, gt=0)
 
+    def limits(self) -> PoolLimits:
+        return PoolLimits(**self.model_dump())
+
 
 def _default_worker_name(environ: Mapping[str, str]) -> str:
     return environ.get("POD_NAME") or environ.get("HOSTNAME") or socket.gethostname()
@@ -133,6 +139,15 @@ class TransferSettings(_Section):
     jitter: float = Field(0.2, ge=0, le=1)
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     temp_suffix: str = Field(".part", min_length=1, pattern=r"^[^/]+$")
+
+    def retry_policy(self) -> RetryPolicy:
+        """The backoff policy; each task's ``retry_count`` sets its number of retries."""
+        return RetryPolicy(
+            initial_backoff=self.initial_backoff_seconds,
+            max_backoff=self.max_backoff_seconds,
+            multiplier=self.backoff_multiplier,
+            jitter=self.jitter,
+        )
 
     @model_validator(mode="after")
     def _backoff_range(self) -> Self:
@@ -308,6 +323,14 @@ class Connections(Mapping[str, Connection]):
 
     def __repr__(self) -> str:
         return f"Connections({list(self._by_id.values())!r})"
+
+    def session_factories(self) -> dict[str, SessionFactory]:
+        """One session factory per FTP connection (each holds its TLS context)."""
+        return {
+            connection_id: SessionFactory(connection.ftp)
+            for connection_id, connection in self._by_id.items()
+            if isinstance(connection, FTPConnection)
+        }
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every connection in the INI file's spelling, JSON-ready, passwords masked."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -199,7 +200,10 @@ def parse_task(raw: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Task:
     """
     size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
     if size > max_bytes:
-        raise InvalidTaskError(f"message is {size} bytes, over the limit of {max_bytes}")
+        raise InvalidTaskError(
+            f"message is {size} bytes, over the limit of {max_bytes}",
+            task_id=_task_id_in_head(raw),
+        )
     try:
         data = json.loads(raw)
     except ValueError as exc:
@@ -217,6 +221,21 @@ def parse_task(raw: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Task:
         raise InvalidTaskError(
             describe_validation_error(exc, field_name), task_id=task_id if readable else None
         ) from exc
+
+
+_TASK_ID_IN_HEAD = re.compile(rb'"task_id"\s*:\s*"([^"\\]{1,%d})"' % MAX_TASK_ID_LENGTH)
+TASK_ID_SCAN_BYTES = 4096
+
+
+def _task_id_in_head(raw: bytes | str) -> str | None:
+    """The task id of an oversized message, if it appears plainly in its first 4 KiB.
+
+    The message is not parsed (that is what the size limit avoids); this only
+    lets its failure result name the task.
+    """
+    head = raw[:TASK_ID_SCAN_BYTES]
+    match = _TASK_ID_IN_HEAD.search(head if isinstance(head, bytes) else head.encode("utf-8"))
+    return match.group(1).decode("utf-8", "replace") if match else None
 
 
 def _flat_name(loc: Location) -> str:

@@ -71,6 +71,13 @@ class OffsetTracker(Generic[P]):
             if state is not None:
                 state.committed = position
 
+    def resume_position(self, partition: P) -> int | None:
+        """Where consumption must resume so nothing not yet done is skipped (None if unknown)."""
+        state = self._partitions.get(partition)
+        if state is None:
+            return None
+        return state.pending[0] if state.pending else state.position
+
     def in_flight(self, partitions: Iterable[P] | None = None) -> int:
         """Messages received and not yet done (in ``partitions``, or in all)."""
         keys = self._partitions.keys() if partitions is None else partitions

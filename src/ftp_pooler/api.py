@@ -1,0 +1,184 @@
+"""Liveness and readiness probes and the Prometheus endpoint, served over HTTP.
+
+:class:`Health` is plain state, written by the worker's components and read by
+the probes. :func:`create_app` answers ``GET /health``, ``GET /ready`` and
+``GET /metrics`` (404 for anything else) and :func:`serve_api` runs it with
+Hypercorn inside the caller's nursery until a :class:`trio.Event` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
+from quart import Response
+from quart_trio import QuartTrio
+
+from ftp_pooler.metrics import Metrics
+
+
+@dataclass
+class Health:
+    """What the probes report; no I/O, only Trio's clock.
+
+    Liveness: every long-running component calls :meth:`heartbeat` regularly;
+    the worker is dead when one has not for too long, or called
+    :meth:`component_failed`. A failure is final: the pod should be restarted.
+
+    Readiness: the consumer has joined its group, the producer is ready, and
+    the worker is not draining. Joined, not "has partitions": a group with
+    more members than partitions legitimately leaves some members without any,
+    and they are still healthy standbys.
+    """
+
+    joined: bool = False
+    producer_ready: bool = False
+    draining: bool = False
+    _beats: dict[str, float] = field(default_factory=dict, init=False)
+    """Component name -> trio.current_time() of its last heartbeat."""
+    _failures: dict[str, str] = field(default_factory=dict, init=False)
+    """Component name -> why it failed."""
+
+    def heartbeat(self, name: str) -> None:
+        """Record that component ``name`` is alive now (and register it on first call)."""
+        self._beats[name] = trio.current_time()
+
+    def component_failed(self, name: str, reason: str) -> None:
+        """Mark component ``name`` dead for good; ``reason`` appears in ``/health``."""
+        self._failures[name] = reason
+
+    def set_joined(self, joined: bool) -> None:
+        """Whether the consumer is a member of its group (with or without partitions)."""
+        self.joined = joined
+
+    def set_producer_ready(self, ready: bool) -> None:
+        self.producer_ready = ready
+
+    def start_draining(self) -> None:
+        """Report not-ready from now on: the worker is shutting down."""
+        self.draining = True
+
+    def alive(self, max_age: float) -> tuple[bool, dict[str, Any]]:
+        """Whether every component beat within ``max_age`` seconds and none failed.
+
+        Returns:
+            The verdict and a report: ``{"status": "ok" | "unhealthy",
+            "components": {name: {"status": "ok" | "stale" | "failed",
+            "age_seconds": ..., "reason": ...}}}``.
+        """
+        now = trio.current_time()
+        components: dict[str, dict[str, Any]] = {}
+        for name, beat in self._beats.items():
+            age = now - beat
+            status = "ok" if age <= max_age else "stale"
+            components[name] = {"status": status, "age_seconds": round(age, 3)}
+        for name, reason in self._failures.items():
+            components.setdefault(name, {}).update(status="failed", reason=reason)
+        ok = all(c["status"] == "ok" for c in components.values())
+        return ok, {"status": "ok" if ok else "unhealthy", "components": components}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Whether to take work: joined, producer ready and not draining."""
+        ok = self.joined and self.producer_ready and not self.draining
+        return ok, {
+            "status": "ready" if ok else "not ready",
+            "joined": self.joined,
+            "producer_ready": self.producer_ready,
+            "draining": self.draining,
+        }
+
+
+def create_app(health: Health, metrics: Metrics, *, liveness_max_age: float = 30.0) -> QuartTrio:
+    """The probe and metrics app.
+
+    Args:
+        health: Read by ``/health`` and ``/ready`` (200, or 503 with the reasons).
+        metrics: Rendered by ``/metrics``, on the Trio thread: the pool
+            collector reads pool state.
+        liveness_max_age: Seconds a component may go without a heartbeat.
+    """
+    app = QuartTrio(__name__, static_folder=None)
+
+    @app.get("/health")
+    async def health_probe() -> tuple[dict[str, Any], int]:
+        ok, report = health.alive(liveness_max_age)
+        return report, 200 if ok else 503
+
+    @app.get("/ready")
+    async def ready_probe() -> tuple[dict[str, Any], int]:
+        ok, report = health.ready()
+        return report, 200 if ok else 503
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    return app
+
+
+async def serve_api(
+    app: QuartTrio,
+    host: str,
+    port: int,
+    *,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` until ``shutdown`` is set.
+
+    Requests still running then get one second to finish. Hypercorn's access
+    log is off and its error log goes to the standard ``hypercorn.error``
+    logger (Hypercorn would otherwise install its own stderr handler).
+
+    Args:
+        port: 0 picks a free port.
+        task_status: Receives the port listened on, once listening.
+    """
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 1.0
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            partial(serve, _shield_sends(app), config, shutdown_trigger=shutdown.wait, mode="asgi")
+        )
+        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+
+
+def _shield_sends(app: QuartTrio) -> ASGIFramework:
+    """``app`` with each ASGI ``send`` shielded from cancellation.
+
+    Hypercorn's Trio worker finishes a response inside the app's ``send``:
+    after the last body chunk it closes the connection (``Connection: close``)
+    or arms the keep-alive timer. quart-trio cancels its request task as soon
+    as Hypercorn reports the stream closed, which is in the middle of that
+    ``send``: the socket then stays open until the client closes it, idle
+    keep-alive connections never time out, and every shutdown waits the full
+    graceful timeout for them. Hypercorn already shields its socket writes,
+    so the shield adds no new way to hang.
+    """
+
+    async def shielded_app(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        async def shielded_send(message: ASGISendEvent) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, shielded_send)
+
+    return shielded_app

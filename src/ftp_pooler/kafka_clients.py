@@ -1,0 +1,57 @@
+"""kafka-python client settings from our :class:`~ftp_pooler.config.Settings` (no I/O here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftp_pooler.config import KafkaSettings, Settings
+
+FETCH_OVERHEAD_BYTES = 64 * 1024
+"""Room above ``max_message_bytes`` for record-batch headers, so an oversized task still
+arrives (and gets its INVALID_MESSAGE result) instead of stalling the partition."""
+
+
+def _security(kafka: KafkaSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_plain_username"] = kafka.sasl_username
+        assert kafka.sasl_password is not None
+        config["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    if kafka.ssl_cafile:
+        config["ssl_cafile"] = str(kafka.ssl_cafile)
+    return config
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``KafkaConsumer``: manual commits, earliest offsets for a new group."""
+    kafka = settings.kafka
+    fetch = max(kafka.max_message_bytes + FETCH_OVERHEAD_BYTES, 1024 * 1024)
+    return {
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "group_id": kafka.consumer_group,
+        "group_instance_id": settings.group_instance_id,
+        "client_id": f"ftp-pooler-{settings.worker.name}",
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": kafka.max_poll_records,
+        "session_timeout_ms": kafka.session_timeout_ms,
+        "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
+        "max_partition_fetch_bytes": fetch,
+        "fetch_max_bytes": max(fetch, 50 * 1024 * 1024),
+        **_security(kafka),
+    }
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``KafkaProducer``: idempotent, acks from all in-sync replicas."""
+    kafka = settings.kafka
+    return {
+        "bootstrap_servers": list(kafka.bootstrap_servers),
+        "client_id": f"ftp-pooler-{settings.worker.name}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_request_size": max(kafka.max_message_bytes * 2, 1024 * 1024),
+        **_security(kafka),
+    }

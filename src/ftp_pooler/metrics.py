@@ -1,0 +1,210 @@
+"""Prometheus metrics of one worker: tasks, bytes, sessions, Kafka.
+
+:class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`
+(never the global one), so a process or a test may hold several. Session
+gauges and counters are not pushed by the pool: a collector reads
+``SessionPool.stats()`` at scrape time (:meth:`Metrics.watch_pool`), so the
+pool knows nothing of Prometheus. Scrapes therefore read pool state and must
+run on the Trio thread, as the API's ``/metrics`` handler does.
+
+Labels carry only connection ids (sections of the connections file),
+operations, statuses, error codes, topics and partitions: never hosts,
+users, passwords, paths, task ids or error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from ftp_pooler.contract import Result
+from ftp_pooler.ftp.pool import ConnectionStats
+
+TRANSFER_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+"""Seconds, 5 ms to 5 min: a KB file on a warm session to a large file on a slow link."""
+
+SESSION_STATES = ("open", "idle", "busy", "opening", "waiters")
+"""The ``state`` label of ``ftp_pooler_sessions``, each a field of ConnectionStats."""
+
+
+class Metrics:
+    """Every metric of one worker, in a registry of its own.
+
+    Attributes:
+        registry: What :meth:`render` exposes.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._tasks = Counter(
+            "ftp_pooler_tasks_total",
+            "Tasks finished, by result status and error code ('' unless failed);"
+            " connection is the task's FTP connection id ('' when unknown).",
+            ["operation", "status", "error_code", "connection"],
+            registry=r,
+        )
+        self._bytes = Counter(
+            "ftp_pooler_bytes_total",
+            "Bytes transferred by finished tasks, by FTP connection id.",
+            ["operation", "connection"],
+            registry=r,
+        )
+        self._duration = Histogram(
+            "ftp_pooler_transfer_duration_seconds",
+            "Time from the start of a task to its result, retries included.",
+            ["operation"],
+            buckets=TRANSFER_BUCKETS,
+            registry=r,
+        )
+        self._inflight = Gauge(
+            "ftp_pooler_inflight_tasks", "Tasks taken from Kafka and not yet finished.", registry=r
+        )
+        self._commits = Counter(
+            "ftp_pooler_kafka_commits_total", "Offset commits that succeeded.", registry=r
+        )
+        self._commit_failures = Counter(
+            "ftp_pooler_kafka_commit_failures_total", "Offset commits that failed.", registry=r
+        )
+        self._rebalances = Counter(
+            "ftp_pooler_kafka_rebalances_total", "Consumer group rebalances seen.", registry=r
+        )
+        self._lag = Gauge(
+            "ftp_pooler_kafka_lag",
+            "Messages behind: the partition's highwater minus the next offset to read.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._invalid = Counter(
+            "ftp_pooler_invalid_messages_total", "Messages that were not valid tasks.", registry=r
+        )
+        self._published = Counter(
+            "ftp_pooler_results_published_total",
+            "Results the broker acknowledged.",
+            ["topic"],
+            registry=r,
+        )
+        self._publish_failures = Counter(
+            "ftp_pooler_publish_failures_total",
+            "Results the producer failed to publish.",
+            registry=r,
+        )
+
+    def task_finished(self, result: Result, connection: str) -> None:
+        """Count a task's result, its bytes and its duration.
+
+        Args:
+            result: The task's result; an invalid message's has no operation
+                and counts only in ``ftp_pooler_tasks_total``.
+            connection: The task's FTP connection id, ``""`` when unknown.
+        """
+        operation = result.operation.value if result.operation else ""
+        error_code = result.error_code.value if result.error_code else ""
+        self._tasks.labels(operation, result.status.value, error_code, connection).inc()
+        if result.operation is None:
+            return
+        self._bytes.labels(operation, connection).inc(result.bytes_transferred)
+        self._duration.labels(operation).observe(result.duration_ms / 1000)
+
+    def set_inflight(self, n: int) -> None:
+        self._inflight.set(n)
+
+    def commit_succeeded(self) -> None:
+        self._commits.inc()
+
+    def commit_failed(self) -> None:
+        self._commit_failures.inc()
+
+    def rebalanced(self) -> None:
+        self._rebalances.inc()
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._lag.labels(topic, str(partition)).set(lag)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's lag series (no-op when it has none)."""
+        self._lag.remove(topic, str(partition))
+
+    def invalid_message(self) -> None:
+        self._invalid.inc()
+
+    def published(self, topic: str) -> None:
+        self._published.labels(topic).inc()
+
+    def publish_failed(self) -> None:
+        self._publish_failures.inc()
+
+    def watch_pool(self, stats: Callable[[], Mapping[str, ConnectionStats]]) -> None:
+        """Expose session metrics read from ``stats()`` (e.g. ``pool.stats``) at each scrape.
+
+        Raises:
+            ValueError: A pool is already watched.
+        """
+        self.registry.register(_PoolCollector(stats))
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of every metric, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _PoolCollector(Collector):
+    """Session metrics of a :class:`~ftp_pooler.ftp.pool.SessionPool`, read at scrape time."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, ConnectionStats]]) -> None:
+        self._stats = stats
+
+    def describe(self) -> Iterable[Metric]:
+        """The families without samples, so the registry refuses clashing names."""
+        return _pool_families({})
+
+    def collect(self) -> Iterable[Metric]:
+        return _pool_families(self._stats())
+
+
+def _pool_families(stats: Mapping[str, ConnectionStats]) -> list[Metric]:
+    sessions = GaugeMetricFamily(
+        "ftp_pooler_sessions",
+        "FTP sessions by state (open = idle + busy; opening; waiters = borrowers waiting).",
+        labels=["connection", "state"],
+    )
+    cap = GaugeMetricFamily(
+        "ftp_pooler_session_cap",
+        "Current session cap of the connection (lowered after 421s).",
+        labels=["connection"],
+    )
+    wait = SummaryMetricFamily(
+        "ftp_pooler_session_wait_seconds",
+        "Time borrowers waited for a session.",
+        labels=["connection"],
+    )
+    opened = CounterMetricFamily(
+        "ftp_pooler_sessions_opened", "FTP sessions opened.", labels=["connection"]
+    )
+    closed = CounterMetricFamily(
+        "ftp_pooler_sessions_closed", "FTP sessions closed.", labels=["connection"]
+    )
+    refused = CounterMetricFamily(
+        "ftp_pooler_session_refusals",
+        "Connects the server refused with 421 (too many sessions).",
+        labels=["connection"],
+    )
+    for conn_id, s in stats.items():
+        for state in SESSION_STATES:
+            sessions.add_metric([conn_id, state], getattr(s, state))
+        cap.add_metric([conn_id], s.cap)
+        wait.add_metric([conn_id], count_value=s.wait_count, sum_value=s.wait_seconds_total)
+        opened.add_metric([conn_id], s.opened_total)
+        closed.add_metric([conn_id], s.closed_total)
+        refused.add_metric([conn_id], s.refused_total)
+    return [sessions, cap, wait, opened, closed, refused]

@@ -1,0 +1,225 @@
+"""The Kafka poller: the one owner of the ``KafkaConsumer``.
+
+Every consumer call (poll, commit, pause, resume, close) is made by this
+object, one at a time, the blocking ones in a worker thread via
+``trio.to_thread``; nothing else touches the consumer, which is not
+thread-safe (the rebalance listener runs while a poll is in progress and
+only queues an asynchronous commit). Records go into a
+memory channel for the dispatcher. Offsets are committed from the
+:class:`~ftp_pooler.offsets.OffsetTracker`: periodically, when partitions are
+revoked, and at shutdown, never past an offset whose result is not yet
+acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+import trio
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+from trio_util import AsyncValue
+
+from ftp_pooler.api import Health
+from ftp_pooler.metrics import Metrics
+from ftp_pooler.offsets import OffsetTracker
+from ftp_pooler.publisher import Delivery
+
+log = structlog.get_logger(__name__)
+
+POLL_TIMEOUT_MS = 500
+
+
+class KafkaPoller:
+    """Polls, applies backpressure, tracks offsets and commits them.
+
+    Args:
+        consumer: A kafka-python ``KafkaConsumer`` with ``enable_auto_commit=False``.
+        deliveries: Where consumed records go (the dispatcher reads it).
+        max_inflight: Tasks in the worker at once; beyond it (plus one poll's
+            worth of records) the assigned partitions are paused.
+        revoke_timeout: How long a revocation waits for the partitions' running
+            tasks to finish and their results to be acknowledged.
+    """
+
+    def __init__(
+        self,
+        consumer: Any,
+        deliveries: trio.MemorySendChannel[Delivery],
+        *,
+        topic: str,
+        max_inflight: int,
+        max_poll_records: int,
+        commit_interval: float,
+        revoke_timeout: float,
+        health: Health,
+        metrics: Metrics,
+    ) -> None:
+        self._consumer = consumer
+        self._deliveries = deliveries
+        self._topic = topic
+        self._max_inflight = max_inflight
+        self._max_poll_records = max_poll_records
+        self._commit_interval = commit_interval
+        self._revoke_timeout = revoke_timeout
+        self._health = health
+        self._metrics = metrics
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.assigned: set[TopicPartition] = set()
+        self._running: Counter[TopicPartition] = Counter()
+        self._finished = AsyncValue(0)
+        self._paused = False
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._resume_from: dict[TopicPartition, int] = {}
+
+    # -- called by the dispatcher and the publisher, on the Trio thread ---------------
+
+    def started(self, delivery: Delivery) -> bool:
+        """Claim a delivery for a task; False if its partition was revoked meanwhile."""
+        if delivery.partition not in self.assigned:
+            return False
+        self._running[delivery.partition] += 1
+        return True
+
+    def acknowledged(self, deliveries: Iterable[Delivery]) -> None:
+        """Results of these deliveries are stored by the broker: their offsets are done."""
+        for delivery in deliveries:
+            self.tracker.done(delivery.partition, delivery.offset)
+            if self._running[delivery.partition] > 0:
+                self._running[delivery.partition] -= 1
+        self._finished.value += 1
+
+    @property
+    def inflight(self) -> int:
+        return self.tracker.in_flight()
+
+    # -- the poll loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Subscribe, then poll until cancelled (cancellation waits for a poll in progress)."""
+        token = trio.lowlevel.current_trio_token()
+        listener = _RebalanceListener(self, token)
+        await trio.to_thread.run_sync(
+            lambda: self._consumer.subscribe([self._topic], listener=listener)
+        )
+        next_commit = trio.current_time() + self._commit_interval
+        while True:
+            await self._apply_backpressure()
+            records = await trio.to_thread.run_sync(
+                lambda: self._consumer.poll(
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_poll_records
+                )
+            )
+            self._health.heartbeat("poller")
+            for partition, messages in records.items():
+                if partition not in self.assigned:
+                    continue
+                for message in messages:
+                    self.tracker.received(partition, message.offset)
+                    self._next_offset[partition] = message.offset + 1
+                    await self._deliveries.send(
+                        Delivery(partition, message.offset, message.value or b"")
+                    )
+            self._report_lag()
+            if trio.current_time() >= next_commit:
+                await self.commit()
+                next_commit = trio.current_time() + self._commit_interval
+
+    async def _apply_backpressure(self) -> None:
+        inflight = self.inflight
+        self._metrics.set_inflight(inflight)
+        if not self._paused and inflight >= self._max_inflight + self._max_poll_records:
+            await trio.to_thread.run_sync(lambda: self._consumer.pause(*self.assigned))
+            self._paused = True
+        elif self._paused and inflight < self._max_inflight:
+            await trio.to_thread.run_sync(lambda: self._consumer.resume(*self._consumer.paused()))
+            self._paused = False
+
+    def _report_lag(self) -> None:
+        """Lag per partition from the consumer's cached high-water marks (no I/O)."""
+        for partition, next_offset in self._next_offset.items():
+            highwater = self._consumer.highwater(partition)
+            if highwater is not None:
+                self._metrics.set_lag(partition.topic, partition.partition, highwater - next_offset)
+
+    async def commit(self) -> None:
+        """Commit every partition's done prefix (a failure is logged and retried next time)."""
+        positions = self.tracker.to_commit()
+        if not positions:
+            return
+        offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
+        try:
+            await trio.to_thread.run_sync(lambda: self._consumer.commit(offsets))
+        except KafkaError as exc:
+            self._metrics.commit_failed()
+            log.warning("kafka.commit_failed", error=str(exc))
+            return
+        self.tracker.committed(positions)
+        self._metrics.commit_succeeded()
+
+    async def close(self) -> None:
+        """Commit what is done and leave the group (the consumer is closed for good)."""
+        await self.commit()
+        await trio.to_thread.run_sync(lambda: self._consumer.close(autocommit=False))
+
+    # -- rebalances (entered from kafka-python's IO thread) ------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> dict[TopicPartition, Any]:
+        """Stop taking work from ``revoked``, wait (bounded) for its running tasks, return commits."""
+        self.assigned -= revoked
+        self._metrics.rebalanced()
+        with trio.move_on_after(self._revoke_timeout) as scope:
+            while sum(self._running[tp] for tp in revoked):
+                await self._finished.wait_transition()
+        if scope.cancelled_caught:
+            log.warning("kafka.revoke_timeout", partitions=sorted(str(tp) for tp in revoked))
+        positions = {tp: pos for tp, pos in self.tracker.to_commit().items() if tp in revoked}
+        self._resume_from = {
+            tp: position
+            for tp in revoked
+            if (position := self.tracker.resume_position(tp)) is not None
+        }
+        self.tracker.forget(revoked)
+        for tp in revoked:
+            self._running.pop(tp, None)
+            self._next_offset.pop(tp, None)
+            self._metrics.forget_partition(tp.topic, tp.partition)
+        return {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """Take the new assignment; returns where to seek partitions that came straight back.
+
+        kafka-python keeps its fetch position for a partition that is revoked
+        and reassigned in one rebalance, but the records it had fetched past
+        our unfinished work were dropped on revocation: consumption must
+        resume at the first offset not yet done, or those tasks are skipped.
+        """
+        self.assigned |= assigned
+        self._health.set_joined(True)
+        seeks = {tp: self._resume_from[tp] for tp in assigned if tp in self._resume_from}
+        self._resume_from = {}
+        log.info("kafka.assigned", partitions=sorted(str(tp) for tp in assigned))
+        return seeks
+
+
+class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread; hands each event to the Trio side and waits (bounded)."""
+
+    def __init__(self, poller: KafkaPoller, token: trio.lowlevel.TrioToken) -> None:
+        self._poller = poller
+        self._token = token
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        offsets = trio.from_thread.run(self._poller.on_revoked, set(revoked), trio_token=self._token)
+        if offsets:
+            self._poller._consumer.commit_async(offsets)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        seeks = trio.from_thread.run_sync(
+            self._poller.on_assigned, set(assigned), trio_token=self._token
+        )
+        for partition, offset in seeks.items():
+            self._poller._consumer.seek(partition, offset)

@@ -1,0 +1,117 @@
+"""``ftp-pooler submit``: tasks from a JSON-lines file to the input topic, optionally awaiting results.
+
+For operators and tests. Lines are sent as they are (the worker validates
+them), keyed by their task id when one can be read. With ``--results`` the
+result and failure topics are read from the beginning, with no consumer
+group, and the results of the submitted task ids are printed as they
+arrive: simple and correct on any broker, but meant for modest topics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ftp_pooler.config import Settings
+from ftp_pooler.kafka_clients import consumer_config, producer_config
+
+
+@dataclass
+class SubmitReport:
+    submitted: int = 0
+    awaited: set[str] = field(default_factory=set)
+    results: int = 0
+    failed: int = 0
+    waited: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """Every awaited task has a result and none failed (trivially true without waiting)."""
+        return not self.waited or (not self.awaited and self.failed == 0)
+
+    def line(self) -> str:
+        text = f"submitted {self.submitted} tasks"
+        if self.waited:
+            text += f"; {self.results} results, {self.failed} failed"
+            if self.awaited:
+                text += f", {len(self.awaited)} still without a result"
+        return text
+
+
+def _task_id(line: bytes) -> str | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    task_id = value.get("task_id") if isinstance(value, dict) else None
+    return task_id if isinstance(task_id, str) and task_id else None
+
+
+def _results_reader(settings: Settings) -> KafkaConsumer:
+    config = consumer_config(settings)
+    for key in ("group_id", "group_instance_id"):
+        config.pop(key)
+    consumer = KafkaConsumer(**config)
+    kafka = settings.kafka
+    partitions = [
+        TopicPartition(topic, partition)
+        for topic in (kafka.result_topic, kafka.fail_topic)
+        for partition in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    return consumer
+
+
+def submit_tasks(
+    settings: Settings,
+    source: BinaryIO,
+    output: BinaryIO,
+    *,
+    wait_for_results: bool = False,
+    timeout: float = 600.0,
+) -> SubmitReport:
+    """Produce every non-blank line of ``source``; with ``wait_for_results``, print their results."""
+    report = SubmitReport(waited=wait_for_results)
+    producer = KafkaProducer(**producer_config(settings))
+    try:
+        for line in source:
+            line = line.strip()
+            if not line:
+                continue
+            task_id = _task_id(line)
+            key = task_id.encode() if task_id else None
+            producer.send(settings.kafka.input_topic, key=key, value=line)
+            report.submitted += 1
+            if task_id:
+                report.awaited.add(task_id)
+        producer.flush()
+    finally:
+        producer.close()
+    if wait_for_results:
+        _await_results(settings, output, report, timeout)
+    return report
+
+
+def _await_results(settings: Settings, output: BinaryIO, report: SubmitReport, timeout: float) -> None:
+    consumer = _results_reader(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while report.awaited and time.monotonic() < deadline:
+            for messages in consumer.poll(timeout_ms=500).values():
+                for message in messages:
+                    result = json.loads(message.value)
+                    task_id = result.get("task_id")
+                    if task_id not in report.awaited:
+                        continue
+                    report.awaited.discard(task_id)
+                    report.results += 1
+                    report.failed += result.get("status") == "failed"
+                    output.write(message.value + b"\n")
+                    output.flush()
+    finally:
+        consumer.close()

@@ -1,0 +1,207 @@
+"""``ftp-pooler worker``: the Trio nursery tree that turns Kafka tasks into results.
+
+::
+
+    root nursery
+    ├── HTTP API (Hypercorn + Quart-Trio): /health /ready /metrics
+    ├── ResultPublisher: results -> Kafka, acks -> OffsetTracker
+    ├── signal watcher: SIGTERM/SIGINT -> drain; a second one exits at once
+    └── transfers nursery (drained with a deadline at shutdown)
+        └── intake cancel scope (cancelled first at shutdown)
+            ├── KafkaPoller: consumer.poll in a thread -> memory channel
+            └── Dispatcher: channel -> one transfer task per message, under max_inflight
+
+Shutdown order: stop polling and dispatching, let running transfers finish
+until ``worker.drain_seconds``, wait for their results to be acknowledged,
+commit, close the consumer (leaving the group), close the producer, stop the
+API, close the FTP sessions. See docs/architecture.md for why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import structlog
+import trio
+from kafka import KafkaConsumer, KafkaProducer
+
+from ftp_pooler.api import Health, create_app, serve_api
+from ftp_pooler.config import Connections, FTPConnection, Settings
+from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.engine import TransferEngine
+from ftp_pooler.ftp.pool import open_session_pool
+from ftp_pooler.kafka_clients import consumer_config, producer_config
+from ftp_pooler.metrics import Metrics
+from ftp_pooler.poller import KafkaPoller
+from ftp_pooler.publisher import Delivery, ResultPublisher
+
+log = structlog.get_logger(__name__)
+
+ACK_WAIT_SECONDS = 10.0
+"""At shutdown, how long results of finished transfers may take to be acknowledged."""
+
+
+class Dispatcher:
+    """Starts one transfer per consumed message, at most ``max_inflight`` at once."""
+
+    def __init__(
+        self,
+        engine: TransferEngine,
+        poller: KafkaPoller,
+        publisher: ResultPublisher,
+        metrics: Metrics,
+        connections: Connections,
+        *,
+        worker: str,
+        max_inflight: int,
+        max_message_bytes: int,
+    ) -> None:
+        self._engine = engine
+        self._poller = poller
+        self._publisher = publisher
+        self._metrics = metrics
+        self._connections = connections
+        self._worker = worker
+        self._limiter = trio.CapacityLimiter(max_inflight)
+        self._max_message_bytes = max_message_bytes
+
+    async def run(
+        self, deliveries: trio.MemoryReceiveChannel[Delivery], transfers: trio.Nursery
+    ) -> None:
+        async for delivery in deliveries:
+            slot = object()
+            await self._limiter.acquire_on_behalf_of(slot)
+            if not self._poller.started(delivery):
+                self._limiter.release_on_behalf_of(slot)
+                continue
+            transfers.start_soon(self._handle, delivery, slot)
+
+    async def _handle(self, delivery: Delivery, slot: object) -> None:
+        try:
+            result = await self._result_for(delivery)
+        finally:
+            self._limiter.release_on_behalf_of(slot)
+        self._metrics.task_finished(result, self._ftp_side(result))
+        self._publisher.publish(result, delivery)
+
+    async def _result_for(self, delivery: Delivery) -> Result:
+        try:
+            task = parse_task(delivery.value, max_bytes=self._max_message_bytes)
+        except InvalidTaskError as exc:
+            self._metrics.invalid_message()
+            log.warning("task.invalid", partition=str(delivery.partition),
+                        offset=delivery.offset, error=exc.message)
+            return Result.invalid(exc, delivery.value, worker=self._worker,
+                                  partition=delivery.partition.partition, offset=delivery.offset)
+        with structlog.contextvars.bound_contextvars(task_id=task.task_id):
+            result = await self._engine.run(task)
+            log.info("task.finished", status=result.status.value,
+                     error_code=result.error_code.value if result.error_code else None,
+                     bytes=result.bytes_transferred, duration_ms=result.duration_ms)
+        return result
+
+    def _ftp_side(self, result: Result) -> str:
+        for endpoint in (result.source, result.destination):
+            if endpoint is not None and isinstance(
+                self._connections.get(endpoint.connection_id), FTPConnection
+            ):
+                return endpoint.connection_id
+        return ""
+
+
+async def _watch_signals(intake: trio.CancelScope, health: Health) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if health.draining:
+                log.warning("worker.second_signal_exit", signal=signum)
+                os._exit(128 + signum)
+            log.info("worker.draining", signal=signum)
+            health.start_draining()
+            intake.cancel()
+
+
+async def run_worker(
+    settings: Settings,
+    connections: Connections,
+    *,
+    handle_signals: bool = True,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain and return.
+
+    ``task_status.started`` receives the API's port once the worker listens.
+    Without ``handle_signals`` (tests), cancel the caller's scope to stop it.
+    """
+    kafka = settings.kafka
+    metrics = Metrics()
+    health = Health()
+    consumer = await trio.to_thread.run_sync(lambda: KafkaConsumer(**consumer_config(settings)))
+    producer = await trio.to_thread.run_sync(lambda: KafkaProducer(**producer_config(settings)))
+    health.set_producer_ready(True)
+
+    send, receive = trio.open_memory_channel[Delivery](
+        settings.worker.max_inflight + 2 * kafka.max_poll_records
+    )
+    poller = KafkaPoller(
+        consumer, send,
+        topic=kafka.input_topic,
+        max_inflight=settings.worker.max_inflight,
+        max_poll_records=kafka.max_poll_records,
+        commit_interval=kafka.commit_interval_seconds,
+        revoke_timeout=min(settings.worker.drain_seconds, kafka.session_timeout_ms / 2000),
+        health=health,
+        metrics=metrics,
+    )
+    publisher = ResultPublisher(
+        producer,
+        result_topic=kafka.result_topic,
+        fail_topic=kafka.fail_topic,
+        on_acked=poller.acknowledged,
+        on_published=metrics.published,
+        on_failed=metrics.publish_failed,
+    )
+    intake = trio.CancelScope()
+    async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
+        metrics.watch_pool(pool.stats)
+        engine = TransferEngine(connections, pool, retry=settings.transfer.retry_policy(),
+                                worker=settings.worker.name)
+        dispatcher = Dispatcher(
+            engine, poller, publisher, metrics, connections,
+            worker=settings.worker.name,
+            max_inflight=settings.worker.max_inflight,
+            max_message_bytes=kafka.max_message_bytes,
+        )
+        api_stop = trio.Event()
+        async with trio.open_nursery() as root:
+            port = await root.start(
+                lambda task_status: serve_api(
+                    create_app(health, metrics), settings.api.host, settings.api.port,
+                    shutdown=api_stop, task_status=task_status,
+                )
+            )
+            root.start_soon(publisher.run)
+            if handle_signals:
+                root.start_soon(_watch_signals, intake, health)
+            log.info("worker.started", api_port=port, topic=kafka.input_topic,
+                     group=kafka.consumer_group)
+            task_status.started(port)
+            try:
+                async with trio.open_nursery() as transfers:
+                    with intake:
+                        async with trio.open_nursery() as intake_nursery:
+                            intake_nursery.start_soon(poller.run)
+                            intake_nursery.start_soon(dispatcher.run, receive, transfers)
+                    health.start_draining()
+                    transfers.cancel_scope.deadline = (
+                        trio.current_time() + settings.worker.drain_seconds
+                    )
+                with trio.move_on_after(ACK_WAIT_SECONDS):
+                    await publisher.wait_idle()
+                await poller.close()
+                await trio.to_thread.run_sync(producer.close)
+                log.info("worker.stopped", pending_results=publisher.pending)
+            finally:
+                api_stop.set()
+                root.cancel_scope.cancel()

@@ -1,0 +1,225 @@
+"""Probes and /metrics: Health alone on a fake clock, then the real app over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+from trio.testing import MockClock
+
+from ftp_pooler.api import Health, create_app, serve_api
+from ftp_pooler.ftp.pool import ConnectionStats
+from ftp_pooler.metrics import Metrics
+
+HOST = "127.0.0.1"
+
+
+# --- Health, pure state (autojump_clock: no real waiting) --------------------------------
+
+
+async def test_alive_without_components() -> None:
+    assert Health().alive(1.0) == (True, {"status": "ok", "components": {}})
+
+
+async def test_heartbeat_goes_stale_and_recovers(autojump_clock: MockClock) -> None:
+    health = Health()
+    health.heartbeat("poller")
+    health.heartbeat("committer")
+    await trio.sleep(20)
+    health.heartbeat("committer")
+    assert health.alive(30)[0]
+
+    await trio.sleep(15)
+    ok, report = health.alive(30)
+    assert not ok
+    assert report["status"] == "unhealthy"
+    assert report["components"]["poller"] == {"status": "stale", "age_seconds": 35.0}
+    assert report["components"]["committer"] == {"status": "ok", "age_seconds": 15.0}
+
+    health.heartbeat("poller")
+    assert health.alive(30)[0]
+
+
+async def test_failed_component_stays_dead() -> None:
+    health = Health()
+    health.heartbeat("poller")
+    health.component_failed("producer", "broker unreachable")
+    health.heartbeat("producer")
+    ok, report = health.alive(30)
+    assert not ok
+    assert report["components"]["producer"]["status"] == "failed"
+    assert report["components"]["producer"]["reason"] == "broker unreachable"
+    assert report["components"]["poller"]["status"] == "ok"
+
+
+async def test_ready_needs_joined_and_producer_and_not_draining() -> None:
+    health = Health()
+    assert health.ready() == (
+        False,
+        {"status": "not ready", "joined": False, "producer_ready": False, "draining": False},
+    )
+    health.set_joined(True)
+    assert not health.ready()[0]
+    health.set_producer_ready(True)
+    assert health.ready()[0]
+    health.set_joined(False)
+    assert not health.ready()[0]
+    health.set_joined(True)
+    health.start_draining()
+    ok, report = health.ready()
+    assert not ok
+    assert report["draining"] is True
+
+
+# --- The app over HTTP (real clock, real sockets on loopback) ------------------------------
+
+
+Response = tuple[int, dict[str, str], bytes]
+"""Status, headers (names lower-cased), body."""
+
+
+async def _get(port: int, path: str, method: str = "GET") -> Response:
+    """One request on a fresh connection, which the server must close after the response."""
+    async with await trio.open_tcp_stream(HOST, port) as stream:
+        response = await _request(stream, path, method, keep_alive=False)
+        with trio.fail_after(1):
+            assert await stream.receive_some() == b""
+    return response
+
+
+async def _request(
+    stream: trio.SocketStream, path: str, method: str = "GET", *, keep_alive: bool = True
+) -> Response:
+    """One HTTP/1.1 request on ``stream``; the body is read by Content-Length."""
+    connection = "keep-alive" if keep_alive else "close"
+    request = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: {connection}\r\n\r\n"
+    with trio.fail_after(5):
+        await stream.send_all(request.encode("ascii"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await _receive(stream)
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        while len(body) < int(headers["content-length"]):
+            body += await _receive(stream)
+    return int(status_line.split()[1]), headers, body
+
+
+async def _receive(stream: trio.SocketStream) -> bytes:
+    chunk = await stream.receive_some()
+    if not chunk:
+        raise AssertionError("the server closed the connection before a whole response")
+    return bytes(chunk)
+
+
+async def _get_json(port: int, path: str) -> tuple[int, Any]:
+    status, headers, body = await _get(port, path)
+    assert headers["content-type"] == "application/json"
+    return status, json.loads(body)
+
+
+@asynccontextmanager
+async def _serving(
+    health: Health, metrics: Metrics, *, max_age: float = 30.0
+) -> AsyncIterator[int]:
+    shutdown = trio.Event()
+    app = create_app(health, metrics, liveness_max_age=max_age)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(partial(serve_api, app, HOST, 0, shutdown=shutdown))
+        try:
+            yield port
+        finally:
+            shutdown.set()
+
+
+async def test_ready_flips_when_draining_starts() -> None:
+    health = Health()
+    async with _serving(health, Metrics()) as port:
+        assert port > 0
+        status, report = await _get_json(port, "/ready")
+        assert (status, report["joined"], report["producer_ready"]) == (503, False, False)
+
+        health.set_joined(True)
+        health.set_producer_ready(True)
+        status, report = await _get_json(port, "/ready")
+        assert (status, report["status"]) == (200, "ready")
+
+        health.start_draining()
+        status, report = await _get_json(port, "/ready")
+        assert (status, report["draining"]) == (503, True)
+
+
+async def test_health_flips_when_a_heartbeat_goes_stale() -> None:
+    health = Health()
+    health.heartbeat("poller")
+    async with _serving(health, Metrics(), max_age=0.2) as port:
+        status, report = await _get_json(port, "/health")
+        assert (status, report["status"]) == (200, "ok")
+
+        await trio.sleep(0.3)
+        status, report = await _get_json(port, "/health")
+        assert (status, report["components"]["poller"]["status"]) == (503, "stale")
+
+        health.heartbeat("poller")
+        assert (await _get_json(port, "/health"))[0] == 200
+
+        health.component_failed("committer", "commit loop crashed")
+        status, report = await _get_json(port, "/health")
+        assert status == 503
+        assert report["components"]["committer"]["reason"] == "commit loop crashed"
+
+
+async def test_metrics_endpoint_serves_prometheus_text() -> None:
+    metrics = Metrics()
+    metrics.watch_pool(lambda: {"partner-a": ConnectionStats(2, 1, 1, 0, 0, 0, 3, 2, 0, 0.5, 4)})
+    metrics.commit_succeeded()
+    async with _serving(Health(), metrics) as port:
+        status, headers, body = await _get(port, "/metrics")
+    assert status == 200
+    assert headers["content-type"] == CONTENT_TYPE_LATEST
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("ftp_pooler_kafka_commits_total", ())] == 1
+    assert samples[("ftp_pooler_sessions_opened_total", (("connection", "partner-a"),))] == 3
+
+
+async def test_nothing_else_is_served() -> None:
+    async with _serving(Health(), Metrics()) as port:
+        for path in ("/", "/static/x", "/metrics/", "/admin"):
+            assert (await _get(port, path))[0] == 404, path
+        assert (await _get(port, "/health", method="POST"))[0] == 405
+
+
+async def test_server_stops_within_a_second_of_shutdown() -> None:
+    shutdown = trio.Event()
+    app = create_app(Health(), Metrics())
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(partial(serve_api, app, HOST, 0, shutdown=shutdown))
+            kept_alive = await trio.open_tcp_stream(HOST, port)
+            assert (await _request(kept_alive, "/health"))[0] == 200
+            assert (await _request(kept_alive, "/ready"))[0] == 503
+            silent = await trio.open_tcp_stream(HOST, port)  # connects, never sends
+            shutdown.set()
+    for stream in (kept_alive, silent):
+        with trio.fail_after(1):
+            assert await stream.receive_some() == b""  # closed by the server
+        await stream.aclose()
+    try:
+        await trio.open_tcp_stream(HOST, port)
+    except OSError:
+        return
+    raise AssertionError("still listening after shutdown")
