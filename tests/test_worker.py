@@ -135,12 +135,12 @@ class Worker:
 @pytest.fixture
 def setup(
     kafka_broker: KafkaBroker, make_vsftpd: MakeServer, ftp_root: Path, tmp_path: Path
-) -> Iterator[Callable[..., tuple[Topics, FTPServer, Callable[[str], Worker]]]]:
-    """``setup(partitions=1, files=N, drain=25)`` -> (topics, server, start_worker)."""
+) -> Iterator[Callable[..., tuple[Topics, FTPServer, Callable[[str], Worker], dict[str, str]]]]:
+    """``setup(partitions=1, drain=25, server=None, **overrides)`` -> (topics, server, start_worker, env)."""
     workers: list[Worker] = []
 
     def make(partitions: int = 1, drain: float = 25.0, server: FTPServer | None = None, **config: str
-             ) -> tuple[Topics, FTPServer, Callable[[str], Worker]]:
+             ) -> tuple[Topics, FTPServer, Callable[[str], Worker], dict[str, str]]:
         topics = Topics(kafka_broker, partitions)
         server = server or make_vsftpd(passive_ports=400)
         local = tmp_path / "local"
@@ -179,7 +179,7 @@ def setup(
             workers.append(worker)
             return worker
 
-        return topics, server, start
+        return topics, server, start, env
 
     yield make
     for worker in workers:
@@ -218,7 +218,7 @@ def test_2000_tasks_give_2000_results_and_identical_files(
     setup: Any, ftp_root: Path, tmp_path: Path
 ) -> None:
     digests = remote_files(ftp_root, 2000)
-    topics, _, start = setup(partitions=4)
+    topics, _, start, _ = setup(partitions=4)
     worker = start("w1")
     worker.wait_ready()
     topics.produce(download_tasks(sorted(digests)))
@@ -236,7 +236,7 @@ def test_malformed_messages_get_failure_results_and_are_committed(
     setup: Any, ftp_root: Path, tmp_path: Path
 ) -> None:
     digests = remote_files(ftp_root, 40)
-    topics, _, start = setup(partitions=1)
+    topics, _, start, _ = setup(partitions=1)
     good = download_tasks(sorted(digests))
     bad = [
         b"not json at all",
@@ -272,7 +272,7 @@ def test_malformed_messages_get_failure_results_and_are_committed(
 
 def test_kill_9_mid_run_loses_nothing(setup: Any, ftp_root: Path, tmp_path: Path) -> None:
     digests = remote_files(ftp_root, 600, size=200_000)
-    topics, _, start = setup(partitions=2)
+    topics, _, start, _ = setup(partitions=2)
     first = start("w1")
     first.wait_ready()
     topics.produce(download_tasks(sorted(digests)))
@@ -294,7 +294,7 @@ def test_two_workers_share_partitions_and_sigterm_hands_over(
     setup: Any, ftp_root: Path, tmp_path: Path
 ) -> None:
     digests = remote_files(ftp_root, 800, size=100_000)
-    topics, _, start = setup(partitions=4)
+    topics, _, start, _ = setup(partitions=4)
     first, second = start("w1"), start("w2")
     first.wait_ready()
     second.wait_ready()
@@ -314,7 +314,7 @@ def test_sigterm_drains_in_flight_transfers_and_reports_not_ready(
     setup: Any, ftp_root: Path, tmp_path: Path
 ) -> None:
     digests = remote_files(ftp_root, 200, size=500_000)
-    topics, _, start = setup(partitions=1, drain=20.0)
+    topics, _, start, _ = setup(partitions=1, drain=20.0)
     worker = start("w1")
     worker.wait_ready()
     topics.produce(download_tasks(sorted(digests)))
@@ -345,7 +345,7 @@ def test_ftp_server_restart_mid_run_is_survived(
 ) -> None:
     digests = remote_files(ftp_root, 300, size=50_000)
     server = make_vsftpd(passive_ports=400)
-    topics, _, start = setup(partitions=1, server=server)
+    topics, _, start, _ = setup(partitions=1, server=server)
     worker = start("w1")
     worker.wait_ready()
     topics.produce(download_tasks(sorted(digests)[:150]))
@@ -363,4 +363,22 @@ def test_ftp_server_restart_mid_run_is_survived(
     assert all(r["retryable"] and r["attempts"] == 4 for r in failed)
     check_files(tmp_path / "local", {name: digests[name] for name in completed})
     assert worker.process.poll() is None
+    assert worker.stop() == 0
+
+
+def test_submit_waits_for_and_prints_results(setup: Any, ftp_root: Path, tmp_path: Path) -> None:
+    digests = remote_files(ftp_root, 20)
+    _, _, start, env = setup(partitions=2)
+    worker = start("w1")
+    worker.wait_ready()
+    tasks = b"\n".join(download_tasks(sorted(digests))) + b"\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", "submit", "-", "--results", "--timeout", "60"],
+        env=env, input=tasks, capture_output=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    printed = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sorted(r["task_id"] for r in printed) == sorted(digests)
+    assert b"submitted 20 tasks; 20 results, 0 failed" in done.stderr
+    check_files(tmp_path / "local", digests)
     assert worker.stop() == 0

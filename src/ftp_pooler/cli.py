@@ -39,7 +39,8 @@ async def _copy(
 ) -> CopySummary:
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
         engine = TransferEngine(
-            connections, pool, retry=settings.transfer.retry_policy(), worker=settings.worker.name
+            connections, pool, retry=settings.transfer.retry_policy(), worker=settings.worker.name,
+            temp_suffix=settings.transfer.temp_suffix,
         )
         return await copy_tasks(
             source, results, engine, concurrency=concurrency, worker=settings.worker.name,

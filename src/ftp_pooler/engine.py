@@ -10,7 +10,6 @@ partial file is never visible under its final name.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.session import FTPSession
-from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat
+from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -55,6 +54,7 @@ class TransferEngine:
         pool: Sessions to the FTP connections.
         retry: Backoff policy; each task's ``retry_count`` sets how many retries.
         worker: Name put into every result (host or pod name).
+        temp_suffix: Ends the hidden names files have while in transit.
     """
 
     def __init__(
@@ -64,8 +64,10 @@ class TransferEngine:
         *,
         retry: RetryPolicy = RetryPolicy(),
         worker: str,
+        temp_suffix: str = ".part",
     ) -> None:
         self._connections = connections
+        self._temp_suffix = temp_suffix
         self._pool = pool
         self._retry = retry
         self._worker = worker
@@ -160,7 +162,7 @@ class TransferEngine:
             expected = None
             if options.verify_size and "SIZE" in session.features:
                 expected = await session.size(plan.remote_path)
-            file = AtomicFile(plan.local_path)
+            file = AtomicFile(plan.local_path, self._temp_suffix)
             try:
                 received = await session.retrieve(plan.remote_path, file.write)
                 if expected is not None and received != expected:
@@ -185,7 +187,7 @@ class TransferEngine:
         conflict = options.conflict
         local = stat(plan.local_path)
         target = PurePosixPath(plan.remote_path)
-        temp = str(target.with_name(f".{target.name}.{secrets.token_hex(4)}.part"))
+        temp = str(target.with_name(temp_name(target.name, self._temp_suffix)))
         orphan = False
         try:
             async with self._pool.session(plan.remote_id) as session:

@@ -87,6 +87,11 @@ class LocalRoot:
         self._made_dirs.add(parent)
 
 
+def temp_name(name: str, suffix: str) -> str:
+    """A hidden, unique name beside ``name`` for bytes still in transit (both sides use it)."""
+    return f".{name}.{secrets.token_hex(4)}{suffix}"
+
+
 class AtomicFile:
     """A file written under a hidden temporary name and moved into place only when complete.
 
@@ -94,9 +99,9 @@ class AtomicFile:
     ``rename`` is atomic) and is removed whenever the write is not committed.
     """
 
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, suffix: str = ".part") -> None:
         self.final = final
-        self.temp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+        self.temp = final.with_name(temp_name(final.name, suffix))
         self.written = 0
         try:
             self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)

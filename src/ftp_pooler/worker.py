@@ -166,7 +166,8 @@ async def run_worker(
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
         metrics.watch_pool(pool.stats)
         engine = TransferEngine(connections, pool, retry=settings.transfer.retry_policy(),
-                                worker=settings.worker.name)
+                                worker=settings.worker.name,
+                                temp_suffix=settings.transfer.temp_suffix)
         dispatcher = Dispatcher(
             engine, poller, publisher, metrics, connections,
             worker=settings.worker.name,
