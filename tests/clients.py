@@ -32,7 +32,7 @@ class Collector:
     def __init__(self) -> None:
         self.data = bytearray()
 
-    async def __call__(self, chunk: bytes) -> None:
+    async def __call__(self, chunk: bytes | memoryview) -> None:
         self.data.extend(chunk)
 
 

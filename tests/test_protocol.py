@@ -17,6 +17,7 @@ from ftp_pooler.ftp.protocol import (
     Reply,
     ReplyParser,
     UnsafeArgumentError,
+    announced_size,
     build_command,
     format_time_val,
     parse_257,
@@ -836,3 +837,16 @@ def test_wrong_reply_code(parse: object, line: str) -> None:
     assert callable(parse)
     with pytest.raises(FTPProtocolError, match="expected reply"):
         parse(reply(line))
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("150 Opening BINARY mode data connection for /f0.bin (4096 bytes).", 4096),
+        ("150 Opening BINARY mode data connection for a (1 byte)", 1),
+        ("150 File status okay. About to open data connection.", None),
+        ("150 4.0 kbytes to download", None),
+    ],
+)
+def test_announced_size(text: str, size: int | None) -> None:
+    assert announced_size(Reply(150, (text,))) == size

@@ -39,8 +39,9 @@ async def roundtrip(session: FTPSession, root: Path) -> None:
     assert await session.size("/up/nested/deeper/blob.bin") == len(payload)
 
     sink = Collector()
-    received = await session.retrieve("/up/nested/deeper/blob.bin", sink)
-    assert received == len(payload)
+    download = await session.retrieve("/up/nested/deeper/blob.bin", sink)
+    assert download.received == len(payload)
+    assert download.announced_size in (None, len(payload))
     assert bytes(sink.data) == payload
 
     await session.rename("/up/nested/deeper/blob.bin", "/up/nested/final.bin")
@@ -91,7 +92,8 @@ async def test_vsftpd_ftps_demands_session_reuse_and_gets_it(
         for _ in range(3):
             await session.store("/again.bin", chunks_of(b"x" * 70_000))
             sink = Collector()
-            assert await session.retrieve("/again.bin", sink) == 70_000
+            download = await session.retrieve("/again.bin", sink)
+            assert download.received == download.announced_size == 70_000
     finally:
         await session.aclose()
 

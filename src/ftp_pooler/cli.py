@@ -22,8 +22,6 @@ from ftp_pooler.engine import TransferEngine
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.logs import configure_logging
-from ftp_pooler.submit import submit_tasks
-from ftp_pooler.worker import run_worker
 
 EXIT_FAILED_TASKS = 1
 EXIT_BAD_CONFIG = 2
@@ -70,7 +68,13 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     return EXIT_FAILED_TASKS if summary.failed else 0
 
 
+# The Kafka, Quart and Hypercorn imports behind ``worker`` and ``submit`` cost ``copy``
+# a good part of a second at start-up, so those two import them when they run.
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from ftp_pooler.worker import run_worker
+
     settings = load_settings(args.config)
     connections = load_connections(args.connections)
     configure_logging(settings.logging.level, settings.logging.format)
@@ -79,6 +83,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    from ftp_pooler.submit import submit_tasks
+
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
     with ExitStack() as stack:

@@ -159,15 +159,17 @@ class TransferEngine:
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
         plan.local_root.make_parent(plan.local_path)
         async with self._pool.session(plan.remote_id) as session:
-            expected = None
-            if options.verify_size and "SIZE" in session.features:
-                expected = await session.size(plan.remote_path)
             file = AtomicFile(plan.local_path, self._temp_suffix)
             try:
-                received = await session.retrieve(plan.remote_path, file.write)
-                if expected is not None and received != expected:
-                    raise PoolerError(ErrorCode.SIZE_MISMATCH,
-                                      f"received {received} bytes, the server said {expected}")
+                download = await session.retrieve(plan.remote_path, file.write)
+                received = download.received
+                if options.verify_size:
+                    expected = download.announced_size
+                    if expected is None and "SIZE" in session.features:
+                        expected = await session.size(plan.remote_path)
+                    if expected is not None and received != expected:
+                        raise PoolerError(ErrorCode.SIZE_MISMATCH,
+                                          f"received {received} bytes, the server said {expected}")
                 mtime = None
                 if options.preserve_mtime:
                     mtime = (await session.mdtm(plan.remote_path)).timestamp()

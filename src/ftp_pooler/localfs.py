@@ -109,7 +109,7 @@ class AtomicFile:
             raise _os_error(exc, f"creating {self.temp}") from exc
         self._open = True
 
-    async def write(self, chunk: bytes) -> None:
+    async def write(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         try:
             while view:

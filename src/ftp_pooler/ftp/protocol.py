@@ -326,3 +326,12 @@ def parse_feat(reply: Reply) -> dict[str, str]:
             features[name] = params
     return features
 
+
+
+_ANNOUNCED_SIZE = re.compile(r"\((\d+) bytes?\)")
+
+
+def announced_size(reply: Reply) -> int | None:
+    """The size a 150/125 reply announces, as vsftpd and proftpd do: ``(4096 bytes)``."""
+    match = _ANNOUNCED_SIZE.search(reply.text)
+    return int(match.group(1)) if match else None
