@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: venv test
+.PHONY: venv test demo
 
 venv:
 	test -x .venv/bin/python || $(PYTHON) -m venv .venv
@@ -8,6 +8,10 @@ venv:
 
 test:
 	.venv/bin/python -m pytest -q
+
+# The main job on this machine: a throwaway broker and FTP server, the worker, a batch of tasks.
+demo: venv
+	.venv/bin/python tests/demo/run.py
 
 .PHONY: bench
 
