@@ -308,9 +308,14 @@ class SessionPool:
     async def reap(self) -> int:
         """Close idle sessions older than ``session_timeout_seconds``; returns how many."""
         expired = self._take_expired()
-        for conn, session in expired:
-            await self._close(conn, session)
+        await self._close_all(expired)
         return len(expired)
+
+    async def _close_all(self, sessions: list[tuple[_Connection, FTPSession]]) -> None:
+        """Close sessions concurrently: each QUIT waits up to a second on a dead server."""
+        async with trio.open_nursery() as nursery:
+            for conn, session in sessions:
+                nursery.start_soon(self._close, conn, session)
 
     async def run_reaper(self) -> None:
         """Reap idle sessions forever (run it in a nursery; cancel it to stop)."""
@@ -322,10 +327,10 @@ class SessionPool:
     async def aclose(self) -> None:
         """Close every idle session; sessions still borrowed close when returned."""
         self._closed = True
+        idle = [(conn, session) for conn in self._connections.values() for session in conn.idle]
         for conn in self._connections.values():
-            idle, conn.idle = conn.idle, []
-            for session in idle:
-                await self._close(conn, session)
+            conn.idle = []
+        await self._close_all(idle)
 
 
 @asynccontextmanager
