@@ -1,0 +1,1229 @@
+"""Benchmark ``ftp-pooler copy`` against rclone, lftp and a stdlib ftplib ceiling.
+
+One command (``make bench``, or ``.venv/bin/python tests/bench/run.py``) builds
+the data sets on tmpfs, serves them with a real pure-ftpd on 127.0.0.1 and, for
+every set x direction x parallelism x tool, runs the tool as a subprocess,
+measures it and checks what it copied::
+
+    .venv/bin/python tests/bench/run.py [--quick] [--sets 4k,256k,2m]
+        [--tools ftp-pooler,rclone,lftp,ftplib] [--parallel 8,32] [--json OUT]
+        [--directions download,upload] [--repeat N] [--py-spy DIR] [--keep]
+
+It needs root (pure-ftpd chroots), rclone and lftp (Debian) and pure-ftpd
+unpacked by ``.ci/run``.  ``--quick`` is a smoke run of under a minute; the
+full run takes a few minutes.  The machine's two cores are shared by the tool,
+the server and whatever else runs: the ``other%`` column shows how much CPU
+went to other work during a row -- rerun (or ``--repeat 3``) when it is high.
+
+Measured per run (the tool alone, never the harness or the server):
+
+* wall time from spawn to exit (process start-up included: ``ftp-pooler`` pays
+  for importing Python; its bare start-up is reported in the JSON ``machine``);
+* CPU seconds (user + system) from ``os.wait4`` of that process, and its peak
+  RSS (VmHWM, polled: ``ru_maxrss`` would include the forked harness);
+* the server's CPU over the run (pure-ftpd's master and the sessions it reaped)
+  and the peak of concurrent control connections it accepted.
+
+A run counts only if the tool exited 0, every ``ftp-pooler`` result is
+``completed``, and the destination tree holds exactly the source files, each
+with the source's size and BLAKE2 digest (``--verify sample`` hashes only a
+sample).  Anything else is printed as FAILED, with the errors, and no numbers.
+
+Fairness choices (also in the JSON ``settings``):
+
+* ``ftp-pooler`` and ``ftplib`` are handed the file list; rclone and lftp list
+  the source tree themselves (listing is part of their cost);
+* rclone: ``--transfers N --checkers N --no-check-dest`` (nothing is listed or
+  stat'ed on the destination), ``--retries 1`` (a retry of the whole copy would
+  re-send every file under ``--no-check-dest``; low-level retries stay on);
+  the FTP session count is left unlimited, so rclone may hold up to 2N sessions;
+* lftp: ``mirror [-R] --parallel=N --no-perms`` with ``ftp:ssl-allow no`` and
+  ``SITE UTIME`` off (no per-file chmod or mtime round trips on upload --
+  ftp-pooler sets neither); ``cmd:fail-exit`` so a failed mirror exits non-zero;
+* ftplib: one session, ``TYPE I`` once, then bare ``PASV`` + ``RETR``/``STOR``
+  per file through one reused 256 KiB buffer, sequential: the raw ceiling
+  (parallelism 1).
+
+Before each set and direction an unrecorded ftplib copy warms the caches, so
+the first tool measured does not pay for them (``--no-warm-up`` skips it).
+Data and destinations live on ``/dev/shm`` (file creation on ext4 costs more
+than the transfer; see /work/shared/TESTING.md).  Everything is cleaned up at
+exit, also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+_TESTS = str(REPO / "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from servers import ServerUnavailable
+from servers.netutil import count_established
+from servers.pureftpd import PureFTPd, find_pureftpd
+from servers.vsftpd import ensure_test_user
+
+HOST = "127.0.0.1"
+KiB = 1024
+MiB = 1024 * KiB
+
+FULL_SETS: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
+    "4k": (5000, 4 * KiB),
+    "256k": (2000, 256 * KiB),
+    "2m": (500, 2 * MiB),
+}
+QUICK_COUNTS = {"4k": 500, "256k": 200, "2m": 50}
+TOOLS = ("ftplib", "ftp-pooler", "rclone", "lftp")
+DIRECTIONS = ("download", "upload")
+TOP_DIRS, SUB_DIRS = 5, 10  # 50 leaf directories, two levels deep
+FTP_POOLER = REPO / ".venv" / "bin" / "ftp-pooler"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PY_SPY = REPO / ".venv" / "bin" / "py-spy"
+DEFAULT_JSON = "/dev/shm/ftp-pooler-bench.json"
+SAMPLE_HASHES = 256  # files hashed per run with --verify sample
+DRAIN_TIMEOUT = 10.0  # seconds to wait for a tool's sessions to leave the server
+
+# --------------------------------------------------------------------------
+# data sets
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    rel: str  # "a0/b3/f00013.bin"
+    size: int
+    digest: str
+
+
+@dataclass
+class DataSet:
+    name: str
+    size: int
+    files: list[FileEntry]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def dirs(self) -> list[str]:
+        return sorted({f.rel.rsplit("/", 1)[0] for f in self.files})
+
+
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def make_data_set(root: Path, name: str, count: int, size: int, block: bytes) -> DataSet:
+    """``count`` distinct files of ``size`` bytes under ``root/name`` in 50 nested directories."""
+    base = root / name
+    files = []
+    leaves = TOP_DIRS * SUB_DIRS
+    span = len(block) - size
+    for i in range(count):
+        leaf = i % leaves
+        rel = f"a{leaf // SUB_DIRS}/b{leaf % SUB_DIRS}/f{i:05d}.bin"
+        header = f"{name}/{rel}\n".encode()  # makes every file unique
+        offset = (i * 7919) % span
+        data = header + block[offset : offset + size - len(header)]
+        path = base / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files.append(FileEntry(rel, size, _digest(data)))
+    return DataSet(name, size, files)
+
+
+def file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+
+
+def verify_tree(dest: Path, data: DataSet, mode: str) -> list[str]:
+    """Problems of ``dest`` against ``data`` (empty: identical)."""
+    found: dict[str, int] = {}
+    others: list[str] = []
+    if dest.is_dir():
+        for dirpath, _dirs, names in os.walk(dest):
+            for name in names:
+                path = Path(dirpath, name)
+                rel = path.relative_to(dest).as_posix()
+                if path.is_symlink() or not path.is_file():
+                    others.append(rel)
+                else:
+                    found[rel] = path.stat().st_size
+    expected = {f.rel: f for f in data.files}
+    problems = []
+    missing = sorted(expected.keys() - found.keys())
+    extra = sorted((found.keys() - expected.keys()) | set(others))
+    if missing:
+        problems.append(f"{len(missing)} of {len(expected)} files missing, e.g. {missing[:3]}")
+    if extra:
+        problems.append(f"{len(extra)} unexpected files, e.g. {extra[:3]}")
+    present = [f for f in data.files if f.rel in found]
+    wrong_size = [
+        f"{f.rel} ({found[f.rel]} != {f.size})" for f in present if found[f.rel] != f.size
+    ]
+    if wrong_size:
+        problems.append(f"{len(wrong_size)} files of the wrong size, e.g. {wrong_size[:3]}")
+    to_hash = [f for f in present if found[f.rel] == f.size]
+    if mode == "sample" and len(to_hash) > SAMPLE_HASHES:
+        to_hash = random.Random(len(to_hash)).sample(to_hash, SAMPLE_HASHES)
+    wrong = [f.rel for f in to_hash if file_digest(dest / f.rel) != f.digest]
+    if wrong:
+        problems.append(f"{len(wrong)} of {len(to_hash)} hashed files differ, e.g. {wrong[:3]}")
+    return problems
+
+
+# --------------------------------------------------------------------------
+# running one measured subprocess
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    wall: float
+    user: float
+    system: float
+    hwm_kib: int | None  # peak RSS: the tool's own VmHWM, sampled while it ran
+    peak_sessions: int  # most control connections the server held at once
+    maxrss_kib: int  # ru_maxrss: includes the harness's RSS the child inherited at fork
+    exit_code: int
+    timed_out: bool
+
+
+def read_hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+class RunSampler(threading.Thread):
+    """Polls a running tool's VmHWM and the server's session count.
+
+    VmHWM is a high-water mark, so polling every 20 ms loses at most the growth
+    of the last 20 ms.  (``ru_maxrss`` from ``wait4`` cannot be used alone: on
+    exec Linux keeps the old address space's high-water mark, i.e. that of the
+    forked harness.)  Sessions are counted with a netlink dump, which walks
+    every TCP socket -- TIME_WAIT ones too, tens of thousands after a few runs,
+    ~1 ms each -- so every 60 ms in the first 2 s, then every 250 ms.
+    """
+
+    def __init__(self, pid: int, server_port: int) -> None:
+        super().__init__(name=f"sampler:{pid}", daemon=True)
+        self.pid = pid
+        self.server_port = server_port
+        self.peak_hwm_kib: int | None = None
+        self.peak_sessions = 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        next_count = started
+        while True:
+            hwm = read_hwm_kib(self.pid)
+            if hwm is not None and (self.peak_hwm_kib is None or hwm > self.peak_hwm_kib):
+                self.peak_hwm_kib = hwm
+            now = time.monotonic()
+            if now >= next_count:
+                sessions = count_established(self.server_port, HOST)
+                self.peak_sessions = max(self.peak_sessions, sessions)
+                next_count = now + (0.06 if now - started < 2 else 0.25)
+            if self.stop_event.wait(0.02):
+                return
+
+
+class Child:
+    """A tool run in its own process group; killed with its group on timeout or Ctrl-C."""
+
+    current: Child | None = None  # the one running now (for the signal/exit cleanup)
+
+    def __init__(
+        self, argv: Sequence[str], *, env: dict[str, str], cwd: Path, stdout: Path, stderr: Path
+    ) -> None:
+        self.argv = [str(a) for a in argv]
+        self.env = env
+        self.cwd = cwd
+        self.stdout = stdout
+        self.stderr = stderr
+        self.pid = 0
+        self._lock = threading.Lock()
+        self._exited = False
+        self.timed_out = False
+
+    def kill_group(self, *, timeout: bool = False) -> None:
+        # The leader is never reaped before _exited is set, so its pid is
+        # still the group id here and cannot have been recycled.
+        with self._lock:
+            if self.pid and not self._exited:
+                self.timed_out = self.timed_out or timeout
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+
+    def run(self, timeout: float, server_port: int) -> Measured:
+        with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        self.pid = proc.pid
+        Child.current = self
+        timer = threading.Timer(timeout, self.kill_group, kwargs={"timeout": True})
+        timer.daemon = True
+        timer.start()
+        sampler = RunSampler(self.pid, server_port)
+        sampler.start()
+        try:
+            # Wait without reaping, so the group can still be killed as a whole.
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+            wall = time.perf_counter() - started
+        finally:
+            timer.cancel()
+            sampler.stop_event.set()
+            sampler.join(5)
+            self.kill_group()  # stragglers of the group; the tool itself if interrupted
+            with self._lock:
+                self._exited = True
+            _pid, status, usage = os.wait4(self.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            Child.current = None
+        return Measured(
+            wall, usage.ru_utime, usage.ru_stime, sampler.peak_hwm_kib, sampler.peak_sessions,
+            usage.ru_maxrss, proc.returncode, self.timed_out,
+        )  # fmt: skip
+
+
+def tail(path: Path, limit: int = 3000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode(errors="replace").strip()
+
+
+def quick_run(argv: Sequence[str], timeout: float = 30, **kw: object) -> str:
+    res = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, check=False, **kw
+    )  # type: ignore[call-overload]
+    return (res.stdout or res.stderr).strip()
+
+
+# --------------------------------------------------------------------------
+# the server
+# --------------------------------------------------------------------------
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (itself and its reaped children)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11:15]) / ticks
+
+
+@dataclass
+class Bench:
+    work: Path
+    server: PureFTPd
+    uid: int
+    gid: int
+    env: dict[str, str]
+    rclone_pass: str = ""
+    seq: int = 0  # upload directories handed out
+    runs: int = 0  # run directories handed out
+    py_spy: Path | None = None  # profile ftp-pooler runs into this directory
+
+    @property
+    def root(self) -> Path:
+        return self.server.root
+
+    @property
+    def server_pid(self) -> int:
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def server_cpu(self) -> float:
+        return proc_cpu_seconds(self.server_pid)
+
+    def server_sessions(self) -> int:
+        """Session processes of pure-ftpd, i.e. its master's live or unreaped children."""
+        pid = self.server_pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                return len(f.read().split())
+        except OSError:  # kernel without CONFIG_PROC_CHILDREN: count connections only
+            return 0
+
+    def drain(self) -> int:
+        """Wait (bounded) until the last tool's sessions are gone and reaped (so their CPU
+        shows in the master's cutime/cstime); returns how many are left."""
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while True:
+            left = max(count_established(self.server.port, HOST), self.server_sessions())
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.02)
+
+    def fresh_upload_dir(self, label: str) -> tuple[str, Path]:
+        self.seq += 1
+        remote = f"/up/{self.seq:03d}-{label}"
+        local = self.root / remote.lstrip("/")
+        local.mkdir(parents=True)
+        for p in (local.parent, local):
+            os.chown(p, self.uid, self.gid)
+        return remote, local
+
+
+# --------------------------------------------------------------------------
+# the tools
+# --------------------------------------------------------------------------
+
+FTPLIB_SCRIPT = textwrap.dedent(
+    """
+    import ftplib, json, os, posixpath, sys
+    host, port, mode, listfile, remote_root, local_root = sys.argv[1:7]
+    rels = json.load(open(listfile))
+    ftp = ftplib.FTP()
+    ftp.connect(host, int(port), timeout=60)
+    ftp.login(os.environ["BENCH_FTP_USER"], os.environ["BENCH_FTP_PASS"])
+    ftp.voidcmd("TYPE I")
+    made = set()
+    buf = bytearray(256 * 1024)  # reused: recv(256 KiB) would brk + fault in a fresh buffer
+    view = memoryview(buf)
+    if mode == "download":
+        for rel in rels:
+            dst = os.path.join(local_root, rel)
+            parent = os.path.dirname(dst)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            with open(dst, "wb") as f, ftp.transfercmd("RETR " + remote_root + "/" + rel) as conn:
+                while n := conn.recv_into(buf):
+                    f.write(view[:n])
+            ftp.voidresp()
+    else:
+        for rel in rels:
+            parent = posixpath.dirname(rel)
+            todo = []
+            while parent and parent not in made:
+                todo.append(parent)
+                parent = posixpath.dirname(parent)
+            for d in reversed(todo):
+                ftp.mkd(remote_root + "/" + d)
+                made.add(d)
+            with open(os.path.join(local_root, rel), "rb") as f:
+                with ftp.transfercmd("STOR " + remote_root + "/" + rel) as conn:
+                    while n := f.readinto(buf):
+                        conn.sendall(view[:n])
+            ftp.voidresp()
+    ftp.quit()
+    """
+)
+
+
+@dataclass
+class Job:
+    """One benchmark run: what to start and where its result must appear."""
+
+    argv: list[str]
+    env: dict[str, str]
+    dest: Path  # local directory that must equal the data set afterwards
+    results: Path | None = None  # ftp-pooler's --output
+    task_ids: set[str] = field(default_factory=set)
+    note: str = ""
+    profile: Path | None = None  # py-spy's output: CPU and RSS are py-spy's, not the tool's
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FTP_POOLER", "RCLONE_"))}
+    env["LC_ALL"] = "C.UTF-8"
+    return env
+
+
+def job_ftplib(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+    listfile = run_dir / "files.json"
+    listfile.write_text(json.dumps([f.rel for f in data.files]))
+    env = {**b.env, "BENCH_FTP_USER": b.server.user, "BENCH_FTP_PASS": b.server.password}
+    if direction == "download":
+        dest = b.work / "dst"
+        args = ["download", listfile, f"/{data.name}", dest]
+    else:
+        remote, dest = b.fresh_upload_dir(f"ftplib-{data.name}")
+        args = ["upload", listfile, remote, b.root / data.name]
+    argv = [sys.executable, "-c", FTPLIB_SCRIPT, HOST, str(b.server.port), *map(str, args)]
+    return Job(argv, env, dest, note="1 session, sequential")
+
+
+def job_ftp_pooler(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+    connections = run_dir / "connections.ini"
+    config = run_dir / "config.yaml"
+    tasks = run_dir / "tasks.jsonl"
+    results = run_dir / "results.jsonl"
+    dst = b.work / "dst"
+    connections.write_text(
+        f"[bench]\ntype = ftp\nhost = {HOST}\nport = {b.server.port}\n"
+        f"user = {b.server.user}\npass = {b.server.password}\n\n"
+        f"[dst]\ntype = local\nbase_path = {dst}\n\n"
+        f"[data]\ntype = local\nbase_path = {b.root}\n"
+    )
+    config.write_text(
+        f"pool:\n  max_sessions_per_pod: {par}\n  max_sessions_per_connection: {par}\n"
+        f"worker:\n  max_inflight: {par}\n  name: bench\n"
+        f"logging:\n  level: WARNING\n"
+    )
+    if direction == "download":
+        dest = dst
+        remote = f"/{data.name}"
+    else:
+        remote, dest = b.fresh_upload_dir(f"ftp-pooler-{data.name}")
+    ids = set()
+    with open(tasks, "w") as out:
+        for i, f in enumerate(data.files):
+            task_id = f"{data.name}-{direction}-{i}"
+            ids.add(task_id)
+            if direction == "download":
+                src = {"connection_id": "bench", "path": f"{remote}/{f.rel}"}
+                dstp = {"connection_id": "dst", "path": f.rel}
+            else:
+                src = {"connection_id": "data", "path": f"{data.name}/{f.rel}"}
+                dstp = {"connection_id": "bench", "path": f"{remote}/{f.rel}"}
+            out.write(json.dumps({"task_id": task_id, "source": src, "destination": dstp}) + "\n")
+    argv = [
+        str(FTP_POOLER), "copy", str(tasks), "--connections", str(connections),
+        "--config", str(config), "--output", str(results), "--concurrency", str(par),
+    ]  # fmt: skip
+    note, profile = "", None
+    if b.py_spy is not None:
+        profile = b.py_spy / f"{run_dir.name}.collapsed.txt"
+        argv = [
+            str(PY_SPY), "record", "--format", "raw", "--rate", "250", "--nonblocking",
+            "-o", str(profile), "--", *argv,
+        ]  # fmt: skip
+        note = f"profiled with py-spy: {profile}"
+    return Job(argv, dict(b.env), dest, results=results, task_ids=ids, note=note, profile=profile)
+
+
+def read_profile(collapsed: Path) -> tuple[int, Counter[str], Counter[str]]:
+    """py-spy's collapsed stacks: (samples, own samples, total samples) per function."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if frames:
+            own[frames[-1]] += n
+        for f in set(frames):
+            total[f] += n
+    return samples, own, total
+
+
+def by_package(own: Counter[str], total: Counter[str]) -> Counter[str]:
+    """Own samples per top-level package ("trio", "ftp_pooler", ...); imports apart."""
+    packages: Counter[str] = Counter()
+    for func, n in own.items():
+        where = func.rpartition(" (")[2].rstrip(")")
+        package = where.split("/", 1)[0] if "/" in where else where
+        if "importlib" in where:
+            package = "importlib (start-up imports)"
+        packages[package or "?"] += n
+    return packages
+
+
+def job_rclone(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+    conf = run_dir / "rclone.conf"
+    conf.write_text("")
+    env = {
+        **b.env,
+        "RCLONE_CONFIG": str(conf),
+        "RCLONE_CONFIG_BENCH_TYPE": "ftp",
+        "RCLONE_CONFIG_BENCH_HOST": HOST,
+        "RCLONE_CONFIG_BENCH_PORT": str(b.server.port),
+        "RCLONE_CONFIG_BENCH_USER": b.server.user,
+        "RCLONE_CONFIG_BENCH_PASS": b.rclone_pass,
+    }
+    if direction == "download":
+        dest = b.work / "dst"
+        src, dst = f"bench:/{data.name}", str(dest)
+    else:
+        remote, dest = b.fresh_upload_dir(f"rclone-{data.name}")
+        src, dst = str(b.root / data.name), f"bench:{remote}"
+    argv = [
+        "rclone", "copy", src, dst, "--transfers", str(par), "--checkers", str(par),
+        "--no-check-dest", "--retries", "1", "--stats", "0",
+    ]  # fmt: skip
+    return Job(argv, env, dest, note="--no-check-dest, sessions up to transfers+checkers")
+
+
+def job_lftp(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+    settings = (
+        "set cmd:fail-exit yes; set ftp:ssl-allow no; set net:max-retries 5; "
+        "set net:timeout 30; set net:reconnect-interval-base 1; "
+        "set ftp:use-site-utime no; set ftp:use-site-utime2 no; "
+    )
+    if direction == "download":
+        dest = b.work / "dst"
+        mirror = f"mirror --no-perms --parallel={par} /{data.name} {dest}"
+    else:
+        remote, dest = b.fresh_upload_dir(f"lftp-{data.name}")
+        mirror = f"mirror -R --no-perms --parallel={par} {b.root / data.name} {remote}"
+    script = settings + mirror + "; quit"
+    argv = [
+        "lftp", "-u", f"{b.server.user},{b.server.password}", "-p", str(b.server.port),
+        "-e", script, HOST,
+    ]  # fmt: skip
+    return Job(argv, dict(b.env), dest, note="mirror --no-perms, no SITE UTIME")
+
+
+JOBS = {"ftplib": job_ftplib, "ftp-pooler": job_ftp_pooler, "rclone": job_rclone, "lftp": job_lftp}
+
+
+def check_results(job: Job) -> list[str]:
+    """ftp-pooler's result lines: one per task, all completed."""
+    assert job.results is not None
+    if not job.results.exists():
+        return ["no results file written"]
+    statuses: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    seen: set[str] = set()
+    bad_lines = 0
+    for line in job.results.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            res = json.loads(line)
+        except ValueError:
+            bad_lines += 1
+            continue
+        statuses[res.get("status", "?")] += 1
+        seen.add(res.get("task_id"))
+        if res.get("status") != "completed":
+            msg = re.sub(r"\d+", "N", str(res.get("error_message", "")))[:160]
+            errors[f"{res.get('status')} {res.get('error_code')}: {msg}"] += 1
+    problems = []
+    if statuses.get("completed", 0) != len(job.task_ids) or len(statuses) != 1:
+        problems.append(f"results: {dict(statuses)} for {len(job.task_ids)} tasks")
+    if missing := job.task_ids - seen:
+        problems.append(f"{len(missing)} tasks without a result")
+    if bad_lines:
+        problems.append(f"{bad_lines} result lines are not JSON")
+    for err, n in errors.most_common(8):
+        problems.append(f"{n} x {err}")
+    return problems
+
+
+# --------------------------------------------------------------------------
+# one row
+# --------------------------------------------------------------------------
+
+COLUMNS = [  # header, width, row key, format
+    ("tool", 10, "tool", "{}"),
+    ("set", 5, "set", "{}"),
+    ("dir", 8, "direction", "{}"),
+    ("par", 3, "parallelism", "{}"),
+    ("files", 5, "files", "{}"),
+    ("wall s", 7, "wall_s", "{:.2f}"),
+    ("files/s", 7, "files_per_s", "{:.0f}"),
+    ("MB/s", 6, "mb_per_s", "{:.1f}"),
+    ("CPU s/1k", 8, "cpu_s_per_1000_files", "{:.2f}"),
+    ("RSS MiB", 7, "peak_rss_mib", "{:.0f}"),
+    ("srv CPU/1k", 10, "server_cpu_s_per_1000_files", "{:.2f}"),
+    ("sess", 4, "server_peak_sessions", "{}"),
+    ("other%", 6, "other_cpu_pct", "{:.0f}"),
+]
+
+
+def table_header() -> str:
+    head = " ".join(f"{h:>{w}}" if i > 3 else f"{h:<{w}}" for i, (h, w, _, _) in enumerate(COLUMNS))
+    return head + "\n" + "-" * len(head)
+
+
+def table_row(row: dict[str, object]) -> str:
+    cells = []
+    for i, (_h, w, key, fmt) in enumerate(COLUMNS):
+        value = row.get(key)
+        text = "-" if value is None else fmt.format(value)
+        cells.append(f"{text:>{w}}" if i > 3 else f"{text:<{w}}")
+    line = " ".join(cells)
+    if row.get("profile"):
+        line += "  (under py-spy: slower, CPU/RSS not the tool's)"
+    if not row["ok"]:
+        line = " ".join(cells[:5]) + "   *** FAILED *** " + str(row["failure"])
+    return line
+
+
+def mask(argv: Sequence[str], secret: str) -> list[str]:
+    return [a.replace(secret, "***") for a in argv]
+
+
+def run_one(
+    b: Bench, data: DataSet, direction: str, par: int, tool: str, timeout: float, verify: str
+) -> dict[str, object]:
+    b.runs += 1
+    run_dir = b.work / "runs" / f"{b.runs:03d}-{tool}-{data.name}-{direction}-{par}"
+    run_dir.mkdir(parents=True)
+    dst = b.work / "dst"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir()
+    job = JOBS[tool](b, data, direction, par, run_dir)
+    b.drain()
+    load = os.getloadavg()[0]
+    cpu0, busy0, self0 = b.server_cpu(), machine_busy_seconds(), self_cpu_seconds()
+    child = Child(
+        job.argv, env=job.env, cwd=run_dir, stdout=run_dir / "stdout", stderr=run_dir / "stderr"
+    )
+    m = child.run(timeout, b.server.port)
+    busy = machine_busy_seconds() - busy0
+    harness = self_cpu_seconds() - self0
+    left = b.drain()
+    server_cpu = b.server_cpu() - cpu0
+    # CPU that was neither the tool, the server nor the harness: other work on the
+    # machine competing for the cores (the server part is counted up to the drain).
+    foreign = max(0.0, busy - (m.user + m.system) - server_cpu - harness)
+    ncpu = len(os.sched_getaffinity(0))
+    n = len(data.files)
+    row: dict[str, object] = {
+        "tool": tool,
+        "set": data.name,
+        "direction": direction,
+        "parallelism": 1 if tool == "ftplib" else par,
+        "files": n,
+        "bytes": data.total_bytes,
+        "file_size": data.size,
+        "ok": False,
+        "failure": None,
+        "problems": [],
+        "wall_s": m.wall,
+        "files_per_s": n / m.wall,
+        "mb_per_s": data.total_bytes / 1e6 / m.wall,
+        "cpu_user_s": m.user,
+        "cpu_sys_s": m.system,
+        "cpu_s_per_1000_files": (m.user + m.system) * 1000 / n,
+        "peak_rss_mib": None if m.hwm_kib is None else m.hwm_kib / 1024,
+        "ru_maxrss_mib": m.maxrss_kib / 1024,
+        "server_cpu_s": server_cpu,
+        "server_cpu_s_per_1000_files": server_cpu * 1000 / n,
+        "server_peak_sessions": m.peak_sessions,
+        "harness_cpu_s": harness,
+        "other_cpu_pct": 100 * foreign / (m.wall * ncpu),
+        "loadavg_1m_before": load,
+        "exit_code": m.exit_code,
+        "command": mask(job.argv, b.server.password),
+        "note": job.note,
+    }
+    problems: list[str] = []
+    if m.timed_out:
+        problems.append(f"killed after the {timeout:g} s timeout")
+    if m.exit_code != 0:
+        problems.append(f"exit code {m.exit_code}")
+    if job.results is not None:
+        problems += check_results(job)
+    problems += verify_tree(job.dest, data, verify)
+    if left:
+        problems.append(f"{left} sessions still open {DRAIN_TIMEOUT:.0f} s after exit")
+    if problems:
+        row["ok"] = False
+        row["failure"] = problems[0]
+        row["problems"] = problems
+        row["stderr_tail"] = tail(run_dir / "stderr")
+        row["stdout_tail"] = tail(run_dir / "stdout", 1000)
+        row["failed_run"] = {k: row[k] for k in ("wall_s", "cpu_user_s", "cpu_sys_s")}
+        for key in (
+            "wall_s",
+            "files_per_s",
+            "mb_per_s",
+            "cpu_user_s",
+            "cpu_sys_s",
+            "cpu_s_per_1000_files",
+            "peak_rss_mib",
+        ):
+            row[key] = None
+    else:
+        row["ok"] = True
+    if job.profile is not None:
+        row["profile"] = str(job.profile)
+        for key in ("cpu_user_s", "cpu_sys_s", "cpu_s_per_1000_files", "peak_rss_mib"):
+            row[key] = None
+    if direction == "upload":
+        shutil.rmtree(job.dest, ignore_errors=True)
+    shutil.rmtree(dst, ignore_errors=True)
+    if row["ok"]:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return row
+
+
+# --------------------------------------------------------------------------
+# machine description
+# --------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, object]:
+    def first_line(argv: Sequence[str]) -> str:
+        try:
+            return quick_run(argv).splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired) as exc:
+            return f"unavailable: {exc}"
+
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError, IndexError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    src_files = sorted((REPO / "src").rglob("*.py"))
+    src_digest = hashlib.sha256(b"".join(p.read_bytes() for p in src_files)).hexdigest()[:16]
+    info: dict[str, object] = {
+        "nproc": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu,
+        "mem_total": mem,
+        "kernel": platform.release(),
+        "python": sys.version,
+        "python_executable": sys.executable,
+        "tools": {
+            "rclone": first_line(["rclone", "version"]),
+            "lftp": first_line(["lftp", "--version"]),
+            "pure-ftpd": first_line([str(find_pureftpd()[0]), "--help"]),
+            "ftp-pooler": first_line(
+                [
+                    str(VENV_PYTHON),
+                    "-c",
+                    "import importlib.metadata as m; print(m.version('ftp-pooler'))",
+                ]
+            ),
+        },
+        "ftp_pooler_git": first_line(["git", "-C", str(REPO), "rev-parse", "HEAD"]),
+        "ftp_pooler_src_dirty": bool(
+            quick_run(["git", "-C", str(REPO), "status", "--porcelain", "src"])
+        ),
+        "ftp_pooler_src_sha256_16": src_digest,
+        "tmpfs": "/dev/shm",
+    }
+    return info
+
+
+def ftp_pooler_startup(b: Bench) -> dict[str, float]:
+    """``ftp-pooler copy`` of an empty task file: the fixed cost inside every row."""
+    run_dir = b.work / "runs" / "startup"
+    run_dir.mkdir(parents=True)
+    (b.work / "dst").mkdir(exist_ok=True)
+    job = job_ftp_pooler(b, DataSet("empty", 0, []), "download", 8, run_dir)
+    m = Child(
+        job.argv, env=job.env, cwd=run_dir, stdout=run_dir / "stdout", stderr=run_dir / "stderr"
+    ).run(60, b.server.port)
+    return {
+        "wall_s": round(m.wall, 3),
+        "cpu_s": round(m.user + m.system, 3),
+        "peak_rss_mib": None if m.hwm_kib is None else round(m.hwm_kib / 1024, 1),
+        "exit_code": m.exit_code,
+    }
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+
+
+def show_profile(path: Path) -> dict[str, object]:
+    if not path.exists():
+        print(f"{'':>12}(no profile written)")
+        return {}
+    samples, own, total = read_profile(path)
+    if not samples:
+        return {}
+    pct = {f: 100 * n / samples for f, n in own.items()}
+    packages = {p: 100 * n / samples for p, n in by_package(own, total).most_common(8)}
+    print(
+        f"{'':>12}py-spy, {samples} samples; own time by package: "
+        + ", ".join(f"{p} {v:.0f}%" for p, v in packages.items())
+    )
+    print(f"{'':>12}top functions by own time (own % / total % of samples):")
+    top = own.most_common(15)
+    for func, _n in top:
+        print(f"{'':>12}{pct[func]:5.1f} {100 * total[func] / samples:5.1f}  {func[:110]}")
+    return {
+        "samples": samples,
+        "own_pct_by_package": {p: round(v, 2) for p, v in packages.items()},
+        "top_own": [
+            {"function": f, "own_pct": round(pct[f], 2),
+             "total_pct": round(100 * total[f] / samples, 2)}
+            for f, _n in top
+        ],
+    }  # fmt: skip
+
+
+def _csv(value: str, allowed: Sequence[str] | None = None) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if allowed is not None:
+        for item in items:
+            if item not in allowed:
+                raise argparse.ArgumentTypeError(f"{item!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        items = [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {value!r}") from None
+    if not items or any(not 1 <= i <= 64 for i in items):
+        raise argparse.ArgumentTypeError("parallelism must be between 1 and 64")
+    return items
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sets (500/200/50 files), parallelism 8 only: a smoke run",
+    )
+    p.add_argument(
+        "--sets",
+        type=lambda v: _csv(v, list(FULL_SETS)),
+        default=list(FULL_SETS),
+        help="4k,256k,2m (default: all)",
+    )
+    p.add_argument(
+        "--tools",
+        type=lambda v: _csv(v, TOOLS),
+        default=list(TOOLS),
+        help="ftplib,ftp-pooler,rclone,lftp (default: all)",
+    )
+    p.add_argument(
+        "--directions",
+        type=lambda v: _csv(v, DIRECTIONS),
+        default=list(DIRECTIONS),
+        help="download,upload (default: both)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=_ints,
+        default=None,
+        help="parallelism levels (default: 8,32; 8 with --quick)",
+    )
+    p.add_argument("--json", default=DEFAULT_JSON, help=f"JSON output (default: {DEFAULT_JSON})")
+    p.add_argument(
+        "--verify",
+        choices=("full", "sample"),
+        default="full",
+        help=f"hash every copied file, or {SAMPLE_HASHES} per run (sizes always)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        choices=range(1, 11),
+        metavar="N",
+        help="run each combination N times and report the median wall time (default 1)",
+    )
+    p.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="skip the unrecorded ftplib pass before each set and direction",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per tool run (default: from the set size)",
+    )
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="run ftp-pooler under py-spy (pip install py-spy) and write collapsed "
+        "stacks to DIR; those rows include py-spy's cost",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the work directory on /dev/shm (logs of every failed run)",
+    )
+    args = p.parse_args(argv)
+    if args.parallel is None:
+        args.parallel = [8] if args.quick else [8, 32]
+    return args
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def _on_signal(signum: int, _frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def run_timeout(data: DataSet, override: float | None) -> float:
+    if override:
+        return override
+    return 60 + 0.03 * len(data.files) + data.total_bytes / 10e6
+
+
+def make_data_sets(root: Path, names: Sequence[str], quick: bool) -> list[DataSet]:
+    started = time.perf_counter()
+    largest = max(FULL_SETS[name][1] for name in names)
+    block = random.Random(20240611).randbytes(largest + MiB)
+    sets = []
+    for name in names:
+        count, size = FULL_SETS[name]
+        sets.append(make_data_set(root, name, QUICK_COUNTS[name] if quick else count, size, block))
+    (root / "up").mkdir()
+    print(
+        f"data: {', '.join(f'{d.name} {len(d.files)} x {d.size // KiB} KiB' for d in sets)}"
+        f" in {root} ({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    return sets
+
+
+def describe_settings(
+    args: argparse.Namespace, sets: list[DataSet], server: PureFTPd
+) -> dict[str, object]:
+    return {
+        "quick": args.quick,
+        "sets": {d.name: [len(d.files), d.size] for d in sets},
+        "tools": args.tools,
+        "parallel": args.parallel,
+        "directions": args.directions,
+        "verify": args.verify,
+        "server": "pure-ftpd (tests/servers/pureftpd.py), tmpfs",
+        "server_max_clients": server.max_clients,
+        "passive_ports": list(server.passive_ports),
+        "layout": f"{TOP_DIRS} x {SUB_DIRS} nested directories per set",
+        "rclone": "copy --transfers N --checkers N --no-check-dest --retries 1 --stats 0",
+        "lftp": "mirror [-R] --parallel=N --no-perms; ftp:ssl-allow no, "
+        "ftp:use-site-utime(2) no, cmd:fail-exit yes",
+        "ftplib": "one session, TYPE I once, PASV + RETR/STOR per file, sequential, "
+        "recv_into/readinto one reused 256 KiB buffer",
+        "ftp-pooler": "copy --concurrency N; pool.max_sessions_per_pod/connection = N",
+        "cpu": "user+sys of the tool's process (os.wait4), start-up included",
+        "peak_rss": "VmHWM of the tool's process, polled every 20 ms (ru_maxrss would "
+        "include the forked harness's RSS)",
+        "server_cpu": "pure-ftpd master + reaped sessions (/proc stat) over the run",
+        "other_cpu_pct": "busy CPU of the machine that was not the tool, the server or "
+        "the harness, in % of all cores over the run: noise from other work",
+        "mb": "10^6 bytes",
+        "py_spy": str(args.py_spy) if args.py_spy else None,
+        "repeat": f"{args.repeat} run(s) per row, the median wall time's run is shown",
+        "warm_up": "an unrecorded ftplib copy before each set and direction"
+        if args.warm_up
+        else "none",
+    }
+
+
+def run_repeated(
+    bench: Bench, data: DataSet, direction: str, par: int, tool: str, args: argparse.Namespace
+) -> dict[str, object]:
+    """``--repeat`` runs of one combination; the row of the median wall time (or a failure)."""
+    runs = []
+    for _ in range(args.repeat):
+        row = run_one(
+            bench, data, direction, par, tool, run_timeout(data, args.timeout), args.verify
+        )
+        if not row["ok"]:
+            return row
+        runs.append(row)
+    runs.sort(key=lambda r: float(r["wall_s"]))  # type: ignore[arg-type]
+    row = runs[len(runs) // 2]
+    if len(runs) > 1:
+        row["repeats"] = [
+            {k: r[k] for k in ("wall_s", "cpu_s_per_1000_files", "other_cpu_pct")} for r in runs
+        ]
+    return row
+
+
+def warm_up(bench: Bench, data: DataSet, direction: str, args: argparse.Namespace) -> None:
+    """One unrecorded (but checked) ftplib pass, so the first tool measured is not the one
+    that pays for cold caches and fresh tmpfs pages."""
+    row = run_one(bench, data, direction, 1, "ftplib", run_timeout(data, args.timeout), "sample")
+    if not row["ok"]:
+        raise RuntimeError(f"warm-up copy of {data.name} ({direction}) failed: {row['problems']}")
+
+
+def run_matrix(
+    bench: Bench, sets: list[DataSet], args: argparse.Namespace, rows: list[dict[str, object]]
+) -> None:
+    print(table_header(), flush=True)
+    for data in sets:
+        for direction in args.directions:
+            if args.warm_up:
+                warm_up(bench, data, direction, args)
+            for i, par in enumerate(args.parallel):
+                for tool in args.tools:
+                    if tool == "ftplib" and i > 0:
+                        continue  # sequential: once per set and direction
+                    row = run_repeated(bench, data, direction, par, tool, args)
+                    rows.append(row)
+                    print(table_row(row), flush=True)
+                    for problem in row["problems"][1:]:  # type: ignore[index]
+                        print(f"{'':>12}!! {problem}", flush=True)
+                    if not row["ok"] and row.get("stderr_tail"):
+                        for line in str(row["stderr_tail"]).splitlines()[-6:]:
+                            print(f"{'':>12}stderr: {line[:300]}", flush=True)
+                    if row.get("profile"):
+                        row["profile_summary"] = show_profile(Path(str(row["profile"])))
+
+
+def report_failures(rows: list[dict[str, object]]) -> int:
+    failed = [r for r in rows if not r["ok"]]
+    if not failed:
+        return 0
+    print("\n" + "!" * 72)
+    print(f"!!! {len(failed)} of {len(rows)} runs FAILED; their numbers are not shown:")
+    for r in failed:
+        print(
+            f"!!!   {r['tool']} {r['set']} {r['direction']} par {r['parallelism']}: {r['failure']}"
+        )
+    print("!" * 72)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    if os.geteuid() != 0:
+        print("run.py needs root (pure-ftpd chroots its sessions)", file=sys.stderr)
+        return 2
+    missing = [t for t in ("rclone", "lftp") if t in args.tools and not shutil.which(t)]
+    if "ftp-pooler" in args.tools and not FTP_POOLER.exists():
+        missing.append(str(FTP_POOLER))
+    if args.py_spy is not None and not PY_SPY.exists():
+        missing.append(f"{PY_SPY} (.venv/bin/pip install py-spy)")
+    if missing:
+        print(f"missing: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    # rclone holds transfers + checkers sessions, lftp one more for listing; plus slack
+    max_clients = 2 * max(args.parallel) + 16
+    work = Path(tempfile.mkdtemp(prefix="ftp-pooler-bench-", dir="/dev/shm"))
+    work.chmod(0o755)
+    server: PureFTPd | None = None
+    rows: list[dict[str, object]] = []
+    out_path = Path(args.json)
+    try:
+        uid, gid = ensure_test_user()
+        sets = make_data_sets(work / "srv", args.sets, args.quick)
+        # Every transfer leaves a TIME_WAIT on a passive port: keep the range wide.
+        server = PureFTPd(
+            work / "srv",
+            work / "server",
+            max_clients=max_clients,
+            passive_ports=max(2048, 8 * max_clients),
+        )
+        server.start()
+        server.counter.stop()  # the harness samples per run instead (less CPU)
+        print(
+            f"pure-ftpd on {HOST}:{server.port}, passive {server.passive_ports[0]}-"
+            f"{server.passive_ports[1]}, max clients {max_clients}",
+            flush=True,
+        )
+        bench = Bench(work, server, uid, gid, _base_env())
+        if "rclone" in args.tools:
+            bench.rclone_pass = quick_run(["rclone", "obscure", server.password])
+        machine = machine_info()
+        if "ftp-pooler" in args.tools:
+            machine["ftp_pooler_startup"] = ftp_pooler_startup(bench)
+            print(f"ftp-pooler start-up (empty task file): {machine['ftp_pooler_startup']}")
+        if args.py_spy is not None:
+            args.py_spy.mkdir(parents=True, exist_ok=True)
+            bench.py_spy = args.py_spy.resolve()
+        report = {
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": [sys.executable, *sys.argv],
+            "machine": machine,
+            "settings": describe_settings(args, sets, server),
+            "rows": rows,
+        }
+        run_matrix(bench, sets, args, rows)
+        out_path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nJSON: {out_path}")
+        return report_failures(rows)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"\ninterrupted ({exc}); cleaning up", file=sys.stderr)
+        if rows:
+            out_path.write_text(json.dumps({"interrupted": True, "rows": rows}, indent=2) + "\n")
+            print(f"partial JSON: {out_path}", file=sys.stderr)
+        return 130
+    except ServerUnavailable as exc:
+        print(f"cannot run pure-ftpd: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the server did not start, a warm-up copy failed
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # let the cleanup finish
+        child = Child.current
+        if child is not None:
+            child.kill_group()
+        if server is not None:
+            server.stop()
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
