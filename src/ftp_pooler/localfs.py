@@ -35,45 +35,47 @@ class LocalRoot:
 
     def __init__(self, base_path: Path) -> None:
         self.base = Path(os.path.realpath(base_path))
+        self._base = str(self.base)
+        self._base_slash = self._base.rstrip("/") + "/"
         self._made_dirs: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"LocalRoot({str(self.base)!r})"
+        return f"LocalRoot({self._base!r})"
 
     def resolve(self, path: str) -> Path:
         """The real location of a task path.
 
         An absolute path must lie inside ``base_path``; a relative one is taken
         from it. ``..`` components, NUL bytes and symlinks leading out of
-        ``base_path`` are refused.
+        ``base_path`` are refused. (String operations, not ``pathlib``: this
+        runs for every file.)
 
         Raises:
             PoolerError: PATH_NOT_ALLOWED.
         """
         if not path or "\x00" in path:
             raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"bad local path {path!r}")
-        parts = path.split("/")
-        if ".." in parts:
+        if ".." in path.split("/"):
             raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in local path {path!r}")
-        candidate = Path(path) if path.startswith("/") else self.base / path
-        candidate = Path(os.path.normpath(candidate))
-        if not self._inside(candidate):
-            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} is outside {self.base}")
-        if candidate == self.base:
+        joined = path if path.startswith("/") else f"{self._base_slash}{path}"
+        candidate = os.path.normpath(joined)
+        if candidate == self._base:
             raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} names the base directory")
-        if not self._inside(Path(os.path.realpath(candidate.parent))):
-            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} leads out of {self.base}")
-        return candidate
+        if not self._inside(candidate):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} is outside {self._base}")
+        if not self._inside(os.path.realpath(os.path.dirname(candidate))):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} leads out of {self._base}")
+        return Path(candidate)
 
     def resolve_existing(self, path: str) -> Path:
         """Like :meth:`resolve`, for a file to read: a symlink must not lead outside either."""
         candidate = self.resolve(path)
-        if not self._inside(Path(os.path.realpath(candidate))):
-            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} leads out of {self.base}")
+        if not self._inside(os.path.realpath(candidate)):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} leads out of {self._base}")
         return candidate
 
-    def _inside(self, path: Path) -> bool:
-        return path == self.base or path.is_relative_to(self.base)
+    def _inside(self, path: str) -> bool:
+        return path == self._base or path.startswith(self._base_slash)
 
     def make_parent(self, path: Path) -> None:
         """``mkdir -p`` of the file's directory (remembered, so it is done once)."""

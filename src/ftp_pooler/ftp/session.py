@@ -14,7 +14,6 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -104,7 +103,7 @@ class FTPSession:
     # -- lifecycle ---------------------------------------------------------------
 
     async def _connect(self) -> None:
-        with self._guard("connect"), trio.fail_after(self.config.timeouts.connect):
+        with self._guard("connect"), _FailAfter(self.config.timeouts.connect):
             self._tcp = await trio.open_tcp_stream(self.config.host, self.config.port)
             self._peer_host = self._tcp.socket.getpeername()[0]
             self._stream = self._tcp
@@ -120,7 +119,7 @@ class FTPSession:
         config = self.config
         if config.tls is TLSMode.EXPLICIT:
             await self._command("AUTH", "TLS", expect=(234,))
-            with self._guard("AUTH TLS"), trio.fail_after(config.timeouts.connect):
+            with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
         reply = await self._command("USER", config.user, expect=(230, 331))
         if reply.code == 331:
@@ -169,34 +168,14 @@ class FTPSession:
 
     # -- control channel -----------------------------------------------------------
 
-    @contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, what: str) -> _Guard:
         """Translate transport failures into :class:`FTPError` and mark the session broken.
 
         An :class:`FTPError` that carries a reply other than 421 leaves the session
         usable; anything else, cancellation included, breaks it. Errors that a
         nursery wrapped in an exception group come out unwrapped.
         """
-        try:
-            yield
-        except BaseException as raised:
-            exc = _meaningful(raised)
-            if isinstance(exc, FTPError):
-                if exc.reply is None or exc.reply.code == 421:
-                    self.broken = True
-                if exc is raised:
-                    raise
-                raise exc from None
-            self.broken = True
-            if isinstance(exc, trio.TooSlowError):
-                raise FTPError(ErrorCode.TIMEOUT, f"{what}: timed out") from None
-            if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-                detail = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
-                raise FTPError(ErrorCode.TLS_ERROR, f"{what}: {detail}") from exc
-            if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
-                detail = str(exc) or type(exc).__name__
-                raise FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}") from exc
-            raise
+        return _Guard(self, what)
 
     async def _read_reply(self) -> Reply:
         assert self._stream is not None
@@ -217,7 +196,7 @@ class FTPSession:
 
     async def _exchange(self, command: bytes) -> Reply:
         """Send one command and read its final reply (skipping 1xx)."""
-        with self._guard(protocol.verb_of(command)), trio.fail_after(self.config.timeouts.reply):
+        with self._guard(protocol.verb_of(command)), _FailAfter(self.config.timeouts.reply):
             await self._send(command)
             reply = await self._read_reply()
             while reply.is_preliminary:
@@ -344,7 +323,7 @@ class FTPSession:
         times more, on every file).
         """
         host, port = await self._passive_address()
-        with self._guard("data connection"), trio.fail_after(self.config.timeouts.connect):
+        with self._guard("data connection"), _FailAfter(self.config.timeouts.connect):
             tcp = await _connect(host, port)
         if self.config.tls is TLSMode.NONE:
             return tcp, tcp
@@ -369,14 +348,16 @@ class FTPSession:
                 assert isinstance(data, trio.SSLStream)
                 await data.do_handshake()
 
-        with self._guard(verb), trio.fail_after(self.config.timeouts.reply):
+        with self._guard(verb), _FailAfter(self.config.timeouts.reply):
             await self._send(command)
-            async with trio.open_nursery() as nursery:
-                if isinstance(data, trio.SSLStream):
+            if isinstance(data, trio.SSLStream):
+                async with trio.open_nursery() as nursery:
                     nursery.start_soon(handshake)
+                    reply = await self._read_reply()
+                    if not reply.is_preliminary:
+                        nursery.cancel_scope.cancel()
+            else:
                 reply = await self._read_reply()
-                if not reply.is_preliminary:
-                    nursery.cancel_scope.cancel()
         assert reply is not None
         if not reply.is_preliminary:
             with self._guard(verb):
@@ -421,7 +402,7 @@ class FTPSession:
             self.last_used = trio.current_time()
             return moved, preliminary
         finally:
-            await trio.aclose_forcefully(tcp)
+            tcp.socket.close()  # nothing waits on it any more; aclose would cost two checkpoints
 
     async def _receive(self, verb: str, data: trio.abc.Stream, sink: Sink) -> int:
         """Move a data connection's bytes to ``sink`` until EOF.
@@ -561,6 +542,59 @@ class _HalfClosingStream(trio.abc.Stream):
             await self._tcp.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             await self._tcp.aclose()
+
+
+class _Guard:
+    """:meth:`FTPSession._guard`; a class, not a generator: it is entered a dozen times per file."""
+
+    __slots__ = ("_session", "_what")
+
+    def __init__(self, session: FTPSession, what: str) -> None:
+        self._session = session
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, raised: BaseException | None, tb: object) -> bool:
+        if raised is None:
+            return False
+        exc = _meaningful(raised)
+        what = self._what
+        if isinstance(exc, FTPError):
+            if exc.reply is None or exc.reply.code == 421:
+                self._session.broken = True
+            if exc is raised:
+                return False
+            raise exc from None
+        self._session.broken = True
+        if isinstance(exc, trio.TooSlowError):
+            raise FTPError(ErrorCode.TIMEOUT, f"{what}: timed out") from None
+        if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
+            detail = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+            raise FTPError(ErrorCode.TLS_ERROR, f"{what}: {detail}") from exc
+        if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
+            detail = str(exc) or type(exc).__name__
+            raise FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}") from exc
+        return False
+
+
+class _FailAfter:
+    """``trio.fail_after`` without its two generator-based context managers (hot path)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, seconds: float) -> None:
+        self._scope = trio.CancelScope(deadline=trio.current_time() + seconds)
+
+    def __enter__(self) -> trio.CancelScope:
+        return self._scope.__enter__()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        suppressed = self._scope.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+        if self._scope.cancelled_caught:
+            raise trio.TooSlowError
+        return bool(suppressed)
 
 
 def _meaningful(exc: BaseException) -> BaseException:
