@@ -6,6 +6,12 @@ built on.
 
 Every FTP fixture yields an :class:`FTPServer`: a frozen description of a
 running server plus read access to its server-side control-connection count.
+
+The launchers (``PyFTPD``, ``Vsftpd``, ``PureFTPd``, ``TansuBroker``) share
+their life cycle through the small base classes at the end of this module:
+:class:`Launcher` (``start``/``stop``/``with``), :class:`ProcessLauncher` (one
+:class:`ServerProcess`), :class:`FTPLauncher` (:meth:`FTPLauncher.info`) and
+:class:`ExternalFTPLauncher` (vsftpd and pure-ftpd).
 """
 
 from __future__ import annotations
@@ -19,12 +25,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import IO, TYPE_CHECKING, Protocol, Self
+
+from .netutil import TCPConnectionCounter, free_port, passive_range, wait_for_listen
+
+if TYPE_CHECKING:
+    from .certs import TLSCerts
 
 __all__ = [
     "ConnectionCounter",
+    "ExternalFTPLauncher",
+    "FTPLauncher",
     "FTPServer",
+    "Launcher",
     "PeakTracker",
+    "ProcessLauncher",
     "ServerProcess",
     "ServerUnavailable",
     "check_traversable",
@@ -288,3 +303,156 @@ class ServerProcess:
             if self._out is not None:
                 self._out.close()
                 self._out = None
+
+
+# --------------------------------------------------------------------------
+# Launchers: the life cycle PyFTPD, Vsftpd, PureFTPd and TansuBroker share
+# --------------------------------------------------------------------------
+class Launcher:
+    """A test server with ``start()`` (returns self) and ``stop()``; ``with`` runs both."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ProcessLauncher(Launcher):
+    """A server that is one :class:`ServerProcess` (``self.process`` once started)."""
+
+    process: ServerProcess | None = None
+
+    def _start_process(
+        self, what: str, process: ServerProcess, ready: Callable[[ServerProcess], object]
+    ) -> None:
+        """Start ``process`` and wait for it with ``ready(process)``.
+
+        If waiting fails the process is stopped and ``RuntimeError("<what> did
+        not start: ...")`` carries the end of its output.
+        """
+        self.process = process.start()
+        try:
+            ready(process)
+        except BaseException as exc:
+            out = process.read_output()
+            process.stop()
+            raise RuntimeError(f"{what} did not start: {exc}\n{out}") from exc
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process is not None:
+            self.process.stop(timeout)
+
+
+class FTPLauncher(Launcher):
+    """An FTP server launcher: :meth:`info` describes it from these attributes."""
+
+    kind: str  #: :attr:`FTPServer.kind`
+    host: str
+    port: int
+    user: str
+    password: str
+    root: Path
+    tls: bool
+    certs: TLSCerts | None
+    tls_control_required: bool
+    tls_data_required: bool
+    passive_ports: tuple[int, int] | None
+    counter: ConnectionCounter
+    log_file: Path | None = None
+
+    def _session_caps(self) -> tuple[int, int]:
+        """``(max_cons, max_cons_per_ip)`` for :class:`FTPServer` (each server names them its way)."""
+        raise NotImplementedError
+
+    def info(self) -> FTPServer:
+        max_cons, max_cons_per_ip = self._session_caps()
+        return FTPServer(
+            kind=self.kind,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            root=self.root,
+            tls=self.tls,
+            ca_file=self.certs.ca_file if (self.tls and self.certs) else None,
+            tls_control_required=self.tls_control_required,
+            tls_data_required=self.tls_data_required,
+            passive_ports=self.passive_ports,
+            max_cons=max_cons,
+            max_cons_per_ip=max_cons_per_ip,
+            log_file=self.log_file,
+            counter=self.counter,
+            impl=self,
+        )
+
+
+class ExternalFTPLauncher(ProcessLauncher, FTPLauncher):
+    """vsftpd / pure-ftpd: a server process on ``host:port`` in ``workdir``.
+
+    Its sessions are counted from the kernel's socket table
+    (:class:`~.netutil.TCPConnectionCounter`).  A subclass's ``start()``
+    prepares its files and then calls :meth:`_start_server`.
+    """
+
+    passive_ports: tuple[int, int]
+    counter: TCPConnectionCounter
+
+    def __init__(
+        self,
+        root: Path,
+        workdir: Path,
+        *,
+        host: str,
+        port: int | None,
+        user: str,
+        password: str,
+        tls: bool,
+        certs: TLSCerts | None,
+        tls_control_required: bool,
+        tls_data_required: bool,
+        passive_ports: tuple[int, int] | int,
+        max_clients: int,
+        max_per_ip: int,
+        start_timeout: float,
+    ) -> None:
+        if tls and certs is None:
+            raise ValueError("tls=True needs certs")
+        self.root = Path(root)
+        self.workdir = Path(workdir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.user = user
+        self.password = password
+        self.tls = tls
+        self.certs = certs
+        self.tls_control_required = tls and tls_control_required
+        self.tls_data_required = tls and tls_data_required
+        self.passive_ports = passive_range(passive_ports, host)
+        self.max_clients = max_clients
+        self.max_per_ip = max_per_ip
+        self.start_timeout = start_timeout
+        self.counter = TCPConnectionCounter(self.port, self.host)
+
+    def _start_server(self, argv: Sequence[str], output: Path) -> None:
+        """Run the server; return once it listens, with the connection counter running."""
+        self._start_process(self.kind, ServerProcess(argv, output=output), self._wait_listening)
+        self.counter.start()
+
+    def _wait_listening(self, process: ServerProcess) -> None:
+        wait_for_listen(self.port, self.host, timeout=self.start_timeout, alive=process.alive)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            self.counter.stop()
+        finally:
+            super().stop(timeout)
+
+    def _session_caps(self) -> tuple[int, int]:
+        return self.max_clients, self.max_per_ip

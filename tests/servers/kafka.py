@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from . import ServerProcess, ServerUnavailable
+from . import ProcessLauncher, ServerProcess, ServerUnavailable
 from .netutil import free_port, wait_for_port
 
 __all__ = ["KafkaBroker", "TansuBroker", "find_tansu", "unique_name"]
@@ -85,7 +85,7 @@ class KafkaBroker:
         return cfg
 
 
-class TansuBroker:
+class TansuBroker(ProcessLauncher):
     def __init__(
         self, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None,
         start_timeout: float = 20.0,
@@ -94,7 +94,6 @@ class TansuBroker:
         self.host = host
         self.port = port or free_port(host)
         self.start_timeout = start_timeout
-        self.process: ServerProcess | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -120,43 +119,39 @@ class TansuBroker:
         )
 
     def start(self) -> Self:
+        binary = find_tansu()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env["RUST_LOG"] = "warn"
+        process = ServerProcess(
+            self.argv(binary), output=self.workdir / "tansu.out", env=env, cwd=self.workdir
+        )
+        self._start_process("Tansu broker", process, self._wait_ready)
+        return self
+
+    def _wait_ready(self, process: ServerProcess) -> None:
         from kafka.errors import (  # type: ignore[import-untyped]
             KafkaConfigurationError,
             KafkaError,
         )
 
-        binary = find_tansu()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-        env["RUST_LOG"] = "warn"
-        self.process = ServerProcess(
-            self.argv(binary), output=self.workdir / "tansu.out", env=env, cwd=self.workdir
-        ).start()
         deadline = time.monotonic() + self.start_timeout
-        try:
-            wait_for_port(
-                self.port, self.host, timeout=self.start_timeout, alive=self.process.alive
-            )
-            last: Exception | None = None
-            while True:  # one admin round trip proves the Kafka protocol side is up
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("Tansu accepted TCP but no admin round trip") from last
-                try:
-                    self._admin(min(5.0, remaining)).close()
-                    break
-                except (KafkaError, OSError) as exc:  # NoBrokersAvailable, timeouts
-                    if isinstance(exc, KafkaConfigurationError):
-                        raise
-                    last = exc
-                    if not self.process.alive():
-                        raise RuntimeError("Tansu exited during startup") from exc
-                    time.sleep(0.05)
-        except BaseException as exc:
-            out = self.process.read_output()
-            self.process.stop()
-            raise RuntimeError(f"Tansu broker did not start: {exc}\n{out}") from exc
-        return self
+        wait_for_port(self.port, self.host, timeout=self.start_timeout, alive=process.alive)
+        last: Exception | None = None
+        while True:  # one admin round trip proves the Kafka protocol side is up
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("Tansu accepted TCP but no admin round trip") from last
+            try:
+                self._admin(min(5.0, remaining)).close()
+                return
+            except (KafkaError, OSError) as exc:  # NoBrokersAvailable, timeouts
+                if isinstance(exc, KafkaConfigurationError):
+                    raise
+                last = exc
+                if not process.alive():
+                    raise RuntimeError("Tansu exited during startup") from exc
+                time.sleep(0.05)
 
     def create_topic(self, name: str, partitions: int = 1, *, timeout: float = 10.0) -> None:
         admin = self._admin(timeout)
@@ -168,16 +163,6 @@ class TansuBroker:
             )
         finally:
             admin.close()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.process is not None:
-            self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def info(self) -> KafkaBroker:
         return KafkaBroker(self.host, self.port, self)

@@ -5,6 +5,7 @@
   a server port never collides with the source port of an outgoing client
   connection, and do not hand out a port again while it may still be about to
   be bound (the last 8000 ports handed out in this process are remembered).
+  :func:`passive_range` turns a port count into such a range (inclusive).
 * :func:`wait_for_port` polls until something accepts TCP connections.
 * :func:`count_established` counts the *server side* of ESTABLISHED TCP
   connections on a local port by reading ``/proc/net/tcp`` and ``tcp6``.
@@ -35,6 +36,7 @@ __all__ = [
     "free_port_range",
     "is_listening",
     "is_port_bindable",
+    "passive_range",
     "wait_for_listen",
     "wait_for_port",
 ]
@@ -109,6 +111,14 @@ def free_port_range(count: int, host: str = LOCALHOST, *, attempts: int = 200) -
                     del _handed_out[next(iter(_handed_out))]
                 return ports
     raise RuntimeError(f"could not find {count} free consecutive ports on {host}")
+
+
+def passive_range(ports: tuple[int, int] | int, host: str = LOCALHOST) -> tuple[int, int]:
+    """An inclusive port range: ``ports`` itself, or that many free consecutive ports."""
+    if isinstance(ports, int):
+        found = free_port_range(ports, host)
+        return (found[0], found[-1])
+    return ports
 
 
 def wait_for_port(

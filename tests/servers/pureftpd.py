@@ -20,10 +20,9 @@ import subprocess
 from pathlib import Path
 from typing import Self
 
-from . import FTPServer, ServerProcess, ServerUnavailable, check_traversable
+from . import ExternalFTPLauncher, ServerUnavailable
 from .certs import TLSCerts
-from .netutil import TCPConnectionCounter, free_port, free_port_range, wait_for_listen
-from .vsftpd import chown_tree, ensure_test_user
+from .vsftpd import prepare_dirs
 
 __all__ = ["PureFTPd", "find_pureftpd", "pureftpd_dir"]
 
@@ -65,7 +64,7 @@ def sha512_crypt(password: str) -> str:
     return res.stdout.strip()
 
 
-class PureFTPd:
+class PureFTPd(ExternalFTPLauncher):
     kind = "pure-ftpd"
 
     def __init__(
@@ -87,36 +86,31 @@ class PureFTPd:
         extra_args: list[str] | None = None,
         start_timeout: float = 10.0,
     ) -> None:
-        if tls and certs is None:
-            raise ValueError("tls=True needs certs")
         if tls_data_required and not tls_control_required:
             # pure-ftpd's -Y 3 implies ciphered control as well
             tls_control_required = True
-        self.root = Path(root)
-        self.workdir = Path(workdir)
-        self.host = host
-        self.port = port or free_port(host)
-        self.user = user
-        self.password = password
-        self.tls = tls
-        self.certs = certs
-        self.tls_control_required = tls and tls_control_required
-        self.tls_data_required = tls and tls_data_required
-        self.max_clients = max_clients
-        self.max_per_ip = max_clients if max_per_ip is None else max_per_ip
         if passive_ports is None:
             # pure-ftpd caps sessions at half the passive range; TIME_WAIT needs room too
             passive_ports = max(64, 2 * max_clients + 16)
-        if isinstance(passive_ports, int):
-            ports = free_port_range(passive_ports, host)
-            passive_ports = (ports[0], ports[-1])
-        self.passive_ports = passive_ports
+        super().__init__(
+            root,
+            workdir,
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            tls=tls,
+            certs=certs,
+            tls_control_required=tls_control_required,
+            tls_data_required=tls_data_required,
+            passive_ports=passive_ports,
+            max_clients=max_clients,
+            max_per_ip=max_clients if max_per_ip is None else max_per_ip,
+            start_timeout=start_timeout,
+        )
         self.extra_args = list(extra_args or [])
-        self.start_timeout = start_timeout
         self.passwd_file = self.workdir / "pureftpd.passwd"
         self.pdb_file = self.workdir / "pureftpd.pdb"
-        self.process: ServerProcess | None = None
-        self.counter = TCPConnectionCounter(self.port, self.host)
 
     def _tls_level(self) -> str:
         if not self.tls:
@@ -152,11 +146,7 @@ class PureFTPd:
         daemon, pure_pw = find_pureftpd()
         if os.geteuid() != 0:
             raise ServerUnavailable("pure-ftpd tests need root (chroot, setuid)")
-        uid, gid = ensure_test_user()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        check_traversable(self.root)
-        chown_tree(self.root, uid, gid)
+        uid, gid = prepare_dirs(self.root, self.workdir)
         # login:hash:uid:gid:gecos:home/./:(12 empty limit fields)
         line = f"{self.user}:{sha512_crypt(self.password)}:{uid}:{gid}::{self.root}/./" + ":" * 12
         self.passwd_file.write_text(line + "\n")
@@ -170,49 +160,5 @@ class PureFTPd:
         )
         if res.returncode != 0:
             raise RuntimeError(f"pure-pw mkdb failed: {res.stderr.strip()}")
-        self.process = ServerProcess(
-            self.argv(daemon), output=self.workdir / "pure-ftpd.out"
-        ).start()
-        try:
-            wait_for_listen(
-                self.port, self.host, timeout=self.start_timeout, alive=self.process.alive
-            )
-        except BaseException as exc:
-            out = self.process.read_output()
-            self.process.stop()
-            raise RuntimeError(f"pure-ftpd did not start: {exc}\n{out}") from exc
-        self.counter.start()
+        self._start_server(self.argv(daemon), self.workdir / "pure-ftpd.out")
         return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        try:
-            self.counter.stop()
-        finally:
-            if self.process is not None:
-                self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def info(self) -> FTPServer:
-        return FTPServer(
-            kind=self.kind,
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            root=self.root,
-            tls=self.tls,
-            ca_file=self.certs.ca_file if (self.tls and self.certs) else None,
-            tls_control_required=self.tls_control_required,
-            tls_data_required=self.tls_data_required,
-            passive_ports=self.passive_ports,
-            max_cons=self.max_clients,
-            max_cons_per_ip=self.max_per_ip,
-            log_file=None,
-            counter=self.counter,
-            impl=self,
-        )

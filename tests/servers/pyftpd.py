@@ -38,9 +38,9 @@ from pyftpdlib.handlers import DTPHandler, FTPHandler  # type: ignore[import-unt
 from pyftpdlib.ioloop import IOLoop  # type: ignore[import-untyped]
 from pyftpdlib.servers import FTPServer as _PyFTPServer  # type: ignore[import-untyped]
 
-from . import FTPServer
+from . import FTPLauncher, FTPServer
 from .certs import TLSCerts
-from .netutil import free_port_range
+from .netutil import passive_range
 
 __all__ = [
     "DropControlMidTransferHandler",
@@ -354,7 +354,7 @@ def _build_handler(
     return cls
 
 
-class PyFTPD:
+class PyFTPD(FTPLauncher):
     """pyftpdlib server in a daemon thread; use ``start()``/``stop()`` or ``with``.
 
     Caps: ``max_cons_per_ip`` is a plain session cap (421 "Too many connections
@@ -389,9 +389,8 @@ class PyFTPD:
     ) -> None:
         if tls and certs is None:
             raise ValueError("tls=True needs certs")
-        if isinstance(passive_ports, int):
-            ports = free_port_range(passive_ports, host)
-            passive_ports = (ports[0], ports[-1])
+        if passive_ports is not None:
+            passive_ports = passive_range(passive_ports, host)
         self.root = Path(root)
         self.user = user
         self.password = password
@@ -436,7 +435,7 @@ class PyFTPD:
         self._stop = threading.Event()
         self._error: BaseException | None = None
 
-    @property
+    @property  # type: ignore[override]  # FTPLauncher.port: set once started
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("server not started")
@@ -486,30 +485,8 @@ class PyFTPD:
         if self._error is not None:
             raise RuntimeError("pyftpdlib server loop crashed") from self._error
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def info(self) -> FTPServer:
-        return FTPServer(
-            kind=self.kind,
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            root=self.root,
-            tls=self.tls,
-            ca_file=self.certs.ca_file if (self.tls and self.certs) else None,
-            tls_control_required=self.tls_control_required,
-            tls_data_required=self.tls_data_required,
-            passive_ports=self.passive_ports,
-            max_cons=self.max_cons,
-            max_cons_per_ip=self.max_cons_per_ip,
-            counter=self.counter,
-            impl=self,
-        )
+    def _session_caps(self) -> tuple[int, int]:
+        return self.max_cons, self.max_cons_per_ip
 
 
 @contextmanager

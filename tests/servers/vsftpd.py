@@ -28,9 +28,8 @@ import threading
 from pathlib import Path
 from typing import Any, Self
 
-from . import FTPServer, ServerProcess, ServerUnavailable, check_traversable
+from . import ExternalFTPLauncher, ServerUnavailable, check_traversable
 from .certs import TLSCerts
-from .netutil import TCPConnectionCounter, free_port, free_port_range, wait_for_listen
 
 __all__ = [
     "TEST_PASSWORD",
@@ -39,6 +38,7 @@ __all__ = [
     "Vsftpd",
     "ensure_test_user",
     "find_vsftpd",
+    "prepare_dirs",
 ]
 
 VSFTPD_BIN = os.environ.get("FTP_POOLER_VSFTPD", "/usr/sbin/vsftpd")
@@ -127,14 +127,28 @@ def chown_tree(root: Path, uid: int, gid: int) -> None:
             os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
+def prepare_dirs(root: Path, workdir: Path) -> tuple[int, int]:
+    """Create ``workdir`` and ``root`` and give ``root`` to the test user; return its (uid, gid).
+
+    vsftpd and pure-ftpd sessions both run as that user.
+    """
+    uid, gid = ensure_test_user()
+    workdir.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    check_traversable(root)
+    chown_tree(root, uid, gid)
+    return uid, gid
+
+
 def _yn(v: bool) -> str:
     return "YES" if v else "NO"
 
 
-class Vsftpd:
+class Vsftpd(ExternalFTPLauncher):
     """One vsftpd listener on 127.0.0.1 with a generated config."""
 
     kind = "vsftpd"
+    log_file: Path
 
     def __init__(
         self,
@@ -155,33 +169,28 @@ class Vsftpd:
         extra_config: dict[str, Any] | None = None,
         start_timeout: float = 10.0,
     ) -> None:
-        if tls and certs is None:
-            raise ValueError("tls=True needs certs")
-        self.root = Path(root)
-        self.workdir = Path(workdir)
-        self.host = host
-        self.port = port or free_port(host)
-        self.tls = tls
-        self.certs = certs
-        self.tls_control_required = tls and tls_control_required
-        self.tls_data_required = tls and tls_data_required
+        super().__init__(
+            root,
+            workdir,
+            host=host,
+            port=port,
+            user=TEST_USER,
+            password=TEST_PASSWORD,
+            tls=tls,
+            certs=certs,
+            tls_control_required=tls_control_required,
+            tls_data_required=tls_data_required,
+            passive_ports=passive_ports,
+            max_clients=max_clients,
+            max_per_ip=max_per_ip,
+            start_timeout=start_timeout,
+        )
         self.require_ssl_reuse = require_ssl_reuse
-        if isinstance(passive_ports, int):
-            ports = free_port_range(passive_ports, host)
-            passive_ports = (ports[0], ports[-1])
-        self.passive_ports = passive_ports
-        self.max_per_ip = max_per_ip
-        self.max_clients = max_clients
         self.log_protocol = log_protocol
         self.extra_config = dict(extra_config or {})
-        self.start_timeout = start_timeout
-        self.user = TEST_USER
-        self.password = TEST_PASSWORD
         self.config_file = self.workdir / "vsftpd.conf"
         self.log_file = self.workdir / "vsftpd.log"
         self.empty_dir = self.workdir / "empty"
-        self.process: ServerProcess | None = None
-        self.counter = TCPConnectionCounter(self.port, self.host)
 
     def config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {
@@ -250,62 +259,14 @@ class Vsftpd:
 
     def start(self) -> Self:
         binary = find_vsftpd()
-        uid, gid = ensure_test_user()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        prepare_dirs(self.root, self.workdir)
         self.empty_dir.mkdir(mode=0o555, exist_ok=True)
-        self.root.mkdir(parents=True, exist_ok=True)
-        check_traversable(self.root)
-        chown_tree(self.root, uid, gid)
         self._write_config()
-        self.process = ServerProcess(
-            [binary, str(self.config_file)], output=self.workdir / "vsftpd.out"
-        ).start()
-        try:
-            wait_for_listen(
-                self.port, self.host, timeout=self.start_timeout, alive=self.process.alive
-            )
-        except BaseException as exc:
-            out = self.process.read_output()
-            self.process.stop()
-            raise RuntimeError(f"vsftpd did not start: {exc}\n{out}") from exc
-        self.counter.start()
+        self._start_server([binary, str(self.config_file)], self.workdir / "vsftpd.out")
         return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        try:
-            self.counter.stop()
-        finally:
-            if self.process is not None:
-                self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def read_log(self) -> str:
         try:
             return self.log_file.read_text(errors="replace")
         except OSError:
             return ""
-
-    def info(self) -> FTPServer:
-        return FTPServer(
-            kind=self.kind,
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password,
-            root=self.root,
-            tls=self.tls,
-            ca_file=self.certs.ca_file if (self.tls and self.certs) else None,
-            tls_control_required=self.tls_control_required,
-            tls_data_required=self.tls_data_required,
-            passive_ports=self.passive_ports,
-            max_cons=self.max_clients,
-            max_cons_per_ip=self.max_per_ip,
-            log_file=self.log_file,
-            counter=self.counter,
-            impl=self,
-        )
