@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: venv test demo
+.PHONY: venv test demo check-deploy
 
 venv:
 	test -x .venv/bin/python || $(PYTHON) -m venv .venv
@@ -8,6 +8,10 @@ venv:
 
 test:
 	.venv/bin/python -m pytest -q
+
+# Render and validate kubernetes/ offline, lint the Containerfile (tools: the deploy extra, promtool).
+check-deploy:
+	bash kubernetes/validate.sh
 
 # The main job on this machine: a throwaway broker and FTP server, the worker, a batch of tasks.
 demo: venv
