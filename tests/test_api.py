@@ -46,6 +46,14 @@ async def test_heartbeat_goes_stale_and_recovers(autojump_clock: MockClock) -> N
     assert health.alive(30)[0]
 
 
+async def test_a_long_drain_does_not_fail_liveness(autojump_clock: MockClock) -> None:
+    health = Health()
+    health.heartbeat("poller")
+    health.start_draining()
+    await trio.sleep(120)
+    assert health.alive(30)[0]
+
+
 async def test_failed_component_stays_dead() -> None:
     health = Health()
     health.heartbeat("poller")

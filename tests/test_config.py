@@ -555,3 +555,11 @@ def test_sample_connections_file(tmp_path: Path) -> None:
     assert partner_a.ftp.password.get_secret_value() == SECRET
     assert partner_b.ftp.tls is TLSMode.EXPLICIT
     assert conns["local"] == LocalConnection(id="local", base_path=Path("/data/storage"))
+
+
+def test_pass_env_loses_a_trailing_newline_like_pass_file(tmp_path: Path) -> None:
+    conn = connections(
+        tmp_path, "[a]\ntype = ftp\nhost = h\npass_env = A_PASSWORD\n", {"A_PASSWORD": SECRET + "\n"}
+    )["a"]
+    assert isinstance(conn, FTPConnection)
+    assert conn.ftp.password.get_secret_value() == SECRET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -384,3 +385,33 @@ async def test_retryable_failure_then_success_counts_attempts(
     assert (result.status, result.attempts) == ("completed", 3)
     assert (local_root / "a.bin").read_bytes() == b"eventually"
 
+
+
+async def test_remote_directory_removed_between_uploads_is_made_again(
+    pyftpd_server: FTPServer, ftp_root: Path, local_root: Path, run_tasks: Any
+) -> None:
+    (local_root / "a.bin").write_bytes(b"first")
+    (local_root / "b.bin").write_bytes(b"second")
+    conns = connections(pyftpd_server, local_root)
+    factories = {"remote": SessionFactory(conns["remote"].ftp)}  # type: ignore[union-attr]
+    async with open_session_pool(factories) as pool:
+        engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="w")
+        first = await engine.run(Task.model_validate(upload("a.bin", "/made/here/a.bin")))
+        shutil.rmtree(ftp_root / "made")
+        second = await engine.run(
+            Task.model_validate(upload("b.bin", "/made/here/b.bin", retry_count=0))
+        )
+    assert (first.status, second.status) == ("completed", "completed"), second
+    assert (ftp_root / "made" / "here" / "b.bin").read_bytes() == b"second"
+
+
+async def test_cr_lf_in_a_remote_path_is_refused_before_any_session(
+    pyftpd_server: FTPServer, local_root: Path, run_tasks: Any
+) -> None:
+    (local_root / "a.bin").write_bytes(b"a")
+    results = await run_tasks(
+        pyftpd_server,
+        [download("/a\r\nDELE x", "a.bin"), upload("a.bin", "/b\nRMD /")],
+    )
+    assert [(r.error_code, r.attempts) for r in results] == [(ErrorCode.PATH_NOT_ALLOWED, 0)] * 2
+    assert pyftpd_server.counter is not None and pyftpd_server.counter.total() == 0

@@ -850,3 +850,10 @@ def test_wrong_reply_code(parse: object, line: str) -> None:
 )
 def test_announced_size(text: str, size: int | None) -> None:
     assert announced_size(Reply(150, (text,))) == size
+
+
+def test_unsafe_argument_error_never_quotes_the_argument() -> None:
+    with pytest.raises(UnsafeArgumentError) as caught:
+        build_command("PASS", "hunter2\r\n")
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
+    assert caught.value.message.startswith("PASS:")

@@ -82,7 +82,9 @@ class Health:
         components: dict[str, dict[str, Any]] = {}
         for name, beat in self._beats.items():
             age = now - beat
-            status = "ok" if age <= max_age else "stale"
+            # While draining, the poller has stopped on purpose: a drain longer
+            # than max_age must not get the pod killed by its liveness probe.
+            status = "ok" if age <= max_age or self.draining else "stale"
             components[name] = {"status": status, "age_seconds": round(age, 3)}
         for name, reason in self._failures.items():
             components.setdefault(name, {}).update(status="failed", reason=reason)

@@ -520,7 +520,7 @@ class _IniSection:
         if key == "pass_env":
             if value not in environ:
                 raise self.error(key, f"environment variable {value} is not set")
-            return key, environ[value]
+            return key, environ[value].rstrip("\r\n")
         if key == "pass_file":
             path = self.path.parent / value
             try:

@@ -10,6 +10,7 @@ partial file is never visible under its final name.
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
+from ftp_pooler.ftp.protocol import is_safe_argument
 from ftp_pooler.ftp.session import FTPSession
 from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
@@ -199,9 +201,8 @@ class TransferEngine:
                     if conflict is ConflictPolicy.SKIP:
                         return _Outcome(0, skipped=True)
                     raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server")
-                await self._ensure_remote_dir(session, plan.remote_id, str(target.parent))
                 try:
-                    sent = await session.store(temp, read_chunks(plan.local_path))
+                    sent = await self._store(session, plan.remote_id, temp, plan.local_path)
                     if sent != local.st_size:
                         raise PoolerError(ErrorCode.SIZE_MISMATCH,
                                           f"sent {sent} bytes, the file had {local.st_size}")
@@ -210,16 +211,13 @@ class TransferEngine:
                         if stored != sent:
                             raise PoolerError(ErrorCode.SIZE_MISMATCH,
                                               f"sent {sent} bytes, the server stored {stored}")
+                    if options.preserve_mtime:
+                        await session.set_mtime(temp, datetime.fromtimestamp(local.st_mtime, UTC))
                     await _rename_into_place(session, temp, plan.remote_path,
                                              replace=conflict is ConflictPolicy.OVERWRITE)
-                except BaseException as exc:
-                    if isinstance(exc, FTPError) and exc.code is ErrorCode.FILE_NOT_FOUND:
-                        self._remote_dirs.get(plan.remote_id, set()).discard(str(target.parent))
+                except BaseException:
                     orphan = not await _discard_remote(session, temp)
                     raise
-                if options.preserve_mtime:
-                    moment = datetime.fromtimestamp(local.st_mtime, UTC)
-                    await session.set_mtime(plan.remote_path, moment)
         finally:
             if orphan:
                 await self._discard_with_new_session(plan.remote_id, temp)
@@ -237,19 +235,35 @@ class TransferEngine:
             except PoolerError:
                 log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
 
-    async def _ensure_remote_dir(self, session: FTPSession, remote_id: str, directory: str) -> None:
-        """``mkdir -p`` on the server, once per directory and connection."""
-        if directory in ("", ".", "/"):
-            return
+    async def _store(self, session: FTPSession, remote_id: str, temp: str, local: Path) -> int:
+        """STOR into a directory made with ``mkdir -p`` once per directory and connection.
+
+        A directory remembered as made may have been removed on the server
+        since: if STOR is refused, the directory is made again and STOR
+        tried once more before the refusal counts.
+        """
+        directory = posixpath.dirname(temp)
+        if directory in ("", "/"):
+            return await session.store(temp, read_chunks(local))
         known = self._remote_dirs.setdefault(remote_id, set())
         if directory not in known:
             await session.makedirs(directory)
             known.add(directory)
+            return await session.store(temp, read_chunks(local))
+        try:
+            return await session.store(temp, read_chunks(local))
+        except FTPError as exc:
+            if exc.reply is None:
+                raise
+        known.discard(directory)
+        return await self._store(session, remote_id, temp, local)
 
 
 def _remote_path(connection: FTPConnection, path: str) -> str:
     if ".." in path.split("/"):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
+    if not is_safe_argument(path):
+        raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
     if not connection.base_path:
         return path
     return f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"

@@ -129,7 +129,10 @@ class ResultPublisher:
         futures = []
         failed: list[Outgoing] = []
         for item in batch:
-            key = item.result.task_id or f"{item.delivery.partition}:{item.delivery.offset}"
+            delivery = item.delivery
+            key = item.result.task_id or (
+                f"{delivery.partition.topic}:{delivery.partition.partition}:{delivery.offset}"
+            )
             try:
                 future = self._producer.send(
                     self._topic(item.result), key=key.encode(), value=item.result.to_json()

@@ -3,8 +3,11 @@
 For operators and tests. Lines are sent as they are (the worker validates
 them), keyed by their task id when one can be read. With ``--results`` the
 result and failure topics are read from the beginning, with no consumer
-group, and the results of the submitted task ids are printed as they
-arrive: simple and correct on any broker, but meant for modest topics.
+group, and the first result of each submitted task id completed after the
+submission began is printed as it arrives (so a replayed task does not
+report its old result; the worker's and this machine's clocks must agree
+to within the time results take). Simple and correct on any broker, but
+meant for modest topics.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -77,6 +81,7 @@ def submit_tasks(
 ) -> SubmitReport:
     """Produce every non-blank line of ``source``; with ``wait_for_results``, print their results."""
     report = SubmitReport(waited=wait_for_results)
+    started = datetime.now(UTC)
     producer = KafkaProducer(**producer_config(settings))
     try:
         for line in source:
@@ -93,20 +98,36 @@ def submit_tasks(
     finally:
         producer.close()
     if wait_for_results:
-        _await_results(settings, output, report, timeout)
+        _await_results(settings, output, report, timeout, since=started)
     return report
 
 
-def _await_results(settings: Settings, output: BinaryIO, report: SubmitReport, timeout: float) -> None:
+def _completed_at(result: dict[str, object]) -> datetime | None:
+    value = result.get("completed_at")
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _await_results(
+    settings: Settings, output: BinaryIO, report: SubmitReport, timeout: float, *, since: datetime
+) -> None:
     consumer = _results_reader(settings)
     deadline = time.monotonic() + timeout
     try:
         while report.awaited and time.monotonic() < deadline:
             for messages in consumer.poll(timeout_ms=500).values():
                 for message in messages:
-                    result = json.loads(message.value)
-                    task_id = result.get("task_id")
+                    try:
+                        result = json.loads(message.value)
+                    except ValueError:
+                        continue
+                    task_id = result.get("task_id") if isinstance(result, dict) else None
                     if task_id not in report.awaited:
+                        continue
+                    completed_at = _completed_at(result)
+                    if completed_at is None or completed_at < since:
                         continue
                     report.awaited.discard(task_id)
                     report.results += 1

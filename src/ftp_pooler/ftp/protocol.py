@@ -158,13 +158,21 @@ _FORBIDDEN = re.compile(r"[\r\n\x00\ud800-\udfff]")
 
 class UnsafeArgumentError(FTPError):
     """An argument holds CR, LF, NUL (would inject a command) or a lone surrogate (has no
-    UTF-8 form); nothing was sent."""
+    UTF-8 form); nothing was sent.
 
-    def __init__(self, argument: str) -> None:
+    The message names the command, never the argument: it may be a password.
+    """
+
+    def __init__(self, verb: str) -> None:
         super().__init__(
             ErrorCode.PATH_NOT_ALLOWED,
-            f"refusing to send an argument with CR, LF, NUL or a lone surrogate: {argument!r}",
+            f"{verb}: refusing to send an argument with CR, LF, NUL or a lone surrogate",
         )
+
+
+def is_safe_argument(text: str) -> bool:
+    """Whether ``text`` can be sent as a command argument (no CR, LF, NUL, lone surrogate)."""
+    return _FORBIDDEN.search(text) is None
 
 
 def build_command(verb: str, *args: str) -> bytes:
@@ -177,8 +185,8 @@ def build_command(verb: str, *args: str) -> bytes:
     if not _VERB.fullmatch(verb):
         raise ValueError(f"not an FTP verb: {verb!r}")
     for arg in args:
-        if _FORBIDDEN.search(arg):
-            raise UnsafeArgumentError(arg)
+        if not is_safe_argument(arg):
+            raise UnsafeArgumentError(verb)
     line = " ".join((verb, *args)) if args else verb
     return line.encode("utf-8") + b"\r\n"
 
