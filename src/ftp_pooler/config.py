@@ -101,13 +101,13 @@ class KafkaSettings(_Section):
 
 
 class PoolSettings(_Section):
-    """Session pool limits; the names are those of :class:`ftp_pooler.ftp.pool.PoolLimits`."""
+    """Session pool limits: names and defaults are those of :class:`~ftp_pooler.ftp.pool.PoolLimits`."""
 
-    max_sessions_per_pod: int = Field(64, ge=1)
-    max_sessions_per_connection: int = Field(8, ge=1)
-    session_timeout_seconds: float = Field(300.0, gt=0)
-    noop_after_seconds: float = Field(15.0, ge=0)
-    cap_recovery_seconds: float = Field(30.0, gt=0)
+    max_sessions_per_pod: int = Field(PoolLimits.max_sessions_per_pod, ge=1)
+    max_sessions_per_connection: int = Field(PoolLimits.max_sessions_per_connection, ge=1)
+    session_timeout_seconds: float = Field(PoolLimits.session_timeout_seconds, gt=0)
+    noop_after_seconds: float = Field(PoolLimits.noop_after_seconds, ge=0)
+    cap_recovery_seconds: float = Field(PoolLimits.cap_recovery_seconds, gt=0)
 
     def limits(self) -> PoolLimits:
         return PoolLimits(**self.model_dump())
@@ -133,10 +133,12 @@ class WorkerSettings(_Section):
 
 
 class TransferSettings(_Section):
-    initial_backoff_seconds: float = Field(0.5, ge=0)
-    max_backoff_seconds: float = Field(30.0, ge=0)
-    backoff_multiplier: float = Field(2.0, ge=1)
-    jitter: float = Field(0.2, ge=0, le=1)
+    """Retry backoff (defaults from :class:`~ftp_pooler.retry.RetryPolicy`) and temp names."""
+
+    initial_backoff_seconds: float = Field(RetryPolicy.initial_backoff, ge=0)
+    max_backoff_seconds: float = Field(RetryPolicy.max_backoff, ge=0)
+    backoff_multiplier: float = Field(RetryPolicy.multiplier, ge=1)
+    jitter: float = Field(RetryPolicy.jitter, ge=0, le=1)
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     temp_suffix: str = Field(".part", min_length=1, pattern=r"^[^/]+$")
 
