@@ -55,7 +55,8 @@ class FTPConfig(BaseModel):
     """
     timeouts: Timeouts = Timeouts()
     max_sessions: int | None = Field(None, ge=1)
-    """This server's own session cap, below the pool's per-connection default."""
+    """This server's own session cap, instead of the pool's per-connection default
+    (never above the pod's cap)."""
 
     @field_validator("passive")
     @classmethod
