@@ -181,9 +181,9 @@ class SessionPool:
             self._maybe_raise_cap(conn)
             conn.waiters += 1
             try:
-                await conn.limiter.acquire_on_behalf_of(borrower)
+                await _acquire(conn.limiter, borrower)
                 try:
-                    await self._pod.acquire_on_behalf_of(borrower)
+                    await _acquire(self._pod, borrower)
                 except BaseException:
                     conn.limiter.release_on_behalf_of(borrower)
                     raise
@@ -331,6 +331,18 @@ class SessionPool:
         for conn in self._connections.values():
             conn.idle = []
         await self._close_all(idle)
+
+
+async def _acquire(limiter: trio.CapacityLimiter, borrower: object) -> None:
+    """Take a token, yielding to the scheduler only when one must be waited for.
+
+    ``acquire_on_behalf_of`` always checkpoints twice; a borrower goes on to do
+    network I/O (which checkpoints) either way, and this runs for every file.
+    """
+    try:
+        limiter.acquire_on_behalf_of_nowait(borrower)
+    except trio.WouldBlock:
+        await limiter.acquire_on_behalf_of(borrower)
 
 
 @asynccontextmanager
