@@ -31,6 +31,8 @@ from ftp_pooler.publisher import Delivery
 log = structlog.get_logger(__name__)
 
 POLL_TIMEOUT_MS = 500
+PAUSED_POLL_TIMEOUT_MS = 50
+"""While paused a poll returns nothing; poll briefly so resuming is not late."""
 
 
 class KafkaPoller:
@@ -108,10 +110,9 @@ class KafkaPoller:
         next_commit = trio.current_time() + self._commit_interval
         while True:
             await self._apply_backpressure()
+            timeout = PAUSED_POLL_TIMEOUT_MS if self._paused else POLL_TIMEOUT_MS
             records = await trio.to_thread.run_sync(
-                lambda: self._consumer.poll(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._max_poll_records
-                )
+                lambda: self._consumer.poll(timeout_ms=timeout, max_records=self._max_poll_records)
             )
             self._health.heartbeat("poller")
             for partition, messages in records.items():
@@ -129,12 +130,17 @@ class KafkaPoller:
                 next_commit = trio.current_time() + self._commit_interval
 
     async def _apply_backpressure(self) -> None:
+        """Pause above ``max_inflight`` plus one poll's worth; resume with half a poll's worth left.
+
+        Resuming only when the queue is nearly empty would let the dispatcher
+        run dry while the next poll fetches.
+        """
         inflight = self.inflight
         self._metrics.set_inflight(inflight)
         if not self._paused and inflight >= self._max_inflight + self._max_poll_records:
             await trio.to_thread.run_sync(lambda: self._consumer.pause(*self.assigned))
             self._paused = True
-        elif self._paused and inflight < self._max_inflight:
+        elif self._paused and inflight < self._max_inflight + self._max_poll_records // 2:
             await trio.to_thread.run_sync(lambda: self._consumer.resume(*self._consumer.paused()))
             self._paused = False
 
