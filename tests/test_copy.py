@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -153,3 +154,19 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, pyftpd_server: FTPServer) -
     done = ftp_pooler("check-config", env=env)
     assert done.returncode == 2
     assert b"INVALID_CONFIG" in done.stderr and b"remote" in done.stderr
+
+
+def test_worker_without_kafka_exits_with_a_clear_error(
+    pyftpd_server: FTPServer, tmp_path: Path
+) -> None:
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+    env["FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS"] = "2000"
+    env["FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS"] = "500"
+    done = ftp_pooler("worker", env=env)
+    assert done.returncode == 3, done.stderr.decode()[-2000:]
+    assert f"cannot use Kafka at 127.0.0.1:{port}".encode() in done.stderr
+    assert b"Traceback" not in done.stderr

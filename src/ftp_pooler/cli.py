@@ -25,6 +25,7 @@ from ftp_pooler.logs import configure_logging
 
 EXIT_FAILED_TASKS = 1
 EXIT_BAD_CONFIG = 2
+EXIT_KAFKA_UNAVAILABLE = 3
 
 
 async def _copy(
@@ -73,12 +74,19 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from kafka.errors import KafkaError
+
     from ftp_pooler.worker import run_worker
 
     settings = load_settings(args.config)
     connections = load_connections(args.connections)
     configure_logging(settings.logging.level, settings.logging.format)
-    trio.run(run_worker, settings, connections)
+    try:
+        trio.run(run_worker, settings, connections)
+    except KafkaError as exc:
+        servers = ",".join(settings.kafka.bootstrap_servers)
+        print(f"ftp-pooler: cannot use Kafka at {servers}: {exc}", file=sys.stderr)
+        return EXIT_KAFKA_UNAVAILABLE
     return 0
 
 
