@@ -14,7 +14,7 @@ from pyftpdlib.handlers import FTPHandler
 
 from clients import Collector, chunks_of, ftp_config
 from ftp_pooler.errors import ErrorCode, FTPError
-from ftp_pooler.ftp.config import Timeouts
+from ftp_pooler.ftp.config import Timeouts, TLSMode
 from ftp_pooler.ftp.protocol import UnsafeArgumentError
 from ftp_pooler.ftp.session import FTPSession, SessionFactory
 from servers import FTPServer
@@ -312,3 +312,25 @@ async def test_repr_never_shows_the_password(pyftpd_server: FTPServer) -> None:
             assert pyftpd_server.password not in text
     finally:
         await session.aclose()
+
+
+class ImplicitTLSHandler(FTPHandler):  # type: ignore[misc]
+    """TLS from the first byte (the fixture mixes in pyftpdlib's TLS_FTPHandler)."""
+
+    def handle(self) -> None:
+        self.secure_connection(self.ssl_context)
+        super().handle()
+
+
+async def test_implicit_ftps_roundtrip(make_pyftpd: MakeServer, ftp_root: Path) -> None:
+    server = make_pyftpd(tls=True, handler_class=ImplicitTLSHandler)
+    session = await open_session(server, tls=TLSMode.IMPLICIT)
+    try:
+        await session.store("/implicit.bin", chunks_of(b"over tls" * 1000))
+        sink = Collector()
+        await session.retrieve("/implicit.bin", sink)
+        assert bytes(sink.data) == b"over tls" * 1000
+    finally:
+        await session.aclose()
+    with pytest.raises(FTPError):
+        await open_session(server, tls=TLSMode.NONE, timeouts=Timeouts(connect=2, reply=2))
