@@ -154,13 +154,22 @@ async def run_worker(
         health=health,
         metrics=metrics,
     )
+    def acknowledged(deliveries: list[Delivery]) -> None:
+        poller.acknowledged(deliveries)
+        health.set_producer_ready(True)
+
+    def publish_failed() -> None:
+        """The broker refused results: not ready until it takes some again."""
+        metrics.publish_failed()
+        health.set_producer_ready(False)
+
     publisher = ResultPublisher(
         producer,
         result_topic=kafka.result_topic,
         fail_topic=kafka.fail_topic,
-        on_acked=poller.acknowledged,
+        on_acked=acknowledged,
         on_published=metrics.published,
-        on_failed=metrics.publish_failed,
+        on_failed=publish_failed,
     )
     intake = trio.CancelScope()
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
