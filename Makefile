@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: venv test demo check-deploy
+.PHONY: venv test lint demo check-deploy
 
 venv:
 	test -x .venv/bin/python || $(PYTHON) -m venv .venv
@@ -8,6 +8,12 @@ venv:
 
 test:
 	.venv/bin/python -m pytest -q
+
+# Style and types of the package (ruff, mypy --strict with the pydantic plugin).
+lint:
+	.venv/bin/ruff check src
+	.venv/bin/ruff format --check src
+	.venv/bin/mypy src
 
 # Render and validate kubernetes/ offline, lint the Containerfile (tools: the deploy extra, promtool).
 check-deploy:

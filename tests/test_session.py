@@ -46,7 +46,7 @@ async def roundtrip(session: FTPSession, root: Path) -> None:
 
     await session.rename("/up/nested/deeper/blob.bin", "/up/nested/final.bin")
     assert (root / "up/nested/final.bin").exists()
-    names = {entry.name: entry for entry in await session.list("/up/nested")}
+    names = {entry.name: entry for entry in await session.list_dir("/up/nested")}
     assert set(names) == {"deeper", "final.bin"}
     assert names["final.bin"].type == "file" and names["final.bin"].size == len(payload)
     assert names["deeper"].type == "dir"

@@ -38,11 +38,18 @@ async def _copy(
 ) -> CopySummary:
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
         engine = TransferEngine(
-            connections, pool, retry=settings.transfer.retry_policy(), worker=settings.worker.name,
+            connections,
+            pool,
+            retry=settings.transfer.retry_policy(),
+            worker=settings.worker.name,
             temp_suffix=settings.transfer.temp_suffix,
         )
         return await copy_tasks(
-            source, results, engine, concurrency=concurrency, worker=settings.worker.name,
+            source,
+            results,
+            engine,
+            concurrency=concurrency,
+            worker=settings.worker.name,
             on_result=progress,
         )
 
@@ -100,8 +107,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             sys.stdin.buffer if args.tasks == "-" else stack.enter_context(open(args.tasks, "rb"))
         )
         report = submit_tasks(
-            settings, source, sys.stdout.buffer,
-            wait_for_results=args.results, timeout=args.timeout,
+            settings,
+            source,
+            sys.stdout.buffer,
+            wait_for_results=args.results,
+            timeout=args.timeout,
         )
     print(report.line(), file=sys.stderr)
     return 0 if report.complete else EXIT_FAILED_TASKS

@@ -101,7 +101,7 @@ class KafkaSettings(_Section):
 
 
 class PoolSettings(_Section):
-    """Session pool limits: names and defaults are those of :class:`~ftp_pooler.ftp.pool.PoolLimits`."""
+    """Session pool limits; names and defaults from :class:`~ftp_pooler.ftp.pool.PoolLimits`."""
 
     max_sessions_per_pod: int = Field(PoolLimits.max_sessions_per_pod, ge=1)
     max_sessions_per_connection: int = Field(PoolLimits.max_sessions_per_connection, ge=1)

@@ -97,23 +97,50 @@ class TransferEngine:
                 except PoolerError as exc:
                     if not policy.should_retry(attempts, exc.retryable):
                         raise
-                    log.info("transfer.retry", task_id=task.task_id, attempt=attempts,
-                             error_code=exc.code.value, error=exc.message)
+                    log.info(
+                        "transfer.retry",
+                        task_id=task.task_id,
+                        attempt=attempts,
+                        error_code=exc.code.value,
+                        error=exc.message,
+                    )
                     await trio.sleep(policy.backoff(attempts))
         except PoolerError as exc:
-            return Result.failed(task, exc, operation=operation, attempts=attempts,
-                                 duration_ms=_ms_since(started), worker=self._worker)
+            return Result.failed(
+                task,
+                exc,
+                operation=operation,
+                attempts=attempts,
+                duration_ms=_ms_since(started),
+                worker=self._worker,
+            )
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
             error = PoolerError(ErrorCode.UNKNOWN_ERROR, f"{type(exc).__name__}: {exc}")
-            return Result.failed(task, error, operation=operation, attempts=attempts,
-                                 duration_ms=_ms_since(started), worker=self._worker)
+            return Result.failed(
+                task,
+                error,
+                operation=operation,
+                attempts=attempts,
+                duration_ms=_ms_since(started),
+                worker=self._worker,
+            )
         if outcome.skipped:
-            return Result.skipped(task, operation=plan.operation, attempts=attempts,
-                                  duration_ms=_ms_since(started), worker=self._worker)
-        return Result.completed(task, operation=plan.operation,
-                                bytes_transferred=outcome.bytes_transferred, attempts=attempts,
-                                duration_ms=_ms_since(started), worker=self._worker)
+            return Result.skipped(
+                task,
+                operation=plan.operation,
+                attempts=attempts,
+                duration_ms=_ms_since(started),
+                worker=self._worker,
+            )
+        return Result.completed(
+            task,
+            operation=plan.operation,
+            bytes_transferred=outcome.bytes_transferred,
+            attempts=attempts,
+            duration_ms=_ms_since(started),
+            worker=self._worker,
+        )
 
     # -- planning --------------------------------------------------------------------
 
@@ -121,29 +148,44 @@ class TransferEngine:
         source = self._connection(task.source.connection_id)
         destination = self._connection(task.destination.connection_id)
         if isinstance(source, FTPConnection) and isinstance(destination, LocalConnection):
-            operation, remote, local, local_path = Operation.DOWNLOAD, source, destination, task.destination.path
+            operation, remote, local, local_path = (
+                Operation.DOWNLOAD,
+                source,
+                destination,
+                task.destination.path,
+            )
             remote_path = task.source.path
         elif isinstance(source, LocalConnection) and isinstance(destination, FTPConnection):
-            operation, remote, local, local_path = Operation.UPLOAD, destination, source, task.source.path
+            operation, remote, local, local_path = (
+                Operation.UPLOAD,
+                destination,
+                source,
+                task.source.path,
+            )
             remote_path = task.destination.path
         else:
             kinds = f"{type(source).__name__} -> {type(destination).__name__}"
-            raise PoolerError(ErrorCode.INVALID_CONFIG,
-                              f"one side must be local and the other FTP, not {kinds}")
+            raise PoolerError(
+                ErrorCode.INVALID_CONFIG, f"one side must be local and the other FTP, not {kinds}"
+            )
         if task.operation is not None and task.operation is not operation:
-            raise PoolerError(ErrorCode.INVALID_MESSAGE,
-                              f"operation {task.operation.value} contradicts the connections "
-                              f"({operation.value})")
+            raise PoolerError(
+                ErrorCode.INVALID_MESSAGE,
+                f"operation {task.operation.value} contradicts the connections ({operation.value})",
+            )
         root = self._local_roots[local.id]
         resolve = root.resolve_existing if operation is Operation.UPLOAD else root.resolve
-        return _Plan(operation, remote.id, _remote_path(remote, remote_path), root,
-                     resolve(local_path))
+        return _Plan(
+            operation, remote.id, _remote_path(remote, remote_path), root, resolve(local_path)
+        )
 
     def _connection(self, conn_id: str) -> FTPConnection | LocalConnection:
         try:
             return self._connections[conn_id]
         except KeyError:
-            raise PoolerError(ErrorCode.INVALID_CONFIG, f"unknown connection id {conn_id!r}") from None
+            raise PoolerError(
+                ErrorCode.INVALID_CONFIG, f"unknown connection id {conn_id!r}"
+            ) from None
 
     # -- attempts ----------------------------------------------------------------------
 
@@ -170,8 +212,10 @@ class TransferEngine:
                     if expected is None and "SIZE" in session.features:
                         expected = await session.size(plan.remote_path)
                     if expected is not None and received != expected:
-                        raise PoolerError(ErrorCode.SIZE_MISMATCH,
-                                          f"received {received} bytes, the server said {expected}")
+                        raise PoolerError(
+                            ErrorCode.SIZE_MISMATCH,
+                            f"received {received} bytes, the server said {expected}",
+                        )
                 mtime = None
                 if options.preserve_mtime:
                     mtime = (await session.mdtm(plan.remote_path)).timestamp()
@@ -200,21 +244,31 @@ class TransferEngine:
                 ):
                     if conflict is ConflictPolicy.SKIP:
                         return _Outcome(0, skipped=True)
-                    raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server")
+                    raise PoolerError(
+                        ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server"
+                    )
                 try:
                     sent = await self._store(session, plan.remote_id, temp, plan.local_path)
                     if sent != local.st_size:
-                        raise PoolerError(ErrorCode.SIZE_MISMATCH,
-                                          f"sent {sent} bytes, the file had {local.st_size}")
+                        raise PoolerError(
+                            ErrorCode.SIZE_MISMATCH,
+                            f"sent {sent} bytes, the file had {local.st_size}",
+                        )
                     if options.verify_size and "SIZE" in session.features:
                         stored = await session.size(temp)
                         if stored != sent:
-                            raise PoolerError(ErrorCode.SIZE_MISMATCH,
-                                              f"sent {sent} bytes, the server stored {stored}")
+                            raise PoolerError(
+                                ErrorCode.SIZE_MISMATCH,
+                                f"sent {sent} bytes, the server stored {stored}",
+                            )
                     if options.preserve_mtime:
                         await session.set_mtime(temp, datetime.fromtimestamp(local.st_mtime, UTC))
-                    await _rename_into_place(session, temp, plan.remote_path,
-                                             replace=conflict is ConflictPolicy.OVERWRITE)
+                    await _rename_into_place(
+                        session,
+                        temp,
+                        plan.remote_path,
+                        replace=conflict is ConflictPolicy.OVERWRITE,
+                    )
                 except BaseException:
                     orphan = not await _discard_remote(session, temp)
                     raise
@@ -296,7 +350,7 @@ async def _rename_into_place(session: FTPSession, temp: str, final: str, *, repl
 
 
 async def _discard_remote(session: FTPSession, temp: str) -> bool:
-    """Delete an upload's temporary file if the session is still in step; whether that was possible."""
+    """Delete an upload's temp file if the session is still in step; whether that was possible."""
     if session.broken or session.closed:
         return False
     with trio.CancelScope(shield=True), trio.move_on_after(session.config.timeouts.reply):

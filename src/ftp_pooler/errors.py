@@ -95,7 +95,9 @@ class FTPProtocolError(FTPError):
 _NOT_FOUND_WORDS = ("no such file", "not found", "does not exist", "doesn't exist", "not exist")
 _DENIED_WORDS = ("permission denied", "access denied", "not allowed", "forbidden", "denied")
 _BUSY_WORDS = ("too many", "try again later", "maximum number", "max connections")
-_PATH_COMMANDS = frozenset({"RETR", "SIZE", "MDTM", "RNFR", "DELE", "CWD", "MLST", "MLSD", "LIST", "NLST", "RMD"})
+_PATH_COMMANDS = frozenset(
+    {"RETR", "SIZE", "MDTM", "RNFR", "DELE", "CWD", "MLST", "MLSD", "LIST", "NLST", "RMD"}
+)
 
 
 def error_for_reply(reply: Reply, command: str | None = None) -> FTPError:

@@ -7,6 +7,7 @@ disk or tmpfs each costs microseconds, far less than a hop to a worker thread
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -106,12 +107,14 @@ class AtomicFile:
         self.temp = final.with_name(temp_name(final.name, suffix))
         self.written = 0
         try:
-            self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            self._fd = os.open(
+                self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
+            )
         except OSError as exc:
             raise _os_error(exc, f"creating {self.temp}") from exc
         self._open = True
 
-    async def write(self, chunk: bytes | memoryview) -> None:
+    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
         view = memoryview(chunk)
         try:
             while view:
@@ -146,14 +149,10 @@ class AtomicFile:
 
     def discard(self) -> None:
         """Close and delete the temporary file (idempotent, never raises)."""
-        try:
+        with contextlib.suppress(OSError):
             self._close()
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(self.temp)
-        except OSError:
-            pass
 
 
 def stat(path: Path) -> os.stat_result:

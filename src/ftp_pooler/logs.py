@@ -1,4 +1,4 @@
-"""structlog set-up: JSON lines (or a console format) on stderr, for our logs and libraries' alike."""
+"""structlog set-up: JSON lines (or a console format) on stderr, ours and libraries' alike."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ class OffsetTracker(Generic[P]):
         )
 
     def forget(self, partitions: Iterable[P]) -> None:
-        """Stop tracking partitions (revoked or lost); later :meth:`done` calls for them are ignored."""
+        """Stop tracking partitions (revoked or lost); later :meth:`done` calls are ignored."""
         for partition in partitions:
             self._partitions.pop(partition, None)
 

@@ -13,6 +13,7 @@ acknowledged.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -110,9 +111,12 @@ class KafkaPoller:
         next_commit = trio.current_time() + self._commit_interval
         while True:
             await self._apply_backpressure()
-            timeout = PAUSED_POLL_TIMEOUT_MS if self._paused else POLL_TIMEOUT_MS
             records = await trio.to_thread.run_sync(
-                lambda: self._consumer.poll(timeout_ms=timeout, max_records=self._max_poll_records)
+                functools.partial(
+                    self._consumer.poll,
+                    timeout_ms=PAUSED_POLL_TIMEOUT_MS if self._paused else POLL_TIMEOUT_MS,
+                    max_records=self._max_poll_records,
+                )
             )
             self._health.heartbeat("poller")
             for partition, messages in records.items():
@@ -174,7 +178,7 @@ class KafkaPoller:
     # -- rebalances (entered from kafka-python's IO thread) ------------------------------
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> dict[TopicPartition, Any]:
-        """Stop taking work from ``revoked``, wait (bounded) for its running tasks, return commits."""
+        """Stop taking work from ``revoked``, wait (bounded) for its tasks, return its commits."""
         self.assigned -= revoked
         self._metrics.rebalanced()
         with trio.move_on_after(self._revoke_timeout) as scope:
@@ -219,7 +223,9 @@ class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._token = token
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        offsets = trio.from_thread.run(self._poller.on_revoked, set(revoked), trio_token=self._token)
+        offsets = trio.from_thread.run(
+            self._poller.on_revoked, set(revoked), trio_token=self._token
+        )
         if offsets:
             self._poller._consumer.commit_async(offsets)
 

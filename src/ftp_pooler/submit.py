@@ -1,4 +1,4 @@
-"""``ftp-pooler submit``: tasks from a JSON-lines file to the input topic, optionally awaiting results.
+"""``ftp-pooler submit``: tasks from a JSON-lines file to the input topic; results if asked.
 
 For operators and tests. Lines are sent as they are (the worker validates
 them), keyed by their task id when one can be read. With ``--results`` the
@@ -79,7 +79,7 @@ def submit_tasks(
     wait_for_results: bool = False,
     timeout: float = 600.0,
 ) -> SubmitReport:
-    """Produce every non-blank line of ``source``; with ``wait_for_results``, print their results."""
+    """Produce every non-blank line of ``source``; with ``wait_for_results``, print results."""
     report = SubmitReport(waited=wait_for_results)
     started = datetime.now(UTC)
     producer = KafkaProducer(**producer_config(settings))

@@ -91,15 +91,28 @@ class Dispatcher:
             task = parse_task(delivery.value, max_bytes=self._max_message_bytes)
         except InvalidTaskError as exc:
             self._metrics.invalid_message()
-            log.warning("task.invalid", partition=str(delivery.partition),
-                        offset=delivery.offset, error=exc.message)
-            return Result.invalid(exc, delivery.value, worker=self._worker,
-                                  partition=delivery.partition.partition, offset=delivery.offset)
+            log.warning(
+                "task.invalid",
+                partition=str(delivery.partition),
+                offset=delivery.offset,
+                error=exc.message,
+            )
+            return Result.invalid(
+                exc,
+                delivery.value,
+                worker=self._worker,
+                partition=delivery.partition.partition,
+                offset=delivery.offset,
+            )
         with structlog.contextvars.bound_contextvars(task_id=task.task_id):
             result = await self._engine.run(task)
-            log.info("task.finished", status=result.status.value,
-                     error_code=result.error_code.value if result.error_code else None,
-                     bytes=result.bytes_transferred, duration_ms=result.duration_ms)
+            log.info(
+                "task.finished",
+                status=result.status.value,
+                error_code=result.error_code.value if result.error_code else None,
+                bytes=result.bytes_transferred,
+                duration_ms=result.duration_ms,
+            )
         return result
 
     def _ftp_side(self, result: Result) -> str:
@@ -145,7 +158,8 @@ async def run_worker(
         settings.worker.max_inflight + 2 * kafka.max_poll_records
     )
     poller = KafkaPoller(
-        consumer, send,
+        consumer,
+        send,
         topic=kafka.input_topic,
         max_inflight=settings.worker.max_inflight,
         max_poll_records=kafka.max_poll_records,
@@ -154,6 +168,7 @@ async def run_worker(
         health=health,
         metrics=metrics,
     )
+
     def acknowledged(deliveries: list[Delivery]) -> None:
         poller.acknowledged(deliveries)
         health.set_producer_ready(True)
@@ -174,11 +189,19 @@ async def run_worker(
     intake = trio.CancelScope()
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
         metrics.watch_pool(pool.stats)
-        engine = TransferEngine(connections, pool, retry=settings.transfer.retry_policy(),
-                                worker=settings.worker.name,
-                                temp_suffix=settings.transfer.temp_suffix)
+        engine = TransferEngine(
+            connections,
+            pool,
+            retry=settings.transfer.retry_policy(),
+            worker=settings.worker.name,
+            temp_suffix=settings.transfer.temp_suffix,
+        )
         dispatcher = Dispatcher(
-            engine, poller, publisher, metrics, connections,
+            engine,
+            poller,
+            publisher,
+            metrics,
+            connections,
             worker=settings.worker.name,
             max_inflight=settings.worker.max_inflight,
             max_message_bytes=kafka.max_message_bytes,
@@ -187,15 +210,19 @@ async def run_worker(
         async with trio.open_nursery() as root:
             port = await root.start(
                 lambda task_status: serve_api(
-                    create_app(health, metrics), settings.api.host, settings.api.port,
-                    shutdown=api_stop, task_status=task_status,
+                    create_app(health, metrics),
+                    settings.api.host,
+                    settings.api.port,
+                    shutdown=api_stop,
+                    task_status=task_status,
                 )
             )
             root.start_soon(publisher.run)
             if handle_signals:
                 root.start_soon(_watch_signals, intake, health)
-            log.info("worker.started", api_port=port, topic=kafka.input_topic,
-                     group=kafka.consumer_group)
+            log.info(
+                "worker.started", api_port=port, topic=kafka.input_topic, group=kafka.consumer_group
+            )
             task_status.started(port)
             try:
                 async with trio.open_nursery() as transfers:

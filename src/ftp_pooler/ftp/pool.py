@@ -152,7 +152,9 @@ class SessionPool:
         try:
             return self._connections[conn_id]
         except KeyError:
-            raise PoolerError(ErrorCode.INVALID_CONFIG, f"unknown connection id {conn_id!r}") from None
+            raise PoolerError(
+                ErrorCode.INVALID_CONFIG, f"unknown connection id {conn_id!r}"
+            ) from None
 
     @asynccontextmanager
     async def session(self, conn_id: str) -> AsyncIterator[FTPSession]:
@@ -266,7 +268,7 @@ class SessionPool:
             await self._close(conn, session)
 
     def _lower_cap(self, conn: _Connection) -> bool:
-        """After a 421: cap the server below what it refused. False if nothing of ours can free up."""
+        """After a 421: cap the server below what it refused; False if none of ours can free up."""
         conn.last_refusal = self._clock()
         in_use = conn.open + conn.opening
         conn.limiter.total_tokens = max(1, min(conn.cap - 1, in_use))

@@ -95,7 +95,7 @@ class ReplyParser:
         self._pending_code: int | None = None
         self._pending_lines: list[str] = []
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Append received bytes."""
         self._buffer += data
 
@@ -333,7 +333,6 @@ def parse_feat(reply: Reply) -> dict[str, str]:
         else:
             features[name] = params
     return features
-
 
 
 _ANNOUNCED_SIZE = re.compile(r"\((\d+) bytes?\)")

@@ -16,10 +16,11 @@ import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Literal
 
 import trio
 
-from ftp_pooler.errors import ErrorCode, FTPError, FTPProtocolError, error_for_reply
+from ftp_pooler.errors import ErrorCode, FTPError, error_for_reply
 from ftp_pooler.ftp import protocol
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
 from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
@@ -28,7 +29,7 @@ from ftp_pooler.ftp.protocol import Reply, ReplyParser, build_command
 CHUNK_SIZE = 256 * 1024
 """Largest read from a socket, and the size uploads are sent in."""
 
-Sink = Callable[[memoryview | bytes], Awaitable[object]]
+Sink = Callable[[memoryview | bytes | bytearray], Awaitable[object]]
 """Where downloaded bytes go, one chunk at a time; a chunk is only valid during the call."""
 
 
@@ -156,8 +157,13 @@ class FTPSession:
                         await self._read_reply_from(stream)
                         while await stream.receive_some(4096):
                             pass
-                    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
-                            ssl.SSLError, FTPError):
+                    except (
+                        OSError,
+                        trio.BrokenResourceError,
+                        trio.ClosedResourceError,
+                        ssl.SSLError,
+                        FTPError,
+                    ):
                         pass
             self.broken = True
             await trio.aclose_forcefully(stream)
@@ -392,9 +398,7 @@ class FTPSession:
                     nursery.start_soon(watch_reply)
                     moved = await move(data)
                     await _end_of_data(tcp, data)
-                    nursery.cancel_scope.deadline = (
-                        trio.current_time() + self.config.timeouts.reply
-                    )
+                    nursery.cancel_scope.deadline = trio.current_time() + self.config.timeouts.reply
                 if final is None:
                     raise FTPError(ErrorCode.TIMEOUT, f"{verb}: no reply after the data")
                 if not final.is_success:
@@ -468,14 +472,16 @@ class FTPSession:
         """The lines of a listing, each decoded on its own (one odd name spoils no other)."""
         chunks: list[bytes] = []
 
-        async def sink(chunk: memoryview | bytes) -> None:
+        async def sink(chunk: memoryview | bytes | bytearray) -> None:
             chunks.append(bytes(chunk))
 
         await self._transfer(verb, path, lambda data: self._receive(verb, data, sink))
         lines = b"".join(chunks).split(b"\n")
-        return [protocol.decode_text(line.removesuffix(b"\r")) for line in lines if line.strip(b"\r")]
+        return [
+            protocol.decode_text(line.removesuffix(b"\r")) for line in lines if line.strip(b"\r")
+        ]
 
-    async def list(self, path: str) -> list[ListingEntry]:
+    async def list_dir(self, path: str) -> list[ListingEntry]:
         """Entries of a directory, without ``.`` and ``..``: MLSD when offered, else LIST."""
         if "MLST" in self.features:
             entries = [parse_mlsd_line(line) for line in await self._read_listing("MLSD", path)]
@@ -556,7 +562,9 @@ class _Guard:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: object, raised: BaseException | None, tb: object) -> bool:
+    def __exit__(
+        self, exc_type: object, raised: BaseException | None, tb: object
+    ) -> Literal[False]:
         if raised is None:
             return False
         exc = _meaningful(raised)
@@ -571,8 +579,8 @@ class _Guard:
         if isinstance(exc, trio.TooSlowError):
             raise FTPError(ErrorCode.TIMEOUT, f"{what}: timed out") from None
         if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):
-            detail = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
-            raise FTPError(ErrorCode.TLS_ERROR, f"{what}: {detail}") from exc
+            tls_error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+            raise FTPError(ErrorCode.TLS_ERROR, f"{what}: {tls_error}") from exc
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
             detail = str(exc) or type(exc).__name__
             raise FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}") from exc
@@ -590,11 +598,13 @@ class _FailAfter:
     def __enter__(self) -> trio.CancelScope:
         return self._scope.__enter__()
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        suppressed = self._scope.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> Literal[False]:
+        self._scope.__exit__(exc_type, exc, tb)
         if self._scope.cancelled_caught:
             raise trio.TooSlowError
-        return bool(suppressed)
+        return False
 
 
 def _meaningful(exc: BaseException) -> BaseException:
