@@ -248,7 +248,9 @@ class TransferEngine:
                         ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server"
                     )
                 try:
-                    sent = await self._store(session, plan.remote_id, temp, plan.local_path)
+                    sent = await self._store(
+                        session, plan.remote_id, temp, plan.local_path, local.st_size
+                    )
                     if sent != local.st_size:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -289,7 +291,9 @@ class TransferEngine:
             except PoolerError:
                 log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
 
-    async def _store(self, session: FTPSession, remote_id: str, temp: str, local: Path) -> int:
+    async def _store(
+        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int
+    ) -> int:
         """STOR into a directory made with ``mkdir -p`` once per directory and connection.
 
         A directory remembered as made may have been removed on the server
@@ -298,19 +302,19 @@ class TransferEngine:
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await session.store(temp, read_chunks(local))
+            return await session.store(temp, read_chunks(local, size))
         known = self._remote_dirs.setdefault(remote_id, set())
         if directory not in known:
             await session.makedirs(directory)
             known.add(directory)
-            return await session.store(temp, read_chunks(local))
+            return await session.store(temp, read_chunks(local, size))
         try:
-            return await session.store(temp, read_chunks(local))
+            return await session.store(temp, read_chunks(local, size))
         except FTPError as exc:
             if exc.reply is None:
                 raise
         known.discard(directory)
-        return await self._store(session, remote_id, temp, local)
+        return await self._store(session, remote_id, temp, local, size)
 
 
 def _remote_path(connection: FTPConnection, path: str) -> str:

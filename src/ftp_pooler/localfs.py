@@ -163,20 +163,26 @@ def stat(path: Path) -> os.stat_result:
         raise _os_error(exc, f"reading {path}") from exc
 
 
-async def read_chunks(path: Path) -> AsyncIterator[bytes]:
-    """The file's bytes in chunks of up to 256 KiB."""
+async def read_chunks(path: Path, size: int) -> AsyncIterator[memoryview]:
+    """The file's bytes in chunks of up to 256 KiB; each is valid until the next is asked for.
+
+    One buffer, sized to the file (``size``, from a ``stat``) up to 256 KiB, is
+    read into again and again: ``os.read(fd, 256 KiB)`` would allocate (mmap)
+    and free a 256 KiB buffer on every call, even for a 4 KiB file.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise _os_error(exc, f"opening {path}") from exc
     try:
+        view = memoryview(bytearray(min(max(size, 1), READ_CHUNK)))
         while True:
             try:
-                chunk = os.read(fd, READ_CHUNK)
+                count = os.readv(fd, [view])
             except OSError as exc:
                 raise _os_error(exc, f"reading {path}") from exc
-            if not chunk:
+            if not count:
                 return
-            yield chunk
+            yield view[:count]
     finally:
         os.close(fd)

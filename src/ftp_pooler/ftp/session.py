@@ -445,7 +445,7 @@ class FTPSession:
         )
         return Download(received, protocol.announced_size(preliminary))
 
-    async def store(self, path: str, source: AsyncIterable[bytes]) -> int:
+    async def store(self, path: str, source: AsyncIterable[bytes | memoryview]) -> int:
         """Upload ``source`` to ``path``; returns the byte count.
 
         Raises:
