@@ -148,21 +148,11 @@ class TransferEngine:
         source = self._connection(task.source.connection_id)
         destination = self._connection(task.destination.connection_id)
         if isinstance(source, FTPConnection) and isinstance(destination, LocalConnection):
-            operation, remote, local, local_path = (
-                Operation.DOWNLOAD,
-                source,
-                destination,
-                task.destination.path,
-            )
-            remote_path = task.source.path
+            operation, remote, local = Operation.DOWNLOAD, source, destination
+            remote_path, local_path = task.source.path, task.destination.path
         elif isinstance(source, LocalConnection) and isinstance(destination, FTPConnection):
-            operation, remote, local, local_path = (
-                Operation.UPLOAD,
-                destination,
-                source,
-                task.source.path,
-            )
-            remote_path = task.destination.path
+            operation, remote, local = Operation.UPLOAD, destination, source
+            remote_path, local_path = task.destination.path, task.source.path
         else:
             kinds = f"{type(source).__name__} -> {type(destination).__name__}"
             raise PoolerError(
