@@ -196,14 +196,6 @@ def verb_of(command: bytes) -> str:
     return command.split(b" ", 1)[0].strip().decode("ascii", "replace")
 
 
-def redacted(command: bytes) -> str:
-    """A command line safe to log: the argument of PASS is never shown."""
-    verb = verb_of(command)
-    if verb == "PASS":
-        return "PASS ****"
-    return command.rstrip(b"\r\n").decode("utf-8", "replace")
-
-
 def _expect(reply: Reply, *codes: int) -> None:
     if reply.code not in codes:
         raise FTPProtocolError(f"expected reply {'/'.join(map(str, codes))}, got {reply}")

@@ -299,9 +299,6 @@ class FTPSession:
     async def delete(self, path: str) -> None:
         await self._command("DELE", path, expect=(250, 200))
 
-    async def rmd(self, path: str) -> None:
-        await self._command("RMD", path, expect=(250, 200))
-
     # -- data connections --------------------------------------------------------------
 
     async def _passive_address(self) -> tuple[str, int]:
