@@ -54,6 +54,11 @@ async def _copy(
         )
 
 
+def _open_tasks(name: str, stack: ExitStack) -> BinaryIO:
+    """A task file, or stdin for ``-``."""
+    return sys.stdin.buffer if name == "-" else stack.enter_context(open(name, "rb"))
+
+
 def _cmd_copy(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     connections = load_connections(args.connections)
@@ -61,9 +66,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or settings.pool.max_sessions_per_pod
     progress = ProgressLine() if sys.stderr.isatty() else None
     with ExitStack() as stack:
-        source = (
-            sys.stdin.buffer if args.tasks == "-" else stack.enter_context(open(args.tasks, "rb"))
-        )
+        source = _open_tasks(args.tasks, stack)
         results = (
             sys.stdout.buffer
             if args.output in (None, "-")
@@ -103,9 +106,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
     with ExitStack() as stack:
-        source = (
-            sys.stdin.buffer if args.tasks == "-" else stack.enter_context(open(args.tasks, "rb"))
-        )
+        source = _open_tasks(args.tasks, stack)
         report = submit_tasks(
             settings,
             source,

@@ -106,37 +106,31 @@ class TransferEngine:
                     )
                     await trio.sleep(policy.backoff(attempts))
         except PoolerError as exc:
-            return Result.failed(
-                task,
-                exc,
-                operation=operation,
-                attempts=attempts,
-                duration_ms=_ms_since(started),
-                worker=self._worker,
-            )
+            error = exc
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
             error = PoolerError(ErrorCode.UNKNOWN_ERROR, f"{type(exc).__name__}: {exc}")
-            return Result.failed(
+        else:
+            if outcome.skipped:
+                return Result.skipped(
+                    task,
+                    operation=operation,
+                    attempts=attempts,
+                    duration_ms=_ms_since(started),
+                    worker=self._worker,
+                )
+            return Result.completed(
                 task,
-                error,
                 operation=operation,
+                bytes_transferred=outcome.bytes_transferred,
                 attempts=attempts,
                 duration_ms=_ms_since(started),
                 worker=self._worker,
             )
-        if outcome.skipped:
-            return Result.skipped(
-                task,
-                operation=plan.operation,
-                attempts=attempts,
-                duration_ms=_ms_since(started),
-                worker=self._worker,
-            )
-        return Result.completed(
+        return Result.failed(
             task,
-            operation=plan.operation,
-            bytes_transferred=outcome.bytes_transferred,
+            error,
+            operation=operation,
             attempts=attempts,
             duration_ms=_ms_since(started),
             worker=self._worker,
