@@ -8,8 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+import trio
+import trio.testing
 
-from ftp_pooler.logs import configure_logging
+from ftp_pooler.logs import configure_logging, current_task_id
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +35,9 @@ def test_structlog_and_library_records_are_json_lines(capsys: pytest.CaptureFixt
         logging.getLogger("hypercorn.error").exception("request failed")
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [line["event"] for line in lines] == [
-        "task.finished", "broker b1 unreachable", "request failed",
+        "task.finished",
+        "broker b1 unreachable",
+        "request failed",
     ]
     assert lines[0]["task_id"] == "t-1" and lines[0]["level"] == "info"
     assert lines[1]["logger"] == "kafka.conn" and lines[1]["level"] == "warning"
@@ -52,3 +56,29 @@ def test_level_filters_our_own_events(capsys: pytest.CaptureFixture[str]) -> Non
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError):
         configure_logging("LOUD")
+
+
+async def test_lines_carry_the_task_id_of_their_trio_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "json")
+    log = structlog.get_logger("ftp_pooler.test")
+
+    async def work(task_id: str, event: trio.Event) -> None:
+        current_task_id.set(task_id)
+        await event.wait()
+        log.info("transfer.step")
+
+    first, second = trio.Event(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(work, "t-1", first)
+        nursery.start_soon(work, "t-2", second)
+        await trio.testing.wait_all_tasks_blocked()
+        second.set()
+        await trio.testing.wait_all_tasks_blocked()
+        first.set()
+    log.info("outside")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["event"], line.get("task_id")) for line in lines] == [
+        ("transfer.step", "t-2"), ("transfer.step", "t-1"), ("outside", None),
+    ]  # fmt: skip

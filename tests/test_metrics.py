@@ -120,14 +120,14 @@ def test_kafka_and_publish_counters() -> None:
     m.commit_succeeded()
     m.commit_failed()
     m.rebalanced()
-    m.published("results")
+    m.published("results", 2)
     m.publish_failed()
     m.set_inflight(7)
 
     assert _value(m, "ftp_pooler_kafka_commits_total") == 2
     assert _value(m, "ftp_pooler_kafka_commit_failures_total") == 1
     assert _value(m, "ftp_pooler_kafka_rebalances_total") == 1
-    assert _value(m, "ftp_pooler_results_published_total", topic="results") == 1
+    assert _value(m, "ftp_pooler_results_published_total", topic="results") == 2
     assert _value(m, "ftp_pooler_publish_failures_total") == 1
     assert _value(m, "ftp_pooler_inflight_tasks") == 7
 

@@ -15,6 +15,8 @@ users, passwords, paths, task ids or error messages.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import (
@@ -100,6 +102,7 @@ class Metrics:
             "Results the producer failed to publish.",
             registry=r,
         )
+        self._task_series: dict[tuple[str, str, str, str], _TaskSeries] = {}
 
     def task_finished(self, result: Result, connection: str) -> None:
         """Count a task's result, its bytes and its duration.
@@ -111,11 +114,18 @@ class Metrics:
         """
         operation = result.operation.value if result.operation else ""
         error_code = result.error_code.value if result.error_code else ""
-        self._tasks.labels(operation, result.status.value, error_code, connection).inc()
-        if result.operation is None:
-            return
-        self._bytes.labels(operation, connection).inc(result.bytes_transferred)
-        self._duration.labels(operation).observe(result.duration_ms / 1000)
+        key = (operation, result.status.value, error_code, connection)
+        series = self._task_series.get(key)
+        if series is None:
+            series = self._task_series[key] = _TaskSeries(
+                self._tasks.labels(*key),
+                self._bytes.labels(operation, connection) if operation else None,
+                self._duration.labels(operation) if operation else None,
+            )
+        series.tasks.inc()
+        if series.bytes is not None and series.duration is not None:
+            series.bytes.inc(result.bytes_transferred)
+            series.duration.observe(result.duration_ms / 1000)
 
     def set_inflight(self, n: int) -> None:
         self._inflight.set(n)
@@ -139,8 +149,8 @@ class Metrics:
     def invalid_message(self) -> None:
         self._invalid.inc()
 
-    def published(self, topic: str) -> None:
-        self._published.labels(topic).inc()
+    def published(self, topic: str, results: int = 1) -> None:
+        self._published.labels(topic).inc(results)
 
     def publish_failed(self) -> None:
         self._publish_failures.inc()
@@ -156,6 +166,15 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskSeries:
+    """The series one kind of task result updates, looked up once: ``labels()`` is slow."""
+
+    tasks: Any
+    bytes: Any | None
+    duration: Any | None
 
 
 class _PoolCollector(Collector):

@@ -1,14 +1,20 @@
 """Publishes results to Kafka and reports which deliveries are safely stored.
 
-Results are sent in batches: one hop to a worker thread sends a batch with
-kafka-python's ``KafkaProducer`` (idempotent, ``acks=all``) and waits for the
-broker's acknowledgements, so the cost of the hop is shared by many results.
-A result the broker did not take is sent again (with backoff) until it is, or
-until shutdown; its offset stays uncommitted meanwhile, so nothing is lost.
+Results go to kafka-python's ``KafkaProducer`` (idempotent, ``acks=all``),
+which batches them on its own sender thread. Nothing waits on a send: the
+producer's futures report back by callback, on the sender thread, into a
+queue that the Trio side drains in bulk -- so the cost per result is an
+append, not a thread hop and a wake-up. ``send`` itself runs on the Trio
+thread only while the producer holds metadata for both topics, when it cannot
+block; otherwise (start-up, a topic gone missing) it runs in a worker thread.
+
+A result the broker did not take is sent again (after a pause) until it is,
+or until shutdown; its offset stays uncommitted meanwhile, so nothing is lost.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +28,6 @@ from ftp_pooler.contract import Result, ResultStatus
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 500
-ACK_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,14 @@ class Outgoing:
     result: Result
     delivery: Delivery
 
+    @property
+    def key(self) -> bytes:
+        """The task id, or where the message came from when it had none."""
+        if self.result.task_id:
+            return self.result.task_id.encode()
+        partition = self.delivery.partition
+        return f"{partition.topic}:{partition.partition}:{self.delivery.offset}".encode()
+
 
 class ResultPublisher:
     """Sends results to ``result_topic`` (completed, skipped) or ``fail_topic`` (failed).
@@ -48,6 +61,9 @@ class ResultPublisher:
         producer: A kafka-python ``KafkaProducer``.
         on_acked: Called, on the Trio thread, with the deliveries whose results
             the broker acknowledged.
+        on_published: Called with a topic and how many of its results were acknowledged.
+        on_failed: Called when the broker refused results (they are retried).
+        retry_seconds: Pause before results the broker refused are sent again.
     """
 
     def __init__(
@@ -57,7 +73,7 @@ class ResultPublisher:
         result_topic: str,
         fail_topic: str,
         on_acked: Callable[[list[Delivery]], None],
-        on_published: Callable[[str], None] = lambda topic: None,
+        on_published: Callable[[str, int], None] = lambda topic, results: None,
         on_failed: Callable[[], None] = lambda: None,
         retry_seconds: float = 1.0,
     ) -> None:
@@ -72,6 +88,13 @@ class ResultPublisher:
         self._pending = 0
         self._idle = trio.Event()
         self._idle.set()
+        # Filled by the producer's sender thread, drained on the Trio thread.
+        self._outcomes: collections.deque[tuple[Outgoing, BaseException | None]] = (
+            collections.deque()
+        )
+        self._wake_pending = False
+        self._outcomes_ready = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
 
     @property
     def pending(self) -> int:
@@ -93,59 +116,92 @@ class ResultPublisher:
         return self._fail_topic if result.status is ResultStatus.FAILED else self._result_topic
 
     async def run(self) -> None:
-        """Publish batches until cancelled."""
-        async for first in self._receive:
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            await self._publish_until_acked(batch)
+        """Publish until cancelled."""
+        self._token = trio.lowlevel.current_trio_token()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._handle_outcomes, nursery)
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if self._metadata_cached():
+                    self._send_batch(batch)
+                else:
+                    await trio.to_thread.run_sync(self._send_batch, batch)
 
-    async def _publish_until_acked(self, batch: list[Outgoing]) -> None:
-        while batch:
-            failed = await trio.to_thread.run_sync(self._send_and_wait, batch)
-            failed_ids = {id(item) for item in failed}
-            acked = [item for item in batch if id(item) not in failed_ids]
+    def _metadata_cached(self) -> bool:
+        """Whether ``send`` will find both topics' partitions without waiting for the broker."""
+        metadata = self._producer._metadata
+        return (
+            metadata.partitions_for_topic(self._result_topic) is not None
+            and metadata.partitions_for_topic(self._fail_topic) is not None
+        )
+
+    def _send_batch(self, batch: list[Outgoing]) -> None:
+        for item in batch:
+            try:
+                future = self._producer.send(
+                    self._topic(item.result), key=item.key, value=item.result.to_json()
+                )
+            except KafkaError as exc:
+                self._outcome(item, exc)
+                continue
+            future.add_callback(self._acked, item)
+            future.add_errback(self._refused, item)
+
+    # -- on the producer's sender thread (or the sending thread, for a future already done) --
+
+    def _acked(self, item: Outgoing, _metadata: object) -> None:
+        self._outcome(item, None)
+
+    def _refused(self, item: Outgoing, error: BaseException) -> None:
+        self._outcome(item, error)
+
+    def _outcome(self, item: Outgoing, error: BaseException | None) -> None:
+        self._outcomes.append((item, error))
+        if not self._wake_pending:
+            self._wake_pending = True
+            assert self._token is not None
+            self._token.run_sync_soon(self._outcomes_ready.set)
+
+    # -- back on the Trio thread --------------------------------------------------------------
+
+    async def _handle_outcomes(self, nursery: trio.Nursery) -> None:
+        while True:
+            await self._outcomes_ready.wait()
+            self._outcomes_ready = trio.Event()
+            self._wake_pending = False  # before draining: a later outcome wakes us again
+            acked: list[Outgoing] = []
+            refused: list[Outgoing] = []
+            while self._outcomes:
+                item, error = self._outcomes.popleft()
+                if error is None:
+                    acked.append(item)
+                else:
+                    log.warning("publish.not_acknowledged", error=str(error))
+                    refused.append(item)
             if acked:
                 self._acknowledge(acked)
-            if failed:
+            if refused:
                 self._on_failed()
-                log.warning("publish.retry", results=len(failed), retry_in=self._retry_seconds)
-                await trio.sleep(self._retry_seconds)
-            batch = failed
+                log.warning("publish.retry", results=len(refused), retry_in=self._retry_seconds)
+                nursery.start_soon(self._send_again_later, refused)
+
+    async def _send_again_later(self, items: list[Outgoing]) -> None:
+        await trio.sleep(self._retry_seconds)
+        for item in items:
+            self._send.send_nowait(item)
 
     def _acknowledge(self, items: list[Outgoing]) -> None:
-        for item in items:
-            self._on_published(self._topic(item.result))
+        failed = sum(1 for item in items if item.result.status is ResultStatus.FAILED)
+        if failed:
+            self._on_published(self._fail_topic, failed)
+        if failed < len(items):
+            self._on_published(self._result_topic, len(items) - failed)
         self._pending -= len(items)
         self._on_acked([item.delivery for item in items])
         if self._pending == 0:
             self._idle.set()
-
-    def _send_and_wait(self, batch: list[Outgoing]) -> list[Outgoing]:
-        """In a worker thread: send a batch and wait for the broker; returns what failed."""
-        futures = []
-        failed: list[Outgoing] = []
-        for item in batch:
-            delivery = item.delivery
-            key = item.result.task_id or (
-                f"{delivery.partition.topic}:{delivery.partition.partition}:{delivery.offset}"
-            )
-            try:
-                future = self._producer.send(
-                    self._topic(item.result), key=key.encode(), value=item.result.to_json()
-                )
-            except KafkaError as exc:
-                log.warning("publish.send_failed", error=str(exc))
-                failed.append(item)
-                continue
-            futures.append((item, future))
-        for item, future in futures:
-            try:
-                future.get(timeout=ACK_TIMEOUT_SECONDS)
-            except KafkaError as exc:
-                log.warning("publish.not_acknowledged", error=str(exc))
-                failed.append(item)
-        return failed

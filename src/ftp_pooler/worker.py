@@ -7,11 +7,11 @@
     ├── ResultPublisher: results -> Kafka, acks -> OffsetTracker
     ├── signal watcher: SIGTERM/SIGINT -> drain; a second one exits at once
     └── transfers nursery (drained with a deadline at shutdown)
+        ├── Dispatcher: max_inflight runners, each: channel -> one transfer at a time
         └── intake cancel scope (cancelled first at shutdown)
-            ├── KafkaPoller: consumer.poll in a thread -> memory channel
-            └── Dispatcher: channel -> one transfer task per message, under max_inflight
+            └── KafkaPoller: consumer.poll in a thread -> memory channel
 
-Shutdown order: stop polling and dispatching, let running transfers finish
+Shutdown order: stop polling, close the channel (idle runners return), let running transfers finish
 until ``worker.drain_seconds``, wait for their results to be acknowledged,
 commit, close the consumer (leaving the group), close the producer, stop the
 API, close the FTP sessions. See docs/architecture.md for why.
@@ -33,6 +33,7 @@ from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.kafka_clients import consumer_config, producer_config
+from ftp_pooler.logs import current_task_id
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import KafkaPoller
 from ftp_pooler.publisher import Delivery, ResultPublisher
@@ -44,7 +45,12 @@ ACK_WAIT_SECONDS = 10.0
 
 
 class Dispatcher:
-    """Starts one transfer per consumed message, at most ``max_inflight`` at once."""
+    """Runs transfers for consumed messages: ``max_inflight`` runners, one task each at a time.
+
+    Long-lived runners cost less per task than a Trio task spawned per message.
+    At shutdown :meth:`stop` closes the channel: idle runners return at once,
+    busy ones finish their transfer and publish its result first.
+    """
 
     def __init__(
         self,
@@ -53,6 +59,7 @@ class Dispatcher:
         publisher: ResultPublisher,
         metrics: Metrics,
         connections: Connections,
+        deliveries: trio.MemoryReceiveChannel[Delivery],
         *,
         worker: str,
         max_inflight: int,
@@ -63,26 +70,29 @@ class Dispatcher:
         self._publisher = publisher
         self._metrics = metrics
         self._connections = connections
+        self._deliveries = deliveries
         self._worker = worker
-        self._limiter = trio.CapacityLimiter(max_inflight)
+        self._max_inflight = max_inflight
         self._max_message_bytes = max_message_bytes
 
-    async def run(
-        self, deliveries: trio.MemoryReceiveChannel[Delivery], transfers: trio.Nursery
-    ) -> None:
-        async for delivery in deliveries:
-            slot = object()
-            await self._limiter.acquire_on_behalf_of(slot)
-            if not self._poller.started(delivery):
-                self._limiter.release_on_behalf_of(slot)
-                continue
-            transfers.start_soon(self._handle, delivery, slot)
+    def start(self, nursery: trio.Nursery) -> None:
+        for _ in range(self._max_inflight):
+            nursery.start_soon(self._run_tasks)
 
-    async def _handle(self, delivery: Delivery, slot: object) -> None:
+    def stop(self) -> None:
+        """Take no more messages (the ones not started are redelivered after the commit)."""
+        self._deliveries.close()
+
+    async def _run_tasks(self) -> None:
         try:
-            result = await self._result_for(delivery)
-        finally:
-            self._limiter.release_on_behalf_of(slot)
+            async for delivery in self._deliveries:
+                if self._poller.started(delivery):
+                    await self._handle(delivery)
+        except trio.ClosedResourceError:
+            pass
+
+    async def _handle(self, delivery: Delivery) -> None:
+        result = await self._result_for(delivery)
         self._metrics.task_finished(result, self._ftp_side(result))
         self._publisher.publish(result, delivery)
 
@@ -104,15 +114,16 @@ class Dispatcher:
                 partition=delivery.partition.partition,
                 offset=delivery.offset,
             )
-        with structlog.contextvars.bound_contextvars(task_id=task.task_id):
-            result = await self._engine.run(task)
-            log.info(
-                "task.finished",
-                status=result.status.value,
-                error_code=result.error_code.value if result.error_code else None,
-                bytes=result.bytes_transferred,
-                duration_ms=result.duration_ms,
-            )
+        current_task_id.set(task.task_id)
+        result = await self._engine.run(task)
+        log.info(
+            "task.finished",
+            status=result.status.value,
+            error_code=result.error_code.value if result.error_code else None,
+            bytes=result.bytes_transferred,
+            duration_ms=result.duration_ms,
+        )
+        current_task_id.set(None)
         return result
 
     def _ftp_side(self, result: Result) -> str:
@@ -202,6 +213,7 @@ async def run_worker(
             publisher,
             metrics,
             connections,
+            receive,
             worker=settings.worker.name,
             max_inflight=settings.worker.max_inflight,
             max_message_bytes=kafka.max_message_bytes,
@@ -226,10 +238,10 @@ async def run_worker(
             task_status.started(port)
             try:
                 async with trio.open_nursery() as transfers:
+                    dispatcher.start(transfers)
                     with intake:
-                        async with trio.open_nursery() as intake_nursery:
-                            intake_nursery.start_soon(poller.run)
-                            intake_nursery.start_soon(dispatcher.run, receive, transfers)
+                        await poller.run()
+                    dispatcher.stop()
                     health.start_draining()
                     transfers.cancel_scope.deadline = (
                         trio.current_time() + settings.worker.drain_seconds

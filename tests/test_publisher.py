@@ -1,0 +1,165 @@
+"""ResultPublisher's bookkeeping: acks arrive on the producer's thread, refusals are retried.
+
+The producer here is a stand-in whose futures the test resolves (from a
+thread, as kafka-python's sender thread does); the worker tests run the
+publisher against the real broker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+import trio
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
+
+from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.errors import ErrorCode, PoolerError
+from ftp_pooler.publisher import Delivery, ResultPublisher
+
+PARTITION = TopicPartition("tasks", 0)
+
+
+class _Metadata:
+    def __init__(self, known: bool) -> None:
+        self.known = known
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return {0} if self.known else None
+
+
+class StandInProducer:
+    """Records sends; each returns a kafka-python Future the test resolves."""
+
+    def __init__(self, *, metadata_known: bool = True) -> None:
+        self._metadata = _Metadata(metadata_known)
+        self.sent: list[tuple[str, bytes, Future]] = []
+        self.threads: set[str] = set()
+        self.changed = trio.Event()
+
+    def send(self, topic: str, *, key: bytes, value: bytes) -> Future:
+        future = Future()
+        self.sent.append((topic, key, future))
+        self.threads.add(threading.current_thread().name)
+        return future
+
+    async def wait_sent(self, count: int) -> None:
+        with trio.fail_after(5):
+            while len(self.sent) < count:
+                await trio.sleep(0.005)
+
+
+def _task(task_id: str) -> Any:
+    return parse_task(
+        b'{"task_id": "%s", "source": {"connection_id": "ftp", "path": "/a"},'
+        b' "destination": {"connection_id": "local", "path": "a"}}' % task_id.encode()
+    )
+
+
+def _completed(task_id: str) -> Result:
+    return Result.completed(
+        _task(task_id), worker="w", bytes_transferred=1, duration_ms=1, attempts=1
+    )
+
+
+def _failed(task_id: str) -> Result:
+    error = PoolerError(ErrorCode.FILE_NOT_FOUND, "no such file")
+    return Result.failed(_task(task_id), error, worker="w", duration_ms=1, attempts=1)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.acked: list[Delivery] = []
+        self.published: Counter[str] = Counter()
+        self.failures = 0
+
+    def publisher(self, producer: StandInProducer) -> ResultPublisher:
+        return ResultPublisher(
+            producer,
+            result_topic="results",
+            fail_topic="failures",
+            on_acked=self.acked.extend,
+            on_published=lambda topic, n: self.published.update({topic: n}),
+            on_failed=self.count_failure,
+            retry_seconds=0.01,
+        )
+
+    def count_failure(self) -> None:
+        self.failures += 1
+
+
+async def test_acks_from_the_producer_thread_reach_the_trio_side() -> None:
+    producer, seen = StandInProducer(), Recorder()
+    publisher = seen.publisher(producer)
+    deliveries = [Delivery(PARTITION, offset, b"") for offset in range(3)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(_completed("t-0"), deliveries[0])
+        publisher.publish(_failed("t-1"), deliveries[1])
+        publisher.publish(_completed("t-2"), deliveries[2])
+        await producer.wait_sent(3)
+        assert [(topic, key) for topic, key, _ in producer.sent] == [
+            ("results", b"t-0"), ("failures", b"t-1"), ("results", b"t-2"),
+        ]  # fmt: skip
+        assert publisher.pending == 3 and seen.acked == []
+
+        def sender_thread() -> None:
+            for _topic, _key, future in producer.sent:
+                future.success(None)
+
+        await trio.to_thread.run_sync(sender_thread)
+        with trio.fail_after(5):
+            await publisher.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert sorted(d.offset for d in seen.acked) == [0, 1, 2]
+    assert seen.published == {"results": 2, "failures": 1}
+    assert publisher.pending == 0 and seen.failures == 0
+
+
+async def test_a_refused_result_is_sent_again_and_acknowledged_once() -> None:
+    producer, seen = StandInProducer(), Recorder()
+    publisher = seen.publisher(producer)
+    delivery = Delivery(PARTITION, 7, b"")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(_completed("t-7"), delivery)
+        await producer.wait_sent(1)
+        producer.sent[0][2].failure(KafkaTimeoutError("no ack"))
+        await producer.wait_sent(2)
+        assert seen.failures == 1 and seen.acked == [] and publisher.pending == 1
+        assert producer.sent[1][:2] == ("results", b"t-7")
+        producer.sent[1][2].success(None)
+        with trio.fail_after(5):
+            await publisher.wait_idle()
+        nursery.cancel_scope.cancel()
+    assert seen.acked == [delivery] and len(producer.sent) == 2
+
+
+async def test_sends_leave_the_trio_thread_until_topic_metadata_is_cached() -> None:
+    producer, seen = StandInProducer(metadata_known=False), Recorder()
+    publisher = seen.publisher(producer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(_completed("t-1"), Delivery(PARTITION, 1, b""))
+        await producer.wait_sent(1)
+        producer._metadata.known = True
+        publisher.publish(_completed("t-2"), Delivery(PARTITION, 2, b""))
+        await producer.wait_sent(2)
+        nursery.cancel_scope.cancel()
+    assert threading.main_thread().name in producer.threads and len(producer.threads) == 2
+
+
+async def test_a_message_without_task_id_is_keyed_by_where_it_came_from() -> None:
+    producer, seen = StandInProducer(), Recorder()
+    publisher = seen.publisher(producer)
+    raw = b"not json"
+    invalid = Result.invalid(InvalidTaskError("message is not JSON"), raw, worker="w")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(invalid, Delivery(PARTITION, 42, raw))
+        await producer.wait_sent(1)
+        nursery.cancel_scope.cancel()
+    assert producer.sent[0][:2] == ("failures", b"tasks:0:42")
