@@ -73,6 +73,10 @@ class KafkaSettings(_Section):
     heartbeat_interval_ms: int = Field(3_000, ge=1)
     max_message_bytes: int = Field(1_048_576, ge=1)
     commit_interval_seconds: float = Field(5.0, gt=0)
+    fetch_max_wait_ms: int = Field(500, ge=0, le=60_000)
+    """How long the broker may hold a fetch that finds no new records."""
+    result_linger_ms: int = Field(50, ge=0, le=10_000)
+    """How long the producer holds results to batch them: fewer, larger requests."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -10,6 +10,9 @@ FETCH_OVERHEAD_BYTES = 64 * 1024
 """Room above ``max_message_bytes`` for record-batch headers, so an oversized task still
 arrives (and gets its INVALID_MESSAGE result) instead of stalling the partition."""
 
+RESULT_BATCH_BYTES = 256 * 1024
+"""Producer batch size per partition: room for hundreds of results per linger period."""
+
 
 def _security(kafka: KafkaSettings) -> dict[str, Any]:
     config: dict[str, Any] = {"security_protocol": kafka.security_protocol}
@@ -35,6 +38,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": kafka.max_poll_records,
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
         "max_partition_fetch_bytes": fetch,
@@ -51,7 +55,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "client_id": f"ftp-pooler-{settings.worker.name}",
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": kafka.result_linger_ms,
+        "batch_size": RESULT_BATCH_BYTES,
         "max_request_size": max(kafka.max_message_bytes * 2, 1024 * 1024),
         **_security(kafka),
     }
