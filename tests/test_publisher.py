@@ -18,7 +18,8 @@ from kafka.future import Future
 
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.errors import ErrorCode, PoolerError
-from ftp_pooler.publisher import Delivery, ResultPublisher
+from ftp_pooler.deliveries import Delivery
+from ftp_pooler.publisher import ResultPublisher
 
 PARTITION = TopicPartition("tasks", 0)
 

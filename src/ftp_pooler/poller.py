@@ -5,10 +5,10 @@ object, one at a time, the blocking ones in a worker thread via
 ``trio.to_thread``; nothing else touches the consumer, which is not
 thread-safe (the rebalance listener runs while a poll is in progress and
 only queues an asynchronous commit). Records go into a
-memory channel for the dispatcher. Offsets are committed from the
-:class:`~ftp_pooler.offsets.OffsetTracker`: periodically, when partitions are
-revoked, and at shutdown, never past an offset whose result is not yet
-acknowledged.
+:class:`~ftp_pooler.deliveries.DeliveryQueue` for the dispatcher. Offsets are
+committed from the :class:`~ftp_pooler.offsets.OffsetTracker`: periodically,
+when partitions are revoked, and at shutdown, never past an offset whose
+result is not yet acknowledged.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from trio_util import AsyncValue
 from ftp_pooler.api import Health
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.offsets import OffsetTracker
-from ftp_pooler.publisher import Delivery
+from ftp_pooler.deliveries import Delivery, DeliveryQueue
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ class KafkaPoller:
     def __init__(
         self,
         consumer: Any,
-        deliveries: trio.MemorySendChannel[Delivery],
+        deliveries: DeliveryQueue,
         *,
         topic: str,
         max_inflight: int,
@@ -120,14 +120,15 @@ class KafkaPoller:
             )
             self._health.heartbeat("poller")
             for partition, messages in records.items():
-                if partition not in self.assigned:
+                if partition not in self.assigned or not messages:
                     continue
                 for message in messages:
                     self.tracker.received(partition, message.offset)
-                    self._next_offset[partition] = message.offset + 1
-                    await self._deliveries.send(
-                        Delivery(partition, message.offset, message.value or b"")
-                    )
+                self._next_offset[partition] = messages[-1].offset + 1
+                self._deliveries.put(
+                    Delivery(partition, message.offset, message.value or b"")
+                    for message in messages
+                )
             self._report_lag()
             if trio.current_time() >= next_commit:
                 await self.commit()

@@ -24,20 +24,11 @@ import trio
 from kafka.errors import KafkaError
 
 from ftp_pooler.contract import Result, ResultStatus
+from ftp_pooler.deliveries import Delivery
 
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One consumed message: where it came from, and its raw value."""
-
-    partition: Any
-    """kafka-python ``TopicPartition``."""
-    offset: int
-    value: bytes
 
 
 @dataclass(frozen=True, slots=True)

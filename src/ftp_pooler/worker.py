@@ -7,11 +7,11 @@
     ├── ResultPublisher: results -> Kafka, acks -> OffsetTracker
     ├── signal watcher: SIGTERM/SIGINT -> drain; a second one exits at once
     └── transfers nursery (drained with a deadline at shutdown)
-        ├── Dispatcher: max_inflight runners, each: channel -> one transfer at a time
+        ├── Dispatcher: max_inflight runners, each: queue -> one transfer at a time
         └── intake cancel scope (cancelled first at shutdown)
-            └── KafkaPoller: consumer.poll in a thread -> memory channel
+            └── KafkaPoller: consumer.poll in a thread -> DeliveryQueue
 
-Shutdown order: stop polling, close the channel (idle runners return), let running transfers finish
+Shutdown order: stop polling, close the queue (idle runners return), let running transfers finish
 until ``worker.drain_seconds``, wait for their results to be acknowledged,
 commit, close the consumer (leaving the group), close the producer, stop the
 API, close the FTP sessions. See docs/architecture.md for why.
@@ -36,7 +36,8 @@ from ftp_pooler.kafka_clients import consumer_config, producer_config
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import KafkaPoller
-from ftp_pooler.publisher import Delivery, ResultPublisher
+from ftp_pooler.deliveries import Delivery, DeliveryQueue
+from ftp_pooler.publisher import ResultPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ class Dispatcher:
     """Runs transfers for consumed messages: ``max_inflight`` runners, one task each at a time.
 
     Long-lived runners cost less per task than a Trio task spawned per message.
-    At shutdown :meth:`stop` closes the channel: idle runners return at once,
+    At shutdown :meth:`stop` closes the queue: idle runners return at once,
     busy ones finish their transfer and publish its result first.
     """
 
@@ -59,7 +60,7 @@ class Dispatcher:
         publisher: ResultPublisher,
         metrics: Metrics,
         connections: Connections,
-        deliveries: trio.MemoryReceiveChannel[Delivery],
+        deliveries: DeliveryQueue,
         *,
         worker: str,
         max_inflight: int,
@@ -84,12 +85,13 @@ class Dispatcher:
         self._deliveries.close()
 
     async def _run_tasks(self) -> None:
-        try:
-            async for delivery in self._deliveries:
-                if self._poller.started(delivery):
-                    await self._handle(delivery)
-        except trio.ClosedResourceError:
-            pass
+        while True:
+            try:
+                delivery = await self._deliveries.get()
+            except trio.EndOfChannel:
+                return
+            if self._poller.started(delivery):
+                await self._handle(delivery)
 
     async def _handle(self, delivery: Delivery) -> None:
         result = await self._result_for(delivery)
@@ -165,12 +167,10 @@ async def run_worker(
     producer = await trio.to_thread.run_sync(lambda: KafkaProducer(**producer_config(settings)))
     health.set_producer_ready(True)
 
-    send, receive = trio.open_memory_channel[Delivery](
-        settings.worker.max_inflight + 2 * kafka.max_poll_records
-    )
+    deliveries = DeliveryQueue()
     poller = KafkaPoller(
         consumer,
-        send,
+        deliveries,
         topic=kafka.input_topic,
         max_inflight=settings.worker.max_inflight,
         max_poll_records=kafka.max_poll_records,
@@ -213,7 +213,7 @@ async def run_worker(
             publisher,
             metrics,
             connections,
-            receive,
+            deliveries,
             worker=settings.worker.name,
             max_inflight=settings.worker.max_inflight,
             max_message_bytes=kafka.max_message_bytes,
