@@ -139,6 +139,44 @@ async def test_cap_recovers_after_a_quiet_period(make_pyftpd: MakeServer, ftp_ro
     assert caps == sorted(caps)
 
 
+class SlowGreetingHandler(FTPHandler):  # type: ignore[misc]
+    """Greets 50 ms after accepting; counts sessions connected and not yet logged in."""
+
+    state: dict[str, int] = {}
+    _pending = False
+
+    def handle(self) -> None:
+        self._pending = True
+        self.state["pending"] += 1
+        self.state["peak"] = max(self.state["peak"], self.state["pending"])
+        self.ioloop.call_later(0.05, super().handle, _errback=self.handle_error)
+
+    def on_login(self, username: str) -> None:
+        self._done_opening()
+
+    def close(self) -> None:
+        self._done_opening()
+        super().close()
+
+    def _done_opening(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.state["pending"] -= 1
+
+
+async def test_sessions_are_opened_a_few_at_a_time(make_pyftpd: MakeServer, ftp_root: Path) -> None:
+    """16 borrowers at once open 16 sessions, but never more than 3 logins in progress."""
+    payloads = fill(ftp_root, 4)
+    state = {"pending": 0, "peak": 0}
+    server = make_pyftpd(handler_class=type("Slow", (SlowGreetingHandler,), {"state": state}))
+    limits = PoolLimits(max_sessions_per_connection=16, max_concurrent_opens=3)
+    async with open_session_pool({"py": SessionFactory(ftp_config(server))}, limits) as pool:
+        assert await download_all(pool, "py", payloads, 16) == []
+        stats = pool.stats()["py"]
+    assert stats.opened_total == 16
+    assert state["peak"] == 3
+
+
 async def test_server_refusing_every_session_is_server_busy(
     make_pyftpd: MakeServer, ftp_root: Path
 ) -> None:

@@ -112,6 +112,7 @@ class PoolSettings(_Section):
     session_timeout_seconds: float = Field(PoolLimits.session_timeout_seconds, gt=0)
     noop_after_seconds: float = Field(PoolLimits.noop_after_seconds, ge=0)
     cap_recovery_seconds: float = Field(PoolLimits.cap_recovery_seconds, gt=0)
+    max_concurrent_opens: int = Field(PoolLimits.max_concurrent_opens, ge=1)
 
     def limits(self) -> PoolLimits:
         return PoolLimits(**self.model_dump())

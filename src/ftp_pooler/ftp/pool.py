@@ -36,6 +36,11 @@ class PoolLimits:
             back up by one for every such quiet period without another 421.
         max_busy_retries: 421s in a row one borrower sits through (waiting for
             a session to free up) before it gives up with SERVER_BUSY.
+        max_concurrent_opens: Sessions being opened (connect and login) to one
+            connection at once. Servers take new connections through a short
+            listen backlog (pure-ftpd: 3 + max clients / 8); a burst of
+            connects beyond it waits for TCP retransmits, 1 s, 3 s, 7 s...,
+            sometimes past the connect timeout.
     """
 
     max_sessions_per_pod: int = 64
@@ -44,10 +49,13 @@ class PoolLimits:
     noop_after_seconds: float = 15.0
     cap_recovery_seconds: float = 30.0
     max_busy_retries: int = 3
+    max_concurrent_opens: int = 4
 
     def __post_init__(self) -> None:
         if self.max_sessions_per_pod < 1 or self.max_sessions_per_connection < 1:
             raise ValueError("session caps must be at least 1")
+        if self.max_concurrent_opens < 1:
+            raise ValueError("max_concurrent_opens must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class _Connection:
     factory: SessionFactory
     configured_cap: int
     limiter: trio.CapacityLimiter
+    opener: trio.CapacityLimiter
+    """Bounds the sessions being opened at once (see PoolLimits.max_concurrent_opens)."""
     idle: list[FTPSession] = field(default_factory=list)
     """Idle sessions, most recently used last (handed out LIFO)."""
     busy: int = 0
@@ -117,7 +127,12 @@ class SessionPool:
         for conn_id, factory in factories.items():
             cap = factory.config.max_sessions or limits.max_sessions_per_connection
             cap = min(cap, limits.max_sessions_per_pod)
-            self._connections[conn_id] = _Connection(factory, cap, trio.CapacityLimiter(cap))
+            self._connections[conn_id] = _Connection(
+                factory,
+                cap,
+                trio.CapacityLimiter(cap),
+                trio.CapacityLimiter(limits.max_concurrent_opens),
+            )
         self._closed = False
         self._closing = 0
 
@@ -224,7 +239,8 @@ class SessionPool:
         await self._make_room()
         conn.opening += 1
         try:
-            session = await conn.factory.open()
+            async with conn.opener:
+                session = await conn.factory.open()
         except FTPError as exc:
             if exc.code is ErrorCode.SERVER_BUSY:
                 conn.refused_total += 1
