@@ -1511,7 +1511,8 @@ help=f"{','.join(TOOLS)} (default: all)",
         default=1,
         choices=range(1, 11),
         metavar="N",
-        help="run each combination N times and report the median wall time (default 1)",
+        help="run each combination N times, tools taking turns, and report the median "
+        "wall time (default 1)",
     )
     p.add_argument(
         "--no-warm-up",
@@ -1614,32 +1615,52 @@ def describe_settings(
         "the harness, in % of all cores over the run: noise from other work",
         "mb": "10^6 bytes",
         "py_spy": str(args.py_spy) if args.py_spy else None,
-        "repeat": f"{args.repeat} run(s) per row, the median wall time's run is shown",
+        "repeat": f"{args.repeat} run(s) per row, tools taking turns (round robin); "
+        "the median wall time's run is shown",
         "warm_up": "an unrecorded ftplib copy before each set and direction"
         if args.warm_up
         else "none",
     }
 
 
-def run_repeated(
-    bench: Bench, data: DataSet, direction: str, par: int, tool: str, args: argparse.Namespace
-) -> dict[str, object]:
-    """``--repeat`` runs of one combination; the row of the median wall time (or a failure)."""
-    runs = []
+def run_round_robin(
+    bench: Bench,
+    data: DataSet,
+    direction: str,
+    par: int,
+    tools: list[str],
+    args: argparse.Namespace,
+) -> list[dict[str, object]]:
+    """``--repeat`` rounds of one combination, every tool once per round (so a drift of
+    the machine's state -- page cache, tmpfs pages -- does not favour the tool that ran
+    first); per tool, the row of the median wall time, or its first failure."""
+    runs: dict[str, list[dict[str, object]]] = {tool: [] for tool in tools}
+    failed: dict[str, dict[str, object]] = {}
     for _ in range(args.repeat):
-        row = run_one(
-            bench, data, direction, par, tool, run_timeout(data, args.timeout), args.verify
-        )
-        if not row["ok"]:
-            return row
-        runs.append(row)
-    runs.sort(key=lambda r: float(r["wall_s"]))  # type: ignore[arg-type]
-    row = runs[len(runs) // 2]
-    if len(runs) > 1:
-        row["repeats"] = [
-            {k: r[k] for k in ("wall_s", "cpu_s_per_1000_files", "other_cpu_pct")} for r in runs
-        ]
-    return row
+        for tool in tools:
+            if tool in failed:
+                continue
+            row = run_one(
+                bench, data, direction, par, tool, run_timeout(data, args.timeout), args.verify
+            )
+            if row["ok"]:
+                runs[tool].append(row)
+            else:
+                failed[tool] = row
+    rows = []
+    for tool in tools:
+        if tool in failed:
+            rows.append(failed[tool])
+            continue
+        ordered = sorted(runs[tool], key=lambda r: float(r["wall_s"]))  # type: ignore[arg-type]
+        row = ordered[len(ordered) // 2]
+        if len(ordered) > 1:
+            row["repeats"] = [
+                {k: r[k] for k in ("wall_s", "cpu_s_per_1000_files", "other_cpu_pct")}
+                for r in ordered
+            ]
+        rows.append(row)
+    return rows
 
 
 def warm_up(bench: Bench, data: DataSet, direction: str, args: argparse.Namespace) -> None:
@@ -1659,10 +1680,10 @@ def run_matrix(
             if args.warm_up:
                 warm_up(bench, data, direction, args)
             for i, par in enumerate(args.parallel):
-                for tool in args.tools:
-                    if tool == "ftplib" and i > 0:
-                        continue  # sequential: once per set and direction
-                    row = run_repeated(bench, data, direction, par, tool, args)
+                # ftplib is sequential: once per set and direction
+                tools = [t for t in args.tools if t != "ftplib" or i == 0]
+                for row in run_round_robin(bench, data, direction, par, tools, args):
+                    tool = str(row["tool"])
                     rows.append(row)
                     print(table_row(row), flush=True)
                     for problem in row["problems"][1:]:  # type: ignore[index]
