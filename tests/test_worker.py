@@ -382,3 +382,16 @@ def test_submit_waits_for_and_prints_results(setup: Any, ftp_root: Path, tmp_pat
     assert b"submitted 20 tasks; 20 results, 0 failed" in done.stderr
     check_files(tmp_path / "local", digests)
     assert worker.stop() == 0
+
+
+def test_submit_counts_and_reports_tasks_the_producer_refuses(setup: Any) -> None:
+    _, _, _, env = setup(partitions=1)
+    small = b'{"task_id": "small"}'
+    huge = b'{"task_id": "huge", "padding": "' + b"x" * (2 * 1024 * 1024 + 1) + b'"}'
+    done = subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", "submit", "-"],
+        env=env, input=small + b"\n" + huge + b"\n", capture_output=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr.decode()
+    assert b"submitted 1 tasks; 1 refused (MessageSizeTooLargeError" in done.stderr

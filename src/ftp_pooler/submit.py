@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import BinaryIO
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from ftp_pooler.config import Settings
 from ftp_pooler.kafka_clients import consumer_config, producer_config
@@ -27,6 +28,10 @@ from ftp_pooler.kafka_clients import consumer_config, producer_config
 @dataclass
 class SubmitReport:
     submitted: int = 0
+    """Tasks the broker acknowledged."""
+    refused: int = 0
+    """Tasks the producer or the broker refused (too large, broker unreachable...)."""
+    first_refusal: str | None = None
     awaited: set[str] = field(default_factory=set)
     results: int = 0
     failed: int = 0
@@ -34,11 +39,20 @@ class SubmitReport:
 
     @property
     def complete(self) -> bool:
-        """Every awaited task has a result and none failed (trivially true without waiting)."""
+        """Every task was taken; when waiting, every awaited one has a result and none failed."""
+        if self.refused:
+            return False
         return not self.waited or (not self.awaited and self.failed == 0)
+
+    def refuse(self, error: BaseException) -> None:
+        self.refused += 1
+        if self.first_refusal is None:
+            self.first_refusal = f"{type(error).__name__}: {error}"
 
     def line(self) -> str:
         text = f"submitted {self.submitted} tasks"
+        if self.refused:
+            text += f"; {self.refused} refused ({self.first_refusal})"
         if self.waited:
             text += f"; {self.results} results, {self.failed} failed"
             if self.awaited:
@@ -83,17 +97,33 @@ def submit_tasks(
     report = SubmitReport(waited=wait_for_results)
     started = datetime.now(UTC)
     producer = KafkaProducer(**producer_config(settings))
+
+    def taken(_metadata: object) -> None:  # on the producer's sender thread
+        report.submitted += 1
+
+    def refused(task_id: str | None, error: BaseException) -> None:
+        report.refuse(error)
+        report.awaited.discard(task_id or "")
+
     try:
         for line in source:
             line = line.strip()
             if not line:
                 continue
             task_id = _task_id(line)
-            key = task_id.encode() if task_id else None
-            producer.send(settings.kafka.input_topic, key=key, value=line)
-            report.submitted += 1
             if task_id:
                 report.awaited.add(task_id)
+            try:
+                future = producer.send(
+                    settings.kafka.input_topic,
+                    key=task_id.encode() if task_id else None,
+                    value=line,
+                )
+            except KafkaError as exc:
+                refused(task_id, exc)
+                continue
+            future.add_callback(taken)
+            future.add_errback(refused, task_id)
         producer.flush()
     finally:
         producer.close()
