@@ -15,7 +15,6 @@ import trio
 
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.engine import TransferEngine
-from ftp_pooler.logs import current_task_id
 
 READ_HINT_BYTES = 256 * 1024
 """Task lines read per hop to a worker thread (reading a pipe could block the loop)."""
@@ -95,7 +94,6 @@ async def copy_tasks(
                 except InvalidTaskError as exc:
                     publish(Result.invalid(exc, raw, worker=worker))
                     continue
-                current_task_id.set(task.task_id)
                 publish(await engine.run(task))
 
     async with trio.open_nursery() as nursery:

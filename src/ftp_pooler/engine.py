@@ -25,6 +25,7 @@ from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import is_safe_argument
 from ftp_pooler.ftp.session import FTPSession
+from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
@@ -81,7 +82,18 @@ class TransferEngine:
         self._remote_dirs: dict[str, set[str]] = {}
 
     async def run(self, task: Task) -> Result:
-        """Carry out one task; never raises (but for cancellation)."""
+        """Carry out one task; never raises (but for cancellation).
+
+        Log lines from every layer below (pool, session, local files) carry
+        the task's id meanwhile.
+        """
+        token = current_task_id.set(task.task_id)
+        try:
+            return await self._run(task)
+        finally:
+            current_task_id.reset(token)
+
+    async def _run(self, task: Task) -> Result:
         started = time.monotonic()
         attempts = 0
         operation = task.operation

@@ -11,7 +11,8 @@ from typing import Any
 import structlog
 
 current_task_id: ContextVar[str | None] = ContextVar("ftp_pooler_task_id", default=None)
-"""The task the current Trio task works on; log lines carry it as ``task_id``.
+"""The task the current Trio task works on (set by ``TransferEngine.run``); log
+lines carry it as ``task_id``.
 
 One variable set per task is far cheaper than structlog's per-key
 ``bound_contextvars``, which costs more than a whole small download's worth

@@ -122,13 +122,12 @@ class KafkaPoller:
             for partition, messages in records.items():
                 if partition not in self.assigned or not messages:
                     continue
+                deliveries = []
                 for message in messages:
                     self.tracker.received(partition, message.offset)
+                    deliveries.append(Delivery(partition, message.offset, message.value or b""))
                 self._next_offset[partition] = messages[-1].offset + 1
-                self._deliveries.put(
-                    Delivery(partition, message.offset, message.value or b"")
-                    for message in messages
-                )
+                self._deliveries.put(deliveries)
             self._report_lag()
             if trio.current_time() >= next_commit:
                 await self.commit()

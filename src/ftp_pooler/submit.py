@@ -103,7 +103,8 @@ def submit_tasks(
 
     def refused(task_id: str | None, error: BaseException) -> None:
         report.refuse(error)
-        report.awaited.discard(task_id or "")
+        if task_id:
+            report.awaited.discard(task_id)
 
     try:
         for line in source:

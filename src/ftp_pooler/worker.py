@@ -11,10 +11,10 @@
         └── intake cancel scope (cancelled first at shutdown)
             └── KafkaPoller: consumer.poll in a thread -> DeliveryQueue
 
-Shutdown order: stop polling, close the queue (idle runners return), let running transfers finish
-until ``worker.drain_seconds``, wait for their results to be acknowledged,
-commit, close the consumer (leaving the group), close the producer, stop the
-API, close the FTP sessions. See docs/architecture.md for why.
+Shutdown order: stop polling, close the queue (idle runners return), let
+running transfers finish until ``worker.drain_seconds``, wait for their
+results to be acknowledged, commit, close the consumer (leaving the group),
+close the producer, stop the API, close the FTP sessions. See docs/architecture.md for why.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.kafka_clients import consumer_config, producer_config
-from ftp_pooler.logs import current_task_id
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import KafkaPoller
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
@@ -116,16 +115,15 @@ class Dispatcher:
                 partition=delivery.partition.partition,
                 offset=delivery.offset,
             )
-        current_task_id.set(task.task_id)
         result = await self._engine.run(task)
         log.info(
             "task.finished",
+            task_id=task.task_id,
             status=result.status.value,
             error_code=result.error_code.value if result.error_code else None,
             bytes=result.bytes_transferred,
             duration_ms=result.duration_ms,
         )
-        current_task_id.set(None)
         return result
 
     def _ftp_side(self, result: Result) -> str:
