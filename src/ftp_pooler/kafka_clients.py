@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftp_pooler.config import KafkaSettings, Settings
+from ftp_pooler.partitioner import KeyHashPartitioner
 
 FETCH_OVERHEAD_BYTES = 64 * 1024
 """Room above ``max_message_bytes`` for record-batch headers, so an oversized task still
@@ -12,6 +13,10 @@ arrives (and gets its INVALID_MESSAGE result) instead of stalling the partition.
 
 RESULT_BATCH_BYTES = 256 * 1024
 """Producer batch size per partition: room for hundreds of results per linger period."""
+
+# kafka-python's own metrics (``metrics_enabled``) are off in both clients: nothing reads
+# them (ours are Prometheus's, see metrics.py) and their sensors cost the client threads CPU
+# on every request, in the interpreter the transfers run in.
 
 
 def _security(kafka: KafkaSettings) -> dict[str, Any]:
@@ -43,6 +48,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
         "max_partition_fetch_bytes": fetch,
         "fetch_max_bytes": max(fetch, 50 * 1024 * 1024),
+        "metrics_enabled": False,
         **_security(kafka),
     }
 
@@ -58,5 +64,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "linger_ms": kafka.result_linger_ms,
         "batch_size": RESULT_BATCH_BYTES,
         "max_request_size": max(kafka.max_message_bytes * 2, 1024 * 1024),
+        "partitioner": KeyHashPartitioner(),
+        "metrics_enabled": False,
         **_security(kafka),
     }
