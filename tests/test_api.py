@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from trio.testing import MockClock
 
-from ftp_pooler.api import Health, create_app, serve_api
+from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
+from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.pool import ConnectionStats
 from ftp_pooler.metrics import Metrics
 
@@ -143,7 +146,9 @@ async def _serving(
     shutdown = trio.Event()
     app = create_app(health, metrics, liveness_max_age=max_age)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(partial(serve_api, app, HOST, 0, shutdown=shutdown))
+        port = await nursery.start(
+            partial(serve_api, app, bind_api_socket(HOST, 0), shutdown=shutdown)
+        )
         try:
             yield port
         finally:
@@ -216,7 +221,9 @@ async def test_server_stops_within_a_second_of_shutdown() -> None:
     app = create_app(Health(), Metrics())
     with trio.fail_after(1):
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(partial(serve_api, app, HOST, 0, shutdown=shutdown))
+            port = await nursery.start(
+                partial(serve_api, app, bind_api_socket(HOST, 0), shutdown=shutdown)
+            )
             kept_alive = await trio.open_tcp_stream(HOST, port)
             assert (await _request(kept_alive, "/health"))[0] == 200
             assert (await _request(kept_alive, "/ready"))[0] == 503
@@ -231,3 +238,16 @@ async def test_server_stops_within_a_second_of_shutdown() -> None:
     except OSError:
         return
     raise AssertionError("still listening after shutdown")
+
+
+def test_an_address_that_cannot_be_bound_is_an_invalid_config() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PoolerError) as raised:
+            bind_api_socket(HOST, port)
+    assert raised.value.code is ErrorCode.INVALID_CONFIG
+    assert raised.value.message == f"api: cannot listen on {HOST}:{port}: Address already in use"
+    with pytest.raises(PoolerError, match="cannot listen on 192.0.2.1:8080"):
+        bind_api_socket("192.0.2.1", 8080)  # TEST-NET-1: not an address of this machine

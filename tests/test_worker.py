@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -395,3 +396,30 @@ def test_submit_counts_and_reports_tasks_the_producer_refuses(setup: Any) -> Non
     )  # fmt: skip
     assert done.returncode == 1, done.stderr.decode()
     assert b"submitted 1 tasks; 1 refused (MessageSizeTooLargeError" in done.stderr
+
+
+def test_a_taken_api_port_is_a_one_line_error_before_kafka(tmp_path: Path) -> None:
+    connections = tmp_path / "connections.ini"
+    connections.write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "FTP_POOLER_CONNECTIONS": str(connections),
+            "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nobody there
+            "FTP_POOLER__API__HOST": "127.0.0.1",
+            "FTP_POOLER__API__PORT": str(port),
+        }
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "ftp_pooler.cli", "worker"],
+            env=env, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        "ftp-pooler: INVALID_CONFIG: api: cannot listen on "
+        f"127.0.0.1:{port}: Address already in use"
+    ]
+    assert time.monotonic() - started < 10  # did not wait for the (absent) broker

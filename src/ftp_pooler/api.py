@@ -3,12 +3,15 @@
 :class:`Health` is plain state, written by the worker's components and read by
 the probes. :func:`create_app` answers ``GET /health``, ``GET /ready`` and
 ``GET /metrics`` (404 for anything else) and :func:`serve_api` runs it with
-Hypercorn inside the caller's nursery until a :class:`trio.Event` is set.
+Hypercorn inside the caller's nursery until a :class:`trio.Event` is set, on a
+socket :func:`bind_api_socket` bound beforehand (so a port already taken is a
+one-line error at start-up, not a traceback from deep inside Hypercorn).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -26,6 +29,7 @@ from hypercorn.typing import (
 from quart import Response
 from quart_trio import QuartTrio
 
+from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.metrics import Metrics
 
 
@@ -131,26 +135,47 @@ def create_app(health: Health, metrics: Metrics, *, liveness_max_age: float = 30
     return app
 
 
+def bind_api_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: any free port), for :func:`serve_api`.
+
+    Raises:
+        PoolerError: INVALID_CONFIG when the address cannot be bound (taken,
+            not local, unknown host).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PoolerError(
+            ErrorCode.INVALID_CONFIG,
+            f"api: cannot listen on {host}:{port}: {exc.strerror or exc}",
+        ) from exc
+    return sock
+
+
 async def serve_api(
     app: QuartTrio,
-    host: str,
-    port: int,
+    sock: socket.socket,
     *,
     shutdown: trio.Event,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``host:port`` until ``shutdown`` is set.
+    """Serve ``app`` on ``sock`` (see :func:`bind_api_socket`) until ``shutdown`` is set.
 
     Requests still running then get one second to finish. Hypercorn's access
     log is off and its error log goes to the standard ``hypercorn.error``
     logger (Hypercorn would otherwise install its own stderr handler).
 
     Args:
-        port: 0 picks a free port.
+        sock: A bound socket; Hypercorn takes it over (and closes it).
         task_status: Receives the port listened on, once listening.
     """
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 1.0

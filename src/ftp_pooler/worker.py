@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
 import structlog
 import trio
 from kafka import KafkaConsumer, KafkaProducer
 
-from ftp_pooler.api import Health, create_app, serve_api
+from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
 from ftp_pooler.config import Connections, FTPConnection, Settings
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.engine import TransferEngine
@@ -157,7 +158,22 @@ async def run_worker(
 
     ``task_status.started`` receives the API's port once the worker listens.
     Without ``handle_signals`` (tests), cancel the caller's scope to stop it.
+
+    Raises:
+        PoolerError: INVALID_CONFIG when the API's address cannot be bound
+            (checked first, before Kafka is contacted).
     """
+    with bind_api_socket(settings.api.host, settings.api.port) as api_socket:
+        await _run_worker(settings, connections, api_socket, handle_signals, task_status)
+
+
+async def _run_worker(
+    settings: Settings,
+    connections: Connections,
+    api_socket: socket.socket,
+    handle_signals: bool,
+    task_status: Any,
+) -> None:
     kafka = settings.kafka
     metrics = Metrics()
     health = Health()
@@ -221,8 +237,7 @@ async def run_worker(
             port = await root.start(
                 lambda task_status: serve_api(
                     create_app(health, metrics),
-                    settings.api.host,
-                    settings.api.port,
+                    api_socket,
                     shutdown=api_stop,
                     task_status=task_status,
                 )
