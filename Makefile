@@ -29,3 +29,10 @@ demo: venv
 # see tests/bench/run.py --help; add ARGS=--quick for a smoke run)
 bench:
 	.venv/bin/python tests/bench/run.py $(ARGS)
+
+.PHONY: bench-kafka
+
+# The worker's Kafka path alone, without FTP: tasks/s and CPU per task by thread
+# (tests/bench/kafka_path.py; no root needed)
+bench-kafka:
+	.venv/bin/python tests/bench/kafka_path.py $(ARGS)
