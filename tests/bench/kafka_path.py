@@ -95,7 +95,7 @@ def task_message(n: int) -> bytes:
             "source": {"connection_id": "ftp", "path": f"src/f-{n:07d}.bin"},
             "destination": {"connection_id": "local", "path": "exists.bin"},
             "options": {"if_exists": "skip"},
-        }  # fmt: skip
+        }
     ).encode()
 
 
