@@ -32,8 +32,10 @@ from ftp_pooler.deliveries import Delivery, DeliveryQueue
 log = structlog.get_logger(__name__)
 
 POLL_TIMEOUT_MS = 500
-PAUSED_POLL_TIMEOUT_MS = 50
-"""While paused a poll returns nothing; poll briefly so resuming is not late."""
+PAUSED_POLL_SECONDS = 1.0
+"""While paused, how often the consumer is polled anyway (``poll`` returns nothing then,
+but serves the group: rebalances, ``max.poll.interval.ms``). Resuming does not wait for
+it: acknowledgements wake the poller as soon as there is room."""
 
 
 class KafkaPoller:
@@ -99,6 +101,11 @@ class KafkaPoller:
     def inflight(self) -> int:
         return self.tracker.in_flight()
 
+    @property
+    def paused(self) -> bool:
+        """Whether the assigned partitions are paused (backpressure)."""
+        return self._paused
+
     # -- the poll loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -111,10 +118,13 @@ class KafkaPoller:
         next_commit = trio.current_time() + self._commit_interval
         while True:
             await self._apply_backpressure()
+            if self._paused:
+                await self._wait_for_room()
+                await self._apply_backpressure()
             records = await trio.to_thread.run_sync(
                 functools.partial(
                     self._consumer.poll,
-                    timeout_ms=PAUSED_POLL_TIMEOUT_MS if self._paused else POLL_TIMEOUT_MS,
+                    timeout_ms=0 if self._paused else POLL_TIMEOUT_MS,
                     max_records=self._max_poll_records,
                 )
             )
@@ -133,6 +143,10 @@ class KafkaPoller:
                 await self.commit()
                 next_commit = trio.current_time() + self._commit_interval
 
+    @property
+    def _resume_below(self) -> int:
+        return self._max_inflight + self._max_poll_records // 2
+
     async def _apply_backpressure(self) -> None:
         """Pause above ``max_inflight`` plus one poll's worth; resume with half a poll's worth left.
 
@@ -144,9 +158,17 @@ class KafkaPoller:
         if not self._paused and inflight >= self._max_inflight + self._max_poll_records:
             await trio.to_thread.run_sync(lambda: self._consumer.pause(*self.assigned))
             self._paused = True
-        elif self._paused and inflight < self._max_inflight + self._max_poll_records // 2:
+        elif self._paused and inflight < self._resume_below:
             await trio.to_thread.run_sync(lambda: self._consumer.resume(*self._consumer.paused()))
             self._paused = False
+
+    async def _wait_for_room(self) -> None:
+        """Paused: until acknowledgements bring in-flight work below the resume mark, or
+        :data:`PAUSED_POLL_SECONDS` pass. (Polling every 50 ms instead kept kafka-python's
+        threads busy, taking the GIL from the transfers.)"""
+        with trio.move_on_after(PAUSED_POLL_SECONDS):
+            while self.inflight >= self._resume_below:
+                await self._finished.wait_transition()
 
     def _report_lag(self) -> None:
         """Lag per partition from the consumer's cached high-water marks (no I/O)."""

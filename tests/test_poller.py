@@ -1,0 +1,85 @@
+"""KafkaPoller against a real broker: backpressure pauses, keeps polling, and resumes."""
+
+from __future__ import annotations
+
+import trio
+from kafka import KafkaConsumer, KafkaProducer
+from servers.kafka import KafkaBroker, unique_name
+
+from ftp_pooler.api import Health
+from ftp_pooler.config import Settings
+from ftp_pooler.deliveries import Delivery, DeliveryQueue
+from ftp_pooler.kafka_clients import consumer_config
+from ftp_pooler.metrics import Metrics
+from ftp_pooler.poller import PAUSED_POLL_SECONDS, KafkaPoller
+
+MESSAGES = 100
+MAX_INFLIGHT = 2
+MAX_POLL_RECORDS = 10
+
+
+async def test_backpressure_pauses_at_the_limit_and_resumes_as_results_are_acknowledged(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topic = kafka_broker.create_topic(unique_name("tasks"), 1)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    for n in range(MESSAGES):
+        producer.send(topic, value=b"%d" % n)
+    producer.flush()
+    producer.close()
+
+    settings = Settings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": [kafka_broker.bootstrap_servers],
+                "consumer_group": unique_name("workers"),
+                "input_topic": topic,
+                "max_poll_records": MAX_POLL_RECORDS,
+                "fetch_max_wait_ms": 100,
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 500,
+            }
+        }
+    )
+    consumer = KafkaConsumer(**consumer_config(settings))
+    health = Health()
+    deliveries = DeliveryQueue()
+    poller = KafkaPoller(
+        consumer, deliveries, topic=topic, max_inflight=MAX_INFLIGHT,
+        max_poll_records=MAX_POLL_RECORDS, commit_interval=1.0, revoke_timeout=1.0,
+        health=health, metrics=Metrics(),
+    )  # fmt: skip
+    taken: list[Delivery] = []
+
+    async def take_without_finishing() -> None:
+        while True:
+            taken.append(await deliveries.get())
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            nursery.start_soon(take_without_finishing)
+            with trio.fail_after(30):
+                while not poller.paused:
+                    await trio.sleep(0.05)
+
+            # Paused at max_inflight + one poll's worth, at most one more poll over it.
+            held = len(taken)
+            assert MAX_INFLIGHT + MAX_POLL_RECORDS <= held < MAX_INFLIGHT + 2 * MAX_POLL_RECORDS
+            await trio.sleep(2 * PAUSED_POLL_SECONDS)
+            assert poller.paused and len(taken) == held == poller.inflight
+            assert health.alive(1.5 * PAUSED_POLL_SECONDS)[0], "stopped polling while paused"
+
+            acknowledged = 0
+            with trio.fail_after(30):
+                while acknowledged < MESSAGES:
+                    poller.acknowledged(taken[acknowledged:])
+                    acknowledged = len(taken)
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    finally:
+        await poller.close()  # in a thread: closing runs our rebalance listener, which enters Trio
+
+    assert [d.offset for d in taken] == list(range(MESSAGES))
+    assert [d.value for d in taken] == [b"%d" % n for n in range(MESSAGES)]
+    assert poller.inflight == 0 and not poller.paused
