@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import trio
+import trio.testing
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
@@ -40,6 +42,15 @@ class StandInProducer:
         self.sent: list[tuple[str, bytes, Future]] = []
         self.threads: set[str] = set()
         self.changed = trio.Event()
+        self.flushes = 0
+        self.flushes_done = 0
+        self.release_flush = threading.Event()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Counts the call, then blocks (in its worker thread) until the test releases it."""
+        self.flushes += 1
+        self.release_flush.wait(timeout)
+        self.flushes_done += 1
 
     def send(self, topic: str, *, key: bytes, value: bytes) -> Future:
         future = Future()
@@ -77,7 +88,9 @@ class Recorder:
         self.published: Counter[str] = Counter()
         self.failures = 0
 
-    def publisher(self, producer: StandInProducer) -> ResultPublisher:
+    def publisher(
+        self, producer: StandInProducer, is_idle: Callable[[], bool] = lambda: False
+    ) -> ResultPublisher:
         return ResultPublisher(
             producer,
             result_topic="results",
@@ -85,6 +98,7 @@ class Recorder:
             on_acked=self.acked.extend,
             on_published=lambda topic, n: self.published.update({topic: n}),
             on_failed=self.count_failure,
+            is_idle=is_idle,
             retry_seconds=0.01,
         )
 
@@ -164,3 +178,36 @@ async def test_a_message_without_task_id_is_keyed_by_where_it_came_from() -> Non
         await producer.wait_sent(1)
         nursery.cancel_scope.cancel()
     assert producer.sent[0][:2] == ("failures", b"tasks:0:42")
+
+
+async def test_an_idle_worker_flushes_instead_of_waiting_out_the_linger() -> None:
+    producer, seen = StandInProducer(), Recorder()
+    idle = False
+    publisher = seen.publisher(producer, is_idle=lambda: idle)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(_completed("t-1"), Delivery(PARTITION, 1, b""))
+        await producer.wait_sent(1)
+        assert producer.flushes == 0  # tasks still running: the producer lingers
+
+        idle = True
+        publisher.publish(_completed("t-2"), Delivery(PARTITION, 2, b""))
+        await producer.wait_sent(2)
+        with trio.fail_after(5):
+            while producer.flushes == 0:
+                await trio.sleep(0.005)
+        publisher.publish(_completed("t-3"), Delivery(PARTITION, 3, b""))
+        await producer.wait_sent(3)
+        assert producer.flushes == 1  # one flush at a time
+
+        producer.release_flush.set()
+        with trio.fail_after(5):
+            while producer.flushes_done == 0:
+                await trio.sleep(0.005)
+        await trio.testing.wait_all_tasks_blocked()
+        publisher.publish(_completed("t-4"), Delivery(PARTITION, 4, b""))
+        with trio.fail_after(5):
+            while producer.flushes < 2:
+                await trio.sleep(0.005)
+        nursery.cancel_scope.cancel()
+    assert [key for _topic, key, _future in producer.sent] == [b"t-1", b"t-2", b"t-3", b"t-4"]

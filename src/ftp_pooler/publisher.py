@@ -8,6 +8,11 @@ append, not a thread hop and a wake-up. ``send`` itself runs on the Trio
 thread only while the producer holds metadata for both topics, when it cannot
 block; otherwise (start-up, a topic gone missing) it runs in a worker thread.
 
+The producer lingers up to ``kafka.result_linger_ms`` to fill its batches,
+which pays while tasks keep finishing; once the worker has nothing left to
+run, the publisher flushes at once, so a last result (or a lone one) does not
+wait out the linger.
+
 A result the broker did not take is sent again (after a pause) until it is,
 or until shutdown; its offset stays uncommitted meanwhile, so nothing is lost.
 """
@@ -29,6 +34,8 @@ from ftp_pooler.deliveries import Delivery
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 500
+FLUSH_WAIT_SECONDS = 5.0
+"""Longest an idle flush waits for its acknowledgements (they are counted either way)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,8 @@ class ResultPublisher:
             the broker acknowledged.
         on_published: Called with a topic and how many of its results were acknowledged.
         on_failed: Called when the broker refused results (they are retried).
+        is_idle: Whether the worker has no task left to run or queued: then
+            what the producer holds is sent without lingering.
         retry_seconds: Pause before results the broker refused are sent again.
     """
 
@@ -66,6 +75,7 @@ class ResultPublisher:
         on_acked: Callable[[list[Delivery]], None],
         on_published: Callable[[str, int], None] = lambda topic, results: None,
         on_failed: Callable[[], None] = lambda: None,
+        is_idle: Callable[[], bool] = lambda: False,
         retry_seconds: float = 1.0,
     ) -> None:
         self._producer = producer
@@ -74,6 +84,8 @@ class ResultPublisher:
         self._on_acked = on_acked
         self._on_published = on_published
         self._on_failed = on_failed
+        self._is_idle = is_idle
+        self._flushing = False
         self._retry_seconds = retry_seconds
         self._send, self._receive = trio.open_memory_channel[Outgoing](float("inf"))
         self._pending = 0
@@ -122,6 +134,21 @@ class ResultPublisher:
                     self._send_batch(batch)
                 else:
                     await trio.to_thread.run_sync(self._send_batch, batch)
+                if not self._flushing and self._is_idle():
+                    self._flushing = True
+                    nursery.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        """Send what the producer holds now (``flush`` blocks: in a thread, given up on
+        cancellation; ``close`` ends it at shutdown)."""
+        try:
+            await trio.to_thread.run_sync(
+                self._producer.flush, FLUSH_WAIT_SECONDS, abandon_on_cancel=True
+            )
+        except KafkaError as exc:  # the results' own callbacks report the outcome
+            log.debug("publish.flush_incomplete", error=str(exc))
+        finally:
+            self._flushing = False
 
     def _metadata_cached(self) -> bool:
         """Whether ``send`` will find both topics' partitions without waiting for the broker."""

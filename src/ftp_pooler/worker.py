@@ -210,6 +210,7 @@ async def _run_worker(
         on_acked=acknowledged,
         on_published=metrics.published,
         on_failed=publish_failed,
+        is_idle=lambda: poller.inflight <= publisher.pending,
     )
     intake = trio.CancelScope()
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
