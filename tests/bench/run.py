@@ -7,7 +7,7 @@ measures it and checks what it copied::
 
     .venv/bin/python tests/bench/run.py [--quick] [--sets 4k,256k,2m]
         [--tools ftp-pooler,ftp-pooler-worker,rclone,lftp,ftplib] [--parallel 8,32] [--json OUT]
-        [--directions download,upload] [--repeat N] [--py-spy DIR] [--keep]
+        [--directions download,upload] [--repeat N] [--pin] [--py-spy DIR] [--keep]
 
 It needs root (pure-ftpd chroots), rclone and lftp (Debian) and pure-ftpd
 unpacked by ``.ci/run``.  ``--quick`` is a smoke run of under a minute; the
@@ -56,6 +56,12 @@ Fairness choices (also in the JSON ``settings``):
 * ftplib: one session, ``TYPE I`` once, then bare ``PASV`` + ``RETR``/``STOR``
   per file through one reused 256 KiB buffer, sequential: the raw ceiling
   (parallelism 1).
+
+``--pin`` runs every tool on CPU 0 and the server, the broker and the harness
+on the other CPUs, as a worker pod would have its own CPU: the tool's rows
+then depend less on where the scheduler puts its threads next to the
+server's (without it, ``ftp-pooler-worker`` -- four threads -- loses most on
+2 MiB downloads).  It also holds rclone (Go, multi-threaded) to one core.
 
 Before each set and direction an unrecorded ftplib copy warms the caches, so
 the first tool measured does not pay for them (``--no-warm-up`` skips it).
@@ -288,6 +294,23 @@ class RunSampler(threading.Thread):
                 return
 
 
+TOOL_CPUS: set[int] | None = None  # --pin: the tools' CPUs (everything else is elsewhere)
+
+
+def pin_tool() -> None:
+    """In the tool's process, before exec: onto :data:`TOOL_CPUS`."""
+    assert TOOL_CPUS is not None
+    os.sched_setaffinity(0, TOOL_CPUS)
+
+
+def pin_elsewhere(pids: Iterable[int], cpus: set[int]) -> None:
+    """Every thread of ``pids`` (and their future children) onto ``cpus``."""
+    for pid in pids:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), cpus)
+
+
 class Child:
     """A tool run in its own process group; killed with its group on timeout or Ctrl-C."""
 
@@ -336,6 +359,7 @@ class Child:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=pin_tool if TOOL_CPUS else None,
             )
         self.pid = self.proc.pid
         Child.current = self
@@ -1535,6 +1559,11 @@ help=f"{','.join(TOOLS)} (default: all)",
         "stacks to DIR; those rows include py-spy's cost",
     )
     p.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the tools on CPU 0, the server, broker and harness on the others",
+    )
+    p.add_argument(
         "--keep",
         action="store_true",
         help="keep the work directory on /dev/shm (logs of every failed run)",
@@ -1586,6 +1615,7 @@ def describe_settings(
         "parallel": args.parallel,
         "directions": args.directions,
         "verify": args.verify,
+        "pin": "tools on CPU 0; server, broker, harness elsewhere" if args.pin else False,
         "server": "pure-ftpd (tests/servers/pureftpd.py), tmpfs",
         "server_max_clients": server.max_clients,
         "passive_ports": list(server.passive_ports),
@@ -1897,6 +1927,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({time.perf_counter() - started:.1f} s); fresh topics and group per row",
                 flush=True,
             )
+        if args.pin:
+            global TOOL_CPUS
+            others = os.sched_getaffinity(0) - {0}
+            if not others or 0 not in os.sched_getaffinity(0):
+                raise SystemExit("--pin needs CPU 0 and at least one more")
+            TOOL_CPUS = {0}
+            pids = [bench.server_pid, os.getpid()]
+            if bench.kafka is not None and bench.kafka.process is not None:
+                pids.append(bench.kafka.process.pid)
+            pin_elsewhere(pids, others)
+            print(f"pinned: tools on CPU 0; server, broker, harness on {sorted(others)}")
         if "rclone" in args.tools:
             bench.rclone_pass = quick_run(["rclone", "obscure", server.password])
         machine = machine_info()
