@@ -60,8 +60,7 @@ Fairness choices (also in the JSON ``settings``):
 ``--pin`` runs every tool on CPU 0 and the server, the broker and the harness
 on the other CPUs, as a worker pod would have its own CPU: the tool's rows
 then depend less on where the scheduler puts its threads next to the
-server's (without it, ``ftp-pooler-worker`` -- four threads -- loses most on
-2 MiB downloads).  It also holds rclone (Go, multi-threaded) to one core.
+server's.  It also holds rclone (Go, multi-threaded) to one core.
 
 Before each set and direction an unrecorded ftplib copy warms the caches, so
 the first tool measured does not pay for them (``--no-warm-up`` skips it).
