@@ -442,6 +442,22 @@ def proc_cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / ticks
 
 
+PAGE_REPORTS = Path("/sys/module/page_reporting/parameters/reported_kib")
+
+
+def host_page_reports_kib() -> int | None:
+    """KiB of free memory this VM has handed back to its host so far (free page reporting);
+    None on a machine without it."""
+    try:
+        return int(PAGE_REPORTS.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reported_mib(before: int | None, after: int | None) -> float | None:
+    return None if before is None or after is None else (after - before) / 1024
+
+
 def proc_own_cpu(pid: int) -> tuple[float, float]:
     """(utime, stime) of ``pid``: all its threads, not its children; (0, 0) once it is gone."""
     try:
@@ -466,6 +482,7 @@ class Bench:
     py_spy: Path | None = None  # profile ftp-pooler runs into this directory
     kafka: TansuBroker | None = None  # one broker for every ftp-pooler-worker row
     copy_startup_s: float | None = None  # ftp-pooler copy of nothing: its fixed cost
+    retired: list[Path] = field(default_factory=list)  # copied trees, to delete before a clock
 
     @property
     def root(self) -> Path:
@@ -516,6 +533,27 @@ class Bench:
             if not left or time.monotonic() >= deadline:
                 return left
             time.sleep(0.02)
+
+    def retire(self, tree: Path) -> None:
+        """Keep a run's copied tree until just before the next run's clock starts.
+
+        On a VM with free page reporting (Firecracker here), memory freed and left
+        alone for a few seconds goes back to the host, and touching it again costs a
+        host fault per page: written to such pages, a 2 MiB file takes several times
+        as long.  Deleting the previous run's tree right before every clock gives every
+        tool the same, just-freed pages, whatever it does before its clock (the
+        worker's readiness and settle take about 3 s, ``copy``'s spawn none).
+        """
+        if not tree.exists():
+            return
+        parked = self.work / "retired" / f"{self.runs:03d}-{tree.name}"
+        parked.parent.mkdir(exist_ok=True)
+        tree.rename(parked)
+        self.retired.append(parked)
+
+    def free_retired(self) -> None:
+        while self.retired:
+            shutil.rmtree(self.retired.pop(), ignore_errors=True)
 
     def fresh_upload_dir(self, label: str) -> tuple[str, Path]:
         self.seq += 1
@@ -1001,6 +1039,7 @@ class WorkerOutcome:
     harness: float  # this process (producer, result reader) over the interval
     server_cpu: float  # pure-ftpd, live sessions included, over the interval
     broker_cpu: float  # Tansu over the interval
+    page_reports_mib: float | None  # memory this VM gave back to its host over the interval
     problems: list[str]
     info: dict[str, object]
 
@@ -1048,6 +1087,7 @@ def run_worker_job(
     t0 = t1 = 0.0
     cpu0 = cpu1 = (0.0, 0.0)
     busy = harness = server_cpu = broker_cpu = 0.0
+    page_reports: float | None = None
     try:
         try:
             # Clients connected and metadata fetched before anything is measured.
@@ -1090,6 +1130,8 @@ def run_worker_job(
                 time.sleep(0.5)  # let it attach
 
             # ---- the measured interval: first task produced .. last result read ----
+            b.free_retired()
+            reports0 = host_page_reports_kib()
             busy0, self0 = machine_busy_seconds(), self_cpu_seconds()
             server0, broker0 = b.server_cpu_live(), b.broker_cpu()
             cpu0 = proc_own_cpu(child.pid)
@@ -1118,6 +1160,7 @@ def run_worker_job(
             broker_cpu = b.broker_cpu() - broker0
             busy = machine_busy_seconds() - busy0
             harness = self_cpu_seconds() - self0
+            page_reports = reported_mib(reports0, host_page_reports_kib())
             # ---- end of the measured interval ----
 
             reader.stop_event.set()
@@ -1192,7 +1235,7 @@ def run_worker_job(
         info["worker_tail"] = tail(run_dir / "stderr", 1500) or tail(run_dir / "stdout", 1500)
     if wall <= 0 and not problems:
         problems.append("no measured interval")
-    return WorkerOutcome(m, busy, harness, server_cpu, broker_cpu, problems, info)
+    return WorkerOutcome(m, busy, harness, server_cpu, broker_cpu, page_reports, problems, info)
 
 
 # --------------------------------------------------------------------------
@@ -1260,14 +1303,18 @@ def run_one(
         m = worker.measured
         busy, harness = worker.busy, worker.harness
         server_cpu, broker_cpu = worker.server_cpu, worker.broker_cpu
+        page_reports = worker.page_reports_mib
         left = b.drain()
     else:
-        cpu0, busy0, self0 = b.server_cpu(), machine_busy_seconds(), self_cpu_seconds()
         child = Child(
             job.argv, env=job.env, cwd=run_dir, stdout=run_dir / "stdout",
             stderr=run_dir / "stderr",
         )  # fmt: skip
+        b.free_retired()
+        reports0 = host_page_reports_kib()
+        cpu0, busy0, self0 = b.server_cpu(), machine_busy_seconds(), self_cpu_seconds()
         m = child.run(timeout, b.server.port)
+        page_reports = reported_mib(reports0, host_page_reports_kib())
         busy = machine_busy_seconds() - busy0
         harness = self_cpu_seconds() - self0
         left = b.drain()
@@ -1303,6 +1350,7 @@ def run_one(
         "harness_cpu_s": harness,
         "other_cpu_pct": 100 * foreign / (wall * ncpu) if m.wall > 0 else None,
         "loadavg_1m_before": load,
+        "host_page_reports_mib": page_reports,
         "exit_code": m.exit_code,
         "command": mask(job.argv, b.server.password),
         "note": job.note,
@@ -1346,9 +1394,7 @@ def run_one(
         row["profile"] = str(job.profile)
         for key in ("cpu_user_s", "cpu_sys_s", "cpu_s_per_1000_files", "peak_rss_mib"):
             row[key] = None
-    if direction == "upload":
-        shutil.rmtree(job.dest, ignore_errors=True)
-    shutil.rmtree(dst, ignore_errors=True)
+    b.retire(job.dest if direction == "upload" else dst)
     if row["ok"]:
         shutil.rmtree(run_dir, ignore_errors=True)
     return row
