@@ -89,7 +89,10 @@ class Recorder:
         self.failures = 0
 
     def publisher(
-        self, producer: StandInProducer, is_idle: Callable[[], bool] = lambda: False
+        self,
+        producer: StandInProducer,
+        is_idle: Callable[[], bool] = lambda: False,
+        gather_seconds: float = 0.0,
     ) -> ResultPublisher:
         return ResultPublisher(
             producer,
@@ -99,6 +102,7 @@ class Recorder:
             on_published=lambda topic, n: self.published.update({topic: n}),
             on_failed=self.count_failure,
             is_idle=is_idle,
+            gather_seconds=gather_seconds,
             retry_seconds=0.01,
         )
 
@@ -165,6 +169,33 @@ async def test_sends_leave_the_trio_thread_until_topic_metadata_is_cached() -> N
         await producer.wait_sent(2)
         nursery.cancel_scope.cancel()
     assert threading.main_thread().name in producer.threads and len(producer.threads) == 2
+
+
+async def test_results_are_gathered_for_a_moment_unless_the_worker_is_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    producer, seen = StandInProducer(), Recorder()
+    producer.release_flush.set()
+    idle = False
+    publisher = seen.publisher(producer, is_idle=lambda: idle, gather_seconds=0.01)
+
+    def keys() -> list[bytes]:
+        return [key for _topic, key, _future in producer.sent]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(_completed("t-1"), Delivery(PARTITION, 1, b""))
+        await trio.sleep(0.006)
+        assert keys() == []  # waiting for more
+        publisher.publish(_completed("t-2"), Delivery(PARTITION, 2, b""))
+        await trio.sleep(0.006)
+        assert keys() == [b"t-1", b"t-2"]  # sent together, 10 ms after the first
+
+        idle = True
+        publisher.publish(_completed("t-3"), Delivery(PARTITION, 3, b""))
+        await trio.sleep(0.001)
+        assert keys() == [b"t-1", b"t-2", b"t-3"]  # nothing else to wait for
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_message_without_task_id_is_keyed_by_where_it_came_from() -> None:

@@ -13,6 +13,12 @@ which pays while tasks keep finishing; once the worker has nothing left to
 run, the publisher flushes at once, so a last result (or a lone one) does not
 wait out the linger.
 
+The publisher itself gathers results for a moment (:data:`GATHER_SECONDS`, at
+most the linger) and sends them in one tight loop: ``send`` calls made one by
+one, between the transfers' own work, cost the Trio thread about a quarter
+more each (measured; see ``docs/architecture.md``). A worker with nothing left
+to run sends at once.
+
 A result the broker did not take is sent again (after a pause) until it is,
 or until shutdown; its offset stays uncommitted meanwhile, so nothing is lost.
 """
@@ -34,6 +40,8 @@ from ftp_pooler.deliveries import Delivery
 log = structlog.get_logger(__name__)
 
 MAX_BATCH = 500
+GATHER_SECONDS = 0.01
+"""Longest a result waits for others before the publisher sends it (bounded by the linger)."""
 FLUSH_WAIT_SECONDS = 5.0
 """Longest an idle flush waits for its acknowledgements (they are counted either way)."""
 
@@ -63,6 +71,8 @@ class ResultPublisher:
         on_failed: Called when the broker refused results (they are retried).
         is_idle: Whether the worker has no task left to run or queued: then
             what the producer holds is sent without lingering.
+        gather_seconds: How long a result waits for more before they are sent
+            together (not at all when the worker is idle).
         retry_seconds: Pause before results the broker refused are sent again.
     """
 
@@ -76,6 +86,7 @@ class ResultPublisher:
         on_published: Callable[[str, int], None] = lambda topic, results: None,
         on_failed: Callable[[], None] = lambda: None,
         is_idle: Callable[[], bool] = lambda: False,
+        gather_seconds: float = 0.0,
         retry_seconds: float = 1.0,
     ) -> None:
         self._producer = producer
@@ -86,6 +97,7 @@ class ResultPublisher:
         self._on_failed = on_failed
         self._is_idle = is_idle
         self._flushing = False
+        self._gather_seconds = gather_seconds
         self._retry_seconds = retry_seconds
         self._send, self._receive = trio.open_memory_channel[Outgoing](float("inf"))
         self._pending = 0
@@ -124,6 +136,8 @@ class ResultPublisher:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._handle_outcomes, nursery)
             async for first in self._receive:
+                if self._gather_seconds and not self._is_idle():
+                    await trio.sleep(self._gather_seconds)
                 batch = [first]
                 while len(batch) < MAX_BATCH:
                     try:

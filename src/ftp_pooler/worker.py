@@ -37,7 +37,7 @@ from ftp_pooler.kafka_clients import consumer_config, producer_config
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import KafkaPoller
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
-from ftp_pooler.publisher import ResultPublisher
+from ftp_pooler.publisher import GATHER_SECONDS, ResultPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -211,6 +211,7 @@ async def _run_worker(
         on_published=metrics.published,
         on_failed=publish_failed,
         is_idle=lambda: poller.inflight <= publisher.pending,
+        gather_seconds=min(GATHER_SECONDS, kafka.result_linger_ms / 1000),
     )
     intake = trio.CancelScope()
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
