@@ -59,6 +59,9 @@ async def test_500_borrowers_never_open_more_than_the_cap(
         async with open_session_pool({"vs": factory}, limits) as pool:
             errors = await download_all(pool, "vs", payloads, 500)
             stats = pool.stats()["vs"]
+            # The idle sessions stay open: the sampler (every 5 ms) sees them
+            # even if it got no turn during the busy part (it once saw nothing).
+            await trio.sleep(0.05)
     assert errors == []
     assert 1 <= tracker.peak <= 8
     assert stats.opened_total <= 8
