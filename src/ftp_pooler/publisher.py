@@ -15,9 +15,9 @@ wait out the linger.
 
 The publisher itself gathers results for a moment (:data:`GATHER_SECONDS`, at
 most the linger) and sends them in one tight loop: ``send`` calls made one by
-one, between the transfers' own work, cost the Trio thread about a quarter
-more each (measured; see ``docs/architecture.md``). A worker with nothing left
-to run sends at once.
+one, between the transfers' own work, cost the Trio thread about 30 % more
+each (measured; see ``docs/architecture.md``). A worker with nothing left to
+run sends at once.
 
 A result the broker did not take is sent again (after a pause) until it is,
 or until shutdown; its offset stays uncommitted meanwhile, so nothing is lost.
