@@ -90,32 +90,3 @@ def test_any_completion_order_commits_exactly_the_done_prefix(args) -> None:  # 
         expected = {0: offsets[prefix - 1] + 1} if prefix else {}
         assert tracker.to_commit() == expected
         assert tracker.in_flight() == len(offsets) - len(done)
-
-
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["received", "done", "forget"]),
-            st.sampled_from(["a", "b", "c"]),
-            st.integers(0, 12),
-        ),
-        max_size=80,
-    )
-)
-def test_the_in_flight_total_matches_the_partitions_after_any_operations(
-    operations: list[tuple[str, str, int]],
-) -> None:
-    """The running total equals the per-partition count, whatever arrives, twice or never."""
-    tracker: OffsetTracker[str] = OffsetTracker()
-    last: dict[str, int] = {}
-    for operation, partition, offset in operations:
-        if operation == "received":
-            offset = last.get(partition, -1) + 1 + offset % 3
-            tracker.received(partition, offset)
-            last[partition] = offset
-        elif operation == "done":
-            tracker.done(partition, offset)
-        else:
-            tracker.forget([partition])
-            last.pop(partition, None)
-        assert tracker.in_flight() == tracker.in_flight(["a", "b", "c"])

@@ -35,7 +35,6 @@ class OffsetTracker(Generic[P]):
 
     def __init__(self) -> None:
         self._partitions: dict[P, _Partition] = {}
-        self._in_flight = 0  # over all partitions, kept as offsets come and go
 
     def received(self, partition: P, offset: int) -> None:
         """A message was taken from ``partition``; offsets must arrive in increasing order."""
@@ -45,20 +44,17 @@ class OffsetTracker(Generic[P]):
         if state.position is not None and offset < state.position:
             raise ValueError(f"offset {offset} of {partition} is behind {state.position}")
         state.pending.append(offset)
-        self._in_flight += 1
 
     def done(self, partition: P, offset: int) -> None:
         """The result of ``offset`` is safely stored; ignored for partitions no longer tracked."""
         state = self._partitions.get(partition)
         if state is None or not state.pending or offset < state.pending[0]:
             return
-        before = len(state.pending) - len(state.done)
         state.done.add(offset)
         while state.pending and state.pending[0] in state.done:
             first = state.pending.popleft()
             state.done.discard(first)
             state.position = first + 1
-        self._in_flight += len(state.pending) - len(state.done) - before
 
     def to_commit(self) -> dict[P, int]:
         """Partitions whose committable position moved since it was last marked committed."""
@@ -84,20 +80,17 @@ class OffsetTracker(Generic[P]):
 
     def in_flight(self, partitions: Iterable[P] | None = None) -> int:
         """Messages received and not yet done (in ``partitions``, or in all)."""
-        if partitions is None:
-            return self._in_flight  # asked after every result: no walk over the partitions
+        keys = self._partitions.keys() if partitions is None else partitions
         return sum(
             len(state.pending) - len(state.done)
-            for key in partitions
+            for key in keys
             if (state := self._partitions.get(key)) is not None
         )
 
     def forget(self, partitions: Iterable[P]) -> None:
         """Stop tracking partitions (revoked or lost); later :meth:`done` calls are ignored."""
         for partition in partitions:
-            state = self._partitions.pop(partition, None)
-            if state is not None:
-                self._in_flight -= len(state.pending) - len(state.done)
+            self._partitions.pop(partition, None)
 
     def partitions(self) -> list[P]:
         return list(self._partitions)
