@@ -31,6 +31,8 @@ CHUNK = 128 * 1024
 
 
 def reported_kib() -> int | None:
+    """KiB of free memory this VM has handed back to its host so far; None without
+    free page reporting (also used by ``run.py``)."""
     try:
         return int(REPORTED.read_text())
     except (OSError, ValueError):
