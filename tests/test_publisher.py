@@ -58,6 +58,10 @@ class StandInProducer:
         self.threads.add(threading.current_thread().name)
         return future
 
+    def keys(self) -> list[bytes]:
+        """The keys sent, in order."""
+        return [key for _topic, key, _future in self.sent]
+
     async def wait_sent(self, count: int) -> None:
         with trio.fail_after(5):
             while len(self.sent) < count:
@@ -179,22 +183,19 @@ async def test_results_are_gathered_for_a_moment_unless_the_worker_is_idle(
     idle = False
     publisher = seen.publisher(producer, is_idle=lambda: idle, gather_seconds=0.01)
 
-    def keys() -> list[bytes]:
-        return [key for _topic, key, _future in producer.sent]
-
     async with trio.open_nursery() as nursery:
         nursery.start_soon(publisher.run)
         publisher.publish(_completed("t-1"), Delivery(PARTITION, 1, b""))
         await trio.sleep(0.006)
-        assert keys() == []  # waiting for more
+        assert producer.keys() == []  # waiting for more
         publisher.publish(_completed("t-2"), Delivery(PARTITION, 2, b""))
         await trio.sleep(0.006)
-        assert keys() == [b"t-1", b"t-2"]  # sent together, 10 ms after the first
+        assert producer.keys() == [b"t-1", b"t-2"]  # sent together, 10 ms after the first
 
         idle = True
         publisher.publish(_completed("t-3"), Delivery(PARTITION, 3, b""))
         await trio.sleep(0.001)
-        assert keys() == [b"t-1", b"t-2", b"t-3"]  # nothing else to wait for
+        assert producer.keys() == [b"t-1", b"t-2", b"t-3"]  # nothing else to wait for
         nursery.cancel_scope.cancel()
 
 
@@ -241,4 +242,4 @@ async def test_an_idle_worker_flushes_instead_of_waiting_out_the_linger() -> Non
             while producer.flushes < 2:
                 await trio.sleep(0.005)
         nursery.cancel_scope.cancel()
-    assert [key for _topic, key, _future in producer.sent] == [b"t-1", b"t-2", b"t-3", b"t-4"]
+    assert producer.keys() == [b"t-1", b"t-2", b"t-3", b"t-4"]
