@@ -1,0 +1,9 @@
+"""Scheduling transfers by connection, so a slow or dead server never slows the others.
+
+- :mod:`.scheduler`: per-connection FIFO queues of tasks with not-before
+  times, and the pure decision which task a free runner starts now (round
+  robin over connections that can give a session now).
+- :mod:`.breaker`: a circuit breaker per server (closed, open, half-open),
+  pure values; the session pool keeps one per connection and consults it
+  before opening a session.
+"""
