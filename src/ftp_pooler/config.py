@@ -113,9 +113,18 @@ class PoolSettings(_Section):
     noop_after_seconds: float = Field(PoolLimits.noop_after_seconds, ge=0)
     cap_recovery_seconds: float = Field(PoolLimits.cap_recovery_seconds, gt=0)
     max_concurrent_opens: int = Field(PoolLimits.max_concurrent_opens, ge=1)
+    breaker_failures: int = Field(PoolLimits.breaker_failures, ge=1)
+    breaker_open_seconds: float = Field(PoolLimits.breaker_open_seconds, gt=0)
+    breaker_max_open_seconds: float = Field(PoolLimits.breaker_max_open_seconds, gt=0)
 
     def limits(self) -> PoolLimits:
         return PoolLimits(**self.model_dump())
+
+    @model_validator(mode="after")
+    def _breaker_range(self) -> Self:
+        if self.breaker_max_open_seconds < self.breaker_open_seconds:
+            raise ValueError("breaker_max_open_seconds must be at least breaker_open_seconds")
+        return self
 
 
 def _default_worker_name(environ: Mapping[str, str]) -> str:
