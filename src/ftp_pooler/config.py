@@ -133,6 +133,11 @@ def _default_worker_name(environ: Mapping[str, str]) -> str:
 
 class WorkerSettings(_Section):
     max_inflight: int = Field(64, ge=1)
+    max_buffered_tasks: int = Field(10_000, ge=1)
+    """Tasks taken in and not yet finished (queued per connection, running, being
+    published); at this bound the worker stops fetching (``copy`` stops reading)."""
+    max_buffered_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    """The same bound on the bytes of those tasks' messages (the worker only)."""
     drain_seconds: float = Field(25.0, ge=0)
     name: str = Field(default=None, min_length=1, validate_default=True)
     """Names this worker in results; null: ``$POD_NAME``, else ``$HOSTNAME``, else the host name."""

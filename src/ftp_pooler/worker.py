@@ -29,6 +29,7 @@ import trio
 from kafka import KafkaConsumer, KafkaProducer
 
 from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
+from ftp_pooler.backpressure import BufferBound
 from ftp_pooler.config import Connections, FTPConnection, Settings
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.engine import TransferEngine
@@ -186,7 +187,11 @@ async def _run_worker(
         consumer,
         deliveries,
         topic=kafka.input_topic,
-        max_inflight=settings.worker.max_inflight,
+        bound=BufferBound(
+            settings.worker.max_buffered_tasks,
+            settings.worker.max_buffered_bytes,
+            resume_slack=kafka.max_poll_records // 2,
+        ),
         max_poll_records=kafka.max_poll_records,
         commit_interval=kafka.commit_interval_seconds,
         revoke_timeout=min(settings.worker.drain_seconds, kafka.session_timeout_ms / 2000),
