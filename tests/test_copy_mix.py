@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from mix import (
+from server_mix import (
     SETTINGS,
     Mix,
     completed_at,

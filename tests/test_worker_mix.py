@@ -19,7 +19,15 @@ from typing import Any
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from mix import SETTINGS, Mix, completed_at, download, interleave, put_files, write_connections
+from server_mix import (
+    SETTINGS,
+    Mix,
+    completed_at,
+    download,
+    interleave,
+    put_files,
+    write_connections,
+)
 from servers import FTPServer
 from servers.dead import MuteServer, closed_port
 from servers.kafka import KafkaBroker

@@ -108,6 +108,9 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from freed_pages import reported_kib  # tests/bench, this script's directory
+from mix_row import FULL as MIX_FULL  # tests/bench/mix_row.py
+from mix_row import QUICK as MIX_QUICK
+from mix_row import mix_line, run_mix
 from servers import ServerUnavailable
 from servers.kafka import TansuBroker, find_tansu
 from servers.netutil import count_established, free_port
@@ -1612,6 +1615,13 @@ help=f"{','.join(TOOLS)} (default: all)",
         help="run the tools on CPU 0, the server, broker and harness on the others",
     )
     p.add_argument(
+        "--no-mix",
+        dest="mix",
+        action="store_false",
+        help="skip the mix row (a healthy server beside a slow and two dead ones; "
+        "tests/bench/mix_row.py)",
+    )
+    p.add_argument(
         "--keep",
         action="store_true",
         help="keep the work directory on /dev/shm (logs of every failed run)",
@@ -2021,9 +2031,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_matrix(bench, sets, args, rows)
         if WORKER_TOOL in args.tools:
             report["worker_vs_copy"] = report_ratios(rows, bench.copy_startup_s)
+        mix_failed = False
+        if args.mix and "ftp-pooler" in args.tools:
+            report["mix"] = mix = run_mix(work / "mix", MIX_QUICK if args.quick else MIX_FULL)
+            print("\n" + mix_line(mix), flush=True)
+            mix_failed = not mix["ok"]
         out_path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON: {out_path}")
-        return report_failures(rows)
+        return report_failures(rows) or int(mix_failed)
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"\ninterrupted ({exc}); cleaning up", file=sys.stderr)
         if rows:

@@ -1,0 +1,219 @@
+"""The mix row of ``make bench`` (issue #13): a healthy server's files/s in a mix over alone.
+
+``ftp-pooler copy --concurrency 32`` downloads N small files from a healthy
+pure-ftpd (4 sessions), alone, then interleaved with N/4 files from a slow
+server (a second pure-ftpd on the same files behind the latency proxy, RTT
+200 ms, 4 sessions), and tasks for two dead servers (a socket that accepts
+and never speaks, and a closed port). The row is the healthy server's
+files/s in the mix (first task to its last result) over its files/s alone;
+the issue's goal is that the healthy tasks finish within 2x their time alone
+plus 1 s. Every task must have exactly one result: healthy and slow ones
+completed, dead ones failed and retryable.
+
+Run by ``tests/bench/run.py`` after its matrix (``--no-mix`` skips it), or
+alone as root: ``.venv/bin/python tests/bench/mix_row.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+_TESTS = str(REPO / "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from server_mix import (  # noqa: E402 -- tests/ is on the path only now
+    Mix,
+    completed_at,
+    download,
+    interleave,
+    put_files,
+    task_lines,
+    write_connections,
+)
+from servers.dead import MuteServer, closed_port  # noqa: E402
+from servers.latency_proxy import LatencyProxy  # noqa: E402
+from servers.pureftpd import PureFTPd  # noqa: E402
+
+FTP_POOLER = REPO / ".venv" / "bin" / "ftp-pooler"
+RTT = 0.2
+CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class MixSizes:
+    healthy: int
+    slow: int
+    dead: int
+
+
+FULL = MixSizes(healthy=400, slow=100, dead=50)
+QUICK = MixSizes(healthy=200, slow=20, dead=20)
+
+
+def _copy(work: Path, name: str, lines: bytes, env: dict[str, str]) -> dict[str, Any]:
+    tasks = work / f"{name}.jsonl"
+    tasks.write_bytes(lines)
+    output = work / f"{name}-results.jsonl"
+    started = time.time()
+    done = subprocess.run(
+        [str(FTP_POOLER), "copy", str(tasks), "--output", str(output),
+         "--concurrency", str(CONCURRENCY)],
+        env=env, capture_output=True, timeout=600, check=False,
+    )  # fmt: skip
+    wall = time.time() - started
+    results: dict[str, dict[str, Any]] = {}
+    duplicates = 0
+    for line in output.read_bytes().splitlines() if output.exists() else []:
+        result = json.loads(line)
+        duplicates += result["task_id"] in results
+        results[result["task_id"]] = result
+    return {
+        "started": started,
+        "wall_s": wall,
+        "exit_code": done.returncode,
+        "results": results,
+        "duplicates": duplicates,
+        "stderr_tail": done.stderr.decode(errors="replace")[-2000:],
+    }
+
+
+def run_mix(work: Path, sizes: MixSizes) -> dict[str, Any]:
+    """Serve, run alone and in the mix, check, and return the row (``ok`` False with
+    ``problems`` when a check failed)."""
+    root = work / "mix-srv"
+    root.mkdir(parents=True)
+    healthy_files = put_files(root, "h", sizes.healthy)
+    slow_files = put_files(root, "s", sizes.slow)
+    local = work / "mix-dst"
+    local.mkdir()
+    healthy_server = PureFTPd(root, work / "mix-healthy", max_clients=32, passive_ports=128)
+    slow_server = PureFTPd(root, work / "mix-slow", max_clients=32, passive_ports=64)
+    problems: list[str] = []
+    row: dict[str, Any] = {"rtt_s": RTT, "concurrency": CONCURRENCY, "sizes": sizes.__dict__}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
+    env["FTP_POOLER_CONNECTIONS"] = str(work / "mix-connections.ini")
+    env["FTP_POOLER_CONFIG"] = str(work / "mix-config.yaml")
+    (work / "mix-config.yaml").write_text(
+        "pool:\n  max_sessions_per_pod: 64\n  max_sessions_per_connection: 4\n"
+        "worker:\n  name: bench-mix\nlogging:\n  level: WARNING\n"
+    )
+    try:
+        healthy_server.start()
+        slow_server.start()
+        info = slow_server.info()
+        assert info.passive_ports is not None
+        low, high = info.passive_ports
+        with (
+            LatencyProxy([info.port, *range(low, high + 1)], RTT) as proxy,
+            MuteServer() as mute,
+        ):
+            mix = Mix(healthy_server.info(), proxy.host, mute.port, closed_port())
+            write_connections(work / "mix-connections.ini", mix, local)
+            # the slow server is another process on the same files: point "slow" at it
+            text = (work / "mix-connections.ini").read_text()
+            text = text.replace(
+                f"host = {proxy.host}\nport = {mix.server.port}",
+                f"host = {proxy.host}\nport = {info.port}",
+            )
+            (work / "mix-connections.ini").write_text(text)
+
+            def healthy(run: str) -> list[dict[str, Any]]:
+                return [
+                    download(f"h-{run}-{i}", "healthy", path, f"{run}/h/{i}")
+                    for i, path in enumerate(healthy_files)
+                ]
+
+            alone = _copy(work, "mix-alone", task_lines(healthy("alone")), env)
+            slow = [download(f"s-{i}", "slow", p, f"mix/s/{i}") for i, p in enumerate(slow_files)]
+            dead = [download(f"m-{i}", "mute", "/x", f"mix/m/{i}") for i in range(sizes.dead)]
+            dead += [download(f"c-{i}", "closed", "/x", f"mix/c/{i}") for i in range(sizes.dead)]
+            tasks = list(interleave(healthy("mix"), slow, dead))
+            mixed = _copy(work, "mix-mix", task_lines(tasks), env)
+            row["mute_connects"] = mute.accepted
+    finally:
+        slow_server.stop()
+        healthy_server.stop()
+
+    def healthy_seconds(run: dict[str, Any], prefix: str) -> float | None:
+        times = [completed_at(r) for t, r in run["results"].items() if t.startswith(prefix)]
+        return max(times) - run["started"] if times else None
+
+    alone_s = healthy_seconds(alone, "h-alone-")
+    mix_s = healthy_seconds(mixed, "h-mix-")
+    expected = {t["task_id"] for t in tasks}
+    if set(mixed["results"]) != expected or mixed["duplicates"]:
+        problems.append(
+            f"mix: {len(expected - set(mixed['results']))} tasks without a result, "
+            f"{mixed['duplicates']} duplicates"
+        )
+    if len(alone["results"]) != sizes.healthy or alone["duplicates"]:
+        problems.append("alone: not exactly one result per task")
+    for task_id, result in mixed["results"].items():
+        want_ok = task_id[0] in "hs"
+        if want_ok != (result["status"] == "completed") or (
+            not want_ok and result.get("retryable") is not True
+        ):
+            problems.append(f"{task_id}: {result['status']} {result.get('error_code')}")
+            break
+    row.update(
+        healthy_alone_s=alone_s,
+        healthy_mix_s=mix_s,
+        alone_files_per_s=sizes.healthy / alone_s if alone_s else None,
+        mix_files_per_s=sizes.healthy / mix_s if mix_s else None,
+        ratio=alone_s / mix_s if alone_s and mix_s else None,
+        goal_s=2 * alone_s + 1 if alone_s else None,
+        mix_wall_s=mixed["wall_s"],
+        ok=not problems,
+        problems=problems,
+    )
+    if problems:
+        row["stderr_tail"] = mixed["stderr_tail"]
+    return row
+
+
+def mix_line(row: dict[str, Any]) -> str:
+    """The row as ``make bench`` prints it."""
+    if not row["ok"]:
+        return "mix: FAILED: " + "; ".join(row["problems"])
+    return (
+        f"mix (copy --concurrency {row['concurrency']}; healthy {row['sizes']['healthy']} x 4 KiB,"
+        f" slow {row['sizes']['slow']} at RTT {row['rtt_s'] * 1000:.0f} ms,"
+        f" {2 * row['sizes']['dead']} to dead servers; 4 sessions each):\n"
+        f"  healthy alone {row['alone_files_per_s']:.0f} files/s ({row['healthy_alone_s']:.2f} s),"
+        f" in the mix {row['mix_files_per_s']:.0f} files/s ({row['healthy_mix_s']:.2f} s,"
+        f" goal <= {row['goal_s']:.2f} s): ratio {row['ratio']:.2f};"
+        f" whole mix {row['mix_wall_s']:.1f} s, {row['mute_connects']} connects to the mute server"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("mix_row.py needs root (pure-ftpd chroots its sessions)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="ftp-pooler-mix-", dir="/dev/shm"))
+    work.chmod(0o755)
+    try:
+        row = run_mix(work, QUICK if args.quick else FULL)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(mix_line(row))
+    return 0 if row["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
