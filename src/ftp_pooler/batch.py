@@ -15,9 +15,13 @@ import trio
 
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.engine import TransferEngine
+from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 READ_HINT_BYTES = 256 * 1024
 """Task lines read per hop to a worker thread (reading a pipe could block the loop)."""
+
+MAX_BUFFERED_TASKS = 10_000
+"""Tasks read ahead and waiting for their connection, at most (``worker.max_buffered_tasks``)."""
 
 
 @dataclass
@@ -54,14 +58,6 @@ class CopySummary:
         )
 
 
-async def _read_lines(source: BinaryIO, send: trio.MemorySendChannel[bytes]) -> None:
-    async with send:
-        while lines := await trio.to_thread.run_sync(source.readlines, READ_HINT_BYTES):
-            for raw in lines:
-                if raw.strip():
-                    await send.send(raw)
-
-
 async def copy_tasks(
     source: BinaryIO,
     results: BinaryIO,
@@ -70,37 +66,44 @@ async def copy_tasks(
     concurrency: int,
     worker: str,
     on_result: Callable[[CopySummary], None] | None = None,
+    max_buffered: int = MAX_BUFFERED_TASKS,
 ) -> CopySummary:
-    """Run every task line of ``source`` through ``engine``, ``concurrency`` at a time.
+    """Run every task line of ``source`` through ``engine``, ``concurrency`` attempts at a time.
 
-    Each task line yields exactly one result line in ``results``, in the order
-    the tasks finish. A line that is not a valid task yields a failure result
-    with ``INVALID_MESSAGE``.
+    Tasks are scheduled by connection (:mod:`ftp_pooler.scheduling`): a slow or
+    dead server's tasks wait in its own queue while the others run. Lines are
+    read ahead while fewer than ``max_buffered`` tasks wait. Each task line
+    yields exactly one result line in ``results``, in the order the tasks
+    finish. A line that is not a valid task yields a failure result with
+    ``INVALID_MESSAGE``.
     """
     summary = CopySummary()
-    send, receive = trio.open_memory_channel[bytes](concurrency * 4)
 
-    def publish(result: Result) -> None:
+    def publish(result: Result, _token: None = None) -> None:
         results.write(result.to_json() + b"\n")
         summary.add(result)
         if on_result is not None:
             on_result(summary)
 
-    async def run_tasks(receive: trio.MemoryReceiveChannel[bytes]) -> None:
-        async with receive:
-            async for raw in receive:
-                try:
-                    task = parse_task(raw)
-                except InvalidTaskError as exc:
-                    publish(Result.invalid(exc, raw, worker=worker))
-                    continue
-                publish(await engine.run(task))
-
+    transfers: ScheduledTransfers[None] = ScheduledTransfers(
+        engine, runners=concurrency, finished=publish
+    )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_read_lines, source, send)
-        for _ in range(concurrency):
-            nursery.start_soon(run_tasks, receive.clone())
-        await receive.aclose()
+        nursery.start_soon(transfers.run)
+        try:
+            while lines := await trio.to_thread.run_sync(source.readlines, READ_HINT_BYTES):
+                for raw in lines:
+                    if not raw.strip():
+                        continue
+                    try:
+                        task = parse_task(raw)
+                    except InvalidTaskError as exc:
+                        publish(Result.invalid(exc, raw, worker=worker))
+                        continue
+                    transfers.submit(task, None)
+                await transfers.wait_room(max_buffered)
+        finally:
+            transfers.close()
     results.flush()
     return summary
 
