@@ -7,12 +7,14 @@
     ├── ResultPublisher: results -> Kafka, acks -> OffsetTracker
     ├── signal watcher: SIGTERM/SIGINT -> drain; a second one exits at once
     └── transfers nursery (drained with a deadline at shutdown)
-        ├── Dispatcher: max_inflight runners, each: queue -> one transfer at a time
+        ├── Dispatcher: intake (queue -> parse -> a queue per FTP connection)
+        │   and max_inflight runners (one attempt at a time, by connection)
         └── intake cancel scope (cancelled first at shutdown)
             └── KafkaPoller: consumer.poll in a thread -> DeliveryQueue
 
-Shutdown order: stop polling, close the queue (idle runners return), let
-running transfers finish until ``worker.drain_seconds``, wait for their
+Shutdown order: stop polling, close the queue and stop the runners (tasks
+not started are redelivered), let running attempts finish until
+``worker.drain_seconds``, wait for their
 results to be acknowledged, commit, close the consumer (leaving the group),
 close the producer, stop the API, close the FTP sessions. See docs/architecture.md for why.
 """
@@ -39,19 +41,28 @@ from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import KafkaPoller
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
 from ftp_pooler.publisher import GATHER_SECONDS, ResultPublisher
+from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 log = structlog.get_logger(__name__)
 
 ACK_WAIT_SECONDS = 10.0
 """At shutdown, how long results of finished transfers may take to be acknowledged."""
 
+INTAKE_BATCH = 64
+"""Deliveries parsed and queued between checkpoints of the intake task."""
+
 
 class Dispatcher:
-    """Runs transfers for consumed messages: ``max_inflight`` runners, one task each at a time.
+    """Turns consumed messages into scheduled transfers and their results into publishes.
 
-    Long-lived runners cost less per task than a Trio task spawned per message.
-    At shutdown :meth:`stop` closes the queue: idle runners return at once,
-    busy ones finish their transfer and publish its result first.
+    An intake task takes deliveries from the queue, parses each (an invalid
+    message is answered at once) and submits the task to
+    :class:`~ftp_pooler.scheduling.transfers.ScheduledTransfers`, which runs
+    ``max_inflight`` runners by connection: a slow or dead server's tasks
+    wait in its own queue, not in a runner. At shutdown :meth:`stop` closes
+    the queue and stops the runners: tasks not started (and retries waiting
+    for their time) get no result and are redelivered after the commit;
+    running attempts finish and publish first.
     """
 
     def __init__(
@@ -67,42 +78,50 @@ class Dispatcher:
         max_inflight: int,
         max_message_bytes: int,
     ) -> None:
-        self._engine = engine
         self._poller = poller
         self._publisher = publisher
         self._metrics = metrics
         self._connections = connections
         self._deliveries = deliveries
         self._worker = worker
-        self._max_inflight = max_inflight
         self._max_message_bytes = max_message_bytes
+        self.transfers: ScheduledTransfers[Delivery] = ScheduledTransfers(
+            engine,
+            runners=max_inflight,
+            finished=self._publish,
+            claim=poller.started,
+            waited=metrics.queue_waited,
+        )
 
     def start(self, nursery: trio.Nursery) -> None:
-        for _ in range(self._max_inflight):
-            nursery.start_soon(self._run_tasks)
+        nursery.start_soon(self.transfers.run)
+        nursery.start_soon(self._intake)
 
     def stop(self) -> None:
-        """Take no more messages (the ones not started are redelivered after the commit)."""
+        """Take no more messages; start no more attempts (see the class docstring)."""
         self._deliveries.close()
+        dropped = self.transfers.stop()
+        if dropped:
+            log.info("worker.unstarted_tasks_left", tasks=dropped)
 
-    async def _run_tasks(self) -> None:
+    async def _intake(self) -> None:
+        taken = 0
         while True:
             try:
                 delivery = await self._deliveries.get()
             except trio.EndOfChannel:
                 return
-            if self._poller.started(delivery):
-                await self._handle(delivery)
+            self._take(delivery)
+            taken += 1
+            if taken % INTAKE_BATCH == 0:
+                await trio.lowlevel.checkpoint()
 
-    async def _handle(self, delivery: Delivery) -> None:
-        result = await self._result_for(delivery)
-        self._metrics.task_finished(result, self._ftp_side(result))
-        self._publisher.publish(result, delivery)
-
-    async def _result_for(self, delivery: Delivery) -> Result:
+    def _take(self, delivery: Delivery) -> None:
         try:
             task = parse_task(delivery.value, max_bytes=self._max_message_bytes)
         except InvalidTaskError as exc:
+            if not self._poller.started(delivery):
+                return
             self._metrics.invalid_message()
             log.warning(
                 "task.invalid",
@@ -110,23 +129,34 @@ class Dispatcher:
                 offset=delivery.offset,
                 error=exc.message,
             )
-            return Result.invalid(
-                exc,
-                delivery.value,
-                worker=self._worker,
-                partition=delivery.partition.partition,
-                offset=delivery.offset,
+            self._send(
+                Result.invalid(
+                    exc,
+                    delivery.value,
+                    worker=self._worker,
+                    partition=delivery.partition.partition,
+                    offset=delivery.offset,
+                ),
+                delivery,
             )
-        result = await self._engine.run(task)
+            return
+        self.transfers.submit(task, delivery)
+
+    def _publish(self, result: Result, delivery: Delivery) -> None:
+        """A task's one result (from the scheduled transfers)."""
         log.info(
             "task.finished",
-            task_id=task.task_id,
+            task_id=result.task_id,
             status=result.status.value,
             error_code=result.error_code.value if result.error_code else None,
             bytes=result.bytes_transferred,
             duration_ms=result.duration_ms,
         )
-        return result
+        self._send(result, delivery)
+
+    def _send(self, result: Result, delivery: Delivery) -> None:
+        self._metrics.task_finished(result, self._ftp_side(result))
+        self._publisher.publish(result, delivery)
 
     def _ftp_side(self, result: Result) -> str:
         for endpoint in (result.source, result.destination):
@@ -239,6 +269,7 @@ async def _run_worker(
             max_inflight=settings.worker.max_inflight,
             max_message_bytes=kafka.max_message_bytes,
         )
+        metrics.watch_scheduling(dispatcher.transfers.stats, pool.stats)
         api_stop = trio.Event()
         async with trio.open_nursery() as root:
             port = await root.start(
