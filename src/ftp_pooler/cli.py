@@ -51,6 +51,7 @@ async def _copy(
             concurrency=concurrency,
             worker=settings.worker.name,
             on_result=progress,
+            max_buffered=settings.worker.max_buffered_tasks,
         )
 
 
