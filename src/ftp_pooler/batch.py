@@ -20,6 +20,10 @@ from ftp_pooler.scheduling.transfers import ScheduledTransfers
 READ_HINT_BYTES = 256 * 1024
 """Task lines read per hop to a worker thread (reading a pipe could block the loop)."""
 
+SUBMIT_BATCH = 64
+"""Task lines parsed and queued between checkpoints (parsing a whole read at once
+kept the runners from starting, and the server idle, for tens of milliseconds)."""
+
 MAX_BUFFERED_TASKS = 10_000
 """Tasks read ahead and waiting for their connection, at most (``worker.max_buffered_tasks``)."""
 
@@ -92,7 +96,9 @@ async def copy_tasks(
         nursery.start_soon(transfers.run)
         try:
             while lines := await trio.to_thread.run_sync(source.readlines, READ_HINT_BYTES):
-                for raw in lines:
+                for number, raw in enumerate(lines, 1):
+                    if number % SUBMIT_BATCH == 0:
+                        await trio.lowlevel.checkpoint()  # let the runners start meanwhile
                     if not raw.strip():
                         continue
                     try:

@@ -7,7 +7,8 @@ server (a second pure-ftpd on the same files behind the latency proxy, RTT
 and never speaks, and a closed port). The row is the healthy server's
 files/s in the mix (first task to its last result) over its files/s alone;
 the issue's goal is that the healthy tasks finish within 2x their time alone
-plus 1 s. Every task must have exactly one result: healthy and slow ones
+plus 1 s. "Alone" is the faster of two runs, one before and one after the
+mix. Every task must have exactly one result: healthy and slow ones
 completed, dead ones failed and retryable.
 
 Run by ``tests/bench/run.py`` after its matrix (``--no-mix`` skips it), or
@@ -135,13 +136,16 @@ def run_mix(work: Path, sizes: MixSizes) -> dict[str, Any]:
                     for i, path in enumerate(healthy_files)
                 ]
 
-            alone = _copy(work, "mix-alone", task_lines(healthy("alone")), env)
+            first = _copy(work, "mix-alone", task_lines(healthy("alone")), env)
             slow = [download(f"s-{i}", "slow", p, f"mix/s/{i}") for i, p in enumerate(slow_files)]
             dead = [download(f"m-{i}", "mute", "/x", f"mix/m/{i}") for i in range(sizes.dead)]
             dead += [download(f"c-{i}", "closed", "/x", f"mix/c/{i}") for i in range(sizes.dead)]
             tasks = list(interleave(healthy("mix"), slow, dead))
             mixed = _copy(work, "mix-mix", task_lines(tasks), env)
             row["mute_connects"] = mute.accepted
+            # alone once more: the faster of the two, so a cold first run (caches,
+            # the server's first sessions) does not flatter the mix
+            again = _copy(work, "mix-alone-again", task_lines(healthy("again")), env)
     finally:
         slow_server.stop()
         healthy_server.stop()
@@ -150,7 +154,9 @@ def run_mix(work: Path, sizes: MixSizes) -> dict[str, Any]:
         times = [completed_at(r) for t, r in run["results"].items() if t.startswith(prefix)]
         return max(times) - run["started"] if times else None
 
-    alone_s = healthy_seconds(alone, "h-alone-")
+    runs = [(first, "h-alone-"), (again, "h-again-")]
+    alone, prefix = min(runs, key=lambda run: healthy_seconds(*run) or float("inf"))
+    alone_s = healthy_seconds(alone, prefix)
     mix_s = healthy_seconds(mixed, "h-mix-")
     expected = {t["task_id"] for t in tasks}
     if set(mixed["results"]) != expected or mixed["duplicates"]:
