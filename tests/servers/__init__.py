@@ -7,11 +7,11 @@ built on.
 Every FTP fixture yields an :class:`FTPServer`: a frozen description of a
 running server plus read access to its server-side control-connection count.
 
-The launchers (``PyFTPD``, ``Vsftpd``, ``PureFTPd``, ``TansuBroker``) share
+The launchers (``PyFTPD``, ``Vsftpd``, ``PureFTPd``, ``ProFTPD``, ``TansuBroker``) share
 their life cycle through the small base classes at the end of this module:
 :class:`Launcher` (``start``/``stop``/``with``), :class:`ProcessLauncher` (one
 :class:`ServerProcess`), :class:`FTPLauncher` (:meth:`FTPLauncher.info`) and
-:class:`ExternalFTPLauncher` (vsftpd and pure-ftpd).
+:class:`ExternalFTPLauncher` (vsftpd, pure-ftpd and proftpd).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def wait_until(
 class FTPServer:
     """A running FTP server for a test (all addresses are loopback)."""
 
-    kind: str  #: "pyftpdlib", "vsftpd" or "pure-ftpd"
+    kind: str  #: "pyftpdlib", "vsftpd", "pure-ftpd" or "proftpd"
     host: str
     port: int
     user: str
