@@ -4,7 +4,9 @@ Servers: vsftpd, pure-ftpd, proftpd (Debian builds) and pyftpdlib, each plain
 and with explicit FTPS (AUTH TLS, PROT P, certificate verified against the test
 CA).  Cases: download, upload, upload into a new nested directory (mkdir -p),
 overwrite of an existing file in both directions, a name with spaces and
-non-ASCII letters in both directions, and a 0-byte file in both directions.
+non-ASCII letters in both directions, a 0-byte file in both directions, and
+no transfer at all when TLS is demanded but the certificate is not trusted or
+the server has no TLS.
 
 Every case runs its tasks through :func:`ftp_pooler.batch.copy_tasks` with a
 :class:`~ftp_pooler.engine.TransferEngine` over a session pool -- the code
@@ -25,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from clients import ftp_config
 from ftp_pooler.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.engine import TransferEngine
+from ftp_pooler.ftp.config import TLSMode
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.retry import RetryPolicy
@@ -93,11 +97,14 @@ class Case:
                 "destination": {"connection_id": "remote",
                 "path": f"/{self.name}/{remote}"}}  # fmt: skip
 
-    async def copy(self, *tasks: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Run ``tasks`` like ``ftp-pooler copy`` does; return the result lines by task id."""
+    async def copy(self, *tasks: dict[str, Any], **ftp: Any) -> dict[str, dict[str, Any]]:
+        """Run ``tasks`` like ``ftp-pooler copy`` does; return the result lines by task id.
+
+        ``ftp`` overrides fields of the remote connection's FTPConfig.
+        """
         conns = Connections(
             [
-                FTPConnection(id="remote", ftp=ftp_config(self.server)),
+                FTPConnection(id="remote", ftp=ftp_config(self.server, **ftp)),
                 LocalConnection(id="local", base_path=self.local),
             ]
         )
@@ -209,3 +216,24 @@ async def test_empty_file(case: Case) -> None:
     assert (case.local / "got" / "empty-remote").read_bytes() == b""
     assert (case.remote / "up" / "empty-local").read_bytes() == b""
     assert case.leftovers() == []
+
+
+async def test_no_transfer_without_a_verified_tls_session(case: Case, tmp_path: Path) -> None:
+    """FTPS never goes on with a certificate from an unknown CA, nor falls back to plain FTP."""
+    case.put_remote("secret.bin", b"not for anyone")
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    # FTPS servers: their certificate checked against another CA;
+    # plain servers: asked for AUTH TLS
+    results = await case.copy(
+        case.download("secret.bin", "secret.bin"), tls=TLSMode.EXPLICIT, ca_file=other_ca
+    )
+    result = results["dl secret.bin"]
+    assert (result["status"], result["retryable"]) == ("failed", False), result
+    if case.server.tls:
+        assert result["error_code"] == "TLS_ERROR", result
+        assert "CERTIFICATE_VERIFY_FAILED" in result["error_message"], result
+    else:  # the code follows the refusal's reply (530 or 500); the message names AUTH
+        assert result["error_message"].startswith("AUTH: 5"), result
+    assert result["bytes_transferred"] == 0
+    assert list(case.local.iterdir()) == []
