@@ -10,7 +10,11 @@
 * :func:`count_established` counts the *server side* of ESTABLISHED TCP
   connections on a local port by reading ``/proc/net/tcp`` and ``tcp6``.
 * :class:`ConnectionSampler` runs :func:`count_established` in a background
-  thread and remembers the maximum it saw while active.
+  thread and remembers the maximum it saw while active (it can miss a short
+  peak).
+* :class:`HookConnectionCounter` counts exactly, from hooks at accept and
+  close; :class:`CountingProxy` is a counting TCP accept in front of a
+  server's port that feeds one.
 """
 
 from __future__ import annotations
