@@ -8,8 +8,9 @@ FTP fixtures yield a frozen :class:`servers.FTPServer`::
 
 with ``connection_count()``, ``peak_connections()``, ``reset_peak()``,
 ``track_connections()`` and ``wait_connections(n)`` for the server-side count
-of control connections (exact hooks for pyftpdlib; ``/proc/net/tcp`` for the
-real servers).
+of control connections (exact hooks for pyftpdlib; the kernel's socket table,
+sampled, for the real servers -- ``with servers.counted(server) as s:`` puts a
+counting accept in front of one when a test asserts a peak).
 
 ``launch_ftp_server`` starts a server for a wider scope (a module's matrix).
 
