@@ -202,7 +202,7 @@ def strimzi_acls(user: dict[str, Any], problems: Problems) -> list[dict[str, Any
     simple = isinstance(authorization, dict) and authorization.get("type") == "simple"
     acls = authorization.get("acls") if simple else None
     if not isinstance(acls, list):
-        problems.append(f"{ident(user)}: spec.authorization: expected type simple and a list of acls")
+        problems.append(f"{ident(user)}: spec.authorization: expected type simple and acls")
         return []
     return [acl for acl in acls if isinstance(acl, dict)]
 
