@@ -7,10 +7,12 @@ Subcommands (each exits 1 with one line per problem):
       namespace, no two share kind/namespace/name. Writes OUTDIR/core.yaml (the
       built-in kinds, for kubernetes-validate) and OUTDIR/rules.yaml (the spec
       of the PrometheusRule, for promtool). Prometheus Operator objects
-      (PodMonitor, ServiceMonitor, PrometheusRule) have no schema in
-      kubernetes-validate: their structure is checked here. Also checks
+      (PodMonitor, ServiceMonitor, PrometheusRule) and Strimzi objects
+      (KafkaTopic, KafkaUser) have no schema in kubernetes-validate: their
+      structure is checked here. Also checks
       references: ConfigMaps, Secrets, PVCs and ServiceAccounts used by pod
-      templates exist (or are named with --external-secret), and Service,
+      templates exist (or are named with --external-secret, or are Strimzi's:
+      a KafkaUser's Secret, a cluster's <cluster>-cluster-ca-cert), and Service,
       PodDisruptionBudget, NetworkPolicy and PodMonitor selectors and named
       ports match a pod template.
 
@@ -31,7 +33,11 @@ Subcommands (each exits 1 with one line per problem):
       checked too), then compares the result with the StatefulSet: api.port is
       the probed containerPort, terminationGracePeriodSeconds covers
       worker.drain_seconds plus the result acknowledgement wait, and the
-      worker name and static membership come from the pod name.
+      worker name and static membership come from the pod name. And Kafka
+      access (check_kafka_access): the NetworkPolicy names the bootstrap
+      port, the Kafka TLS files are keys of mounted Secrets, and with
+      Strimzi the topics exist and the worker's KafkaUser grants exactly
+      the ACLs its settings need.
 """
 
 from __future__ import annotations
