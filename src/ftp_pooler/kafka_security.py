@@ -50,14 +50,16 @@ def _error(setting: str, message: str) -> ConfigError:
 
 
 def _pem_text(setting: str, path: Path) -> str:
-    """The text of a PEM file, for telling what it holds (never quoted in errors)."""
+    """The text of a PEM file, for telling what it holds (never quoted in errors).
+
+    Latin-1 decodes any byte: PEM markers are ASCII, and a CA bundle's comments may not be.
+    """
     try:
-        return path.read_text(encoding="ascii")
+        return path.read_text(encoding="latin-1")
     except FileNotFoundError:
         raise _error(setting, f"no such file: {path}") from None
-    except (OSError, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not PEM text"
-        raise _error(setting, f"cannot read {path}: {reason}") from None
+    except OSError as exc:
+        raise _error(setting, f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
 
 def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:

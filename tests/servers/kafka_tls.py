@@ -75,9 +75,11 @@ class Stunnel(ProcessLauncher):
         cert_file: Path,
         key_file: Path,
         client_ca_file: Path | None = None,
+        tls12_only: bool = False,
         host: str = "127.0.0.1",
     ) -> None:
         self.workdir = Path(workdir)
+        self.tls12_only = tls12_only
         self.host = host
         self.accept_port = accept_port
         self.connect_port = connect_port
@@ -98,6 +100,8 @@ class Stunnel(ProcessLauncher):
         ]
         if self.client_ca_file is not None:
             lines += [f"CAfile = {self.client_ca_file}", "verifyChain = yes", "requireCert = yes"]
+        if self.tls12_only:
+            lines.append("sslVersionMax = TLSv1.2")
         return "\n".join(lines) + "\n"
 
     def start(self) -> Self:
@@ -164,11 +168,17 @@ class TLSTansuBroker(TansuBroker):
 
     ``require_client_cert``: stunnel accepts only clients with a certificate of
     the test CA; the broker's own client (readiness, topics) then uses
-    ``client`` (a certificate for ``ftp-pooler``).
+    ``client`` (a certificate for ``ftp-pooler``). ``tls12_only``: no TLS 1.3,
+    so a client certificate is refused within the handshake, not after it.
     """
 
     def __init__(
-        self, workdir: Path, *, require_client_cert: bool = False, start_timeout: float = 20.0
+        self,
+        workdir: Path,
+        *,
+        require_client_cert: bool = False,
+        tls12_only: bool = False,
+        start_timeout: float = 20.0,
     ) -> None:
         super().__init__(workdir, start_timeout=start_timeout)
         self.tls_port = free_port(self.host)
@@ -186,6 +196,7 @@ class TLSTansuBroker(TansuBroker):
             cert_file=server.cert_file,
             key_file=server.key_file,
             client_ca_file=self.ca_file if require_client_cert else None,
+            tls12_only=tls12_only,
             host=self.host,
         )
 
