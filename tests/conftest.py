@@ -42,6 +42,7 @@ if _TESTS_DIR not in sys.path:  # `servers` must import whatever pytest's import
 from servers import FTPServer, ServerUnavailable
 from servers.certs import TLSCerts, make_certs
 from servers.kafka import KafkaBroker, TansuBroker
+from servers.kafka_tls import TLSKafkaBroker, TLSTansuBroker
 from servers.proftpd import ProFTPD
 from servers.pureftpd import PureFTPd
 
@@ -351,6 +352,24 @@ def launch_ftp_server(
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A Tansu broker (memory storage) for the test module; use unique topic/group names."""
     broker = TansuBroker(tmp_path_factory.mktemp("tansu"))
+    reason = None
+    try:
+        broker.start()
+    except ServerUnavailable as exc:
+        reason = str(exc)
+    if reason is not None:
+        unavailable(reason)
+    try:
+        yield broker.info()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka_tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSKafkaBroker]:
+    """A Tansu broker reachable only over TLS that demands a client certificate (stunnel in
+    front, see servers/kafka_tls.py); ``client_config()`` and ``settings_env()`` connect to it."""
+    broker = TLSTansuBroker(tmp_path_factory.mktemp("tansu-tls"), require_client_cert=True)
     reason = None
     try:
         broker.start()
