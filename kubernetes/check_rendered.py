@@ -7,10 +7,12 @@ Subcommands (each exits 1 with one line per problem):
       namespace, no two share kind/namespace/name. Writes OUTDIR/core.yaml (the
       built-in kinds, for kubernetes-validate) and OUTDIR/rules.yaml (the spec
       of the PrometheusRule, for promtool). Prometheus Operator objects
-      (PodMonitor, ServiceMonitor, PrometheusRule) have no schema in
-      kubernetes-validate: their structure is checked here. Also checks
+      (PodMonitor, ServiceMonitor, PrometheusRule) and Strimzi objects
+      (KafkaTopic, KafkaUser) have no schema in kubernetes-validate: their
+      structure is checked here. Also checks
       references: ConfigMaps, Secrets, PVCs and ServiceAccounts used by pod
-      templates exist (or are named with --external-secret), and Service,
+      templates exist (or are named with --external-secret, or are Strimzi's:
+      a KafkaUser's Secret, a cluster's <cluster>-cluster-ca-cert), and Service,
       PodDisruptionBudget, NetworkPolicy and PodMonitor selectors and named
       ports match a pod template.
 
@@ -31,7 +33,11 @@ Subcommands (each exits 1 with one line per problem):
       checked too), then compares the result with the StatefulSet: api.port is
       the probed containerPort, terminationGracePeriodSeconds covers
       worker.drain_seconds plus the result acknowledgement wait, and the
-      worker name and static membership come from the pod name.
+      worker name and static membership come from the pod name. And Kafka
+      access (check_kafka_access): the NetworkPolicy names the bootstrap
+      port, the Kafka TLS files are keys of mounted Secrets, and with
+      Strimzi the topics exist and the worker's KafkaUser grants exactly
+      the ACLs its settings need.
 """
 
 from __future__ import annotations
@@ -69,6 +75,15 @@ BUILTIN_GROUPS = {
     "autoscaling/v2",
 }
 OPERATOR_GROUP = "monitoring.coreos.com/"
+STRIMZI_GROUP = "kafka.strimzi.io/"
+# Strimzi's simple-authorization ACL vocabulary (KafkaUser spec.authorization.acls).
+STRIMZI_ACL_RESOURCES = {"topic", "group", "cluster", "transactionalId"}
+STRIMZI_ACL_OPERATIONS = {
+    "Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction",
+    "AlterConfigs", "DescribeConfigs", "IdempotentWrite", "All",
+}  # fmt: skip
+# What a KafkaUser's Secret holds (Strimzi User Operator, authentication type tls).
+STRIMZI_USER_KEYS = {"user.crt", "user.key", "user.p12", "user.password", "ca.crt"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # Metrics the workers expose beyond what their families are named (counters: _total,
 # histograms: _bucket/_sum/_count, summaries: _sum/_count); see metric_names().
@@ -153,11 +168,65 @@ def check_operator_object(doc: dict[str, Any], problems: Problems) -> None:
         problems.append(f"{name}: unknown Prometheus Operator kind, no check for it")
 
 
+def check_strimzi_object(doc: dict[str, Any], problems: Problems) -> None:
+    """KafkaTopic and KafkaUser (Strimzi v1beta2), which have no schema offline."""
+    name, spec, kind = ident(doc), doc.get("spec"), doc["kind"]
+    if not (doc["metadata"].get("labels") or {}).get("strimzi.io/cluster"):
+        problems.append(f"{name}: no strimzi.io/cluster label (the cluster that manages it)")
+    if not isinstance(spec, dict):
+        problems.append(f"{name}: spec must be a mapping")
+        return
+    if kind == "KafkaTopic":
+        for key in ("partitions", "replicas"):
+            if not isinstance(spec.get(key), int) or spec[key] < 1:
+                problems.append(f"{name}: spec.{key} must be a positive integer")
+        if not isinstance(spec.get("config", {}), dict):
+            problems.append(f"{name}: spec.config must be a mapping")
+    elif kind == "KafkaUser":
+        auth = (spec.get("authentication") or {}).get("type")
+        if auth not in ("tls", "tls-external", "scram-sha-512"):
+            problems.append(f"{name}: spec.authentication.type {auth!r} is not a Strimzi type")
+        for index, acl in enumerate(strimzi_acls(doc, problems)):
+            resource = acl.get("resource") or {}
+            if resource.get("type") not in STRIMZI_ACL_RESOURCES:
+                problems.append(f"{name}: acls[{index}]: resource.type {resource.get('type')!r}")
+            elif resource["type"] != "cluster" and not resource.get("name"):
+                problems.append(f"{name}: acls[{index}]: a {resource['type']} ACL needs a name")
+            operations = acl.get("operations")
+            if not isinstance(operations, list) or not operations:
+                problems.append(f"{name}: acls[{index}]: operations must be a non-empty list")
+            elif unknown := set(operations) - STRIMZI_ACL_OPERATIONS:
+                problems.append(f"{name}: acls[{index}]: unknown operations {sorted(unknown)}")
+    else:
+        problems.append(f"{name}: unknown Strimzi kind, no check for it")
+
+
+def strimzi_acls(user: dict[str, Any], problems: Problems) -> list[dict[str, Any]]:
+    authorization = (user.get("spec") or {}).get("authorization")
+    if authorization is None:
+        return []
+    simple = isinstance(authorization, dict) and authorization.get("type") == "simple"
+    acls = authorization.get("acls") if simple else None
+    if not isinstance(acls, list):
+        problems.append(f"{ident(user)}: spec.authorization: expected type simple and acls")
+        return []
+    return [acl for acl in acls if isinstance(acl, dict)]
+
+
 def check_references(docs: list[dict[str, Any]], external: set[str], problems: Problems) -> None:
     have: dict[str, set[str]] = {}
     for doc in docs:
         have.setdefault(doc["kind"], set()).add(doc["metadata"]["name"])
     have.setdefault("Secret", set()).update(external)
+    # Strimzi's User Operator writes each KafkaUser's credentials to a Secret of its name;
+    # the Cluster Operator keeps each cluster's CA certificate in <cluster>-cluster-ca-cert
+    # (in the cluster's namespace: components/strimzi says how it gets copied here).
+    have["Secret"].update(have.get("KafkaUser", set()))
+    for doc in docs:
+        if doc["apiVersion"].startswith(STRIMZI_GROUP):
+            cluster = (doc["metadata"].get("labels") or {}).get("strimzi.io/cluster")
+            if cluster:
+                have["Secret"].add(f"{cluster}-cluster-ca-cert")
     templates = list(pod_templates(docs))
     for owner, template in templates:
         spec = template["spec"]
@@ -263,12 +332,14 @@ def cmd_split(args: argparse.Namespace) -> None:
             check_operator_object(doc, problems)
             if doc["kind"] == "PrometheusRule":
                 rules.extend(doc["spec"].get("groups", []))
+        elif doc["apiVersion"].startswith(STRIMZI_GROUP):
+            check_strimzi_object(doc, problems)
         elif doc["apiVersion"] in BUILTIN_GROUPS:
             core.append(doc)
         else:
             problems.append(
                 f"{ident(doc)}: apiVersion {doc['apiVersion']} is neither built in"
-                " nor Prometheus Operator: nothing would validate it"
+                " nor Prometheus Operator nor Strimzi: nothing would validate it"
             )
     check_references(
         [d for d in docs if isinstance(d.get("metadata"), dict)],
@@ -284,7 +355,7 @@ def cmd_split(args: argparse.Namespace) -> None:
     kinds = sorted({d["kind"] for d in docs})
     print(
         f"  {len(docs)} objects ({', '.join(kinds)}); {len(core)} for schema validation,"
-        f" {len(docs) - len(core)} Prometheus Operator objects checked structurally"
+        f" {len(docs) - len(core)} operator objects (Prometheus, Strimzi) checked structurally"
     )
 
 
@@ -517,6 +588,7 @@ def cmd_config(args: argparse.Namespace) -> None:
         problems.append(f"worker.name is {settings['worker']['name']!r}, not the pod name")
     if not settings["kafka"]["static_membership_from_pod_name"]:
         problems.append("kafka.static_membership_from_pod_name is off")
+    check_kafka_access(settings["kafka"], docs, container, volumes, problems)
     problems.exit(args.rendered)
     overrides = sorted(k for k in env if k.startswith("FTP_POOLER__"))
     print(
@@ -524,6 +596,96 @@ def cmd_config(args: argparse.Namespace) -> None:
         f" overrides: {', '.join(overrides) or 'none'}); api.port {settings['api']['port']},"
         f" grace {grace} s > drain {settings['worker']['drain_seconds']:g} s + ack wait"
     )
+
+
+def check_kafka_access(
+    kafka: dict[str, Any],
+    docs: list[dict[str, Any]],
+    container: dict[str, Any],
+    volumes: dict[str, dict[str, Any]],
+    problems: Problems,
+) -> None:
+    """The worker can reach and use Kafka as rendered.
+
+    - the NetworkPolicy of the worker pods lets it out to every bootstrap port;
+    - each Kafka TLS file setting names a key of a mounted Secret;
+    - with Strimzi: the worker's topics are KafkaTopics of the output, and the
+      KafkaUser whose Secret the worker mounts grants exactly what the worker
+      needs (Read on the input topic and the group, Write on the result
+      topics, IdempotentWrite on the cluster; Describe on those allowed).
+    """
+    ports = {int(server.rpartition(":")[2]) for server in kafka["bootstrap_servers"]}
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        # Only rules that name the port count: a rule open to every port is the FTP data rule.
+        for rule in (policy.get("spec") or {}).get("egress", []):
+            for allowed in rule.get("ports") or []:
+                low = allowed.get("port")
+                if isinstance(low, int):
+                    ports -= set(range(low, allowed.get("endPort", low) + 1))
+        if ports:
+            problems.append(
+                f"{ident(policy)}: no egress rule allows the Kafka port(s) {sorted(ports)}"
+                " of kafka.bootstrap_servers"
+            )
+    mounted: dict[str, tuple[str, set[str] | None]] = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret is not None and "subPath" not in mount:
+            items = secret.get("items")
+            mounted[mount["mountPath"]] = (
+                secret["secretName"],
+                {item["path"] for item in items} if items else None,
+            )
+    users = {d["metadata"]["name"]: d for d in docs if d["kind"] == "KafkaUser"}
+    worker_users = []
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_oauth_token_file"):
+        if not kafka.get(key):
+            continue
+        path = Path(kafka[key])
+        secret, items = mounted.get(str(path.parent), (None, None))
+        if secret is None:
+            problems.append(f"kafka.{key} {path}: not in a directory mounted from a Secret")
+        elif items is not None and path.name not in items:
+            problems.append(f"kafka.{key} {path}: Secret {secret} is mounted without {path.name}")
+        elif secret in users:
+            worker_users.append(users[secret])
+            if path.name not in STRIMZI_USER_KEYS:
+                problems.append(f"kafka.{key} {path}: a KafkaUser's Secret has no {path.name}")
+    topics = {
+        (d.get("spec") or {}).get("topicName") or d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "KafkaTopic"
+    }
+    if topics:
+        for key in ("input_topic", "result_topic", "fail_topic"):
+            if kafka[key] not in topics:
+                problems.append(f"kafka.{key} {kafka[key]} is not a KafkaTopic of the output")
+    for user in {ident(u): u for u in worker_users}.values():
+        needed = {
+            ("topic", kafka["input_topic"], "Read"),
+            ("group", kafka["consumer_group"], "Read"),
+            ("topic", kafka["result_topic"], "Write"),
+            ("topic", kafka["fail_topic"], "Write"),
+            ("cluster", "", "IdempotentWrite"),
+        }
+        harmless = {(kind, name, "Describe") for kind, name, _ in needed if kind != "cluster"}
+        granted = set()
+        for acl in strimzi_acls(user, problems):
+            resource = acl.get("resource") or {}
+            if acl.get("type", "allow") != "allow" or resource.get("patternType", "literal") != (
+                "literal"
+            ):
+                problems.append(f"{ident(user)}: only literal allow ACLs are expected here")
+                continue
+            for operation in acl.get("operations") or []:
+                granted.add((resource.get("type"), resource.get("name", ""), operation))
+        for kind, name, operation in sorted(needed - granted):
+            problems.append(f"{ident(user)}: the worker needs {operation} on {kind} {name}".strip())
+        for kind, name, operation in sorted(granted - needed - harmless):
+            what = f"{kind} {name}".strip()
+            problems.append(
+                f"{ident(user)}: grants {operation} on {what}, which the worker does not need"
+            )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: real FTP servers (pyftpdlib, vsftpd, pure-ftpd) and a Kafka broker.
+"""Shared fixtures: real FTP servers (pyftpdlib, vsftpd, pure-ftpd, proftpd) and a Kafka broker.
 
 FTP fixtures yield a frozen :class:`servers.FTPServer`::
 
@@ -8,8 +8,11 @@ FTP fixtures yield a frozen :class:`servers.FTPServer`::
 
 with ``connection_count()``, ``peak_connections()``, ``reset_peak()``,
 ``track_connections()`` and ``wait_connections(n)`` for the server-side count
-of control connections (exact hooks for pyftpdlib; ``/proc/net/tcp`` for the
-real servers).
+of control connections (exact hooks for pyftpdlib; the kernel's socket table,
+sampled, for the real servers -- ``with servers.counted(server) as s:`` puts a
+counting accept in front of one when a test asserts a peak).
+
+``launch_ftp_server`` starts a server for a wider scope (a module's matrix).
 
 Fixtures for Debian servers skip when the server is missing -- unless ``CI``
 is set, then they fail: CI never silently skips a server.
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,8 @@ if _TESTS_DIR not in sys.path:  # `servers` must import whatever pytest's import
 from servers import FTPServer, ServerUnavailable
 from servers.certs import TLSCerts, make_certs
 from servers.kafka import KafkaBroker, TansuBroker
+from servers.kafka_tls import TLSKafkaBroker, TLSTansuBroker
+from servers.proftpd import ProFTPD
 from servers.pureftpd import PureFTPd
 
 with warnings.catch_warnings():  # pyftpdlib imports asyncore/asynchat (deprecated in 3.11)
@@ -45,7 +51,7 @@ with warnings.catch_warnings():  # pyftpdlib imports asyncore/asynchat (deprecat
     from servers.pyftpd import PyFTPD
 from servers.vsftpd import Vsftpd
 
-FTP_KINDS = ("pyftpdlib", "vsftpd", "pure-ftpd")
+FTP_KINDS = ("pyftpdlib", "vsftpd", "pure-ftpd", "proftpd")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -244,6 +250,33 @@ def pureftpd_server(make_pureftpd: Callable[..., FTPServer]) -> FTPServer:
 
 
 # --------------------------------------------------------------------------
+# proftpd (unpacked Debian .debs)
+# --------------------------------------------------------------------------
+@pytest.fixture
+def make_proftpd(
+    request: pytest.FixtureRequest,
+    ftp_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    _ftp_servers: _Servers,
+) -> Callable[..., FTPServer]:
+    """Factory: ``make_proftpd(tls=True, tls_control_required=..., tls_data_required=...,
+    max_clients=..., max_per_ip=..., passive_ports=..., extra_config=[...], root=...)``."""
+
+    def make(**kwargs: Any) -> FTPServer:
+        root = Path(kwargs.pop("root", ftp_root))
+        workdir = tmp_path_factory.mktemp("proftpd")
+        return _ftp_servers.start(ProFTPD(root, workdir, **_tls_kwargs(kwargs, request)))
+
+    return make
+
+
+@pytest.fixture
+def proftpd_server(make_proftpd: Callable[..., FTPServer]) -> FTPServer:
+    """Plain-FTP proftpd on ``ftp_root``."""
+    return make_proftpd()
+
+
+# --------------------------------------------------------------------------
 # any of them
 # --------------------------------------------------------------------------
 @pytest.fixture
@@ -251,15 +284,22 @@ def make_ftp_server(
     make_pyftpd: Callable[..., FTPServer],
     make_vsftpd: Callable[..., FTPServer],
     make_pureftpd: Callable[..., FTPServer],
+    make_proftpd: Callable[..., FTPServer],
 ) -> Callable[..., FTPServer]:
     """``make_ftp_server(kind, **options)`` with kind in FTP_KINDS.
 
     Options common to all kinds: ``tls``, ``tls_control_required``,
     ``tls_data_required``, ``passive_ports``, ``root``.  Session caps are
     named per server (pyftpdlib: max_cons/max_cons_per_ip, vsftpd:
-    max_clients/max_per_ip, pure-ftpd: max_clients/max_per_ip).
+    max_clients/max_per_ip, pure-ftpd: max_clients/max_per_ip, proftpd:
+    max_clients/max_per_ip).
     """
-    factories = {"pyftpdlib": make_pyftpd, "vsftpd": make_vsftpd, "pure-ftpd": make_pureftpd}
+    factories = {
+        "pyftpdlib": make_pyftpd,
+        "vsftpd": make_vsftpd,
+        "pure-ftpd": make_pureftpd,
+        "proftpd": make_proftpd,
+    }
 
     def make(kind: str, **kwargs: Any) -> FTPServer:
         try:
@@ -271,6 +311,40 @@ def make_ftp_server(
     return make
 
 
+@pytest.fixture(scope="session")
+def launch_ftp_server(
+    tls_certs: TLSCerts, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., AbstractContextManager[FTPServer]]:
+    """For servers shared by a module: ``with launch_ftp_server(kind, tls=..., **options) as s:``.
+
+    ``kind`` is one of FTP_KINDS; the server gets a fresh scratch root
+    (``s.root``, removed after the block) and is stopped when the block ends.
+    Missing servers skip locally and fail under CI, as with the fixtures above.
+    """
+    launchers: dict[str, Callable[..., Any]] = {
+        "pyftpdlib": lambda root, workdir, **kw: PyFTPD(root, **kw),
+        "vsftpd": Vsftpd,
+        "pure-ftpd": PureFTPd,
+        "proftpd": ProFTPD,
+    }
+
+    @contextmanager
+    def launch(kind: str, **kwargs: Any) -> Iterator[FTPServer]:
+        if kwargs.get("tls") and kwargs.get("certs") is None:
+            kwargs["certs"] = tls_certs
+        root = _make_scratch_dir(f"ftp-pooler-{kind}-root-")
+        try:
+            servers = _Servers()
+            try:
+                yield servers.start(launchers[kind](root, tmp_path_factory.mktemp(kind), **kwargs))
+            finally:
+                servers.stop_all()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    return launch
+
+
 # --------------------------------------------------------------------------
 # Kafka (Tansu)
 # --------------------------------------------------------------------------
@@ -278,6 +352,24 @@ def make_ftp_server(
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A Tansu broker (memory storage) for the test module; use unique topic/group names."""
     broker = TansuBroker(tmp_path_factory.mktemp("tansu"))
+    reason = None
+    try:
+        broker.start()
+    except ServerUnavailable as exc:
+        reason = str(exc)
+    if reason is not None:
+        unavailable(reason)
+    try:
+        yield broker.info()
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def kafka_tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSKafkaBroker]:
+    """A Tansu broker reachable only over TLS that demands a client certificate (stunnel in
+    front, see servers/kafka_tls.py); ``client_config()`` and ``settings_env()`` connect to it."""
+    broker = TLSTansuBroker(tmp_path_factory.mktemp("tansu-tls"), require_client_cert=True)
     reason = None
     try:
         broker.start()

@@ -12,16 +12,22 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from servers import FTPServer, wait_until
-from servers.netutil import ConnectionSampler, count_established, count_established_proc
+from servers import FTPServer, counted, wait_until
+from servers.netutil import (
+    ConnectionSampler,
+    CountingProxy,
+    count_established,
+    count_established_proc,
+)
 from servers.pyftpd import DropControlMidTransferHandler, PyFTPD, StallDataHandler
 
-ALL_KINDS = ["pyftpdlib", "vsftpd", "pure-ftpd"]
+ALL_KINDS = ["pyftpdlib", "vsftpd", "pure-ftpd", "proftpd"]
 PAYLOAD = os.urandom(200_000)
 
 
@@ -330,6 +336,91 @@ def test_connection_sampler_sees_peak() -> None:
             assert wait_until(lambda: sampler.last == 0, timeout=2)
         assert sampler.peak == 3
     assert not any(t.name.startswith("conn-sampler") for t in threading.enumerate())
+
+
+def test_a_slow_sample_does_not_stretch_the_next_wait() -> None:
+    """A sample that waited (for a core, the GIL) is not CPU spent: sampling goes on at once.
+
+    Measured in wall time, one 0.3 s sample put the next 0.9 s later, so a
+    count that lasted 0.6 s was never seen: how the 500-borrower pool test
+    once saw a peak of 0.
+    """
+    value = 0
+    calls = 0
+    slow_done = threading.Event()
+
+    def counter() -> int:
+        nonlocal calls
+        calls += 1
+        result = value
+        if calls == 2:  # the sampling thread's first sample (start() takes one itself)
+            time.sleep(0.3)
+            slow_done.set()
+        return result
+
+    with ConnectionSampler(counter=counter, interval=0.005) as sampler:
+        assert slow_done.wait(5)
+        value = 3
+        seen = wait_until(lambda: sampler.peak == 3, timeout=0.6)
+        value = 0
+    assert seen
+
+
+@pytest.mark.parametrize("kind", ["vsftpd", "pure-ftpd", "proftpd"])
+def test_a_count_waited_for_is_in_every_tracker(
+    make_ftp_server: Callable[..., FTPServer], kind: str
+) -> None:
+    """Whatever the sampling threads saw, the count ``wait_connections`` saw is in the peaks."""
+    server = make_ftp_server(kind)
+    with server.track_connections() as tracker:
+        clients = [connect(server, login=False) for _ in range(3)]
+        try:
+            assert server.wait_connections(3) == 3
+            assert tracker.peak >= 3  # fed by wait_connections, not by the sampling thread
+        finally:
+            for c in clients:
+                c.close()
+        assert server.wait_connections(0) == 0
+    assert tracker.peak == 3
+
+
+def test_counting_proxy_counts_every_connection(pyftpd_server: FTPServer) -> None:
+    """Through the proxy a real session works, and even a connection of no time is counted."""
+    with counted(pyftpd_server) as server:
+        assert server.port != pyftpd_server.port
+        with server.track_connections() as tracker:
+            for _ in range(20):  # open and close at once: a sampler would see few of these
+                socket.create_connection(server.address).close()
+            ftp = connect(server)
+            ftp.storbinary("STOR proxied.bin", io.BytesIO(PAYLOAD))
+            got = io.BytesIO()
+            ftp.retrbinary("RETR proxied.bin", got.write)
+            assert got.getvalue() == PAYLOAD
+            assert server.connection_count() == 1
+            ftp.quit()
+            assert server.wait_connections(0) == 0
+        assert server.counter.total() == 21  # type: ignore[union-attr]
+        assert 1 <= tracker.peak <= 2  # an instant connection may overlap the next one's accept
+        # the server saw as many sessions as the proxy accepted
+        assert pyftpd_server.wait_connections(0) == 0
+        assert pyftpd_server.counter.total() == 21  # type: ignore[union-attr]
+    assert not any(t.name.startswith("counting-proxy") for t in threading.enumerate())
+
+
+def test_counting_proxy_peak_of_concurrent_connections() -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as upstream,
+        CountingProxy(upstream.getsockname()) as proxy,
+    ):
+        clients = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(5)]
+        accepted = [upstream.accept()[0] for _ in range(5)]
+        accepted[0].sendall(b"hello")
+        assert clients[0].recv(5) == b"hello"
+        assert proxy.counter.current() == 5
+        for s in clients + accepted:
+            s.close()
+        assert wait_until(lambda: proxy.counter.current() == 0, timeout=5)
+        assert (proxy.counter.peak(), proxy.counter.total()) == (5, 5)
 
 
 # --------------------------------------------------------------------------

@@ -87,11 +87,13 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
+    from ftp_pooler.kafka_security import check_kafka_security
     from ftp_pooler.worker import run_worker
 
     settings = load_settings(args.config)
     connections = load_connections(args.connections)
     configure_logging(settings.logging.level, settings.logging.format)
+    check_kafka_security(settings.kafka)
     try:
         trio.run(run_worker, settings, connections)
     except KafkaError as exc:
@@ -102,10 +104,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    from ftp_pooler.kafka_security import check_kafka_security
     from ftp_pooler.submit import submit_tasks
 
     settings = load_settings(args.config)
     configure_logging(settings.logging.level, settings.logging.format)
+    check_kafka_security(settings.kafka)
     with ExitStack() as stack:
         source = _open_tasks(args.tasks, stack)
         report = submit_tasks(

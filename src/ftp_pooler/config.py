@@ -78,10 +78,22 @@ class KafkaSettings(_Section):
     result_linger_ms: int = Field(50, ge=0, le=10_000)
     """How long the producer holds results to batch them: fewer, larger requests."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    """SASL_* protocols only: PLAIN and SCRAM take a user and password, OAUTHBEARER a token file."""
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_oauth_token_file: Path | None = None
+    """OAUTHBEARER: the file holding the token, read again whenever it changes (rotation)."""
     ssl_cafile: Path | None = None
+    """SSL and SASL_SSL: PEM bundle of the CAs that sign the brokers' certificates."""
+    ssl_certfile: Path | None = None
+    """Client certificate (PEM) for brokers that authenticate clients by TLS (mTLS)."""
+    ssl_keyfile: Path | None = None
+    """The private key (PEM) of ``ssl_certfile``."""
+    ssl_password: SecretStr | None = None
+    """Decrypts ``ssl_keyfile`` when it is encrypted."""
+    ssl_check_hostname: bool = True
+    """Whether a broker's certificate must name the host the client connected to."""
 
     @field_validator("bootstrap_servers", mode="before")
     @classmethod
@@ -94,14 +106,60 @@ class KafkaSettings(_Section):
     def _consistent(self) -> Self:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
-        if self.security_protocol.startswith("SASL_") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(
-                f"security_protocol {self.security_protocol} needs sasl_mechanism,"
-                " sasl_username and sasl_password"
-            )
+        if problem := _security_problem(self):
+            raise ValueError(problem)
         return self
+
+
+_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_oauth_token_file")
+_SSL_KEYS = ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password")
+
+
+def _security_problem(kafka: KafkaSettings) -> str | None:
+    """What is inconsistent in the Kafka security settings, naming the setting; None if nothing.
+
+    Settings another protocol or mechanism would use are refused rather than
+    ignored: an ``ssl_cafile`` under PLAINTEXT most likely means a forgotten
+    ``security_protocol: SSL``, which would otherwise send everything in clear.
+    Files are checked at start-up (:mod:`ftp_pooler.kafka_security`), not here:
+    they come from Secrets that exist only where the worker runs.
+    """
+    protocol = kafka.security_protocol
+    given = {key for key in (*_SASL_KEYS, *_SSL_KEYS) if getattr(kafka, key) is not None}
+    if not protocol.startswith("SASL_"):
+        for key in _SASL_KEYS:
+            if key in given:
+                return f"{key} is only used with security_protocol SASL_PLAINTEXT or SASL_SSL"
+    elif kafka.sasl_mechanism is None:
+        return (
+            f"security_protocol {protocol} needs sasl_mechanism"
+            " (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"
+        )
+    elif kafka.sasl_mechanism == "OAUTHBEARER":
+        if "sasl_oauth_token_file" not in given:
+            return "sasl_mechanism OAUTHBEARER needs sasl_oauth_token_file"
+        for key in ("sasl_username", "sasl_password"):
+            if key in given:
+                return f"{key} is not used with sasl_mechanism OAUTHBEARER (the token is)"
+    else:
+        for key in ("sasl_username", "sasl_password"):
+            if key not in given:
+                return f"sasl_mechanism {kafka.sasl_mechanism} needs {key}"
+        if "sasl_oauth_token_file" in given:
+            return "sasl_oauth_token_file is only used with sasl_mechanism OAUTHBEARER"
+    if protocol not in ("SSL", "SASL_SSL"):
+        for key in _SSL_KEYS:
+            if key in given:
+                return f"{key} is only used with security_protocol SSL or SASL_SSL"
+        if not kafka.ssl_check_hostname:
+            return "ssl_check_hostname is only used with security_protocol SSL or SASL_SSL"
+    if "ssl_keyfile" in given and "ssl_certfile" not in given:
+        return "ssl_keyfile needs ssl_certfile (the client certificate it belongs to)"
+    if "ssl_certfile" in given and "ssl_keyfile" not in given:
+        return "ssl_certfile needs ssl_keyfile (its private key; may name the same file)"
+    if "ssl_password" in given and "ssl_keyfile" not in given:
+        return "ssl_password needs ssl_keyfile (the encrypted key it decrypts)"
+    return None
 
 
 class PoolSettings(_Section):

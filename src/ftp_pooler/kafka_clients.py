@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ftp_pooler.config import KafkaSettings, Settings
+from ftp_pooler.kafka_oauth import TokenFile
 from ftp_pooler.partitioner import KeyHashPartitioner
 
 FETCH_OVERHEAD_BYTES = 64 * 1024
@@ -20,14 +21,25 @@ RESULT_BATCH_BYTES = 256 * 1024
 
 
 def _security(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python's security keywords. TLS files go by name: kafka-python loads them on each
+    new connection, so renewed certificates (Strimzi, cert-manager) are used without a restart."""
     config: dict[str, Any] = {"security_protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism:
+    if kafka.sasl_mechanism == "OAUTHBEARER":
+        assert kafka.sasl_oauth_token_file is not None
+        config["sasl_mechanism"] = kafka.sasl_mechanism
+        config["sasl_oauth_token_provider"] = TokenFile(kafka.sasl_oauth_token_file)
+    elif kafka.sasl_mechanism:
         config["sasl_mechanism"] = kafka.sasl_mechanism
         config["sasl_plain_username"] = kafka.sasl_username
         assert kafka.sasl_password is not None
         config["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
-    if kafka.ssl_cafile:
-        config["ssl_cafile"] = str(kafka.ssl_cafile)
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl_check_hostname"] = kafka.ssl_check_hostname
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if (path := getattr(kafka, key)) is not None:
+                config[key] = str(path)
+        if kafka.ssl_password is not None:
+            config["ssl_password"] = kafka.ssl_password.get_secret_value()
     return config
 
 

@@ -7,27 +7,34 @@ built on.
 Every FTP fixture yields an :class:`FTPServer`: a frozen description of a
 running server plus read access to its server-side control-connection count.
 
-The launchers (``PyFTPD``, ``Vsftpd``, ``PureFTPd``, ``TansuBroker``) share
+The launchers (``PyFTPD``, ``Vsftpd``, ``PureFTPd``, ``ProFTPD``, ``TansuBroker``) share
 their life cycle through the small base classes at the end of this module:
 :class:`Launcher` (``start``/``stop``/``with``), :class:`ProcessLauncher` (one
 :class:`ServerProcess`), :class:`FTPLauncher` (:meth:`FTPLauncher.info`) and
-:class:`ExternalFTPLauncher` (vsftpd and pure-ftpd).
+:class:`ExternalFTPLauncher` (vsftpd, pure-ftpd and proftpd).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Protocol, Self
 
-from .netutil import TCPConnectionCounter, free_port, passive_range, wait_for_listen
+from .netutil import (
+    CountingProxy,
+    TCPConnectionCounter,
+    free_port,
+    passive_range,
+    wait_for_listen,
+)
 
 if TYPE_CHECKING:
     from .certs import TLSCerts
@@ -43,6 +50,7 @@ __all__ = [
     "ServerProcess",
     "ServerUnavailable",
     "check_traversable",
+    "counted",
     "wait_until",
 ]
 
@@ -99,7 +107,7 @@ def wait_until(
 class FTPServer:
     """A running FTP server for a test (all addresses are loopback)."""
 
-    kind: str  #: "pyftpdlib", "vsftpd" or "pure-ftpd"
+    kind: str  #: "pyftpdlib", "vsftpd", "pure-ftpd" or "proftpd"
     host: str
     port: int
     user: str
@@ -147,6 +155,21 @@ class FTPServer:
         """Wait until exactly ``n`` control connections are open; return the final count."""
         wait_until(lambda: self.connection_count() == n, timeout)
         return self.connection_count()
+
+
+@contextlib.contextmanager
+def counted(server: FTPServer) -> Iterator[FTPServer]:
+    """``server`` reached through a :class:`~.netutil.CountingProxy`: exact connection counts.
+
+    Yields a copy of ``server`` whose ``port`` is the proxy's and whose
+    ``counter`` counts every control connection from accept to close, so
+    ``peak_connections()`` and ``track_connections()`` cannot miss a short
+    peak (the kernel count of vsftpd/pure-ftpd/proftpd is sampled).  Data
+    connections still go to the server directly.  Use inside the server's
+    fixture scope: ``with counted(make_vsftpd()) as server: ...``.
+    """
+    with CountingProxy(server.address, server.host) as proxy:
+        yield dataclasses.replace(server, port=proxy.port, counter=proxy.counter)
 
 
 def check_traversable(path: Path) -> None:

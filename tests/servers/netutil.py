@@ -10,15 +10,21 @@
 * :func:`count_established` counts the *server side* of ESTABLISHED TCP
   connections on a local port by reading ``/proc/net/tcp`` and ``tcp6``.
 * :class:`ConnectionSampler` runs :func:`count_established` in a background
-  thread and remembers the maximum it saw while active.
+  thread and remembers the maximum it saw while active (it can miss a short
+  peak).
+* :class:`HookConnectionCounter` counts exactly, from hooks at accept and
+  close; :class:`CountingProxy` is a counting TCP accept in front of a
+  server's port that feeds one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import random
+import selectors
 import socket
 import struct
 import threading
@@ -29,6 +35,8 @@ from typing import Self
 
 __all__ = [
     "ConnectionSampler",
+    "CountingProxy",
+    "HookConnectionCounter",
     "TCPConnectionCounter",
     "count_established",
     "count_established_proc",
@@ -302,7 +310,10 @@ class ConnectionSampler:
         assert s.peak <= 8
 
     The sampler only sees what exists at sampling instants (every ``interval``
-    seconds), so a very short-lived spike can be missed.  The sampling thread
+    seconds, later when a sample costs more than ``max_duty`` of a core, and
+    later still when the machine is loaded), so a short-lived spike can be
+    missed: to assert a peak, count exactly (:class:`HookConnectionCounter`,
+    :class:`CountingProxy`) or wait for the count you expect.  The sampling thread
     is a daemon thread and is always joined by :meth:`stop` (bounded wait).
     """
 
@@ -356,18 +367,27 @@ class ConnectionSampler:
     # -- lifecycle -------------------------------------------------------------
     def sample_once(self) -> int:
         n = self._counter()
+        self.observe(n)
+        return n
+
+    def observe(self, n: int) -> None:
+        """Count ``n``, a value some other reader just got from the same counter."""
         with self._lock:
             self._last = n
             self._samples += 1
             self._peak = max(self._peak, n)
-        return n
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                t0 = time.perf_counter()
+                # The duty limit is about CPU, so it is measured in this
+                # thread's CPU time: wall time also holds every wait for the
+                # GIL and the cores, and one sample that waited 1 s under
+                # load used to put the next one 3 s later -- past a whole
+                # test, whose peak the sampler then never saw.
+                t0 = time.thread_time()
                 self.sample_once()
-                spent = time.perf_counter() - t0
+                spent = time.thread_time() - t0
                 self._stop.wait(max(self.interval, spent * (1.0 / self.max_duty - 1.0)))
         except BaseException as exc:  # noqa: BLE001 -- surfaced by stop()
             self._error = exc
@@ -414,7 +434,12 @@ class TCPConnectionCounter:
     background :class:`ConnectionSampler` running from :meth:`start` to
     :meth:`stop` (every ``interval`` s, 10 ms by default), so a spike
     shorter than that can be missed -- ``peak()`` also samples once itself.
-    ``track()`` gives a dedicated 5 ms sampler for a ``with`` block.
+    ``track()`` gives a dedicated 5 ms sampler for a ``with`` block.  Every
+    count read through this object (``current()``, so also
+    ``FTPServer.wait_connections``) is fed to the background sampler and to
+    every open tracker: a count a test waited for is in their peaks whatever
+    the sampling threads saw.  For a peak nobody waits for, put a
+    :class:`CountingProxy` in front of the server.
     """
 
     def __init__(self, port: int, host: str = LOCALHOST, *, interval: float = 0.01) -> None:
@@ -422,6 +447,8 @@ class TCPConnectionCounter:
         self.host = host
         self.interval = interval
         self._sampler = ConnectionSampler(port, host=host, interval=interval)
+        self._lock = threading.Lock()
+        self._trackers: list[ConnectionSampler] = []
 
     def start(self) -> Self:
         self._sampler.start()
@@ -431,14 +458,245 @@ class TCPConnectionCounter:
         self._sampler.stop()
 
     def current(self) -> int:
-        return count_established(self.port, self.host)
+        n = count_established(self.port, self.host)
+        with self._lock:
+            for sampler in (self._sampler, *self._trackers):
+                sampler.observe(n)
+        return n
 
     def peak(self) -> int:
-        return max(self._sampler.peak, self._sampler.sample_once())
+        return max(self._sampler.peak, self.current())
 
     def reset_peak(self) -> None:
         self._sampler.reset()
-        self._sampler.sample_once()
+        self.current()
 
-    def track(self) -> ConnectionSampler:
-        return ConnectionSampler(self.port, host=self.host, interval=0.005)
+    def track(self) -> _TrackedSampler:
+        return _TrackedSampler(self)
+
+
+class _TrackedSampler(ConnectionSampler):
+    """A 5 ms :class:`ConnectionSampler` that also gets every count its counter reads."""
+
+    def __init__(self, owner: TCPConnectionCounter) -> None:
+        super().__init__(owner.port, host=owner.host, interval=0.005)
+        self._owner = owner
+
+    def start(self) -> Self:
+        with self._owner._lock:
+            self._owner._trackers.append(self)
+        return super().start()
+
+    def stop(self, timeout: float = 5.0) -> int:
+        try:
+            return super().stop(timeout)
+        finally:
+            with self._owner._lock:
+                self._owner._trackers.remove(self)
+
+
+# --------------------------------------------------------------------------
+# Exact counts: hooks at accept and close
+# --------------------------------------------------------------------------
+class _Tracker:
+    def __init__(self, counter: HookConnectionCounter) -> None:
+        self._counter = counter
+        self._peak = 0
+
+    @property
+    def peak(self) -> int:
+        return self._peak
+
+    def _update(self, n: int) -> None:
+        self._peak = max(self._peak, n)
+
+    def __enter__(self) -> Self:
+        with self._counter._lock:
+            self._peak = self._counter._current
+            self._counter._trackers.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._counter._lock:
+            self._counter._trackers.remove(self)
+
+
+class HookConnectionCounter:
+    """Exact, thread-safe count of connections, kept by hooks at accept and at close.
+
+    Fed by pyftpdlib's handler hooks (``servers.pyftpd``) and by
+    :class:`CountingProxy`.  Nothing is sampled, so no peak can be missed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current = 0
+        self._peak = 0
+        self._total = 0
+        self._refused = 0
+        self._trackers: list[_Tracker] = []
+
+    def _connected(self) -> None:
+        with self._lock:
+            self._current += 1
+            self._total += 1
+            self._peak = max(self._peak, self._current)
+            for t in self._trackers:
+                t._update(self._current)
+
+    def _disconnected(self) -> None:
+        with self._lock:
+            self._current -= 1
+
+    def _refused_one(self) -> None:
+        with self._lock:
+            self._refused += 1
+
+    # ConnectionCounter protocol
+    def current(self) -> int:
+        with self._lock:
+            return self._current
+
+    def peak(self) -> int:
+        with self._lock:
+            return self._peak
+
+    def reset_peak(self) -> None:
+        with self._lock:
+            self._peak = self._current
+
+    def track(self) -> _Tracker:
+        return _Tracker(self)
+
+    # extras
+    def total(self) -> int:
+        """Sessions accepted since start (not counting 421 refusals)."""
+        with self._lock:
+            return self._total
+
+    def refused(self) -> int:
+        """Connections answered with 421 because of max_cons / max_cons_per_ip."""
+        with self._lock:
+            return self._refused
+
+
+class CountingProxy:
+    """A counting TCP accept in front of a server: exact counts of client connections.
+
+    Listens on ``host`` (a free port, :attr:`port`), connects every accepted
+    client to ``upstream`` and relays bytes both ways, opaque (TLS passes
+    through).  :attr:`counter` counts each client connection from its accept
+    until either side ends it (both sockets are then closed), so its peak
+    cannot miss a short spike the way a sampled kernel count can.
+
+    Meant for an FTP *control* port: passive data connections go to the
+    server directly (its PASV address and EPSV port are its own), so the
+    server sees control and data from the same loopback address.  One relay
+    thread; small control traffic only (a relay write waits at most 5 s).
+    """
+
+    def __init__(self, upstream: tuple[str, int], host: str = LOCALHOST) -> None:
+        self.upstream = upstream
+        self.host = host
+        self.counter = HookConnectionCounter()
+        self._listener = socket.create_server((host, 0), backlog=128)
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._peers: dict[socket.socket, socket.socket] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> Self:
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._thread = threading.Thread(
+            target=self._run, name=f"counting-proxy:{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        self.counter._connected()
+        try:
+            server = socket.create_connection(self.upstream, timeout=5.0)
+        except OSError:
+            client.close()
+            self.counter._disconnected()
+            return
+        for sock, peer in ((client, server), (server, client)):
+            # Relay each reply as it comes: with Nagle, a second small write
+            # (226 after 150) waits for the peer's delayed ACK, 40 ms here.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(5.0)  # bounds a relay write to a peer that does not read
+            self._peers[sock] = peer
+            self._selector.register(sock, selectors.EVENT_READ)
+
+    def _close_pair(self, sock: socket.socket) -> None:
+        peer = self._peers.pop(sock)
+        del self._peers[peer]
+        for s in (sock, peer):
+            self._selector.unregister(s)
+            s.close()
+        self.counter._disconnected()
+
+    def _relay(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+            if data:
+                self._peers[sock].sendall(data)
+                return
+        except OSError:
+            pass
+        self._close_pair(sock)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for key, _ in self._selector.select(timeout=1.0):
+                    sock = key.fileobj
+                    if sock is self._listener:
+                        self._accept()
+                    elif sock is self._wake_r:
+                        self._wake_r.recv(64)
+                    elif sock in self._peers:  # not closed earlier in this round
+                        self._relay(sock)
+        except BaseException as exc:  # noqa: BLE001 -- reported by stop()
+            self._error = exc
+        finally:
+            for sock in list(self._peers):
+                if sock in self._peers:
+                    self._close_pair(sock)
+            self._selector.close()
+            self._listener.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every relayed connection; join the relay thread (bounded)."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        try:
+            if self._thread is not None:
+                self._thread.join(timeout)
+                if self._thread.is_alive():
+                    raise RuntimeError("counting proxy thread did not stop")
+            else:
+                self._selector.close()
+                self._listener.close()
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+        if self._error is not None:
+            raise RuntimeError("counting proxy failed") from self._error
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -40,7 +40,7 @@ from pyftpdlib.servers import FTPServer as _PyFTPServer  # type: ignore[import-u
 
 from . import FTPLauncher, FTPServer
 from .certs import TLSCerts
-from .netutil import passive_range
+from .netutil import HookConnectionCounter, passive_range
 
 __all__ = [
     "DropControlMidTransferHandler",
@@ -58,86 +58,8 @@ if not _logger.handlers:
 
 
 # --------------------------------------------------------------------------
-# Connection counting
+# Connection counting (HookConnectionCounter lives in netutil)
 # --------------------------------------------------------------------------
-class _Tracker:
-    def __init__(self, counter: HookConnectionCounter) -> None:
-        self._counter = counter
-        self._peak = 0
-
-    @property
-    def peak(self) -> int:
-        return self._peak
-
-    def _update(self, n: int) -> None:
-        self._peak = max(self._peak, n)
-
-    def __enter__(self) -> Self:
-        with self._counter._lock:
-            self._peak = self._counter._current
-            self._counter._trackers.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._counter._lock:
-            self._counter._trackers.remove(self)
-
-
-class HookConnectionCounter:
-    """Exact, thread-safe count of control connections (handler hooks)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._current = 0
-        self._peak = 0
-        self._total = 0
-        self._refused = 0
-        self._trackers: list[_Tracker] = []
-
-    def _connected(self) -> None:
-        with self._lock:
-            self._current += 1
-            self._total += 1
-            self._peak = max(self._peak, self._current)
-            for t in self._trackers:
-                t._update(self._current)
-
-    def _disconnected(self) -> None:
-        with self._lock:
-            self._current -= 1
-
-    def _refused_one(self) -> None:
-        with self._lock:
-            self._refused += 1
-
-    # ConnectionCounter protocol
-    def current(self) -> int:
-        with self._lock:
-            return self._current
-
-    def peak(self) -> int:
-        with self._lock:
-            return self._peak
-
-    def reset_peak(self) -> None:
-        with self._lock:
-            self._peak = self._current
-
-    def track(self) -> _Tracker:
-        return _Tracker(self)
-
-    # extras
-    def total(self) -> int:
-        """Sessions accepted since start (not counting 421 refusals)."""
-        with self._lock:
-            return self._total
-
-    def refused(self) -> int:
-        """Connections answered with 421 because of max_cons / max_cons_per_ip."""
-        with self._lock:
-            return self._refused
-
-
 class _CountingMixin:
     """Counts sessions from on_connect (before the 220) to close."""
 
