@@ -194,3 +194,66 @@ def test_the_worker_keeps_a_healthy_server_at_full_speed_and_commits_only_finish
     per_partition = [sum(1 for p, _ in placed.values() if p == n) for n in range(PARTITIONS)]
     assert topics.committed() == dict(enumerate(per_partition))
     assert mute.accepted < DEAD
+
+
+def test_sigterm_leaves_a_dead_servers_queued_tasks_for_redelivery_without_waiting_for_them(
+    kafka_broker: KafkaBroker,
+    make_pureftpd: Callable[..., FTPServer],
+    ftp_root: Path,
+    tmp_path: Path,
+) -> None:
+    """Tasks queued for a mute server hold neither a runner nor the shutdown: SIGTERM
+    returns at once, their offsets stay uncommitted, and the next worker (the server back
+    by then) transfers them."""
+    files = put_files(ftp_root, "h", 30)
+    server = make_pureftpd(passive_ports=64)
+    local = tmp_path / "local"
+    local.mkdir()
+    topics = Topics(kafka_broker, PARTITIONS)
+    env = settings_env(topics, tmp_path)
+    healthy = [download(f"h-{i}", "healthy", path, f"h/{i}") for i, path in enumerate(files)]
+    waiting = [download(f"m-{i}", "mute", files[i], f"m/{i}") for i in range(10)]
+    with MuteServer() as mute:
+        write_connections(
+            tmp_path / "connections.ini", Mix(server, "127.0.0.1", mute.port, closed_port()), local
+        )
+        first = Worker(tmp_path, env, "w1")
+        results = Results(topics)
+        try:
+            first.wait_ready()
+            placed = produce(topics, list(interleave(healthy[:10], waiting, healthy[10:])))
+            results.wait_for({t["task_id"] for t in healthy})
+            assert not any(task_id.startswith("m-") for task_id in results.by_id)
+            stopping = time.monotonic()
+            assert first.stop() == 0
+            # a running attempt may wait out one connect timeout; the queued ones nothing
+            assert time.monotonic() - stopping < 5.0
+        finally:
+            first.kill()
+    committed = topics.committed()
+    firsts = {}
+    for task_id, (partition, offset) in placed.items():
+        if task_id.startswith("m-"):
+            firsts[partition] = min(offset, firsts.get(partition, offset))
+    assert firsts
+    for partition, first_waiting in firsts.items():
+        assert (committed[partition] or 0) <= first_waiting
+
+    # The partner is back: "mute" now reaches the real server.
+    write_connections(
+        tmp_path / "connections.ini", Mix(server, "127.0.0.1", server.port, closed_port()), local
+    )
+    second = Worker(tmp_path, env, "w2")
+    try:
+        second.wait_ready()
+        results.wait_for({t["task_id"] for t in waiting})
+        assert second.stop() == 0
+    finally:
+        second.kill()
+        results.read(polls=3)
+        results.close()
+    for task in waiting:
+        result = results.by_id[task["task_id"]]
+        assert result["status"] == "completed" and result["worker"] == "w2", result
+    per_partition = [sum(1 for p, _ in placed.values() if p == n) for n in range(PARTITIONS)]
+    assert topics.committed() == dict(enumerate(per_partition))
