@@ -364,9 +364,8 @@ def test_live_progress_on_a_terminal(
         os.close(master)
     assert proc.wait(timeout=30) == 0
     text = ANSI.sub(b"", output).decode(errors="replace")
-    frames = re.findall(
-        r"(\d)/6 tasks.*?([\d.]+) (B|kB|MB), ([\d.]+) (B|kB|MB)/s, (\d) in flight", text
-    )
+    frame = r"(\d)/6 tasks.*?([\d.]+) (B|kB|MB), ([\d.]+) (B|kB|MB)/s, (\d) in flight"
+    frames = re.findall(frame, text)
     assert frames, text[-2000:]
     # Bytes grow while no task has finished yet: updated as bytes move.
     assert any(done == "0" and float(size) > 0 for done, size, *_ in frames), frames
