@@ -372,3 +372,78 @@ def test_live_progress_on_a_terminal(
     assert any(flight == "2" for *_, flight in frames), frames
     assert "ETA" in text
     assert "6 tasks: 6 completed" in text
+
+
+def _as_pid_1(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Run the CLI as PID 1 of a new PID namespace (as in a container without an init)."""
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a PID namespace here: {probe.stderr.decode().strip()}")
+    return subprocess.Popen(
+        [
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            sys.executable,
+            "-m",
+            "ftp_pooler.cli",
+            *args,
+        ],
+        env=env,
+        stdout=kwargs.pop("stdout", subprocess.PIPE),
+        stderr=kwargs.pop("stderr", subprocess.PIPE),
+        **kwargs,
+    )
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` (SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def _pid_1_of(unshare: subprocess.Popen[bytes]) -> int:
+    """The outer pid of the namespace's PID 1 (unshare's only child)."""
+    children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
+    _wait_for(lambda: children.read_text().strip() != "")
+    return int(children.read_text().split()[0])
+
+
+def test_copy_as_pid_1_drains_on_sigterm(
+    slow_setup: tuple[dict[str, str], Path, Path], tmp_path: Path
+) -> None:
+    env, tasks, local = slow_setup
+    out = tmp_path / "results.jsonl"
+    proc = _as_pid_1(["copy", str(tasks), "-o", str(out), "-j", "2", "--stats", "0"], env)
+    _wait_for(lambda: len(_parts(local)) == 2)
+    os.kill(_pid_1_of(proc), signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr.decode()
+    assert b"Traceback" not in stderr and b"2 tasks: 2 completed" in stderr
+    assert len(out.read_bytes().splitlines()) == 2 and not _parts(local)
+
+
+def test_sigterm_as_pid_1_before_any_drain_exits_at_once(
+    pyftpd_server: FTPServer, tmp_path: Path
+) -> None:
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text(_downloads(1))
+    # submit waits up to 60 s for a broker: SIGTERM must not wait for that.
+    proc = _as_pid_1(["submit", str(tasks), "--kafka-timeout", "60"], env)
+    pid = _pid_1_of(proc)
+    _wait_for(lambda: _catches(pid, signal.SIGTERM))  # main() installed its handler
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert time.monotonic() - started < 5

@@ -51,12 +51,15 @@ class UsageError(Exception):
     """A problem with the command line or the files it names; exit 2 with this one line."""
 
 
-class _Terminated(BaseException):
-    """SIGTERM outside a running copy or worker (which handle it themselves)."""
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Exit at once with 143, as SIG_DFL does for any process but PID 1.
 
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
-    raise _Terminated
+    As PID 1 (a container without an init) the kernel ignores SIGTERM unless
+    the process handles it. ``copy`` and ``worker`` replace this handler with
+    their own draining while they run; before and after, and in the other
+    commands, there is nothing to drain.
+    """
+    os._exit(EXIT_SIGTERM)
 
 
 # -- copy ---------------------------------------------------------------------------
@@ -535,9 +538,7 @@ def _caught(exc: BaseException, kind: type[BaseException]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status. Never shows a traceback for a usage
     error, a configuration error or a signal."""
-    # A process without a SIGTERM handler, as PID 1 in a container, ignores SIGTERM.
-    # copy and worker handle it themselves once running; until then, stop here.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
         return int(args.run(args))
@@ -550,8 +551,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         if _caught(exc, KeyboardInterrupt):
             return EXIT_SIGINT
-        if _caught(exc, _Terminated):
-            return EXIT_SIGTERM
         raise
 
 
