@@ -1,4 +1,4 @@
-"""kubernetes/: the prod overlay's placeholders are refused until replaced (check_rendered.py)."""
+"""kubernetes/ and packaging: prod placeholders refused until replaced, the dashboard ConfigMap, locks in step."""
 
 from __future__ import annotations
 
@@ -110,3 +110,40 @@ def test_prod_ships_the_dashboard_for_the_grafana_sidecar(tmp_path: Path) -> Non
     assert "${DS_" not in text and "__inputs" not in dashboard
     [variable] = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
     assert (variable["name"], variable["query"]) == ("datasource", "prometheus")
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    import re
+
+    from packaging.utils import canonicalize_name
+
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", lock.read_text(), flags=re.MULTILINE)
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("runtime.lock", ()), ("dev.lock", ("test", "deploy"))]
+)
+def test_the_locks_pin_every_dependency_of_pyproject(lock: str, extras: tuple[str, ...]) -> None:
+    """A dependency added to pyproject.toml without `make lock` fails here, not in CI's install."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    repo = KUBERNETES.parent
+    project = tomllib.loads((repo / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    pins = _pins(repo / "requirements" / lock)
+    for text in wanted:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements/{lock}: run make lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"requirements/{lock} pins {name}=={pins[name]}, pyproject.toml wants {text}:"
+            " run make lock"
+        )
+        for extra_name in requirement.extras:  # kafka-python[crc32c]
+            assert canonicalize_name(extra_name) in pins, f"{text}: {extra_name} not locked"
