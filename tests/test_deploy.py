@@ -1,4 +1,4 @@
-"""kubernetes/ and packaging: prod placeholders refused until replaced, the dashboard ConfigMap, locks in step."""
+"""kubernetes/ and packaging: prod placeholders refused, the dashboard ConfigMap, locks in step."""
 
 from __future__ import annotations
 
