@@ -46,13 +46,19 @@ def test_snapshot_counts_bytes_as_they_move_and_tasks_as_they_finish() -> None:
     progress.task_finished(summary)
     progress.bytes_moved(Operation.UPLOAD, "a", 6000)
     second = progress.snapshot(now=104.0)
-    # Rates since the oldest sample in the window (t=102): 6000 B and 4 tasks in 2 s.
-    assert (second.bytes_rate, second.files_rate) == (3000.0, 2.0)
-    assert second.eta == 3.0  # 6 tasks left at 2 a second
+    # Rates since the start, still inside the window: 10000 B and 4 tasks in 4 s.
+    assert (second.bytes_rate, second.files_rate) == (2500.0, 1.0)
+    assert second.eta == 6.0  # 6 tasks left at 1 a second
     assert second.line() == (
-        "4/10 tasks (1 failed), 3 in flight, 10.0 kB, 3.0 kB/s, 2.0 files/s,"
-        " ETA 0:00:03, elapsed 0:00:04"
+        "4/10 tasks (1 failed), 3 in flight, 10.0 kB, 2.5 kB/s, 1.0 files/s,"
+        " ETA 0:00:06, elapsed 0:00:04"
     )
+    for second_ in range(105, 120):
+        progress.snapshot(now=float(second_))
+    progress.task_finished(CopySummary(tasks=6, completed=5, failed=1))
+    later = progress.snapshot(now=120.0)
+    # Only the last 10 s count now: 2 tasks and no bytes since t=110.
+    assert (later.bytes_rate, later.files_rate) == (0.0, 0.2)
 
 
 def test_rates_forget_what_is_older_than_the_window() -> None:

@@ -133,12 +133,12 @@ class CopyProgress:
         RATE_WINDOW_SECONDS. Each call is also a sample for later rates."""
         now = time.monotonic() if now is None else now
         samples = self._samples
+        if not samples:
+            samples.append((self.started, 0, 0))
         samples.append((now, self.bytes, self.done))
         while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW_SECONDS:
             samples.popleft()
         first_time, first_bytes, first_done = samples[0]
-        if len(samples) == 1:
-            first_time, first_bytes, first_done = self.started, 0, 0
         span = now - first_time
         bytes_rate = (self.bytes - first_bytes) / span if span > 0 else 0.0
         files_rate = (self.done - first_done) / span if span > 0 else 0.0
