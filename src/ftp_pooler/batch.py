@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 import trio
 
@@ -54,12 +53,18 @@ class CopySummary:
         )
 
 
-async def _read_lines(source: BinaryIO, send: trio.MemorySendChannel[bytes]) -> None:
+async def _read_lines(source: BinaryIO, send: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
+    """Non-blank lines with their line numbers (from 1). A read waiting on a pipe is
+    abandoned when cancelled (a stopped copy must not wait for its producer)."""
+    number = 0
     async with send:
-        while lines := await trio.to_thread.run_sync(source.readlines, READ_HINT_BYTES):
+        while lines := await trio.to_thread.run_sync(
+            source.readlines, READ_HINT_BYTES, abandon_on_cancel=True
+        ):
             for raw in lines:
+                number += 1
                 if raw.strip():
-                    await send.send(raw)
+                    await send.send((number, raw))
 
 
 async def copy_tasks(
@@ -75,10 +80,10 @@ async def copy_tasks(
 
     Each task line yields exactly one result line in ``results``, in the order
     the tasks finish. A line that is not a valid task yields a failure result
-    with ``INVALID_MESSAGE``.
+    with ``INVALID_MESSAGE`` whose message starts with its line number.
     """
     summary = CopySummary()
-    send, receive = trio.open_memory_channel[bytes](concurrency * 4)
+    send, receive = trio.open_memory_channel[tuple[int, bytes]](concurrency * 4)
 
     def publish(result: Result) -> None:
         results.write(result.to_json() + b"\n")
@@ -86,13 +91,16 @@ async def copy_tasks(
         if on_result is not None:
             on_result(summary)
 
-    async def run_tasks(receive: trio.MemoryReceiveChannel[bytes]) -> None:
+    async def run_tasks(receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
         async with receive:
-            async for raw in receive:
+            async for number, raw in receive:
                 try:
                     task = parse_task(raw)
                 except InvalidTaskError as exc:
-                    publish(Result.invalid(exc, raw, worker=worker))
+                    numbered = InvalidTaskError(
+                        f"line {number}: {exc.message}", task_id=exc.task_id
+                    )
+                    publish(Result.invalid(numbered, raw, worker=worker))
                     continue
                 publish(await engine.run(task))
 
@@ -103,23 +111,3 @@ async def copy_tasks(
         await receive.aclose()
     results.flush()
     return summary
-
-
-class ProgressLine:
-    """A one-line live status on a terminal, redrawn at most a few times a second."""
-
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.25) -> None:
-        self._stream = stream
-        self._interval = interval
-        self._last = 0.0
-
-    def __call__(self, summary: CopySummary) -> None:
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._last = now
-            self._stream.write("\r\x1b[K" + summary.line())
-            self._stream.flush()
-
-    def finish(self) -> None:
-        self._stream.write("\r\x1b[K")
-        self._stream.flush()
