@@ -11,11 +11,13 @@ one-line error at start-up, not a traceback from deep inside Hypercorn).
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import structlog
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -32,6 +34,8 @@ from quart_trio import QuartTrio
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.metrics import Metrics
 
+log = structlog.get_logger(__name__)
+
 
 @dataclass
 class Health:
@@ -40,6 +44,10 @@ class Health:
     Liveness: every long-running component calls :meth:`heartbeat` regularly;
     the worker is dead when one has not for too long, or called
     :meth:`component_failed`. A failure is final: the pod should be restarted.
+    The worker is dead too when results have waited too long with none
+    acknowledged (:meth:`results_waiting`, :meth:`results_acknowledged`): its
+    publisher could not recover by itself, and a restart hands its partitions
+    to workers that may publish.
 
     Readiness: the consumer has joined its group, the producer is ready, and
     the worker is not draining. Joined, not "has partitions": a group with
@@ -54,6 +62,8 @@ class Health:
     """Component name -> trio.current_time() of its last heartbeat."""
     _failures: dict[str, str] = field(default_factory=dict, init=False)
     """Component name -> why it failed."""
+    _unacknowledged_since: float | None = field(default=None, init=False)
+    """Since when results have waited with none acknowledged (None: none waits)."""
 
     def heartbeat(self, name: str) -> None:
         """Record that component ``name`` is alive now (and register it on first call)."""
@@ -62,6 +72,15 @@ class Health:
     def component_failed(self, name: str, reason: str) -> None:
         """Mark component ``name`` dead for good; ``reason`` appears in ``/health``."""
         self._failures[name] = reason
+
+    def results_waiting(self, waiting: bool) -> None:
+        """Results now wait for their acknowledgement (True; none did) or none does (False)."""
+        self._unacknowledged_since = trio.current_time() if waiting else None
+
+    def results_acknowledged(self) -> None:
+        """Some results were acknowledged: the ones still waiting are waiting since now."""
+        if self._unacknowledged_since is not None:
+            self._unacknowledged_since = trio.current_time()
 
     def set_joined(self, joined: bool) -> None:
         """Whether the consumer is a member of its group (with or without partitions)."""
@@ -74,13 +93,18 @@ class Health:
         """Report not-ready from now on: the worker is shutting down."""
         self.draining = True
 
-    def alive(self, max_age: float) -> tuple[bool, dict[str, Any]]:
-        """Whether every component beat within ``max_age`` seconds and none failed.
+    def alive(
+        self, max_age: float, max_unacknowledged: float = math.inf
+    ) -> tuple[bool, dict[str, Any]]:
+        """Whether every component beat within ``max_age`` seconds, none failed, and results
+        did not wait more than ``max_unacknowledged`` seconds with none acknowledged.
 
         Returns:
             The verdict and a report: ``{"status": "ok" | "unhealthy",
-            "components": {name: {"status": "ok" | "stale" | "failed",
-            "age_seconds": ..., "reason": ...}}}``.
+            "components": {name: {"status": "ok" | "stale" | "failed" | "stalled",
+            "age_seconds": ..., "reason": ...}}}``; ``"results"`` is there while
+            results wait (``age_seconds``: since the last acknowledgement or since
+            they started to wait).
         """
         now = trio.current_time()
         components: dict[str, dict[str, Any]] = {}
@@ -90,6 +114,16 @@ class Health:
             # than max_age must not get the pod killed by its liveness probe.
             status = "ok" if age <= max_age or self.draining else "stale"
             components[name] = {"status": status, "age_seconds": round(age, 3)}
+        if self._unacknowledged_since is not None:
+            age = now - self._unacknowledged_since
+            results: dict[str, Any] = {"status": "ok", "age_seconds": round(age, 3)}
+            if age > max_unacknowledged and not self.draining:
+                results["status"] = "stalled"
+                results["reason"] = (
+                    f"no result acknowledged by Kafka for {age:.0f} s while results wait"
+                    f" (limit {max_unacknowledged:g} s)"
+                )
+            components["results"] = results
         for name, reason in self._failures.items():
             components.setdefault(name, {}).update(status="failed", reason=reason)
         ok = all(c["status"] == "ok" for c in components.values())
@@ -106,20 +140,36 @@ class Health:
         }
 
 
-def create_app(health: Health, metrics: Metrics, *, liveness_max_age: float = 30.0) -> QuartTrio:
+def create_app(
+    health: Health,
+    metrics: Metrics,
+    *,
+    liveness_max_age: float = 30.0,
+    liveness_unacknowledged: float = math.inf,
+) -> QuartTrio:
     """The probe and metrics app.
 
     Args:
         health: Read by ``/health`` and ``/ready`` (200, or 503 with the reasons).
+            ``/health`` logs one line when its verdict changes (``health.failing``
+            with the report, ``health.recovered``), none per probe.
         metrics: Rendered by ``/metrics``, on the Trio thread: the pool
             collector reads pool state.
         liveness_max_age: Seconds a component may go without a heartbeat.
+        liveness_unacknowledged: Seconds results may wait with none acknowledged.
     """
     app = QuartTrio(__name__, static_folder=None)
+    verdict = [True]
 
     @app.get("/health")
     async def health_probe() -> tuple[dict[str, Any], int]:
-        ok, report = health.alive(liveness_max_age)
+        ok, report = health.alive(liveness_max_age, liveness_unacknowledged)
+        if ok != verdict[0]:
+            verdict[0] = ok
+            if ok:
+                log.info("health.recovered")
+            else:
+                log.error("health.failing", components=report["components"])
         return report, 200 if ok else 503
 
     @app.get("/ready")

@@ -14,6 +14,7 @@ result is not yet acknowledged.
 from __future__ import annotations
 
 import functools
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -36,6 +37,12 @@ PAUSED_POLL_SECONDS = 1.0
 """While paused, how often the consumer is polled anyway (``poll`` returns nothing then,
 but serves the group: rebalances, ``max.poll.interval.ms``). Resuming does not wait for
 it: acknowledgements wake the poller as soon as there is room."""
+COMMIT_TIMEOUT_SECONDS = 10.0
+"""Longest a periodic commit may take (it is retried at the next interval): well within
+the 30 s a poller heartbeat may be late before ``/health`` fails."""
+ABANDON_GRACE_SECONDS = 0.5
+"""Beyond its own timeout, how long a consumer call in a thread is waited for before the
+thread is abandoned."""
 
 
 class KafkaPoller:
@@ -177,25 +184,60 @@ class KafkaPoller:
             if highwater is not None:
                 self._metrics.set_lag(partition.topic, partition.partition, highwater - next_offset)
 
-    async def commit(self) -> None:
-        """Commit every partition's done prefix (a failure is logged and retried next time)."""
+    async def commit(
+        self, timeout: float = COMMIT_TIMEOUT_SECONDS, *, abandon: bool = False
+    ) -> bool:
+        """Commit every partition's done prefix (a failure is logged and retried next time).
+
+        kafka-python gives up on the commit after ``timeout`` seconds.
+
+        Args:
+            abandon: Also give up on the thread the commit runs in when it overruns
+                (by :data:`ABANDON_GRACE_SECONDS`), for a consumer about to be
+                dropped: the consumer may then still be in use, and must not be
+                called again.
+
+        Returns:
+            False when the commit's thread was abandoned.
+        """
         positions = self.tracker.to_commit()
         if not positions:
-            return
+            return True
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
-        try:
-            await trio.to_thread.run_sync(lambda: self._consumer.commit(offsets))
-        except KafkaError as exc:
+        commit = functools.partial(self._consumer.commit, offsets, timeout_ms=int(timeout * 1000))
+        deadline = timeout + ABANDON_GRACE_SECONDS if abandon else math.inf
+        with trio.move_on_after(deadline) as scope:
+            try:
+                await trio.to_thread.run_sync(commit, abandon_on_cancel=abandon)
+            except KafkaError as exc:
+                self._metrics.commit_failed()
+                log.warning("kafka.commit_failed", error=str(exc))
+                return True
+        if scope.cancelled_caught:
             self._metrics.commit_failed()
-            log.warning("kafka.commit_failed", error=str(exc))
-            return
+            log.warning("kafka.commit_failed", error=f"no answer within {timeout:g} s")
+            return False
         self.tracker.committed(positions)
         self._metrics.commit_succeeded()
+        return True
 
-    async def close(self) -> None:
-        """Commit what is done and leave the group (the consumer is closed for good)."""
-        await self.commit()
-        await trio.to_thread.run_sync(lambda: self._consumer.close(autocommit=False))
+    async def close(self, timeout: float = COMMIT_TIMEOUT_SECONDS) -> None:
+        """Commit what is done and leave the group (the consumer is closed for good).
+
+        Each of the two takes at most ``timeout`` seconds (plus
+        :data:`ABANDON_GRACE_SECONDS`), whatever the broker does: a commit or a
+        close that overruns is abandoned in its thread (then the group is not
+        left: the broker drops this member after its session timeout).
+        """
+        if not await self.commit(timeout, abandon=True):
+            return
+        close = functools.partial(
+            self._consumer.close, autocommit=False, timeout_ms=int(timeout * 1000)
+        )
+        with trio.move_on_after(timeout + ABANDON_GRACE_SECONDS) as scope:
+            await trio.to_thread.run_sync(close, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            log.warning("kafka.close_abandoned", timeout=timeout)
 
     # -- rebalances (entered from kafka-python's IO thread) ------------------------------
 
