@@ -17,7 +17,12 @@ from typing import Any
 import trio
 import trio.testing
 from kafka import TopicPartition
-from kafka.errors import KafkaTimeoutError, KafkaConnectionError, ProducerFencedError
+from kafka.errors import (
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+)
 from kafka.future import Future
 from structlog.testing import capture_logs
 
@@ -127,7 +132,7 @@ class Recorder:
         return ResultPublisher(
             producer,
             new_producer=self.new_producer,
-            policy=RecoveryPolicy(ack_timeout=ack_timeout, stall_after=min(5.0, ack_timeout / 2)),
+            policy=RecoveryPolicy.for_ack_timeout(ack_timeout),
             on_waiting=self.waiting.append,
             result_topic="results",
             fail_topic="failures",
@@ -421,3 +426,18 @@ async def test_a_producer_that_cannot_be_made_is_tried_again_with_backoff(
         await publisher.wait_idle()
         nursery.cancel_scope.cancel()
     assert [d.offset for d in seen.acked] == [1]
+
+
+async def test_a_closed_publisher_does_not_replace_its_producer() -> None:
+    first, seen = StandInProducer(), Recorder()
+    publisher = seen.publisher(first)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher.run)
+        publisher.publish(_completed("t-1"), Delivery(PARTITION, 1, b""))
+        await first.wait_sent(1)
+        await publisher.aclose()
+        assert first.closed
+        first.sent[0][2].failure(IllegalStateError("Producer is closed forcefully."))
+        await trio.sleep(1.5)  # three watch periods
+        nursery.cancel_scope.cancel()
+    assert seen.producers == [] and publisher.pending == 1

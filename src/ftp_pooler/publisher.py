@@ -68,6 +68,8 @@ REPORT_SECONDS = 30.0
 """Refused results are logged at most once per this many seconds (with a count)."""
 CLOSE_SECONDS = 2.0
 """Longest a replaced producer's close may take before its thread is abandoned."""
+STALL_SECONDS = 5.0
+"""A result unacknowledged this long (or half the ack timeout, if less) means "stalled"."""
 
 
 # -- the decisions: pure, on plain values --------------------------------------------------
@@ -99,9 +101,15 @@ class RecoveryPolicy:
     """
 
     ack_timeout: float
-    stall_after: float = 5.0
+    stall_after: float = STALL_SECONDS
     initial_backoff: float = 1.0
     max_backoff: float = 30.0
+
+    @classmethod
+    def for_ack_timeout(cls, ack_timeout: float) -> RecoveryPolicy:
+        """The default policy for ``ack_timeout``: stalled after :data:`STALL_SECONDS`, or
+        half of ``ack_timeout`` when that is shorter."""
+        return cls(ack_timeout=ack_timeout, stall_after=min(STALL_SECONDS, ack_timeout / 2))
 
     def backoff(self, attempts: int) -> float:
         """Seconds between replacement ``attempts`` and the next (none before the first)."""
@@ -256,6 +264,7 @@ class ResultPublisher:
         self._have_producer = trio.Event()
         self._have_producer.set()
         self._replacing = False
+        self._closed = False
         self._recovery = Recovery()
         self._failure: str | None = None
         self._refusals = _Refusals()
@@ -307,6 +316,7 @@ class ResultPublisher:
     async def aclose(self, timeout: float = CLOSE_SECONDS) -> None:
         """Close the producer without delivering what it holds (what was not acknowledged
         by now is not committed either); gives up on it after about ``timeout`` seconds."""
+        self._closed = True
         producer, self._producer = self._producer, None
         if producer is not None:
             await _close_bounded(producer, timeout)
@@ -489,7 +499,7 @@ class ResultPublisher:
 
     def _assess(self, nursery: trio.Nursery) -> None:
         """One step of :class:`Recovery`: log a change of state, start a replacement."""
-        if self._replacing:
+        if self._replacing or self._closed:
             return
         now = trio.current_time()
         if self._failure is None and self._producer is not None:

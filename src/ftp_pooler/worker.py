@@ -219,7 +219,7 @@ async def _run_worker(
     publisher = ResultPublisher(
         producer,
         new_producer=new_producer,
-        policy=RecoveryPolicy(ack_timeout=kafka.result_ack_timeout_seconds),
+        policy=RecoveryPolicy.for_ack_timeout(kafka.result_ack_timeout_seconds),
         result_topic=kafka.result_topic,
         fail_topic=kafka.fail_topic,
         on_acked=acknowledged,
