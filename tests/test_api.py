@@ -74,26 +74,26 @@ async def test_results_waiting_too_long_without_an_ack_fail_liveness(
     autojump_clock: MockClock,
 ) -> None:
     health = Health()
-    health.results_waiting(True)
+    health.waiting("results", "results waiting, none acknowledged by Kafka")
     await trio.sleep(200)
     assert health.alive(30, 300) == (
         True, {"status": "ok", "components": {"results": {"status": "ok", "age_seconds": 200.0}}},
     )  # fmt: skip
-    health.results_acknowledged()  # some got through: the others wait since now
+    health.progressed("results")  # some got through: the others wait since now
     await trio.sleep(300.5)
     ok, report = health.alive(30, 300)
     assert not ok and report["status"] == "unhealthy"
     assert report["components"]["results"] == {
         "status": "stalled",
         "age_seconds": 300.5,
-        "reason": "no result acknowledged by Kafka for 300 s while results wait (limit 300 s)",
+        "reason": "results waiting, none acknowledged by Kafka for 300 s (limit 300 s)",
     }
-    health.results_acknowledged()
+    health.progressed("results")
     assert health.alive(30, 300)[0]
     await trio.sleep(400)
-    health.results_waiting(False)  # none waits: nothing to acknowledge
+    health.done_waiting("results")  # none waits: nothing to acknowledge
     assert health.alive(30, 300) == (True, {"status": "ok", "components": {}})
-    health.results_waiting(True)
+    health.waiting("results", "results waiting, none acknowledged by Kafka")
     await trio.sleep(400)
     health.start_draining()  # shutdown is bounded by itself
     assert health.alive(30, 300)[0]
@@ -175,7 +175,7 @@ async def _serving(
 ) -> AsyncIterator[int]:
     shutdown = trio.Event()
     app = create_app(
-        health, metrics, liveness_max_age=max_age, liveness_unacknowledged=max_unacked
+        health, metrics, liveness_max_age=max_age, liveness_waiting=max_unacked
     )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
@@ -226,7 +226,7 @@ async def test_health_flips_when_a_heartbeat_goes_stale() -> None:
 
 async def test_health_fails_on_unacknowledged_results_and_logs_each_change_once() -> None:
     health = Health()
-    health.results_waiting(True)
+    health.waiting("results", "results waiting, none acknowledged by Kafka")
     with capture_logs() as logs:
         async with _serving(health, Metrics(), max_unacked=0.2) as port:
             assert (await _get_json(port, "/health"))[0] == 200
@@ -235,8 +235,8 @@ async def test_health_fails_on_unacknowledged_results_and_logs_each_change_once(
                 status, report = await _get_json(port, "/health")
                 assert status == 503
             assert report["components"]["results"]["status"] == "stalled"
-            assert "no result acknowledged by Kafka" in report["components"]["results"]["reason"]
-            health.results_acknowledged()
+            assert "none acknowledged by Kafka" in report["components"]["results"]["reason"]
+            health.progressed("results")
             for _ in range(2):
                 assert (await _get_json(port, "/health"))[0] == 200
     events = [(entry["event"], entry["log_level"]) for entry in logs]

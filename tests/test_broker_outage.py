@@ -27,7 +27,7 @@ FAST_KAFKA = {
     "kafka__request_timeout_ms": "1000",
     "kafka__delivery_timeout_ms": "2000",
     "kafka__result_ack_timeout_seconds": "3",
-    "api__liveness_unacknowledged_seconds": "4",
+    "api__liveness_stall_seconds": "4",
 }
 """A result undelivered for 2 s expires in kafka-python, one unacknowledged for 3 s gets a
 new producer; /health fails after 4 s without an acknowledgement."""
@@ -134,7 +134,7 @@ def test_a_broker_frozen_past_the_delivery_timeout_loses_no_result_and_needs_no_
         time.sleep(0.2)
     assert status == 503, report
     assert report["components"]["results"]["status"] == "stalled"
-    assert "no result acknowledged by Kafka" in report["components"]["results"]["reason"]
+    assert "none acknowledged by Kafka" in report["components"]["results"]["reason"]
     time.sleep(max(0.0, 6 - (time.monotonic() - frozen_at)))  # > delivery timeout (2 s)
     outage.broker.resume()
 
@@ -206,3 +206,67 @@ def test_sigterm_while_the_broker_is_frozen_exits_within_the_drain_and_a_constan
         print(f"exited {took:.1f} s after SIGTERM (drain {drain} s)")
     assert status == 0
     assert took <= drain + SHUTDOWN_SECONDS + 2.0  # + process exit
+
+
+async def test_a_consumer_whose_commits_fail_is_reported_and_its_close_is_bounded(
+    outage: Outage,
+) -> None:
+    import trio
+    from kafka import KafkaConsumer
+
+    from ftp_pooler.api import Health
+    from ftp_pooler.config import Settings
+    from ftp_pooler.deliveries import DeliveryQueue
+    from ftp_pooler.kafka_clients import consumer_config
+    from ftp_pooler.metrics import Metrics
+    from ftp_pooler.poller import ABANDON_GRACE_SECONDS, KafkaPoller
+
+    outage.topics.produce([b"task"] * 5)
+    settings = Settings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": [outage.broker.bootstrap_servers],
+                "consumer_group": outage.topics.group,
+                "input_topic": outage.topics.tasks,
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 500,
+                "request_timeout_ms": 1000,
+                "delivery_timeout_ms": 2000,
+                "result_ack_timeout_seconds": 3,
+            },
+            "api": {"liveness_stall_seconds": 4},
+        }
+    )
+    consumer = await trio.to_thread.run_sync(lambda: KafkaConsumer(**consumer_config(settings)))
+    health, deliveries = Health(), DeliveryQueue()
+    poller = KafkaPoller(
+        consumer, deliveries, topic=outage.topics.tasks, max_inflight=10, max_poll_records=10,
+        commit_interval=3600, revoke_timeout=1.0, health=health, metrics=Metrics(),
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poller.run)
+        taken = []
+        with trio.fail_after(30):
+            while len(taken) < 5:
+                taken.append(await deliveries.get())
+        for delivery in taken:
+            assert poller.started(delivery)
+        nursery.cancel_scope.cancel()  # the poll loop stops; the consumer stays the poller's
+
+    poller.acknowledged(taken[:2])
+    outage.broker.freeze()
+    await poller.commit(timeout=1.0)  # kafka-python gives up after 1 s
+    ok, report = health.alive(30, 0.0)
+    assert not ok and "no commit succeeding" in report["components"]["commits"]["reason"]
+    outage.broker.resume()
+    with trio.fail_after(20):
+        while "commits" in health.alive(30)[1]["components"]:
+            await poller.commit(timeout=1.0)
+    assert health.alive(30, 0.0)[0]
+
+    poller.acknowledged(taken[2:])
+    outage.broker.freeze()
+    started = trio.current_time()
+    await poller.close(timeout=1.0)  # commit and close share the second, whatever happens
+    took = trio.current_time() - started
+    assert took <= 1.0 + 2 * ABANDON_GRACE_SECONDS + 0.5, took

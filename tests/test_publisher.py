@@ -371,7 +371,11 @@ async def test_a_producer_that_never_answers_is_replaced_and_every_result_sent_a
     assert sorted(d.offset for d in seen.acked) == [0, 1, 2]  # each once
     assert len(seen.producers) == 1 and seen.waiting == [True, False]
     events = [entry["event"] for entry in logs if entry["event"].startswith("publish.")]
-    assert events == ["publish.stalled", "publish.recreating_producer", "publish.healthy"]
+    # "stalled" first, unless a late watch (a loaded machine) saw the wait past both bounds
+    assert events in (
+        ["publish.stalled", "publish.recreating_producer", "publish.healthy"],
+        ["publish.recreating_producer", "publish.healthy"],
+    )
 
 
 async def test_a_fenced_producer_is_replaced_at_once_and_its_refusals_logged_once() -> None:
@@ -419,8 +423,10 @@ async def test_a_producer_that_cannot_be_made_is_tried_again_with_backoff(
         publisher.publish(_completed("t-1"), Delivery(PARTITION, 1, b""))
         start = trio.current_time()
         await _wait_for(lambda: seen.producers, timeout=60)
-        # attempts at 0.5 s (first watch), then 1, 2 and 4 s apart: the fourth one works
-        assert 7.0 <= trio.current_time() - start <= 8.5
+        # attempts at 0.5 s (first watch), then 1, 2 and 4 s apart: the fourth one works.
+        # (The clock jumps while the factory runs in its thread: only a lower bound holds.)
+        assert trio.current_time() - start >= 7.0
+        assert seen.refuse_to_make == 0
         await seen.producers[0].wait_sent(1)
         seen.producers[0].sent[0][2].success(None)
         await publisher.wait_idle()

@@ -183,9 +183,10 @@ class TransferSettings(_Section):
 class ApiSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
-    liveness_unacknowledged_seconds: float = Field(300.0, gt=0)
-    """``/health`` fails once results have waited this long with none acknowledged; above
-    ``kafka.result_ack_timeout_seconds``, so the publisher gets to replace its producer first."""
+    liveness_stall_seconds: float = Field(300.0, gt=0)
+    """``/health`` fails once results have waited this long with none acknowledged, or
+    finished offsets with no commit succeeding; above ``kafka.result_ack_timeout_seconds``,
+    so the publisher gets to replace its producer first."""
 
 
 class LoggingSettings(_Section):
@@ -212,9 +213,9 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _liveness_after_recovery(self) -> Self:
-        if self.api.liveness_unacknowledged_seconds <= self.kafka.result_ack_timeout_seconds:
+        if self.api.liveness_stall_seconds <= self.kafka.result_ack_timeout_seconds:
             raise ValueError(
-                "api.liveness_unacknowledged_seconds must be above kafka.result_ack_timeout_seconds"
+                "api.liveness_stall_seconds must be above kafka.result_ack_timeout_seconds"
             )
         return self
 

@@ -45,10 +45,11 @@ log = structlog.get_logger(__name__)
 
 ACK_WAIT_SECONDS = 5.0
 """At shutdown, how long results of finished transfers may take to be acknowledged."""
-CLOSE_SECONDS = 2.0
-"""At shutdown, the bound of each Kafka call: the final commit, the consumer's close (both
-in turn, each given up on half a second later), the producer's close (meanwhile)."""
-SHUTDOWN_SECONDS = ACK_WAIT_SECONDS + 2 * (CLOSE_SECONDS + ABANDON_GRACE_SECONDS) + 1.0
+CLOSE_SECONDS = 4.0
+"""At shutdown, the bound of closing the Kafka clients (both at once): the consumer's final
+commit and close share it, each given up on half a second past its share; the producer's
+close takes at most half of it."""
+SHUTDOWN_SECONDS = ACK_WAIT_SECONDS + CLOSE_SECONDS + 2 * ABANDON_GRACE_SECONDS + 1.0
 """The longest shutdown may take after the drain: acknowledgements, commit and closes,
 one second for the API's open requests."""
 
@@ -208,13 +209,19 @@ async def _run_worker(
 
     def acknowledged(deliveries: list[Delivery]) -> None:
         poller.acknowledged(deliveries)
-        health.results_acknowledged()
+        health.progressed("results")
         health.set_producer_ready(True)
 
     def publish_failed() -> None:
         """The broker refused results: not ready until it takes some again."""
         metrics.publish_failed()
         health.set_producer_ready(False)
+
+    def results_waiting(waiting: bool) -> None:
+        if waiting:
+            health.waiting("results", "results waiting, none acknowledged by Kafka")
+        else:
+            health.done_waiting("results")
 
     publisher = ResultPublisher(
         producer,
@@ -225,7 +232,7 @@ async def _run_worker(
         on_acked=acknowledged,
         on_published=metrics.published,
         on_failed=publish_failed,
-        on_waiting=health.results_waiting,
+        on_waiting=results_waiting,
         is_idle=lambda: poller.inflight <= publisher.pending,
         gather_seconds=min(GATHER_SECONDS, kafka.result_linger_ms / 1000),
     )
@@ -257,7 +264,7 @@ async def _run_worker(
                     create_app(
                         health,
                         metrics,
-                        liveness_unacknowledged=settings.api.liveness_unacknowledged_seconds,
+                        liveness_waiting=settings.api.liveness_stall_seconds,
                     ),
                     api_socket,
                     shutdown=api_stop,
@@ -285,7 +292,7 @@ async def _run_worker(
                     await publisher.wait_idle()
                 async with trio.open_nursery() as closing:
                     closing.start_soon(poller.close, CLOSE_SECONDS)
-                    closing.start_soon(publisher.aclose, CLOSE_SECONDS)
+                    closing.start_soon(publisher.aclose, CLOSE_SECONDS / 2)
                 log.info("worker.stopped", pending_results=publisher.pending)
             finally:
                 api_stop.set()
