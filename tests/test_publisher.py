@@ -360,7 +360,8 @@ async def test_a_producer_that_never_answers_is_replaced_and_every_result_sent_a
             first.sent[0][2].success(None)  # one answer, then silence (a frozen broker)
             await _wait_for(lambda: seen.producers and len(seen.producers[0].sent) == 2)
             second = seen.producers[0]
-            assert first.closed and publisher.state is PublishState.RECREATING
+            await _wait_for(lambda: first.closed)  # in a thread of its own
+            assert publisher.state is PublishState.RECREATING
             assert second.keys() == [b"t-1", b"t-2"]
             first.sent[1][2].success(None)  # the old producer answers late after all
             for _topic, _key, future in second.sent:
@@ -402,7 +403,9 @@ async def test_a_fenced_producer_is_replaced_at_once_and_its_refusals_logged_onc
     assert len(seen.acked) == 200 and publisher.pending == 0
     events = [entry["event"] for entry in logs if entry["event"].startswith("publish.")]
     assert events == ["publish.refused", "publish.recreating_producer", "publish.healthy"]
-    assert logs[0]["results"] == 200 and "ProducerFencedError" in logs[0]["error"]
+    # counted from the first batch of refusals drained (all 200, unless the Trio side woke
+    # while the sender thread was still failing them); the later ones are not logged
+    assert 1 <= logs[0]["results"] <= 200 and "ProducerFencedError" in logs[0]["error"]
 
 
 async def test_a_producer_that_cannot_be_made_is_tried_again_with_backoff(

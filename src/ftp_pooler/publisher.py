@@ -225,8 +225,8 @@ class ResultPublisher:
 
     Args:
         producer: A kafka-python ``KafkaProducer``.
-        new_producer: Makes another one (blocking: called in a thread; may raise
-            ``KafkaError`` while the broker is unreachable, then it is tried again).
+        new_producer: Makes another one (blocking: called in a thread; when it raises,
+            e.g. while the broker is unreachable, it is called again after a backoff).
         policy: When to replace the producer.
         on_acked: Called, on the Trio thread, with the deliveries whose results
             the broker acknowledged.
