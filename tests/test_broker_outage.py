@@ -258,6 +258,15 @@ async def test_a_consumer_whose_commits_fail_is_reported_and_its_close_is_bounde
     await poller.commit(timeout=1.0)  # kafka-python gives up after 1 s
     ok, report = health.alive(30, 0.0)
     assert not ok and "no commit succeeding" in report["components"]["commits"]["reason"]
+    positions = poller.tracker.to_commit()
+    poller.tracker.forget(set(positions))  # as a revocation does: nothing waits any more
+    await poller.commit(timeout=1.0)
+    assert health.alive(30, 0.0)[0]
+    for delivery in taken[:2]:  # the same two, on partitions assigned again
+        poller.tracker.received(delivery.partition, delivery.offset)
+    poller.acknowledged(taken[:2])
+    await poller.commit(timeout=1.0)
+    assert not health.alive(30, 0.0)[0]
     outage.broker.resume()
     with trio.fail_after(20):
         while "commits" in health.alive(30)[1]["components"]:

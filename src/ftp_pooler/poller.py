@@ -219,7 +219,8 @@ class KafkaPoller:
             Whether the commit ended (succeeded or failed) in time.
         """
         positions = self.tracker.to_commit()
-        if not positions:
+        if not positions:  # e.g. the partitions whose commits failed were revoked
+            self._health.done_waiting("commits")
             return True
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
         commit = functools.partial(self._consumer.commit, offsets, timeout_ms=int(timeout * 1000))
