@@ -17,9 +17,19 @@ Subcommands (each exits 1 with one line per problem):
       ports match a pod template.
 
   dashboard JSON OUTDIR
-      The Grafana dashboard: valid JSON, datasource ${DS_PROMETHEUS} everywhere,
-      unique panel ids; writes OUTDIR/dashboard-rules.yaml with every panel
-      query as a recording rule, so promtool checks their PromQL.
+      The Grafana dashboard: valid JSON, a "datasource" variable of type
+      datasource (prometheus) and every panel, query and variable on
+      ${datasource}; no __inputs (import-only ${DS_...} placeholders, which a
+      provisioned dashboard cannot fill: the kube-prometheus-stack sidecar
+      loads it as it is); unique panel ids; writes OUTDIR/dashboard-rules.yaml
+      with every panel query as a recording rule, so promtool checks their PromQL.
+
+  placeholders RENDERED
+      Values a real deployment must replace (for the prod overlay): any string
+      holding "placeholder", host names under the reserved example domains
+      (RFC 2606: example, example.com/.net/.org, .invalid, .test) and
+      documentation address blocks (RFC 5737, RFC 3849) in NetworkPolicy
+      ipBlocks. One line each, exit 1.
 
   metrics RULES...
       Every ftp_pooler_* series named in the expressions of the Prometheus
@@ -367,12 +377,17 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     except (OSError, ValueError) as exc:
         print(f"  {args.json}: {exc}", file=sys.stderr)
         sys.exit(1)
-    datasource = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    datasource = {"type": "prometheus", "uid": "${datasource}"}
+    if "__inputs" in dashboard or "${DS_" in json.dumps(dashboard):
+        problems.append("__inputs or ${DS_...}: only an import fills them, not provisioning")
+    variables = dashboard.get("templating", {}).get("list", [])
     if not any(
-        i.get("name") == "DS_PROMETHEUS" and i.get("pluginId") == "prometheus"
-        for i in dashboard.get("__inputs", [])
+        v.get("name") == "datasource"
+        and v.get("type") == "datasource"
+        and v.get("query") == "prometheus"
+        for v in variables
     ):
-        problems.append("no __inputs entry DS_PROMETHEUS for the prometheus plugin")
+        problems.append("no templating variable 'datasource' of type datasource (prometheus)")
     for key in ("uid", "title", "schemaVersion", "panels"):
         if not dashboard.get(key):
             problems.append(f"no {key}")
@@ -389,14 +404,14 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
             continue
         if panel.get("datasource") != datasource:
             problems.append(
-                f"panel {pid} ({panel.get('title')}): datasource is not ${{DS_PROMETHEUS}}"
+                f"panel {pid} ({panel.get('title')}): datasource is not ${{datasource}}"
             )
         if not panel.get("targets"):
             problems.append(f"panel {pid} ({panel.get('title')}): no queries")
         for target in panel.get("targets", []):
             if target.get("datasource", datasource) != datasource:
                 problems.append(
-                    f"panel {pid}: query {target.get('refId')}: datasource is not ${{DS_PROMETHEUS}}"
+                    f"panel {pid}: query {target.get('refId')}: datasource is not ${{datasource}}"
                 )
             expr = target.get("expr", "")
             concrete = (
@@ -414,7 +429,7 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") == "query":
             if var.get("datasource") != datasource:
-                problems.append(f"variable {var.get('name')}: datasource is not ${{DS_PROMETHEUS}}")
+                problems.append(f"variable {var.get('name')}: datasource is not ${{datasource}}")
             query = var.get("query", {})
             query = query.get("query", "") if isinstance(query, dict) else query
             match = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query)
@@ -431,6 +446,71 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     with open(Path(args.outdir) / "dashboard-rules.yaml", "w", encoding="utf-8") as f:
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recording}]}, f, sort_keys=False)
     print(f"  {len(ids)} panels, {len(recording)} queries")
+
+
+RESERVED_DOMAINS = ("example", "example.com", "example.net", "example.org", "invalid", "test")
+"""RFC 2606: names that never resolve on the Internet, used as placeholders."""
+DOCUMENTATION_NETS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+
+
+def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from _strings(inner, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            yield from _strings(inner, f"{path}[{index}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _reserved_host(value: str) -> bool:
+    """Whether ``value`` names a host under a RESERVED_DOMAINS domain (in a URL, an
+    image reference, a ``host:port`` list...)."""
+    for token in re.split(r"[\s,/@=:\"']+", value.lower()):
+        if "." in token and any(
+            token == domain or token.endswith("." + domain) for domain in RESERVED_DOMAINS
+        ):
+            return True
+    return False
+
+
+def find_placeholders(docs: list[dict[str, Any]]) -> list[str]:
+    """``kind/name path: value`` for each value a real deployment must replace."""
+    import ipaddress
+
+    nets = [ipaddress.ip_network(n) for n in DOCUMENTATION_NETS]
+    found: list[str] = []
+    for doc in docs:
+        where = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+        for path, text in _strings(doc):
+            if path.startswith(".metadata.annotations"):
+                continue
+            lines = text.splitlines()
+            for number, line in enumerate(lines, start=1):
+                # A file in a ConfigMap or Secret: its comments may say PLACEHOLDER.
+                value = re.split(r"(?:^|\s)[#;]", line, maxsplit=1)[0].strip()
+                if "placeholder" in value.lower() or _reserved_host(value):
+                    at = f" line {number}" if len(lines) > 1 else ""
+                    found.append(f"{where} {path}{at}: {value}")
+            if path.endswith(".ipBlock.cidr"):
+                try:
+                    net = ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    continue
+                if any(
+                    net.version == doc_net.version and net.subnet_of(doc_net) for doc_net in nets
+                ):
+                    found.append(f"{where} {path}: {text} (a documentation range)")
+    return found
+
+
+def cmd_placeholders(args: argparse.Namespace) -> None:
+    problems = Problems(
+        f"PLACEHOLDER still set: {found}" for found in find_placeholders(load(args.rendered))
+    )
+    problems.exit(args.rendered)
+    print("  no placeholders")
 
 
 def metric_names() -> set[str]:
@@ -704,6 +784,9 @@ def main() -> None:
     metrics = sub.add_parser("metrics")
     metrics.add_argument("files", nargs="+")
     metrics.set_defaults(run=cmd_metrics)
+    placeholders = sub.add_parser("placeholders")
+    placeholders.add_argument("rendered")
+    placeholders.set_defaults(run=cmd_placeholders)
     config = sub.add_parser("config")
     config.add_argument("rendered")
     config.add_argument("--connections-from")

@@ -17,6 +17,8 @@
 #    (prometheus-rules.test.yaml), and checks every Grafana dashboard query;
 # 6. checks that each ftp_pooler_* metric the rules and the dashboard use is
 #    exposed by ftp_pooler.metrics;
+# 6b. refuses placeholders left in the prod overlay (check_rendered.py
+#    placeholders), unless ALLOW_PLACEHOLDERS=1 (checking the template itself);
 # 7. lints the Containerfile with hadolint.
 #
 # Tools, each found as the named variable, else in the repository's .venv/bin,
@@ -124,6 +126,16 @@ for target in "${targets[@]}"; do
     done
     echo "  schemas: valid for Kubernetes $K8S_VERSIONS"
     check config "$dir/rendered.yaml" --connections-from "$out/base/rendered.yaml"
+    if [ "$name" = prod ]; then
+        # A real deployment must replace every placeholder. ALLOW_PLACEHOLDERS=1
+        # (make check-deploy-template, CI) checks the repository's template.
+        if [ "${ALLOW_PLACEHOLDERS:-0}" = 1 ]; then
+            check placeholders "$dir/rendered.yaml" 2>&1 | sed 's/^ */  (allowed) /' || true
+        else
+            check placeholders "$dir/rendered.yaml" \
+                || die "$target: placeholders left (listed above); replace them before deploying"
+        fi
+    fi
     if [ -f "$dir/rules.yaml" ]; then
         "$PROMTOOL" check rules "$dir/rules.yaml" | sed '/^$/d; s/^/  /'
         # The unit tests name their rule file: give them this overlay's rules.

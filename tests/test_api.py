@@ -13,6 +13,7 @@ import pytest
 import trio
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 from trio.testing import MockClock
 
 from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
@@ -67,6 +68,35 @@ async def test_failed_component_stays_dead() -> None:
     assert report["components"]["producer"]["status"] == "failed"
     assert report["components"]["producer"]["reason"] == "broker unreachable"
     assert report["components"]["poller"]["status"] == "ok"
+
+
+async def test_results_waiting_too_long_without_an_ack_fail_liveness(
+    autojump_clock: MockClock,
+) -> None:
+    health = Health()
+    health.waiting("results", "results waiting, none acknowledged by Kafka")
+    await trio.sleep(200)
+    assert health.alive(30, 300) == (
+        True, {"status": "ok", "components": {"results": {"status": "ok", "age_seconds": 200.0}}},
+    )  # fmt: skip
+    health.progressed("results")  # some got through: the others wait since now
+    await trio.sleep(300.5)
+    ok, report = health.alive(30, 300)
+    assert not ok and report["status"] == "unhealthy"
+    assert report["components"]["results"] == {
+        "status": "stalled",
+        "age_seconds": 300.5,
+        "reason": "results waiting, none acknowledged by Kafka for 300 s (limit 300 s)",
+    }
+    health.progressed("results")
+    assert health.alive(30, 300)[0]
+    await trio.sleep(400)
+    health.done_waiting("results")  # none waits: nothing to acknowledge
+    assert health.alive(30, 300) == (True, {"status": "ok", "components": {}})
+    health.waiting("results", "results waiting, none acknowledged by Kafka")
+    await trio.sleep(400)
+    health.start_draining()  # shutdown is bounded by itself
+    assert health.alive(30, 300)[0]
 
 
 async def test_ready_needs_joined_and_producer_and_not_draining() -> None:
@@ -141,10 +171,12 @@ async def _get_json(port: int, path: str) -> tuple[int, Any]:
 
 @asynccontextmanager
 async def _serving(
-    health: Health, metrics: Metrics, *, max_age: float = 30.0
+    health: Health, metrics: Metrics, *, max_age: float = 30.0, max_unacked: float = 300.0
 ) -> AsyncIterator[int]:
     shutdown = trio.Event()
-    app = create_app(health, metrics, liveness_max_age=max_age)
+    app = create_app(
+        health, metrics, liveness_max_age=max_age, liveness_waiting=max_unacked
+    )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(
             partial(serve_api, app, bind_api_socket(HOST, 0), shutdown=shutdown)
@@ -190,6 +222,26 @@ async def test_health_flips_when_a_heartbeat_goes_stale() -> None:
         status, report = await _get_json(port, "/health")
         assert status == 503
         assert report["components"]["committer"]["reason"] == "commit loop crashed"
+
+
+async def test_health_fails_on_unacknowledged_results_and_logs_each_change_once() -> None:
+    health = Health()
+    health.waiting("results", "results waiting, none acknowledged by Kafka")
+    with capture_logs() as logs:
+        async with _serving(health, Metrics(), max_unacked=0.2) as port:
+            assert (await _get_json(port, "/health"))[0] == 200
+            await trio.sleep(0.3)
+            for _ in range(3):
+                status, report = await _get_json(port, "/health")
+                assert status == 503
+            assert report["components"]["results"]["status"] == "stalled"
+            assert "none acknowledged by Kafka" in report["components"]["results"]["reason"]
+            health.progressed("results")
+            for _ in range(2):
+                assert (await _get_json(port, "/health"))[0] == 200
+    events = [(entry["event"], entry["log_level"]) for entry in logs]
+    assert events == [("health.failing", "error"), ("health.recovered", "info")]
+    assert logs[0]["components"]["results"]["status"] == "stalled"
 
 
 async def test_metrics_endpoint_serves_prometheus_text() -> None:

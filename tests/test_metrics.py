@@ -1,16 +1,24 @@
-"""Metrics: counters and labels per result, the pool collector, the text exposition."""
+"""Metrics: counters and labels per result, bytes as they move, retries, the pool collector."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+from pyftpdlib.handlers import FTPHandler
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients import ftp_config
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import InvalidTaskError, Operation, Result, Task, parse_task
+from ftp_pooler.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
-from ftp_pooler.ftp.pool import ConnectionStats
+from ftp_pooler.ftp.pool import ConnectionStats, PoolLimits, open_session_pool
 from ftp_pooler.metrics import SESSION_STATES, Metrics
+from ftp_pooler.retry import RetryPolicy
 
 WORKER = "pod-1"
 SECRET = "hunter2"
@@ -38,7 +46,7 @@ STATS = ConnectionStats(
 )  # fmt: skip
 
 
-def test_completed_result_counts_task_bytes_and_duration() -> None:
+def test_completed_result_counts_task_and_duration_by_connection() -> None:
     m = Metrics()
     result = Result.completed(
         _task(), worker=WORKER, bytes_transferred=2048, duration_ms=30, attempts=1
@@ -53,12 +61,45 @@ def test_completed_result_counts_task_bytes_and_duration() -> None:
         "connection": "partner-a",
     }
     assert _value(m, "ftp_pooler_tasks_total", **labels) == 2
-    assert _value(m, "ftp_pooler_bytes_total", operation="download", connection="partner-a") == 4096
+    # Bytes are counted as they move (bytes_moved), not from results.
+    assert _value(m, "ftp_pooler_bytes_total", operation="download", connection="partner-a") is None
     duration = "ftp_pooler_transfer_duration_seconds"
-    assert _value(m, f"{duration}_count", operation="download") == 2
-    assert _value(m, f"{duration}_sum", operation="download") == pytest.approx(0.06)
-    assert _value(m, f"{duration}_bucket", operation="download", le="0.025") == 0
-    assert _value(m, f"{duration}_bucket", operation="download", le="0.05") == 2
+    where = {"operation": "download", "connection": "partner-a"}
+    assert _value(m, f"{duration}_count", **where) == 2
+    assert _value(m, f"{duration}_sum", **where) == pytest.approx(0.06)
+    assert _value(m, f"{duration}_bucket", **where, le="0.025") == 0
+    assert _value(m, f"{duration}_bucket", **where, le="0.05") == 2
+
+
+def test_bytes_are_counted_as_they_move_and_retries_by_connection_and_code() -> None:
+    m = Metrics()
+    m.bytes_moved(Operation.DOWNLOAD, "partner-a", 1000)
+    m.bytes_moved(Operation.DOWNLOAD, "partner-a", 24)
+    m.bytes_moved(Operation.UPLOAD, "partner-b", 7)
+    m.retrying(Operation.DOWNLOAD, "partner-a", ErrorCode.TRANSIENT)
+    m.retrying(Operation.DOWNLOAD, "partner-a", ErrorCode.TRANSIENT)
+    m.retrying(Operation.UPLOAD, "partner-b", ErrorCode.TIMEOUT)
+
+    assert _value(m, "ftp_pooler_bytes_total", operation="download", connection="partner-a") == 1024
+    assert _value(m, "ftp_pooler_bytes_total", operation="upload", connection="partner-b") == 7
+    retries = "ftp_pooler_retries_total"
+    assert (
+        _value(m, retries, operation="download", connection="partner-a", error_code="TRANSIENT")
+        == 2
+    )
+    assert _value(m, retries, operation="upload", connection="partner-b", error_code="TIMEOUT") == 1
+
+
+def test_build_info_and_the_standard_collectors() -> None:
+    from ftp_pooler import package_version
+
+    m = Metrics()
+    assert _value(m, "ftp_pooler_build_info", version=package_version()) == 1
+    assert _value(m, "process_cpu_seconds_total") is not None
+    assert _value(m, "process_resident_memory_bytes") is not None
+    assert _value(m, "python_gc_collections_total", generation="0") is not None
+    names = {family.name for family in m.registry.collect()}
+    assert "python_info" in names
 
 
 def test_failed_result_is_labelled_with_its_error_code() -> None:
@@ -74,7 +115,7 @@ def test_failed_result_is_labelled_with_its_error_code() -> None:
         "connection": "partner-a",
     }
     assert _value(m, "ftp_pooler_tasks_total", **labels) == 1
-    assert _value(m, "ftp_pooler_bytes_total", operation="download", connection="partner-a") == 0
+    assert _value(m, "ftp_pooler_bytes_total", operation="download", connection="partner-a") is None
 
 
 def test_skipped_result_has_no_error_code() -> None:
@@ -91,7 +132,15 @@ def test_skipped_result_has_no_error_code() -> None:
         "connection": "partner-b",
     }
     assert _value(m, "ftp_pooler_tasks_total", **labels) == 1
-    assert _value(m, "ftp_pooler_transfer_duration_seconds_count", operation="upload") == 1
+    assert (
+        _value(
+            m,
+            "ftp_pooler_transfer_duration_seconds_count",
+            operation="upload",
+            connection="partner-b",
+        )
+        == 1
+    )
 
 
 def test_invalid_message_counts_only_as_a_failed_task() -> None:
@@ -111,7 +160,9 @@ def test_invalid_message_counts_only_as_a_failed_task() -> None:
     assert _value(m, "ftp_pooler_tasks_total", **labels) == 1
     assert _value(m, "ftp_pooler_invalid_messages_total") == 1
     assert _value(m, "ftp_pooler_bytes_total", operation="", connection="") is None
-    assert _value(m, "ftp_pooler_transfer_duration_seconds_count", operation="") is None
+    assert (
+        _value(m, "ftp_pooler_transfer_duration_seconds_count", operation="", connection="") is None
+    )
 
 
 def test_kafka_and_publish_counters() -> None:
@@ -216,6 +267,87 @@ def test_render_parses_and_carries_no_secrets() -> None:
         "ftp_pooler_invalid_messages",
         "ftp_pooler_results_published",
         "ftp_pooler_publish_failures",
+        "ftp_pooler_retries",
+        "ftp_pooler_build_info",
+        "process_cpu_seconds",
+        "python_info",
     } <= names
     for word in (SECRET, "bob", "password", WORKER, "/out/"):
         assert word not in text.lower()
+
+
+class _RecordingMetrics(Metrics):
+    """Metrics that note the bytes counter's value each time the engine reports bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, float | None]] = []
+
+    def bytes_moved(self, operation: Operation, connection: str, count: int) -> None:
+        super().bytes_moved(operation, connection, count)
+        labels = {"operation": operation.value, "connection": connection}
+        self.seen.append((operation.value, _value(self, "ftp_pooler_bytes_total", **labels)))
+
+
+async def test_engine_reports_bytes_as_they_move_and_retries(
+    make_pyftpd: Any, ftp_root: Path, tmp_path: Path
+) -> None:
+    failures = {"left": 1}
+
+    class FlakyHandler(FTPHandler):  # type: ignore[misc]
+        def ftp_RETR(self, file: str) -> None:
+            if failures["left"]:
+                failures["left"] -= 1
+                self.respond("451 Local error in processing, try again.")
+                return
+            super().ftp_RETR(file)
+
+    size = 3_000_000
+    (ftp_root / "big.bin").write_bytes(os.urandom(size))
+    server = make_pyftpd(handler_class=FlakyHandler)
+    local = tmp_path / "local"
+    local.mkdir()
+    conns = Connections(
+        [
+            FTPConnection(id="partner-a", ftp=ftp_config(server)),
+            LocalConnection(id="local", base_path=local),
+        ]
+    )
+    metrics = _RecordingMetrics()
+    async with open_session_pool(conns.session_factories(), PoolLimits()) as pool:
+        engine = TransferEngine(
+            conns,
+            pool,
+            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
+            worker=WORKER,
+            observer=metrics,
+        )
+        down = await engine.run(_task_between("partner-a", "/big.bin", "local", "big.bin"))
+        up = await engine.run(_task_between("local", "big.bin", "partner-a", "/back.bin"))
+    assert (down.status, down.attempts, up.status) == ("completed", 2, "completed")
+    for operation in ("download", "upload"):
+        values = [value for op, value in metrics.seen if op == operation]
+        # Many steps, each before the task's result existed, ending at the file's size.
+        assert len(values) > 3, values
+        assert values == sorted(values) and values[0] is not None and values[0] < size
+        assert values[-1] == size
+    assert (
+        _value(
+            metrics,
+            "ftp_pooler_retries_total",
+            operation="download",
+            connection="partner-a",
+            error_code="TRANSIENT",
+        )
+        == 1
+    )
+
+
+def _task_between(src: str, src_path: str, dst: str, dst_path: str) -> Task:
+    return Task.model_validate(
+        {
+            "task_id": f"{src}-{dst}",
+            "source": {"connection_id": src, "path": src_path},
+            "destination": {"connection_id": dst, "path": dst_path},
+        }
+    )

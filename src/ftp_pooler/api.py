@@ -11,11 +11,13 @@ one-line error at start-up, not a traceback from deep inside Hypercorn).
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import structlog
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
@@ -32,6 +34,8 @@ from quart_trio import QuartTrio
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.metrics import Metrics
 
+log = structlog.get_logger(__name__)
+
 
 @dataclass
 class Health:
@@ -40,6 +44,11 @@ class Health:
     Liveness: every long-running component calls :meth:`heartbeat` regularly;
     the worker is dead when one has not for too long, or called
     :meth:`component_failed`. A failure is final: the pod should be restarted.
+    The worker is dead too when work has waited on the broker too long with no
+    progress (:meth:`waiting`, :meth:`progressed`, :meth:`done_waiting`):
+    results with none acknowledged (the publisher could not recover by
+    itself), finished offsets with no commit succeeding. A restart hands its
+    partitions to workers that may make progress.
 
     Readiness: the consumer has joined its group, the producer is ready, and
     the worker is not draining. Joined, not "has partitions": a group with
@@ -54,6 +63,8 @@ class Health:
     """Component name -> trio.current_time() of its last heartbeat."""
     _failures: dict[str, str] = field(default_factory=dict, init=False)
     """Component name -> why it failed."""
+    _waits: dict[str, tuple[float, str]] = field(default_factory=dict, init=False)
+    """Name -> since when its work has waited with no progress, and what progress is missing."""
 
     def heartbeat(self, name: str) -> None:
         """Record that component ``name`` is alive now (and register it on first call)."""
@@ -62,6 +73,20 @@ class Health:
     def component_failed(self, name: str, reason: str) -> None:
         """Mark component ``name`` dead for good; ``reason`` appears in ``/health``."""
         self._failures[name] = reason
+
+    def waiting(self, name: str, what: str) -> None:
+        """Work of ``name`` waits on the broker from now (if it did not already): ``what``
+        describes the missing progress, e.g. ``"results waiting, none acknowledged by Kafka"``."""
+        self._waits.setdefault(name, (trio.current_time(), what))
+
+    def progressed(self, name: str) -> None:
+        """``name`` made progress: the work still waiting waits since now."""
+        if name in self._waits:
+            self._waits[name] = (trio.current_time(), self._waits[name][1])
+
+    def done_waiting(self, name: str) -> None:
+        """Nothing of ``name`` waits any more."""
+        self._waits.pop(name, None)
 
     def set_joined(self, joined: bool) -> None:
         """Whether the consumer is a member of its group (with or without partitions)."""
@@ -74,13 +99,16 @@ class Health:
         """Report not-ready from now on: the worker is shutting down."""
         self.draining = True
 
-    def alive(self, max_age: float) -> tuple[bool, dict[str, Any]]:
-        """Whether every component beat within ``max_age`` seconds and none failed.
+    def alive(self, max_age: float, max_waiting: float = math.inf) -> tuple[bool, dict[str, Any]]:
+        """Whether every component beat within ``max_age`` seconds, none failed, and no
+        work waited more than ``max_waiting`` seconds without progress.
 
         Returns:
             The verdict and a report: ``{"status": "ok" | "unhealthy",
-            "components": {name: {"status": "ok" | "stale" | "failed",
-            "age_seconds": ..., "reason": ...}}}``.
+            "components": {name: {"status": "ok" | "stale" | "failed" | "stalled",
+            "age_seconds": ..., "reason": ...}}}``; a waiting name is there while
+            its work waits (``age_seconds``: since its last progress, or since
+            the work started to wait).
         """
         now = trio.current_time()
         components: dict[str, dict[str, Any]] = {}
@@ -90,6 +118,13 @@ class Health:
             # than max_age must not get the pod killed by its liveness probe.
             status = "ok" if age <= max_age or self.draining else "stale"
             components[name] = {"status": status, "age_seconds": round(age, 3)}
+        for name, (since, what) in self._waits.items():
+            age = now - since
+            waits: dict[str, Any] = {"status": "ok", "age_seconds": round(age, 3)}
+            if age > max_waiting and not self.draining:
+                waits["status"] = "stalled"
+                waits["reason"] = f"{what} for {age:.0f} s (limit {max_waiting:g} s)"
+            components[name] = waits
         for name, reason in self._failures.items():
             components.setdefault(name, {}).update(status="failed", reason=reason)
         ok = all(c["status"] == "ok" for c in components.values())
@@ -106,20 +141,36 @@ class Health:
         }
 
 
-def create_app(health: Health, metrics: Metrics, *, liveness_max_age: float = 30.0) -> QuartTrio:
+def create_app(
+    health: Health,
+    metrics: Metrics,
+    *,
+    liveness_max_age: float = 30.0,
+    liveness_waiting: float = math.inf,
+) -> QuartTrio:
     """The probe and metrics app.
 
     Args:
         health: Read by ``/health`` and ``/ready`` (200, or 503 with the reasons).
+            ``/health`` logs one line when its verdict changes (``health.failing``
+            with the report, ``health.recovered``), none per probe.
         metrics: Rendered by ``/metrics``, on the Trio thread: the pool
             collector reads pool state.
         liveness_max_age: Seconds a component may go without a heartbeat.
+        liveness_waiting: Seconds work may wait on the broker without progress.
     """
     app = QuartTrio(__name__, static_folder=None)
+    verdict = [True]
 
     @app.get("/health")
     async def health_probe() -> tuple[dict[str, Any], int]:
-        ok, report = health.alive(liveness_max_age)
+        ok, report = health.alive(liveness_max_age, liveness_waiting)
+        if ok != verdict[0]:
+            verdict[0] = ok
+            if ok:
+                log.info("health.recovered")
+            else:
+                log.error("health.failing", components=report["components"])
         return report, 200 if ok else 503
 
     @app.get("/ready")

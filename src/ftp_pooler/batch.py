@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import BinaryIO
 
 import trio
 
@@ -76,10 +75,12 @@ async def copy_tasks(
 
     Tasks are scheduled by connection (:mod:`ftp_pooler.scheduling`): a slow or
     dead server's tasks wait in its own queue while the others run. Lines are
-    read ahead while fewer than ``max_buffered`` tasks wait. Each task line
-    yields exactly one result line in ``results``, in the order the tasks
-    finish. A line that is not a valid task yields a failure result with
-    ``INVALID_MESSAGE``.
+    read ahead while fewer than ``max_buffered`` tasks wait (a read waiting on
+    a pipe is abandoned when cancelled: a stopped copy must not wait for its
+    producer). Each task line yields exactly one result line in ``results``,
+    in the order the tasks finish. A line that is not a valid task yields a
+    failure result with ``INVALID_MESSAGE`` whose message starts with its line
+    number.
     """
     summary = CopySummary()
 
@@ -94,9 +95,13 @@ async def copy_tasks(
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(transfers.run)
+        number = 0
         try:
-            while lines := await trio.to_thread.run_sync(source.readlines, READ_HINT_BYTES):
-                for number, raw in enumerate(lines, 1):
+            while lines := await trio.to_thread.run_sync(
+                source.readlines, READ_HINT_BYTES, abandon_on_cancel=True
+            ):
+                for raw in lines:
+                    number += 1
                     if number % SUBMIT_BATCH == 0:
                         await trio.lowlevel.checkpoint()  # let the runners start meanwhile
                     if not raw.strip():
@@ -104,7 +109,10 @@ async def copy_tasks(
                     try:
                         task = parse_task(raw)
                     except InvalidTaskError as exc:
-                        publish(Result.invalid(exc, raw, worker=worker))
+                        numbered = InvalidTaskError(
+                            f"line {number}: {exc.message}", task_id=exc.task_id
+                        )
+                        publish(Result.invalid(numbered, raw, worker=worker))
                         continue
                     transfers.submit(task, None)
                 await transfers.wait_room(max_buffered)
@@ -112,23 +120,3 @@ async def copy_tasks(
             transfers.close()
     results.flush()
     return summary
-
-
-class ProgressLine:
-    """A one-line live status on a terminal, redrawn at most a few times a second."""
-
-    def __init__(self, stream: TextIO = sys.stderr, interval: float = 0.25) -> None:
-        self._stream = stream
-        self._interval = interval
-        self._last = 0.0
-
-    def __call__(self, summary: CopySummary) -> None:
-        now = time.monotonic()
-        if now - self._last >= self._interval:
-            self._last = now
-            self._stream.write("\r\x1b[K" + summary.line())
-            self._stream.flush()
-
-    def finish(self) -> None:
-        self._stream.write("\r\x1b[K")
-        self._stream.flush()

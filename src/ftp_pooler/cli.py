@@ -1,31 +1,149 @@
 """``ftp-pooler``: the command line.
 
 Subcommands: ``worker`` (the Kafka worker), ``copy`` (batch mode, no Kafka),
-``submit`` (tasks from a file to Kafka) and ``check-config``.
+``submit`` (tasks from a file to Kafka), ``check-config`` and
+``check-connection``.
+
+Exit status: 0 done; 1 a task failed (or would, with ``--dry-run``; or a
+connection check failed); 2 a usage or configuration error, reported in one
+line; 3 Kafka unreachable; 130 and 143 stopped by SIGINT and SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import stat
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from types import FrameType
+from typing import Any, BinaryIO, NoReturn
 
 import trio
 
-from ftp_pooler.batch import CopySummary, ProgressLine, copy_tasks
-from ftp_pooler.config import Connections, Settings, load_connections, load_settings
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler import package_version
+from ftp_pooler.batch import CopySummary, copy_tasks
+from ftp_pooler.config import Connections, FTPConnection, Settings, load_connections, load_settings
+from ftp_pooler.contract import Result
+from ftp_pooler.engine import Transfer, TransferEngine
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.pool import open_session_pool
-from ftp_pooler.logs import configure_logging
+from ftp_pooler.logs import configure_logging, default_format, shifted_level
+from ftp_pooler.progress import CopyProgress, LiveDisplay, StatsLines, show_progress
 
 EXIT_FAILED_TASKS = 1
-EXIT_BAD_CONFIG = 2
+EXIT_USAGE = 2
+EXIT_BAD_CONFIG = EXIT_USAGE
 EXIT_KAFKA_UNAVAILABLE = 3
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
+
+LIVE_REFRESH_SECONDS = 0.25
+"""How often the live display on a terminal is redrawn."""
+
+
+class UsageError(Exception):
+    """A problem with the command line or the files it names; exit 2 with this one line."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Exit at once with 143, as SIG_DFL does for any process but PID 1.
+
+    As PID 1 (a container without an init) the kernel ignores SIGTERM unless
+    the process handles it. ``copy`` and ``worker`` replace this handler with
+    their own draining while they run; before and after, and in the other
+    commands, there is nothing to drain.
+    """
+    os._exit(EXIT_SIGTERM)
+
+
+# -- copy ---------------------------------------------------------------------------
+
+
+class _DrainingEngine(TransferEngine):
+    """The engine, with a gate in front: after :meth:`stop`, no attempt starts (the
+    runner waits to be cancelled; a task queued or between retries gets no result),
+    while the running ones go on. Counts the running ones for the progress display."""
+
+    def __init__(self, *args: Any, progress: CopyProgress, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._progress = progress
+        self.stopping = False
+        self.idle = trio.Event()
+
+    async def attempt(self, transfer: Transfer) -> Result | float:
+        if self.stopping:
+            await trio.sleep_forever()
+        self._progress.in_flight += 1
+        try:
+            return await super().attempt(transfer)
+        finally:
+            self._progress.in_flight -= 1
+            if self.stopping and not self._progress.in_flight:
+                self.idle.set()
+
+    @property
+    def running(self) -> int:
+        return self._progress.in_flight
+
+    def stop(self) -> None:
+        self.stopping = True
+        if not self._progress.in_flight:
+            self.idle.set()
+
+
+@dataclass
+class _CopyRun:
+    """What a copy did: its summary (the last one seen) and the signal that stopped it."""
+
+    summary: CopySummary = field(default_factory=CopySummary)
+    signal: int | None = None
+
+
+async def _drain(engine: _DrainingEngine, scope: trio.CancelScope) -> None:
+    await engine.idle.wait()
+    scope.cancel()
+
+
+async def _watch_signals(
+    engine: _DrainingEngine,
+    scope: trio.CancelScope,
+    drain_seconds: float,
+    run: _CopyRun,
+    nursery: trio.Nursery,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """First SIGINT/SIGTERM: take no more tasks, let running ones finish until the
+    deadline, then cancel the rest (their temporary files are removed). Second: cancel now."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if run.signal is None:
+                run.signal = signum
+                print(
+                    f"ftp-pooler: {name}: taking no more tasks; letting {engine.running}"
+                    f" running ones finish (up to {drain_seconds:g} s); {name} again stops at once",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                engine.stop()
+                scope.deadline = min(scope.deadline, trio.current_time() + drain_seconds)
+                nursery.start_soon(_drain, engine, scope)
+            else:
+                print(f"ftp-pooler: {name} again: stopping now", file=sys.stderr, flush=True)
+                scope.cancel()
+
+
+def _count_task_lines(path: Path) -> int:
+    """Non-blank lines of a task file (a second, cheap read: page-cached, no parsing)."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 async def _copy(
@@ -33,55 +151,170 @@ async def _copy(
     connections: Connections,
     source: BinaryIO,
     results: BinaryIO,
+    *,
     concurrency: int,
-    progress: ProgressLine | None,
-) -> CopySummary:
+    drain_seconds: float,
+    display: LiveDisplay | StatsLines | None,
+    interval: float,
+    count_path: Path | None,
+) -> _CopyRun:
+    run = _CopyRun()
+    progress = CopyProgress()
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
-        engine = TransferEngine(
+        engine = _DrainingEngine(
             connections,
             pool,
             retry=settings.transfer.retry_policy(),
             worker=settings.worker.name,
             temp_suffix=settings.transfer.temp_suffix,
-        )
-        return await copy_tasks(
-            source,
-            results,
-            engine,
-            concurrency=concurrency,
-            worker=settings.worker.name,
-            on_result=progress,
-            max_buffered=settings.worker.max_buffered_tasks,
+            observer=progress if display is not None else None,
+            progress=progress,
         )
 
+        def finished(summary: CopySummary) -> None:
+            run.summary = summary
+            progress.task_finished(summary)
 
-def _open_tasks(name: str, stack: ExitStack) -> BinaryIO:
-    """A task file, or stdin for ``-``."""
-    return sys.stdin.buffer if name == "-" else stack.enter_context(open(name, "rb"))
+        async with trio.open_nursery() as nursery:
+            copying = trio.CancelScope()
+            await nursery.start(_watch_signals, engine, copying, drain_seconds, run, nursery)
+            if display is not None:
+                display.start()
+                nursery.start_soon(show_progress, progress, display, interval)
+            if count_path is not None:
+                nursery.start_soon(_set_total, progress, count_path)
+            try:
+                with copying:
+                    await copy_tasks(
+                        source,
+                        results,
+                        engine,
+                        concurrency=concurrency,
+                        worker=settings.worker.name,
+                        on_result=finished,
+                        max_buffered=settings.worker.max_buffered_tasks,
+                    )
+            finally:
+                results.flush()
+                if display is not None:
+                    display.stop()
+            nursery.cancel_scope.cancel()
+    return run
+
+
+async def _set_total(progress: CopyProgress, path: Path) -> None:
+    progress.total = await trio.to_thread.run_sync(_count_task_lines, path, abandon_on_cancel=True)
+
+
+def _open_tasks(name: str, stack: ExitStack) -> tuple[BinaryIO, Path | None]:
+    """A task file (and its path, when it is a regular file), or stdin for ``-``."""
+    if name == "-":
+        return sys.stdin.buffer, None
+    try:
+        source = stack.enter_context(Path(name).open("rb"))  # noqa: SIM115 (the stack closes it)
+    except OSError as exc:
+        raise UsageError(f"cannot read the tasks file {name}: {exc.strerror}") from None
+    regular = stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    return source, Path(name) if regular else None
+
+
+def _open_output(name: str | None, stack: ExitStack) -> BinaryIO:
+    if name in (None, "-"):
+        return sys.stdout.buffer
+    try:
+        return stack.enter_context(Path(name).open("wb"))
+    except OSError as exc:
+        raise UsageError(f"cannot write the output file {name}: {exc.strerror}") from None
+
+
+def _display(args: argparse.Namespace) -> tuple[LiveDisplay | StatsLines | None, float]:
+    """A live line when stderr is a terminal and results do not go to that terminal
+    too; else plain stats lines every ``--stats`` seconds; nothing with -q."""
+    if args.quiet:
+        return None, 0.0
+    to_terminal = args.output in (None, "-") and sys.stdout.isatty()
+    if sys.stderr.isatty() and not to_terminal:
+        return LiveDisplay(), LIVE_REFRESH_SECONDS
+    if args.stats > 0:
+        return StatsLines(), args.stats
+    return None, 0.0
 
 
 def _cmd_copy(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    connections = load_connections(args.connections)
-    configure_logging(settings.logging.level, settings.logging.format)
+    settings, connections = _load(args, need_connections=True)
+    assert connections is not None
     concurrency = args.concurrency or settings.pool.max_sessions_per_pod
-    progress = ProgressLine() if sys.stderr.isatty() else None
     with ExitStack() as stack:
-        source = _open_tasks(args.tasks, stack)
-        results = (
-            sys.stdout.buffer
-            if args.output in (None, "-")
-            else stack.enter_context(open(args.output, "wb"))
+        source, path = _open_tasks(args.tasks, stack)
+        if args.dry_run:
+            return _dry_run(source, connections)
+        results = _open_output(args.output, stack)
+        display, interval = _display(args)
+        run = trio.run(
+            lambda: _copy(
+                settings,
+                connections,
+                source,
+                results,
+                concurrency=concurrency,
+                drain_seconds=args.drain_seconds,
+                display=display,
+                interval=interval,
+                count_path=path,
+            )
         )
-        summary = trio.run(_copy, settings, connections, source, results, concurrency, progress)
-    if progress is not None:
-        progress.finish()
-    print(summary.line(), file=sys.stderr)
-    return EXIT_FAILED_TASKS if summary.failed else 0
+    print(run.summary.line(), file=sys.stderr)
+    if run.signal is not None:
+        return 128 + run.signal
+    return EXIT_FAILED_TASKS if run.summary.failed else 0
 
 
+def _dry_run(source: BinaryIO, connections: Connections) -> int:
+    from ftp_pooler.checks import check_task_lines, try_login
+
+    check = check_task_lines(source, connections)
+    factories = connections.session_factories()
+
+    async def logins() -> list[tuple[str, str | None]]:
+        outcomes: list[tuple[str, str | None]] = []
+        for conn_id in check.ftp_connections:
+            outcomes.append((conn_id, await try_login(factories[conn_id])))
+        return outcomes
+
+    outcomes = trio.run(logins)
+    for problem in check.problems:
+        print(f"ftp-pooler: {problem}", file=sys.stderr)
+    for conn_id, error in outcomes:
+        state = "logged in" if error is None else f"cannot log in: {error}"
+        print(f"ftp-pooler: connection {conn_id}: {state}", file=sys.stderr)
+    failed_logins = sum(error is not None for _, error in outcomes)
+    print(
+        f"dry run: {check.tasks} tasks, {len(check.problems)} invalid;"
+        f" {len(outcomes)} FTP connections, {failed_logins} failed to log in; nothing moved",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED_TASKS if check.problems or failed_logins else 0
+
+
+# -- the other commands ---------------------------------------------------------------
+#
 # The Kafka, Quart and Hypercorn imports behind ``worker`` and ``submit`` cost ``copy``
 # a good part of a second at start-up, so those two import them when they run.
+
+
+def _load(
+    args: argparse.Namespace, *, need_connections: bool
+) -> tuple[Settings, Connections | None]:
+    """Settings (and connections), then logging as the settings and flags say."""
+    settings = load_settings(args.config)
+    connections = load_connections(args.connections) if need_connections else None
+    level = shifted_level(settings.logging.level, args.verbose - args.quiet)
+    fmt = args.log_format
+    if fmt is None:
+        explicit = "format" in settings.logging.model_fields_set
+        fmt = settings.logging.format if explicit else default_format()
+    configure_logging(level, fmt)
+    return settings, connections
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -90,9 +323,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from ftp_pooler.kafka_security import check_kafka_security
     from ftp_pooler.worker import run_worker
 
-    settings = load_settings(args.config)
-    connections = load_connections(args.connections)
-    configure_logging(settings.logging.level, settings.logging.format)
+    settings, connections = _load(args, need_connections=True)
+    assert connections is not None
     check_kafka_security(settings.kafka)
     try:
         trio.run(run_worker, settings, connections)
@@ -104,82 +336,227 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
+    import logging
+
+    from kafka.errors import KafkaError
+
     from ftp_pooler.kafka_security import check_kafka_security
     from ftp_pooler.submit import submit_tasks
 
-    settings = load_settings(args.config)
-    configure_logging(settings.logging.level, settings.logging.format)
+    settings, _ = _load(args, need_connections=False)
+    if not args.verbose:
+        # kafka-python logs every failed bootstrap attempt; the one line below says it all.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     check_kafka_security(settings.kafka)
     with ExitStack() as stack:
-        source = _open_tasks(args.tasks, stack)
-        report = submit_tasks(
-            settings,
-            source,
-            sys.stdout.buffer,
-            wait_for_results=args.results,
-            timeout=args.timeout,
-        )
+        source, _ = _open_tasks(args.tasks, stack)
+        try:
+            report = submit_tasks(
+                settings,
+                source,
+                sys.stdout.buffer,
+                wait_for_results=args.results,
+                timeout=args.timeout,
+                connect_timeout=args.kafka_timeout,
+            )
+        except KafkaError as exc:
+            servers = ",".join(settings.kafka.bootstrap_servers)
+            print(f"ftp-pooler: cannot use Kafka at {servers}: {exc}", file=sys.stderr)
+            return EXIT_KAFKA_UNAVAILABLE
     print(report.line(), file=sys.stderr)
     return 0 if report.complete else EXIT_FAILED_TASKS
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
-    connections = load_connections(args.connections)
+    settings, connections = _load(args, need_connections=True)
+    assert connections is not None
     report = {"settings": settings.model_dump(mode="json"), "connections": connections.describe()}
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftp-pooler", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+def _cmd_check_connection(args: argparse.Namespace) -> int:
+    from ftp_pooler.checks import probe_connection
 
-    def files(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--config", type=Path, help="settings YAML (default: $FTP_POOLER_CONFIG)")
+    _, connections = _load(args, need_connections=True)
+    assert connections is not None
+    connection = connections.get(args.connection)
+    if connection is None:
+        known = ", ".join(connections) or "none"
+        raise UsageError(f"no connection {args.connection!r} (known: {known})")
+    if not isinstance(connection, FTPConnection):
+        raise UsageError(f"connection {args.connection!r} is local: nothing to log in to")
+    try:
+        lines = trio.run(probe_connection, connection, args.path)
+    except PoolerError as exc:
+        print(f"ftp-pooler: {args.connection}: {exc.code.value}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED_TASKS
+    print("\n".join(lines))
+    return 0
+
+
+# -- arguments ------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit 2), not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log lines (repeat for more)"
+    )
+    common.add_argument(
+        "-q", "--quiet", action="count", default=0, help="fewer log lines, no progress"
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        help="log lines as JSON or for people (default: console on a terminal, else JSON,"
+        " unless logging.format is set)",
+    )
+    common.add_argument("--config", type=Path, help="settings YAML (default: $FTP_POOLER_CONFIG)")
+
+    def connections_file(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--connections", type=Path, help="connections INI (default: $FTP_POOLER_CONNECTIONS)"
         )
 
-    copy = commands.add_parser("copy", help="run the tasks of a JSON-lines file, no Kafka")
+    parser = _Parser(
+        prog="ftp-pooler",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ftp-pooler {package_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    copy = commands.add_parser(
+        "copy", parents=[common], help="run the tasks of a JSON-lines file, no Kafka"
+    )
     copy.add_argument("tasks", help="task file, one JSON task per line; - for stdin")
     copy.add_argument("--output", "-o", help="result file (default: stdout)")
     copy.add_argument(
-        "--concurrency", "-j", type=int, help="tasks at once (default: pool.max_sessions_per_pod)"
+        "--concurrency",
+        "-j",
+        type=_positive_int,
+        help="tasks at once (default: pool.max_sessions_per_pod)",
     )
-    files(copy)
+    copy.add_argument(
+        "--drain-seconds",
+        type=_seconds,
+        default=30.0,
+        help="on SIGINT/SIGTERM, how long running transfers may take to finish (default 30)",
+    )
+    copy.add_argument(
+        "--stats",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, a stats line this often; 0: none (default 10)",
+    )
+    copy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="parse every task and log in to every FTP connection they use; move nothing",
+    )
+    connections_file(copy)
     copy.set_defaults(run=_cmd_copy)
 
-    worker = commands.add_parser("worker", help="consume tasks from Kafka until SIGTERM")
-    files(worker)
+    worker = commands.add_parser(
+        "worker", parents=[common], help="consume tasks from Kafka until SIGTERM"
+    )
+    connections_file(worker)
     worker.set_defaults(run=_cmd_worker)
 
-    submit = commands.add_parser("submit", help="produce tasks from a JSON-lines file to Kafka")
+    submit = commands.add_parser(
+        "submit", parents=[common], help="produce tasks from a JSON-lines file to Kafka"
+    )
     submit.add_argument("tasks", help="task file, one JSON task per line; - for stdin")
-    submit.add_argument("--config", type=Path, help="settings YAML (default: $FTP_POOLER_CONFIG)")
     submit.add_argument(
         "--results", action="store_true", help="wait for the tasks' results and print them"
     )
     submit.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait for results (default 600)"
+        "--timeout", type=_seconds, default=600.0, help="seconds to wait for results (default 600)"
+    )
+    submit.add_argument(
+        "--kafka-timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds to wait for the first broker to answer (default 30)",
     )
     submit.set_defaults(run=_cmd_submit)
 
-    check = commands.add_parser("check-config", help="validate the settings and connections")
-    files(check)
+    check = commands.add_parser(
+        "check-config", parents=[common], help="validate the settings and connections"
+    )
+    connections_file(check)
     check.set_defaults(run=_cmd_check_config)
+
+    probe = commands.add_parser(
+        "check-connection",
+        parents=[common],
+        help="log in to one FTP connection, show its features, list a directory",
+    )
+    probe.add_argument("connection", help="the connection's name ([section] of connections.ini)")
+    probe.add_argument(
+        "--path", help="directory to list (default: the connection's base_path, else the login one)"
+    )
+    connections_file(probe)
+    probe.set_defaults(run=_cmd_check_connection)
     return parser
 
 
+def _caught(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is ``kind`` or an exception group holding one (Trio wraps them)."""
+    if isinstance(exc, kind):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_caught(inner, kind) for inner in exc.exceptions)
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; return its exit status. Never shows a traceback for a usage
+    error, a configuration error or a signal."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.run(args))
+    except UsageError as exc:
+        print(f"ftp-pooler: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except PoolerError as exc:
         print(f"ftp-pooler: {exc.code.value}: {exc.message}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        if _caught(exc, KeyboardInterrupt):
+            return EXIT_SIGINT
+        raise
 
 
 if __name__ == "__main__":

@@ -77,6 +77,15 @@ class KafkaSettings(_Section):
     """How long the broker may hold a fetch that finds no new records."""
     result_linger_ms: int = Field(50, ge=0, le=10_000)
     """How long the producer holds results to batch them: fewer, larger requests."""
+    request_timeout_ms: int = Field(30_000, ge=1)
+    """Both clients: how long one request may wait for the broker's answer; also bounds a
+    commit (kafka-python's default for both)."""
+    delivery_timeout_ms: int = Field(120_000, ge=1)
+    """How long the producer keeps trying to deliver a result before it reports it failed
+    (kafka-python's ``delivery_timeout_ms``); at least ``result_linger_ms + request_timeout_ms``."""
+    result_ack_timeout_seconds: float = Field(130.0, gt=0)
+    """Longest a result may wait on one producer for its acknowledgement: then the producer
+    is replaced and every unacknowledged result sent again; at least the delivery timeout."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     """SASL_* protocols only: PLAIN and SCRAM take a user and password, OAUTHBEARER a token file."""
@@ -106,6 +115,14 @@ class KafkaSettings(_Section):
     def _consistent(self) -> Self:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if self.request_timeout_ms <= self.fetch_max_wait_ms:
+            raise ValueError("request_timeout_ms must be above fetch_max_wait_ms")
+        if self.delivery_timeout_ms < self.result_linger_ms + self.request_timeout_ms:
+            raise ValueError(
+                "delivery_timeout_ms must be at least result_linger_ms + request_timeout_ms"
+            )
+        if self.result_ack_timeout_seconds * 1000 < self.delivery_timeout_ms:
+            raise ValueError("result_ack_timeout_seconds must be at least delivery_timeout_ms")
         if problem := _security_problem(self):
             raise ValueError(problem)
         return self
@@ -238,6 +255,10 @@ class TransferSettings(_Section):
 class ApiSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    liveness_stall_seconds: float = Field(300.0, gt=0)
+    """``/health`` fails once results have waited this long with none acknowledged, or
+    finished offsets with no commit succeeding; above ``kafka.result_ack_timeout_seconds``,
+    so the publisher gets to replace its producer first."""
 
 
 class LoggingSettings(_Section):
@@ -261,6 +282,14 @@ class Settings(BaseModel):
     transfer: TransferSettings = Field(default_factory=TransferSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @model_validator(mode="after")
+    def _liveness_after_recovery(self) -> Self:
+        if self.api.liveness_stall_seconds <= self.kafka.result_ack_timeout_seconds:
+            raise ValueError(
+                "api.liveness_stall_seconds must be above kafka.result_ack_timeout_seconds"
+            )
+        return self
 
     @property
     def group_instance_id(self) -> str | None:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import posixpath
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import structlog
 import trio
@@ -27,12 +29,30 @@ from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import is_safe_argument
-from ftp_pooler.ftp.session import FTPSession
+from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
+
+
+class TransferObserver(Protocol):
+    """What the engine reports while it works (metrics, a progress display).
+
+    Called on the Trio thread, synchronously: implementations must be quick
+    and must not raise.
+    """
+
+    def bytes_moved(self, operation: Operation, connection: str, count: int) -> None:
+        """``count`` more bytes of a transfer with FTP connection ``connection`` moved.
+
+        Called per chunk (up to 256 KiB) as the data connection carries it,
+        failed attempts included.
+        """
+
+    def retrying(self, operation: Operation, connection: str, error_code: ErrorCode) -> None:
+        """An attempt failed with retryable ``error_code``; the task will be tried again."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,7 @@ class TransferEngine:
         retry: Backoff policy; each task's ``retry_count`` sets how many retries.
         worker: Name put into every result (host or pod name).
         temp_suffix: Ends the hidden names files have while in transit.
+        observer: Told of bytes as they move and of retries, if given.
     """
 
     def __init__(
@@ -95,8 +116,10 @@ class TransferEngine:
         retry: RetryPolicy = RetryPolicy(),
         worker: str,
         temp_suffix: str = ".part",
+        observer: TransferObserver | None = None,
     ) -> None:
         self._connections = connections
+        self._observer = observer
         self._temp_suffix = temp_suffix
         self._pool = pool
         self._retry = retry
@@ -157,6 +180,8 @@ class TransferEngine:
                     error_code=exc.code.value,
                     error=exc.message,
                 )
+                if self._observer is not None:
+                    self._observer.retrying(transfer.plan.operation, transfer.connection, exc.code)
                 return transfer.policy.backoff(transfer.attempts)
             except Exception as exc:
                 log.exception("transfer.unexpected_error", task_id=task.task_id)
@@ -284,7 +309,10 @@ class TransferEngine:
         async with self._pool.session(plan.remote_id) as session:
             file = AtomicFile(plan.local_path, self._temp_suffix)
             try:
-                download = await session.retrieve(plan.remote_path, file.write)
+                sink: Sink = file.write
+                if self._observer is not None:
+                    sink = _counted_sink(sink, self._observer, plan.remote_id)
+                download = await session.retrieve(plan.remote_path, sink)
                 received = download.received
                 if options.verify_size:
                     expected = download.announced_size
@@ -381,19 +409,43 @@ class TransferEngine:
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await session.store(temp, read_chunks(local, size))
+            return await session.store(temp, self._read(remote_id, local, size))
         known = self._remote_dirs.setdefault(remote_id, set())
         if directory not in known:
             await session.makedirs(directory)
             known.add(directory)
-            return await session.store(temp, read_chunks(local, size))
+            return await session.store(temp, self._read(remote_id, local, size))
         try:
-            return await session.store(temp, read_chunks(local, size))
+            return await session.store(temp, self._read(remote_id, local, size))
         except FTPError as exc:
             if exc.reply is None:
                 raise
         known.discard(directory)
         return await self._store(session, remote_id, temp, local, size)
+
+    def _read(self, remote_id: str, local: Path, size: int) -> AsyncIterator[memoryview]:
+        """An upload's chunks, counted to the observer as the session sends them."""
+        chunks = read_chunks(local, size)
+        if self._observer is None:
+            return chunks
+        return _counted_chunks(chunks, self._observer, remote_id)
+
+
+def _counted_sink(write: Sink, observer: TransferObserver, remote_id: str) -> Sink:
+    async def sink(chunk: memoryview | bytes | bytearray) -> None:
+        await write(chunk)
+        observer.bytes_moved(Operation.DOWNLOAD, remote_id, len(chunk))
+
+    return sink
+
+
+async def _counted_chunks(
+    chunks: AsyncIterator[memoryview], observer: TransferObserver, remote_id: str
+) -> AsyncIterator[memoryview]:
+    async for chunk in chunks:
+        count = len(chunk)
+        yield chunk  # resumed when the session asks for the next chunk: this one is sent
+        observer.bytes_moved(Operation.UPLOAD, remote_id, count)
 
 
 def _remote_path(connection: FTPConnection, path: str) -> str:

@@ -1,8 +1,15 @@
-"""kafka-python client settings from our :class:`~ftp_pooler.config.Settings` (no I/O here)."""
+"""kafka-python clients: their settings from our :class:`~ftp_pooler.config.Settings`, and
+what we need to know of the producer's state that kafka-python keeps to itself.
+
+Only :func:`close_producer` does I/O (it stops the producer's sender thread).
+"""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+from kafka.errors import IllegalStateError, KafkaTimeoutError, ProducerFencedError
 
 from ftp_pooler.config import KafkaSettings, Settings
 from ftp_pooler.kafka_oauth import TokenFile
@@ -55,6 +62,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": kafka.max_poll_records,
+        "request_timeout_ms": kafka.request_timeout_ms,
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
@@ -74,9 +82,59 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": kafka.result_linger_ms,
+        "request_timeout_ms": kafka.request_timeout_ms,
+        "delivery_timeout_ms": kafka.delivery_timeout_ms,
+        "max_block_ms": kafka.request_timeout_ms,
         "batch_size": RESULT_BATCH_BYTES,
         "max_request_size": max(kafka.max_message_bytes * 2, 1024 * 1024),
         "partitioner": KeyHashPartitioner(),
         "metrics_enabled": False,
         **_security(kafka),
     }
+
+
+FATAL_SEND_ERRORS: tuple[type[BaseException], ...] = (ProducerFencedError, IllegalStateError)
+"""Errors a result's future can fail with that no later send on the same producer can
+overcome: another producer took over its id, or it is closed. (kafka-python recovers from
+``OutOfOrderSequenceNumber``, ``UnknownProducerId`` and ``InvalidProducerEpoch`` by itself
+where the broker allows an epoch bump, KIP-360; where it does not, the producer enters its
+fatal state, which :func:`producer_failure` reports.)"""
+
+
+def producer_failure(producer: Any) -> str | None:
+    """Why ``producer`` can deliver nothing more, or None while it may.
+
+    kafka-python's idempotent producer enters a fatal state it never leaves when the
+    broker no longer knows its producer id (a broker that lost its state answers
+    ``InitProducerId`` with an error): every later send fails at once. The state is
+    kept by the producer's private transaction manager; there is no public accessor
+    (kafka-python 3.0.12). A producer without one (not idempotent, or a stand-in)
+    never reports a failure.
+    """
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is None or not manager.has_fatal_error():
+        return None
+    return str(manager.last_error or "fatal producer state")
+
+
+def close_producer(producer: Any, timeout: float) -> None:
+    """Close ``producer`` without delivering what it still holds, in about ``timeout`` s.
+
+    For a producer whose unacknowledged results are sent again elsewhere (or not
+    needed: at shutdown their offsets stay uncommitted). ``KafkaProducer.close``
+    flushes first and gives up with ``KafkaTimeoutError`` once any batch takes
+    longer than the timeout, before it stops its sender thread: so stop the sender
+    first (``force_close`` fails every batch it holds), then close. Blocks: call
+    it in a thread.
+    """
+    try:
+        producer.close(timeout=0)
+        return
+    except KafkaTimeoutError:
+        pass  # batches still in flight: abandon them
+    sender = producer._sender
+    sender.force_close()
+    sender.join(timeout)
+    # If the sender did not stop in time, this raises again: the daemon thread ends by itself.
+    with contextlib.suppress(KafkaTimeoutError):
+        producer.close(timeout=0)

@@ -1,4 +1,4 @@
-"""structlog set-up: JSON lines (or a console format) on stderr, ours and libraries' alike."""
+"""structlog set-up: JSON lines or human lines on stderr, ours and libraries' alike."""
 
 from __future__ import annotations
 
@@ -37,27 +37,73 @@ _SHARED: list[structlog.typing.Processor] = [
 ]
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the moment of each write.
+
+    A live progress display swaps ``sys.stderr`` for a proxy that prints
+    above it; log lines must follow, not keep the stream of start-up.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def shifted_level(level: str, shift: int) -> str:
+    """``level`` made more verbose by ``shift`` steps (fewer when negative), within LEVELS.
+
+    ``-v`` is a shift of 1, ``-q`` of -1: ``shifted_level("WARNING", 1) == "INFO"``.
+
+    Raises:
+        ValueError: ``level`` is not one of LEVELS.
+    """
+    index = LEVELS.index(level.upper()) - shift
+    return LEVELS[min(max(index, 0), len(LEVELS) - 1)]
+
+
+def default_format(stream: Any = None) -> str:
+    """``console`` (human lines) when ``stream`` (default: stderr) is a terminal, else ``json``."""
+    stream = sys.stderr if stream is None else stream
+    return "console" if stream.isatty() else "json"
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library's logging (kafka-python, Hypercorn) to stderr.
 
     Library records go through the same renderer, so a log pipeline sees one
     format. Libraries log at WARNING and above unless ``level`` is stricter.
+
+    Args:
+        level: One of LEVELS (any case).
+        fmt: ``json`` (one object a line) or ``console`` (human lines, in
+            colour on a terminal).
+
+    Raises:
+        ValueError: An unknown level or format.
     """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
+    if fmt not in ("json", "console"):
+        raise ValueError(f"unknown log format {fmt!r}")
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    stderr = _Stderr()
     structlog.configure(
         processors=[*_SHARED, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stderr),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],

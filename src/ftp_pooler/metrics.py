@@ -1,11 +1,17 @@
-"""Prometheus metrics of one worker: tasks, bytes, sessions, Kafka.
+"""Prometheus metrics of one worker: tasks, bytes, retries, sessions, Kafka, the process.
 
 :class:`Metrics` owns its own :class:`~prometheus_client.CollectorRegistry`
 (never the global one), so a process or a test may hold several. Session
 gauges and counters are not pushed by the pool: a collector reads
 ``SessionPool.stats()`` at scrape time (:meth:`Metrics.watch_pool`), so the
 pool knows nothing of Prometheus. Scrapes therefore read pool state and must
-run on the Trio thread, as the API's ``/metrics`` handler does.
+run on the Trio thread, as the API's ``/metrics`` handler does. Bytes and
+retries come from the transfer engine as they happen: :class:`Metrics` is a
+:class:`~ftp_pooler.engine.TransferObserver`.
+
+The registry also holds prometheus-client's standard process (``process_*``,
+Linux only), Python (``python_info``) and garbage collector
+(``python_gc_*``) collectors, and ``ftp_pooler_build_info{version}``.
 
 Labels carry only connection ids (sections of the connections file),
 operations, statuses, error codes, topics and partitions: never hosts,
@@ -18,7 +24,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -28,7 +42,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from ftp_pooler.contract import Result
+from ftp_pooler import package_version
+from ftp_pooler.contract import Operation, Result
+from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import ConnectionStats
 from ftp_pooler.scheduling.breaker import BreakerState
 from ftp_pooler.scheduling.scheduler import QueueStats
@@ -57,6 +73,14 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(standard)
+        Gauge(
+            "ftp_pooler_build_info",
+            "Always 1; the version label is the running ftp-pooler's.",
+            ["version"],
+            registry=r,
+        ).labels(package_version()).set(1)
         self._tasks = Counter(
             "ftp_pooler_tasks_total",
             "Tasks finished, by result status and error code ('' unless failed);"
@@ -66,14 +90,22 @@ class Metrics:
         )
         self._bytes = Counter(
             "ftp_pooler_bytes_total",
-            "Bytes transferred by finished tasks, by FTP connection id.",
+            "Bytes moved over data connections as they move, failed attempts included,"
+            " by FTP connection id.",
             ["operation", "connection"],
+            registry=r,
+        )
+        self._retries = Counter(
+            "ftp_pooler_retries_total",
+            "Failed attempts that will be retried, by FTP connection id and error code.",
+            ["operation", "connection", "error_code"],
             registry=r,
         )
         self._duration = Histogram(
             "ftp_pooler_transfer_duration_seconds",
-            "Time from the start of a task to its result, retries included.",
-            ["operation"],
+            "Time from the start of a task to its result, retries included;"
+            " connection is the task's FTP connection id ('' when unknown).",
+            ["operation", "connection"],
             buckets=TRANSFER_BUCKETS,
             registry=r,
         )
@@ -110,6 +142,7 @@ class Metrics:
             registry=r,
         )
         self._task_series: dict[tuple[str, str, str, str], _TaskSeries] = {}
+        self._bytes_series: dict[tuple[Operation, str], Any] = {}
         self._queue_wait = Histogram(
             "ftp_pooler_queue_wait_seconds",
             "Time a task was ready to start but waited in its connection's queue"
@@ -120,8 +153,20 @@ class Metrics:
         )
         self._queue_wait_series: dict[str, Any] = {}
 
+    def bytes_moved(self, operation: Operation, connection: str, count: int) -> None:
+        """Count ``count`` bytes the moment they move (the engine's observer hook)."""
+        key = (operation, connection)
+        series = self._bytes_series.get(key)
+        if series is None:
+            series = self._bytes_series[key] = self._bytes.labels(operation.value, connection)
+        series.inc(count)
+
+    def retrying(self, operation: Operation, connection: str, error_code: ErrorCode) -> None:
+        """Count a failed attempt that will be retried (the engine's observer hook)."""
+        self._retries.labels(operation.value, connection, error_code.value).inc()
+
     def task_finished(self, result: Result, connection: str) -> None:
-        """Count a task's result, its bytes and its duration.
+        """Count a task's result and its duration (its bytes were counted as they moved).
 
         Args:
             result: The task's result; an invalid message's has no operation
@@ -135,12 +180,10 @@ class Metrics:
         if series is None:
             series = self._task_series[key] = _TaskSeries(
                 self._tasks.labels(*key),
-                self._bytes.labels(operation, connection) if operation else None,
-                self._duration.labels(operation) if operation else None,
+                self._duration.labels(operation, connection) if operation else None,
             )
         series.tasks.inc()
-        if series.bytes is not None and series.duration is not None:
-            series.bytes.inc(result.bytes_transferred)
+        if series.duration is not None:
             series.duration.observe(result.duration_ms / 1000)
 
     def set_inflight(self, n: int) -> None:
@@ -207,7 +250,6 @@ class _TaskSeries:
     """The series one kind of task result updates, looked up once: ``labels()`` is slow."""
 
     tasks: Any
-    bytes: Any | None
     duration: Any | None
 
 

@@ -14,9 +14,10 @@ result is not yet acknowledged.
 from __future__ import annotations
 
 import functools
+import threading
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import structlog
 import trio
@@ -31,12 +32,19 @@ from ftp_pooler.offsets import OffsetTracker
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 POLL_TIMEOUT_MS = 500
 PAUSED_POLL_SECONDS = 1.0
 """While paused, how often the consumer is polled anyway (``poll`` returns nothing then,
 but serves the group: rebalances, ``max.poll.interval.ms``). Resuming does not wait for
 it: acknowledgements wake the poller as soon as there is room."""
+COMMIT_TIMEOUT_SECONDS = 10.0
+"""Longest a periodic commit may take (it is retried at the next interval): well within
+the 30 s a poller heartbeat may be late before ``/health`` fails."""
+ABANDON_GRACE_SECONDS = 0.5
+"""Beyond its own timeout, how long a consumer call in a thread is waited for before the
+thread is abandoned."""
 
 
 class KafkaPoller:
@@ -83,6 +91,9 @@ class KafkaPoller:
         self._paused = False
         self._next_offset: dict[TopicPartition, int] = {}
         self._resume_from: dict[TopicPartition, int] = {}
+        self._consumer_free = threading.Event()
+        """Clear while a consumer call runs in a thread (perhaps abandoned)."""
+        self._consumer_free.set()
 
     # -- called by the dispatcher and the publisher, on the Trio thread ---------------
 
@@ -122,19 +133,18 @@ class KafkaPoller:
     # -- the poll loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Subscribe, then poll until cancelled (cancellation waits for a poll in progress)."""
+        """Subscribe, then poll until cancelled (a poll or commit in progress is abandoned
+        then, see :meth:`close`)."""
         token = trio.lowlevel.current_trio_token()
         listener = _RebalanceListener(self, token)
-        await trio.to_thread.run_sync(
-            lambda: self._consumer.subscribe([self._topic], listener=listener)
-        )
+        await self._call(lambda: self._consumer.subscribe([self._topic], listener=listener))
         next_commit = trio.current_time() + self._commit_interval
         while True:
             await self._apply_backpressure()
             if self._paused:
                 await self._wait_for_room()
                 await self._apply_backpressure()
-            records = await trio.to_thread.run_sync(
+            records = await self._call(
                 functools.partial(
                     self._consumer.poll,
                     timeout_ms=0 if self._paused else POLL_TIMEOUT_MS,
@@ -169,11 +179,11 @@ class KafkaPoller:
         inflight = self.inflight
         self._metrics.set_inflight(inflight)
         if not self._paused and self._bound.full(inflight, self.buffered_bytes):
-            await trio.to_thread.run_sync(lambda: self._consumer.pause(*self.assigned))
+            await self._call(lambda: self._consumer.pause(*self.assigned))
             self._paused = True
             log.info("kafka.paused", tasks=inflight, bytes=self.buffered_bytes)
         elif self._paused and self._bound.has_room(inflight, self.buffered_bytes):
-            await trio.to_thread.run_sync(lambda: self._consumer.resume(*self._consumer.paused()))
+            await self._call(lambda: self._consumer.resume(*self._consumer.paused()))
             self._paused = False
             log.info("kafka.resumed", tasks=inflight, bytes=self.buffered_bytes)
 
@@ -192,25 +202,92 @@ class KafkaPoller:
             if highwater is not None:
                 self._metrics.set_lag(partition.topic, partition.partition, highwater - next_offset)
 
-    async def commit(self) -> None:
-        """Commit every partition's done prefix (a failure is logged and retried next time)."""
+    async def _call(self, call: Callable[[], _T]) -> _T:
+        """``call()`` (a consumer method) in a worker thread, abandoned on cancellation.
+
+        Cancelling the poll loop at shutdown must not wait for a poll or a commit the
+        broker does not answer. The consumer is not thread-safe: a call abandoned
+        that way is waited for before the next one starts (by :meth:`close` for a
+        bounded time only).
+        """
+        if not self._consumer_free.is_set():
+            await trio.to_thread.run_sync(self._consumer_free.wait, abandon_on_cancel=True)
+
+        def tracked() -> _T:
+            try:
+                return call()
+            finally:
+                self._consumer_free.set()
+
+        self._consumer_free.clear()
+        return await trio.to_thread.run_sync(tracked, abandon_on_cancel=True)
+
+    async def commit(self, timeout: float = COMMIT_TIMEOUT_SECONDS) -> bool:
+        """Commit every partition's done prefix (a failure is logged and retried next time).
+
+        kafka-python gives up on the commit after ``timeout`` seconds; its thread is
+        abandoned :data:`ABANDON_GRACE_SECONDS` later if it has not. From a failure to the
+        next success, the commits wait in :class:`~ftp_pooler.api.Health` (``"commits"``):
+        failing for too long fails liveness.
+
+        Returns:
+            Whether the commit ended (succeeded or failed) in time.
+        """
         positions = self.tracker.to_commit()
-        if not positions:
-            return
+        if not positions:  # e.g. the partitions whose commits failed were revoked
+            self._health.done_waiting("commits")
+            return True
         offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}
-        try:
-            await trio.to_thread.run_sync(lambda: self._consumer.commit(offsets))
-        except KafkaError as exc:
-            self._metrics.commit_failed()
-            log.warning("kafka.commit_failed", error=str(exc))
-            return
+        commit = functools.partial(self._consumer.commit, offsets, timeout_ms=int(timeout * 1000))
+        with trio.move_on_after(timeout + ABANDON_GRACE_SECONDS) as scope:
+            try:
+                await self._call(commit)
+            except KafkaError as exc:
+                self._commit_failed(str(exc))
+                return True
+        if scope.cancelled_caught:
+            self._commit_failed(f"no answer within {timeout:g} s")
+            return False
         self.tracker.committed(positions)
         self._metrics.commit_succeeded()
+        self._health.done_waiting("commits")
+        return True
 
-    async def close(self) -> None:
-        """Commit what is done and leave the group (the consumer is closed for good)."""
-        await self.commit()
-        await trio.to_thread.run_sync(lambda: self._consumer.close(autocommit=False))
+    def _commit_failed(self, error: str) -> None:
+        self._metrics.commit_failed()
+        self._health.waiting("commits", "finished offsets waiting, no commit succeeding")
+        log.warning("kafka.commit_failed", error=error)
+
+    async def close(self, timeout: float = COMMIT_TIMEOUT_SECONDS) -> None:
+        """Commit what is done and leave the group (the consumer is closed for good), in at
+        most ``timeout`` seconds (plus twice :data:`ABANDON_GRACE_SECONDS`), whatever the
+        broker does.
+
+        A consumer call the poll loop abandoned is waited for first; what does not end
+        in time is given up on: then the final commit, or the group's leaving, does not
+        happen (the broker drops this member after its session timeout, and the tasks
+        not committed are delivered again).
+        """
+        deadline = trio.current_time() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - trio.current_time())
+
+        free = await trio.to_thread.run_sync(
+            self._consumer_free.wait, left(), abandon_on_cancel=True
+        )
+        if not free:
+            log.warning("kafka.close_abandoned", reason="a poll or commit did not end")
+            return
+        if not await self.commit(left()):
+            return
+        close = functools.partial(
+            self._consumer.close, autocommit=False, timeout_ms=int(left() * 1000)
+        )
+        with trio.move_on_after(left() + ABANDON_GRACE_SECONDS) as scope:
+            await self._call(close)
+        if scope.cancelled_caught:
+            log.warning("kafka.close_abandoned", reason="the consumer's close did not end")
 
     # -- rebalances (entered from kafka-python's IO thread) ------------------------------
 

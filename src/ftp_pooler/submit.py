@@ -69,8 +69,9 @@ def _task_id(line: bytes) -> str | None:
     return task_id if isinstance(task_id, str) and task_id else None
 
 
-def _results_reader(settings: Settings) -> KafkaConsumer:
+def _results_reader(settings: Settings, connect_timeout: float) -> KafkaConsumer:
     config = consumer_config(settings)
+    config["bootstrap_timeout_ms"] = int(connect_timeout * 1000)
     for key in ("group_id", "group_instance_id"):
         config.pop(key)
     consumer = KafkaConsumer(**config)
@@ -92,11 +93,23 @@ def submit_tasks(
     *,
     wait_for_results: bool = False,
     timeout: float = 600.0,
+    connect_timeout: float = 30.0,
 ) -> SubmitReport:
-    """Produce every non-blank line of ``source``; with ``wait_for_results``, print results."""
+    """Produce every non-blank line of ``source``; with ``wait_for_results``, print results.
+
+    Args:
+        timeout: Seconds to wait for the results.
+        connect_timeout: Seconds to wait for the first broker to answer.
+
+    Raises:
+        KafkaError: No broker answered within ``connect_timeout``
+            (``KafkaTimeoutError``), or the client could not be set up.
+    """
     report = SubmitReport(waited=wait_for_results)
     started = datetime.now(UTC)
-    producer = KafkaProducer(**producer_config(settings))
+    producer = KafkaProducer(
+        **producer_config(settings), bootstrap_timeout_ms=int(connect_timeout * 1000)
+    )
 
     def taken(_metadata: object) -> None:  # on the producer's sender thread
         report.submitted += 1
@@ -129,7 +142,7 @@ def submit_tasks(
     finally:
         producer.close()
     if wait_for_results:
-        _await_results(settings, output, report, timeout, since=started)
+        _await_results(settings, output, report, timeout, connect_timeout, since=started)
     return report
 
 
@@ -142,9 +155,15 @@ def _completed_at(result: dict[str, object]) -> datetime | None:
 
 
 def _await_results(
-    settings: Settings, output: BinaryIO, report: SubmitReport, timeout: float, *, since: datetime
+    settings: Settings,
+    output: BinaryIO,
+    report: SubmitReport,
+    timeout: float,
+    connect_timeout: float,
+    *,
+    since: datetime,
 ) -> None:
-    consumer = _results_reader(settings)
+    consumer = _results_reader(settings, connect_timeout)
     deadline = time.monotonic() + timeout
     try:
         while report.awaited and time.monotonic() < deadline:

@@ -14,9 +14,10 @@
 
 Shutdown order: stop polling, close the queue and stop the runners (tasks
 not started are redelivered), let running attempts finish until
-``worker.drain_seconds``, wait for their
-results to be acknowledged, commit, close the consumer (leaving the group),
-close the producer, stop the API, close the FTP sessions. See docs/architecture.md for why.
+``worker.drain_seconds``, wait for their results to be acknowledged, commit,
+close the consumer (leaving the group) and the producer, stop the API, close
+the FTP sessions. Every step after the drain is bounded, whatever the broker
+does (:data:`SHUTDOWN_SECONDS` in all). See docs/architecture.md for why.
 """
 
 from __future__ import annotations
@@ -38,15 +39,22 @@ from ftp_pooler.engine import TransferEngine
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.kafka_clients import consumer_config, producer_config
 from ftp_pooler.metrics import Metrics
-from ftp_pooler.poller import KafkaPoller
+from ftp_pooler.poller import ABANDON_GRACE_SECONDS, KafkaPoller
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
-from ftp_pooler.publisher import GATHER_SECONDS, ResultPublisher
+from ftp_pooler.publisher import GATHER_SECONDS, RecoveryPolicy, ResultPublisher
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 log = structlog.get_logger(__name__)
 
-ACK_WAIT_SECONDS = 10.0
+ACK_WAIT_SECONDS = 5.0
 """At shutdown, how long results of finished transfers may take to be acknowledged."""
+CLOSE_SECONDS = 4.0
+"""At shutdown, the bound of closing the Kafka clients (both at once): the consumer's final
+commit and close share it, each given up on half a second past its share; the producer's
+close takes at most half of it."""
+SHUTDOWN_SECONDS = ACK_WAIT_SECONDS + CLOSE_SECONDS + 2 * ABANDON_GRACE_SECONDS + 1.0
+"""The longest shutdown may take after the drain: acknowledgements, commit and closes,
+one second for the API's open requests."""
 
 INTAKE_BATCH = 64
 """Deliveries parsed and queued between checkpoints of the intake task."""
@@ -209,7 +217,11 @@ async def _run_worker(
     metrics = Metrics()
     health = Health()
     consumer = await trio.to_thread.run_sync(lambda: KafkaConsumer(**consumer_config(settings)))
-    producer = await trio.to_thread.run_sync(lambda: KafkaProducer(**producer_config(settings)))
+
+    def new_producer() -> KafkaProducer:
+        return KafkaProducer(**producer_config(settings))
+
+    producer = await trio.to_thread.run_sync(new_producer)
     health.set_producer_ready(True)
 
     deliveries = DeliveryQueue()
@@ -231,6 +243,7 @@ async def _run_worker(
 
     def acknowledged(deliveries: list[Delivery]) -> None:
         poller.acknowledged(deliveries)
+        health.progressed("results")
         health.set_producer_ready(True)
 
     def publish_failed() -> None:
@@ -238,13 +251,22 @@ async def _run_worker(
         metrics.publish_failed()
         health.set_producer_ready(False)
 
+    def results_waiting(waiting: bool) -> None:
+        if waiting:
+            health.waiting("results", "results waiting, none acknowledged by Kafka")
+        else:
+            health.done_waiting("results")
+
     publisher = ResultPublisher(
         producer,
+        new_producer=new_producer,
+        policy=RecoveryPolicy.for_ack_timeout(kafka.result_ack_timeout_seconds),
         result_topic=kafka.result_topic,
         fail_topic=kafka.fail_topic,
         on_acked=acknowledged,
         on_published=metrics.published,
         on_failed=publish_failed,
+        on_waiting=results_waiting,
         is_idle=lambda: poller.inflight <= publisher.pending,
         gather_seconds=min(GATHER_SECONDS, kafka.result_linger_ms / 1000),
     )
@@ -257,6 +279,7 @@ async def _run_worker(
             retry=settings.transfer.retry_policy(),
             worker=settings.worker.name,
             temp_suffix=settings.transfer.temp_suffix,
+            observer=metrics,
         )
         dispatcher = Dispatcher(
             engine,
@@ -274,7 +297,11 @@ async def _run_worker(
         async with trio.open_nursery() as root:
             port = await root.start(
                 lambda task_status: serve_api(
-                    create_app(health, metrics),
+                    create_app(
+                        health,
+                        metrics,
+                        liveness_waiting=settings.api.liveness_stall_seconds,
+                    ),
                     api_socket,
                     shutdown=api_stop,
                     task_status=task_status,
@@ -299,8 +326,9 @@ async def _run_worker(
                     )
                 with trio.move_on_after(ACK_WAIT_SECONDS):
                     await publisher.wait_idle()
-                await poller.close()
-                await trio.to_thread.run_sync(producer.close)
+                async with trio.open_nursery() as closing:
+                    closing.start_soon(poller.close, CLOSE_SECONDS)
+                    closing.start_soon(publisher.aclose, CLOSE_SECONDS / 2)
                 log.info("worker.stopped", pending_results=publisher.pending)
             finally:
                 api_stop.set()

@@ -7,6 +7,11 @@ lost on restart.  Tansu deviates from Apache Kafka in places (ListOffsets
 latest / ``end_offsets()``, ``describe_groups``, ``create_partitions``, commit
 metadata): never build on or test for those.
 
+Outages: :meth:`TansuBroker.freeze` / :meth:`TansuBroker.resume` (SIGSTOP /
+SIGCONT: a broker that stops answering but keeps its connections), and
+:meth:`TansuBroker.restart_fresh` (SIGKILL, then a new broker on the same
+address: every topic, group and producer id is gone).
+
 Consumers in tests: ``session_timeout_ms=2000, heartbeat_interval_ms=500``
 (Tansu holds JoinGroup ~session_timeout/2), unique topic and group names,
 ``auto_offset_reset="earliest"``.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -94,6 +100,7 @@ class TansuBroker(ProcessLauncher):
         self.host = host
         self.port = port or free_port(host)
         self.start_timeout = start_timeout
+        self.frozen = False
 
     @property
     def bootstrap_servers(self) -> str:
@@ -166,3 +173,31 @@ class TansuBroker(ProcessLauncher):
 
     def info(self) -> KafkaBroker:
         return KafkaBroker(self.host, self.port, self)
+
+    def _signal(self, sig: int) -> None:
+        assert self.process is not None and self.process.alive(), "broker not running"
+        os.killpg(self.process.pid, sig)
+
+    def freeze(self) -> None:
+        """Stop the broker (SIGSTOP): connections stay open, nothing answers."""
+        self._signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def resume(self) -> None:
+        """Let a frozen broker run again (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+        self.frozen = False
+
+    def restart_fresh(self) -> None:
+        """Kill the broker (SIGKILL) and start a new one on the same address: with memory
+        storage it has lost every topic, group, offset and producer id."""
+        assert self.process is not None
+        self._signal(signal.SIGKILL)
+        self.frozen = False
+        self.process.stop()
+        self.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.frozen:
+            self.resume()  # or SIGTERM would wait for SIGCONT
+        super().stop(timeout)
