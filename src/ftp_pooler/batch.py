@@ -13,7 +13,8 @@ from typing import BinaryIO, TextIO
 
 import trio
 
-from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.boundary import result_for_message
+from ftp_pooler.contract import Result
 from ftp_pooler.engine import TransferEngine
 
 READ_HINT_BYTES = 256 * 1024
@@ -73,9 +74,10 @@ async def copy_tasks(
 ) -> CopySummary:
     """Run every task line of ``source`` through ``engine``, ``concurrency`` at a time.
 
-    Each task line yields exactly one result line in ``results``, in the order
-    the tasks finish. A line that is not a valid task yields a failure result
-    with ``INVALID_MESSAGE``.
+    Each task line (any bytes but blank) yields exactly one result line in
+    ``results``, in the order the tasks finish. A line that is not a valid
+    task yields a failure result with ``INVALID_MESSAGE``; one whose handling
+    raised, ``UNKNOWN_ERROR`` (see :func:`~ftp_pooler.boundary.result_for_message`).
     """
     summary = CopySummary()
     send, receive = trio.open_memory_channel[bytes](concurrency * 4)
@@ -89,12 +91,7 @@ async def copy_tasks(
     async def run_tasks(receive: trio.MemoryReceiveChannel[bytes]) -> None:
         async with receive:
             async for raw in receive:
-                try:
-                    task = parse_task(raw)
-                except InvalidTaskError as exc:
-                    publish(Result.invalid(exc, raw, worker=worker))
-                    continue
-                publish(await engine.run(task))
+                publish(await result_for_message(raw, engine.run, worker=worker))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_lines, source, send)
