@@ -18,7 +18,7 @@ MakeServer = Callable[..., FTPServer]
 
 
 def write_config(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[str, str]:
-    """connections.ini + config.yaml for ``server`` and ``local_root``; returns the CLI's environment."""
+    """connections.ini + config.yaml for ``server`` and ``local_root``; returns the CLI's env."""
     password_file = tmp_path / "ftp-password"
     password_file.write_text(server.password + "\n")
     (tmp_path / "connections.ini").write_text(
@@ -36,13 +36,15 @@ def write_config(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[st
     return env
 
 
-def ftp_pooler(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def ftp_pooler(
+    *args: str, env: dict[str, str], stdin: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "ftp_pooler.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
 
