@@ -405,9 +405,7 @@ def test_paths_and_connection_ids_are_bounded(path: tuple[str, ...], limit: int)
     ids=repr,
 )
 @pytest.mark.parametrize("path", [*FIELDS, ("operation",), ("options",)], ids=".".join)
-def test_a_wrong_value_in_any_field_names_the_field(
-    path: tuple[str, ...], value: object
-) -> None:
+def test_a_wrong_value_in_any_field_names_the_field(path: tuple[str, ...], value: object) -> None:
     message = replaced(NESTED, value, *path)
     text_field = path[-1] not in ("operation", "options")
     acceptable = (
