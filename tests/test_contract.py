@@ -389,6 +389,15 @@ def test_paths_and_connection_ids_are_bounded(path: tuple[str, ...], limit: int)
     assert error.task_id == "t-1"
 
 
+@pytest.mark.parametrize("path", [("source", "path"), ("destination", "path")])
+def test_paths_have_at_most_128_levels(path: tuple[str, ...]) -> None:
+    """realpath's cost grows with the square of the depth: 250 ms at 2,000 levels."""
+    assert parse_task(dumps(replaced(NESTED, "/d" * 128, *path)))
+    error = invalid(replaced(NESTED, "d/" * 129, *path))
+    assert error.message == f"{'.'.join(path)}: more than 128 directory levels ('/')"
+    assert invalid(replaced(NESTED, "/" * 4000, *path)).task_id == "t-1"
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -60,7 +60,7 @@ async def _read_lines(source: BinaryIO, send: trio.MemorySendChannel[bytes]) -> 
         while lines := await trio.to_thread.run_sync(source.readlines, READ_HINT_BYTES):
             for raw in lines:
                 if raw.strip():
-                    await send.send(raw)
+                    await send.send(raw.removesuffix(b"\n"))
 
 
 async def copy_tasks(
@@ -74,8 +74,9 @@ async def copy_tasks(
 ) -> CopySummary:
     """Run every task line of ``source`` through ``engine``, ``concurrency`` at a time.
 
-    Each task line (any bytes but blank) yields exactly one result line in
-    ``results``, in the order the tasks finish. A line that is not a valid
+    Each task line (any bytes but blank; the message is the line without its
+    ``\\n``) yields exactly one result line in ``results``, in the order the
+    tasks finish. A line that is not a valid
     task yields a failure result with ``INVALID_MESSAGE``; one whose handling
     raised, ``UNKNOWN_ERROR`` (see :func:`~ftp_pooler.boundary.result_for_message`).
     """

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -40,6 +41,11 @@ MAX_CONNECTION_ID_LENGTH = 256
 MAX_PATH_LENGTH = 4096
 """Characters in a path: Linux's ``PATH_MAX`` (bytes), and more than any FTP
 server takes on a command line (vsftpd reads at most 4096 bytes)."""
+MAX_PATH_LEVELS = 128
+"""``/`` in a path. Checking where a local path really leads (``realpath``)
+costs an ``lstat`` per level, each longer than the last: 0.8 ms at 128
+levels, 70 ms at 1,000 and 250 ms at 2,000 (measured on tmpfs), all of it on
+the event loop."""
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_INPUT_ECHO_BYTES = 4096
 """How much of an invalid message a failure result carries back."""
@@ -129,9 +135,23 @@ ConnectionId = Annotated[
         description="A section of the connections file.",
     ),
 ]
+
+
+def _at_most_levels(path: str) -> str:
+    if path.count("/") > MAX_PATH_LEVELS:
+        raise ValueError(f"more than {MAX_PATH_LEVELS} directory levels ('/')")
+    return path
+
+
 FilePath = Annotated[
     str,
-    Field(min_length=1, max_length=MAX_PATH_LENGTH, description="A file path on that connection."),
+    Field(
+        min_length=1,
+        max_length=MAX_PATH_LENGTH,
+        description=f"A file path on that connection; at most {MAX_PATH_LEVELS} '/'.",
+        json_schema_extra={"pattern": f"^(?:[^/]*/){{0,{MAX_PATH_LEVELS}}}[^/]*$"},
+    ),
+    AfterValidator(_at_most_levels),
 ]
 
 

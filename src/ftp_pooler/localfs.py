@@ -117,13 +117,7 @@ class LocalRoot:
         return path == self._base or path.startswith(self._base_slash)
 
     def make_parent(self, path: Path) -> None:
-        """``mkdir -p`` of the file's directory (remembered, so it is done once).
-
-        Raises:
-            PoolerError: As :func:`error_for_os_error`; PATH_NOT_ALLOWED also
-                for a path of more directory levels than ``os.makedirs`` can
-                recurse through (about 1,000).
-        """
+        """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
         parent = str(path.parent)
         if parent in self._made_dirs:
             return
@@ -131,10 +125,6 @@ class LocalRoot:
             os.makedirs(parent, exist_ok=True)
         except OSError as exc:
             raise error_for_os_error(exc, f"creating {quoted(parent)}") from exc
-        except RecursionError:
-            raise PoolerError(
-                ErrorCode.PATH_NOT_ALLOWED, f"creating {quoted(parent)}: too many directory levels"
-            ) from None
         self._made_dirs.add(parent)
 
 
