@@ -18,9 +18,9 @@ spaces).
 They go through ``copy`` in process (copy_tasks, 10,000 messages), through
 the real CLI subprocess (1,000), and through the worker process with a real
 Tansu broker (10,000, on one partition, so offsets name the messages), all
-against an in-process pyftpdlib server. In
-every case: no crash, exactly one result per message, the expected code for
-each, every valid task completed.
+against an in-process pyftpdlib server. In every case: no crash, exactly one
+result per message, the expected code for each, every valid task completed
+(about 13 s for all three, measured).
 
 Remote paths stay under 200 characters: longer ones hit pyftpdlib's command
 line limit, a separate FTP-client matter (issue 11, item 3).
