@@ -12,7 +12,8 @@ from typing import BinaryIO
 
 import trio
 
-from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.boundary import result_for_message
+from ftp_pooler.contract import Result
 from ftp_pooler.engine import TransferEngine
 
 READ_HINT_BYTES = 256 * 1024
@@ -64,7 +65,7 @@ async def _read_lines(source: BinaryIO, send: trio.MemorySendChannel[tuple[int, 
             for raw in lines:
                 number += 1
                 if raw.strip():
-                    await send.send((number, raw))
+                    await send.send((number, raw.removesuffix(b"\n")))
 
 
 async def copy_tasks(
@@ -78,9 +79,11 @@ async def copy_tasks(
 ) -> CopySummary:
     """Run every task line of ``source`` through ``engine``, ``concurrency`` at a time.
 
-    Each task line yields exactly one result line in ``results``, in the order
-    the tasks finish. A line that is not a valid task yields a failure result
-    with ``INVALID_MESSAGE`` whose message starts with its line number.
+    Each task line (any bytes but blank; the message is the line without its
+    ``\\n``) yields exactly one result line in ``results``, in the order the
+    tasks finish. A line that is not a valid task yields a failure result with
+    ``INVALID_MESSAGE`` whose message starts with its line number; one whose
+    handling raised, ``UNKNOWN_ERROR`` (see :func:`~ftp_pooler.boundary.result_for_message`).
     """
     summary = CopySummary()
     send, receive = trio.open_memory_channel[tuple[int, bytes]](concurrency * 4)
@@ -94,15 +97,7 @@ async def copy_tasks(
     async def run_tasks(receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
         async with receive:
             async for number, raw in receive:
-                try:
-                    task = parse_task(raw)
-                except InvalidTaskError as exc:
-                    numbered = InvalidTaskError(
-                        f"line {number}: {exc.message}", task_id=exc.task_id
-                    )
-                    publish(Result.invalid(numbered, raw, worker=worker))
-                    continue
-                publish(await engine.run(task))
+                publish(await result_for_message(raw, engine.run, worker=worker, line=number))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_read_lines, source, send)

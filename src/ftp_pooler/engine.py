@@ -22,7 +22,7 @@ import structlog
 import trio
 
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task
+from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpected_error
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import is_safe_argument
@@ -146,7 +146,7 @@ class TransferEngine:
             error = exc
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
-            error = PoolerError(ErrorCode.UNKNOWN_ERROR, f"{type(exc).__name__}: {exc}")
+            error = unexpected_error(exc)
         else:
             if outcome.skipped:
                 return Result.skipped(

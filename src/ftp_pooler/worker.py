@@ -32,8 +32,10 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
 from ftp_pooler.config import Connections, FTPConnection, Settings
-from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.boundary import result_for_message
+from ftp_pooler.contract import Result
 from ftp_pooler.engine import TransferEngine
+from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.kafka_clients import consumer_config, producer_config
 from ftp_pooler.metrics import Metrics
@@ -103,38 +105,28 @@ class Dispatcher:
                 await self._handle(delivery)
 
     async def _handle(self, delivery: Delivery) -> None:
-        result = await self._result_for(delivery)
+        """Publish the one result of ``delivery``, whatever its message holds or its task raises."""
+        result = await result_for_message(
+            delivery.value,
+            self._engine.run,
+            worker=self._worker,
+            max_bytes=self._max_message_bytes,
+            partition=delivery.partition.partition,
+            offset=delivery.offset,
+        )
+        if result.error_code is ErrorCode.INVALID_MESSAGE and result.input is not None:
+            self._metrics.invalid_message()
+        else:
+            log.info(
+                "task.finished",
+                task_id=result.task_id,
+                status=result.status.value,
+                error_code=result.error_code.value if result.error_code else None,
+                bytes=result.bytes_transferred,
+                duration_ms=result.duration_ms,
+            )
         self._metrics.task_finished(result, self._ftp_side(result))
         self._publisher.publish(result, delivery)
-
-    async def _result_for(self, delivery: Delivery) -> Result:
-        try:
-            task = parse_task(delivery.value, max_bytes=self._max_message_bytes)
-        except InvalidTaskError as exc:
-            self._metrics.invalid_message()
-            log.warning(
-                "task.invalid",
-                partition=str(delivery.partition),
-                offset=delivery.offset,
-                error=exc.message,
-            )
-            return Result.invalid(
-                exc,
-                delivery.value,
-                worker=self._worker,
-                partition=delivery.partition.partition,
-                offset=delivery.offset,
-            )
-        result = await self._engine.run(task)
-        log.info(
-            "task.finished",
-            task_id=task.task_id,
-            status=result.status.value,
-            error_code=result.error_code.value if result.error_code else None,
-            bytes=result.bytes_transferred,
-            duration_ms=result.duration_ms,
-        )
-        return result
 
     def _ftp_side(self, result: Result) -> str:
         for endpoint in (result.source, result.destination):
