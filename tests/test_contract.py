@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ftp_pooler.contract import (
+    MAX_CONNECTION_ID_LENGTH,
+    MAX_ERROR_MESSAGE_LENGTH,
     MAX_INPUT_ECHO_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_PATH_LENGTH,
+    MAX_TASK_ID_LENGTH,
     SCHEMA_FILES,
     ConflictPolicy,
     Endpoint,
@@ -25,7 +30,9 @@ from ftp_pooler.contract import (
     ResultStatus,
     Task,
     TransferOptions,
+    one_line,
     parse_task,
+    unexpected_error,
     write_schemas,
 )
 from ftp_pooler.errors import ErrorCode, PoolerError
@@ -294,6 +301,214 @@ def test_any_json_object_parses_or_raises_invalid_message(message: dict[str, Any
     except InvalidTaskError as exc:
         assert exc.code is ErrorCode.INVALID_MESSAGE
         assert exc.message
+
+
+# -- hostile messages: each is INVALID_MESSAGE, never another exception ---------------------
+
+SURROGATE = "\ud800"
+"""A lone surrogate: JSON can escape it (``"\\ud800"``), UTF-8 cannot encode it."""
+
+
+def json_text(message: object) -> bytes:
+    """JSON as a producer in another language may write it: lone surrogates escaped, not refused."""
+    return json.dumps(message, ensure_ascii=True).encode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"a":' * 50_000, "nested too deeply"),
+        (b"[" * 5_000 + b"]" * 5_000, "nested too deeply"),
+        (b'{"task_id": "t", "x": ' + b'[{"a":' * 9_000 + b"0" + b"}]" * 9_000 + b"}", "too deeply"),
+        (b"\xed\xa0\x80", "not JSON"),  # a surrogate encoded as UTF-8 bytes
+        (b'{"task_id": "caf\xe9"}', "not JSON"),  # Latin-1
+        ('{"task_id": "t"}'.encode("utf-16"), "not JSON"),
+        (b"\xef\xbb\xbf", "not JSON"),  # a BOM and nothing else
+        (b" \t\r\n ", "not JSON"),
+        (b"\x00", "not JSON"),
+        (b"NaN", "NaN is not a JSON number"),
+        (b'{"task_id": "t", "x": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"options": {"retry_count": Infinity}}', "Infinity is not a JSON number"),
+        (b"1" * 1_000_000, "not JSON: Exceeds the limit"),
+        (b'{"task_id": "t", "n": ' + b"9" * 1_000_000 + b"}", "not JSON: Exceeds the limit"),
+        (b'{"task_id": "a", "task_id": "b"}', "key 'task_id' appears twice"),
+        (b'{"source": {"path": "a", "path": "b"}}', "key 'path' appears twice"),
+        (b'{"k\\n\\ud800": 1, "k\\n\\ud800": 2}', "key 'k\\n\\ud800' appears twice"),
+    ],
+    ids=lambda value: repr(value[:24]) if isinstance(value, bytes) else None,
+)
+def test_hostile_text_is_an_invalid_message(raw: bytes, words: str) -> None:
+    error = invalid(raw)
+    assert words in error.message
+    assert "\n" not in error.message
+
+
+def test_a_leading_byte_order_mark_is_ignored() -> None:
+    assert parse_task(b"\xef\xbb\xbf" + dumps(NESTED)) == TASK
+    assert parse_task("\ufeff" + json.dumps(NESTED)) == TASK
+
+
+FIELDS = [
+    ("task_id",),
+    ("source", "connection_id"),
+    ("source", "path"),
+    ("destination", "connection_id"),
+    ("destination", "path"),
+]
+
+
+@pytest.mark.parametrize("path", FIELDS, ids=".".join)
+def test_a_lone_surrogate_in_any_string_is_an_invalid_message(path: tuple[str, ...]) -> None:
+    message = replaced(NESTED, f"x{SURROGATE}y", *path)
+    error = invalid(json_text(message))
+    assert f"{'.'.join(path)}: not Unicode text" in error.message
+    flat_key = {
+        ("source", "connection_id"): "src_id",
+        ("source", "path"): "src_path",
+        ("destination", "connection_id"): "dst_id",
+        ("destination", "path"): "dst_path",
+    }.get(path, "task_id")
+    flat_error = invalid(json_text({**FLAT, flat_key: SURROGATE}))
+    assert f"{flat_key}: not Unicode text" in flat_error.message
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [
+        (("source", "path"), 4096),
+        (("destination", "path"), 4096),
+        (("source", "connection_id"), 256),
+        (("destination", "connection_id"), 256),
+    ],
+)
+def test_paths_and_connection_ids_are_bounded(path: tuple[str, ...], limit: int) -> None:
+    assert parse_task(dumps(replaced(NESTED, "p" * limit, *path)))
+    error = invalid(replaced(NESTED, "p" * (limit + 1), *path))
+    assert f"{'.'.join(path)}: String should have at most {limit} characters" in error.message
+    assert error.task_id == "t-1"
+
+
+@pytest.mark.parametrize("path", [("source", "path"), ("destination", "path")])
+def test_paths_have_at_most_128_levels(path: tuple[str, ...]) -> None:
+    """realpath's cost grows with the square of the depth: 250 ms at 2,000 levels."""
+    assert parse_task(dumps(replaced(NESTED, "/d" * 128, *path)))
+    error = invalid(replaced(NESTED, "d/" * 129, *path))
+    assert error.message == f"{'.'.join(path)}: more than 128 directory levels ('/')"
+    assert invalid(replaced(NESTED, "/" * 4000, *path)).task_id == "t-1"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [[[[[[[[[[["deep"]]]]]]]]]]],
+        {"a": {"b": {"c": {}}}},
+        1e308,
+        -0.0,
+        2**64,
+        True,
+        None,
+        "x" * 100_000,
+        "\x00\x01\x1b[31m\u2028\x85",
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("path", [*FIELDS, ("operation",), ("options",)], ids=".".join)
+def test_a_wrong_value_in_any_field_names_the_field(path: tuple[str, ...], value: object) -> None:
+    message = replaced(NESTED, value, *path)
+    text_field = path[-1] not in ("operation", "options")
+    acceptable = (
+        (text_field and isinstance(value, str) and len(value) <= MAX_TASK_ID_LENGTH)
+        or (path == ("operation",) and value is None)
+        or (path == ("options",) and isinstance(value, dict))
+    )
+    if acceptable:  # any text is a task id, path or connection id: the engine judges it
+        assert parse_task(dumps(message))
+        return
+    error = invalid(message)
+    assert error.message.startswith(".".join(path) + ": ") and "\n" not in error.message
+    assert error.task_id == (None if path == ("task_id",) else "t-1")
+
+
+def test_unknown_fields_may_hold_anything_json_has() -> None:
+    message = {**NESTED, "meta": [[[[{"x": [1e308, -0.0, 2**200, None, "\u2028"]}]]]] * 3}
+    assert parse_task(dumps(message)) == TASK
+    assert parse_task(json_text({**NESTED, "note": SURROGATE})) == TASK  # never read
+
+
+def test_control_characters_are_kept_in_a_valid_task() -> None:
+    """A task id or path with control characters is a task; its result's JSON escapes them."""
+    message = replaced(replaced(NESTED, "id\n\x00\u2028", "task_id"), "a\tb\x1b", "source", "path")
+    task = parse_task(dumps(message))
+    result = Result.completed(task, worker="w", bytes_transferred=0, duration_ms=0, attempts=1)
+    assert json.loads(result.to_json())["task_id"] == "id\n\x00\u2028"
+    assert b"\n" not in result.to_json()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.binary(max_size=300))
+def test_an_invalid_result_encodes_whatever_the_task_id(task_id: str, raw: bytes) -> None:
+    """Any text as the id of an invalid message (lone surrogates included): the result encodes."""
+    error = InvalidTaskError("broken", task_id=task_id or None)
+    result = Result.invalid(error, raw, worker="w", partition=0, offset=1)
+    body = json.loads(result.to_json())
+    assert body.get("task_id", "") == task_id.encode("utf-8", "backslashreplace").decode()
+    if result.task_id:
+        result.task_id.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_an_error_message_is_one_bounded_line_of_utf8(text: str) -> None:
+    error = PoolerError(ErrorCode.IO_ERROR, text * 50)
+    body = json.loads(Result.failed(TASK, error, worker="w", duration_ms=0, attempts=1).to_json())
+    message = body["error_message"]
+    assert len(message) <= MAX_ERROR_MESSAGE_LENGTH
+    assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]", message)
+    if len(text * 50) <= MAX_ERROR_MESSAGE_LENGTH and text.isprintable():
+        assert message == text * 50
+
+
+def test_one_line_escapes_and_cuts() -> None:
+    assert one_line("a\nb\r\x00\x85\u2028" + SURROGATE) == "a\\nb\\r\\x00\\x85\\u2028\\ud800"
+    assert one_line("é ü ✓") == "é ü ✓"
+    assert one_line("x" * 20, limit=10) == "xxxxxxx..."
+
+
+def test_the_largest_possible_result_fits_a_kafka_message() -> None:
+    worst = "\x01" * MAX_PATH_LENGTH  # six bytes each in JSON
+    endpoint = {"connection_id": "\x01" * MAX_CONNECTION_ID_LENGTH, "path": worst}
+    task = Task.model_validate(
+        {"task_id": "\x01" * 512, "source": endpoint, "destination": endpoint}
+    )
+    error = PoolerError(ErrorCode.UNKNOWN_ERROR, "\U0001f4a5" * 100_000)
+    raw = b"x" * MAX_MESSAGE_BYTES
+    failed = Result.failed(task, error, worker="w", duration_ms=0, attempts=1)
+    crashed = Result.crashed(error, raw, task_id=task.task_id, worker="w")
+    assert max(len(failed.to_json()), len(crashed.to_json())) < 200_000 < MAX_MESSAGE_BYTES
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (KeyError("k"), "KeyError: 'k'"),
+        (ValueError(), "ValueError"),
+        (_Unprintable(), "_Unprintable"),
+        (ValueError("two\nlines"), "ValueError: two\\nlines"),
+        (
+            ExceptionGroup("g", [OSError(5, "EIO"), ExceptionGroup("h", [KeyError("k")])]),
+            "ExceptionGroup: OSError: [Errno 5] EIO; ExceptionGroup: KeyError: 'k'",
+        ),
+    ],
+)
+def test_unexpected_errors_are_one_line_naming_the_exception(exc: Exception, text: str) -> None:
+    error = unexpected_error(exc)
+    assert (error.code, error.message) == (ErrorCode.UNKNOWN_ERROR, text)
 
 
 TASK = Task.model_validate(NESTED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -12,13 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ftp_pooler.batch import copy_tasks
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
+from ftp_pooler.contract import Result
+from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.ftp.config import FTPConfig
+from ftp_pooler.ftp.pool import SessionPool
+from ftp_pooler.ftp.session import SessionFactory
 from servers import FTPServer
+from servers.dead import closed_port
 
 MakeServer = Callable[..., FTPServer]
 
 
 def write_config(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[str, str]:
-    """connections.ini + config.yaml for ``server`` and ``local_root``; returns the CLI's environment."""
+    """connections.ini + config.yaml for ``server`` and ``local_root``; returns the CLI's env."""
     password_file = tmp_path / "ftp-password"
     password_file.write_text(server.password + "\n")
     (tmp_path / "connections.ini").write_text(
@@ -36,13 +45,15 @@ def write_config(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[st
     return env
 
 
-def ftp_pooler(*args: str, env: dict[str, str], stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def ftp_pooler(
+    *args: str, env: dict[str, str], stdin: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "ftp_pooler.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
 
@@ -170,3 +181,75 @@ def test_worker_without_kafka_exits_with_a_clear_error(
     assert done.returncode == 3, done.stderr.decode()[-2000:]
     assert f"cannot use Kafka at 127.0.0.1:{port}".encode() in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_a_message_that_used_to_kill_copy_gets_one_result_and_the_rest_complete(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """Issue 11: deep nesting (RecursionError) and an escaped lone surrogate (unencodable id)."""
+    names = [f"f{index}.txt" for index in range(21)]
+    for name in names:
+        (ftp_root / name).write_bytes(name.encode() * 100)
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    hostile = [b"[" * 100_000, b'{"task_id": "\\ud800"}', b'{"task_id": "x\\udfff", "src_id": 1}']
+    valid = [
+        json.dumps({"task_id": name, "src_id": "remote", "src_path": f"/{name}",
+                    "dst_id": "local", "dst_path": f"in/{name}"}).encode()
+        for name in names
+    ]  # fmt: skip
+    done = ftp_pooler("copy", "-", "-j", "4", env=env, stdin=b"\n".join(hostile + valid) + b"\n")
+    assert done.returncode == 1, done.stderr.decode()[-2000:]
+    assert b"Traceback" not in done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == 24
+    invalid = [r for r in results if r.get("error_code") == "INVALID_MESSAGE"]
+    assert sorted(r.get("task_id", "") for r in invalid) == ["", "\\ud800", "x\\udfff"]
+    completed = {r["task_id"] for r in results if r["status"] == "completed"}
+    assert completed == set(names)
+    for name in names:
+        assert (tmp_path / "local" / "in" / name).read_bytes() == name.encode() * 100
+
+
+class _BrokenEngine(TransferEngine):
+    """An engine with a bug: attempts of tasks whose id starts with "boom" raise
+    (the others complete without touching the network)."""
+
+    async def attempt(self, transfer: Transfer) -> Result | float:
+        task = transfer.task
+        if task.task_id.startswith("boom"):
+            raise ExceptionGroup("nursery", [KeyError(task.task_id)])
+        return Result.completed(task, worker="w", bytes_transferred=0, duration_ms=0, attempts=1)
+
+
+def _broken_engine(local_root: Path) -> _BrokenEngine:
+    remote = FTPConfig(host="127.0.0.1", port=closed_port())
+    connections = Connections(
+        [FTPConnection(id="remote", ftp=remote), LocalConnection(id="local", base_path=local_root)]
+    )
+    return _BrokenEngine(connections, SessionPool({"remote": SessionFactory(remote)}), worker="w")
+
+
+async def test_copy_tasks_turns_an_engine_bug_into_one_result_per_task(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"task_id": f"{prefix}-{index}", "src_id": "remote", "src_path": "/a",
+                    "dst_id": "local", "dst_path": "a"}).encode()
+        for index in range(50)
+        for prefix in ("boom", "fine")
+    ]  # fmt: skip
+    output = io.BytesIO()
+    summary = await copy_tasks(
+        io.BytesIO(b"\n".join(lines) + b"\n"),
+        output,
+        _broken_engine(tmp_path),
+        concurrency=8,
+        worker="w",
+    )
+    results = [json.loads(line) for line in output.getvalue().splitlines()]
+    assert (summary.tasks, summary.completed, summary.failed) == (100, 50, 50)
+    assert len({r["task_id"] for r in results}) == 100
+    for result in results:
+        if result["task_id"].startswith("boom"):
+            assert result["error_code"] == "UNKNOWN_ERROR"
+            assert result["error_message"] == f"ExceptionGroup: KeyError: '{result['task_id']}'"
+        else:
+            assert result["status"] == "completed"

@@ -7,16 +7,21 @@ A pyftpdlib server is the healthy connection; the dead one is a closed port
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 
 from clients import ftp_config
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.batch import copy_tasks
+from ftp_pooler.engine import Transfer, TransferEngine
 from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
@@ -58,12 +63,16 @@ async def run_all(
         engine = TransferEngine(conns, pool, retry=RETRY, worker="w")
         start = trio.current_time()
 
-        def finished(result: Result, token: str) -> None:
+        def finished(result: Result, token: str, task: Task) -> None:
             assert token not in results, f"{token} got two results"
+            assert task.task_id == token
             results[token] = (result, trio.current_time() - start)
 
+        def crashed(exc: Exception, token: str, task: Task) -> None:
+            raise AssertionError(f"{token} crashed: {exc!r}")
+
         transfers: ScheduledTransfers[str] = ScheduledTransfers(
-            engine, runners=runners, finished=finished
+            engine, runners=runners, finished=finished, crashed=crashed
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transfers.run)
@@ -136,3 +145,52 @@ async def test_a_retry_goes_back_to_its_queue_and_holds_no_runner(
     ok_done = max(seconds for task_id, (_, seconds) in results.items() if task_id.startswith("ok"))
     assert ok_done < mute_done, "the healthy tasks ran during the mute task's backoff"
     assert mute.accepted == 2
+
+
+async def test_an_attempt_that_raises_is_one_crashed_result_and_the_others_go_on(
+    make_pyftpd: Callable[..., FTPServer],
+    ftp_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in an attempt (here: TransferEngine.attempt raising for one task) ends that
+    task with one UNKNOWN_ERROR result carrying its message back, through copy_tasks'
+    boundary; the runner and the other tasks go on."""
+    for i in range(10):
+        (ftp_root / f"f{i}.bin").write_bytes(os.urandom(1000))
+    server = make_pyftpd()
+    conns = Connections(
+        [
+            FTPConnection(id="ok", ftp=ftp_config(server, timeouts=QUICK)),
+            LocalConnection(id="local", base_path=tmp_path),
+        ]
+    )
+    real_attempt = TransferEngine.attempt
+
+    async def attempt(self: TransferEngine, transfer: Transfer) -> Result | float:
+        if transfer.task.task_id == "t3":
+            raise RuntimeError("a bug in one attempt")
+        return await real_attempt(self, transfer)
+
+    monkeypatch.setattr(TransferEngine, "attempt", attempt)
+    lines = b"".join(
+        json.dumps(
+            {"task_id": f"t{i}", "src_id": "ok", "src_path": f"/f{i}.bin",
+             "dst_id": "local", "dst_path": f"in/{i}"}
+        ).encode() + b"\n"
+        for i in range(10)
+    )  # fmt: skip
+    output = io.BytesIO()
+    factories = {"ok": SessionFactory(conns["ok"].ftp)}  # type: ignore[union-attr]
+    async with open_session_pool(factories, LIMITS) as pool:
+        engine = TransferEngine(conns, pool, retry=RETRY, worker="w")
+        summary = await copy_tasks(io.BytesIO(lines), output, engine, concurrency=1, worker="w")
+    results = {r["task_id"]: r for r in map(json.loads, output.getvalue().splitlines())}
+    assert summary.tasks == len(results) == 10
+    crashed = results.pop("t3")
+    assert (crashed["error_code"], crashed["error_message"]) == (
+        "UNKNOWN_ERROR",
+        "RuntimeError: a bug in one attempt",
+    )
+    assert base64.b64decode(crashed["input"]["payload_base64"]) == lines.splitlines()[3]
+    assert {r["status"] for r in results.values()} == {"completed"}

@@ -12,7 +12,8 @@ from typing import BinaryIO
 
 import trio
 
-from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.contract import Result, Task
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
@@ -77,21 +78,31 @@ async def copy_tasks(
     dead server's tasks wait in its own queue while the others run. Lines are
     read ahead while fewer than ``max_buffered`` tasks wait (a read waiting on
     a pipe is abandoned when cancelled: a stopped copy must not wait for its
-    producer). Each task line yields exactly one result line in ``results``,
-    in the order the tasks finish. A line that is not a valid task yields a
-    failure result with ``INVALID_MESSAGE`` whose message starts with its line
-    number.
+    producer). Each task line (any bytes but blank; the message is the line
+    without its ``\n``) yields exactly one result line in ``results``, in the
+    order the tasks finish. A line that is not a valid task yields a failure
+    result with ``INVALID_MESSAGE`` whose message starts with its line number;
+    one whose handling raised, ``UNKNOWN_ERROR`` (see
+    :class:`~ftp_pooler.boundary.Boundary`).
     """
     summary = CopySummary()
 
-    def publish(result: Result, _token: None = None) -> None:
+    def publish(result: Result) -> None:
         results.write(result.to_json() + b"\n")
         summary.add(result)
         if on_result is not None:
             on_result(summary)
 
-    transfers: ScheduledTransfers[None] = ScheduledTransfers(
-        engine, runners=concurrency, finished=publish
+    boundary = Boundary(worker=worker)
+
+    def finished(result: Result, message: Message, task: Task) -> None:
+        publish(boundary.settle(result, message, task))
+
+    def crashed(exc: Exception, message: Message, task: Task) -> None:
+        publish(boundary.crashed(exc, message, task.task_id))
+
+    transfers: ScheduledTransfers[Message] = ScheduledTransfers(
+        engine, runners=concurrency, finished=finished, crashed=crashed
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(transfers.run)
@@ -106,15 +117,12 @@ async def copy_tasks(
                         await trio.lowlevel.checkpoint()  # let the runners start meanwhile
                     if not raw.strip():
                         continue
-                    try:
-                        task = parse_task(raw)
-                    except InvalidTaskError as exc:
-                        numbered = InvalidTaskError(
-                            f"line {number}: {exc.message}", task_id=exc.task_id
-                        )
-                        publish(Result.invalid(numbered, raw, worker=worker))
-                        continue
-                    transfers.submit(task, None)
+                    message = Message(raw.removesuffix(b"\n"), line=number)
+                    admitted = boundary.admit(message)
+                    if isinstance(admitted, Result):
+                        publish(admitted)
+                    else:
+                        transfers.submit(admitted, message)
                 await transfers.wait_room(max_buffered)
         finally:
             transfers.close()

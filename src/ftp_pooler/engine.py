@@ -25,7 +25,7 @@ import structlog
 import trio
 
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task
+from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpected_error
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import is_safe_argument
@@ -151,7 +151,7 @@ class TransferEngine:
             return self._failed(task, exc, task.operation, 0, started)
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
-            return self._failed(task, _unexpected(exc), task.operation, 0, started)
+            return self._failed(task, unexpected_error(exc), task.operation, 0, started)
         return Transfer(task, plan, self._retry.with_retries(task.options.retry_count), started)
 
     async def attempt(self, transfer: Transfer) -> Result | float:
@@ -185,7 +185,7 @@ class TransferEngine:
                 return transfer.policy.backoff(transfer.attempts)
             except Exception as exc:
                 log.exception("transfer.unexpected_error", task_id=task.task_id)
-                return self.give_up(transfer, _unexpected(exc))
+                return self.give_up(transfer, unexpected_error(exc))
         finally:
             current_task_id.reset(token)
         duration_ms = _ms_since(transfer.started)
@@ -494,10 +494,6 @@ async def _discard_remote(session: FTPSession, temp: str) -> bool:
         except FTPError as exc:
             return exc.reply is not None
     return not session.broken
-
-
-def _unexpected(exc: Exception) -> PoolerError:
-    return PoolerError(ErrorCode.UNKNOWN_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _ms_since(started: float) -> int:

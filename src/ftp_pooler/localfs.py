@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat as stat_module
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,16 +20,53 @@ from ftp_pooler.errors import ErrorCode, PoolerError
 READ_CHUNK = 256 * 1024
 
 
-def _os_error(exc: OSError, what: str) -> PoolerError:
-    if exc.errno == errno.ENOENT:
-        code = ErrorCode.FILE_NOT_FOUND
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        code = ErrorCode.PERMISSION_DENIED
-    elif exc.errno == errno.EEXIST:
-        code = ErrorCode.FILE_EXISTS
-    else:
-        code = ErrorCode.IO_ERROR
-    return PoolerError(code, f"{what}: {exc.strerror or exc}")
+_ERRNO_CODES: dict[int, ErrorCode] = {
+    errno.ENOENT: ErrorCode.FILE_NOT_FOUND,
+    errno.EEXIST: ErrorCode.FILE_EXISTS,
+    errno.ENOTEMPTY: ErrorCode.FILE_EXISTS,
+    errno.EACCES: ErrorCode.PERMISSION_DENIED,
+    errno.EPERM: ErrorCode.PERMISSION_DENIED,
+    errno.EISDIR: ErrorCode.PATH_NOT_ALLOWED,
+    errno.ENOTDIR: ErrorCode.PATH_NOT_ALLOWED,
+    errno.ENAMETOOLONG: ErrorCode.PATH_NOT_ALLOWED,
+    errno.ELOOP: ErrorCode.PATH_NOT_ALLOWED,
+    errno.EILSEQ: ErrorCode.PATH_NOT_ALLOWED,
+    errno.EMFILE: ErrorCode.TRANSIENT,
+    errno.ENFILE: ErrorCode.TRANSIENT,
+    errno.ENOMEM: ErrorCode.TRANSIENT,
+    errno.ESTALE: ErrorCode.TRANSIENT,
+}
+"""errno -> code for local file-system errors (errno(3)); any other errno is IO_ERROR.
+
+The path names nothing: FILE_NOT_FOUND. Something is in the way: FILE_EXISTS.
+The kernel refuses this process: PERMISSION_DENIED (EPERM also on a volume
+without hard links, for ``if_exists`` skip/fail). The path cannot name a
+file here (a directory where the file should be, a file where a directory
+should be, a name over ``NAME_MAX``/``PATH_MAX``, a symlink loop, a name the
+volume cannot store): PATH_NOT_ALLOWED. The worker ran short of descriptors
+or memory, or an NFS handle went stale: TRANSIENT, retried. The volume
+failed, is full (ENOSPC, EDQUOT) or read-only (EROFS): IO_ERROR.
+"""
+
+
+def error_for_os_error(exc: OSError, what: str) -> PoolerError:
+    """A local file-system error as a :class:`PoolerError` with the code of its errno.
+
+    Args:
+        exc: What ``os`` raised.
+        what: The operation and the path, e.g. ``"writing '/data/in/.a.bin.1f2e.part'"``
+            (paths quoted with :func:`quoted`, so the message stays one line).
+
+    Returns:
+        ``"writing '/data/in/.a.bin.1f2e.part': No space left on device"``.
+    """
+    code = _ERRNO_CODES.get(exc.errno, ErrorCode.IO_ERROR) if exc.errno else ErrorCode.IO_ERROR
+    return PoolerError(code, f"{what}: {exc.strerror or type(exc).__name__}")
+
+
+def quoted(path: str | os.PathLike[str]) -> str:
+    """A path for an error message: quoted, its control characters escaped (``repr``)."""
+    return repr(os.fspath(path))
 
 
 class LocalRoot:
@@ -86,7 +124,7 @@ class LocalRoot:
         try:
             os.makedirs(parent, exist_ok=True)
         except OSError as exc:
-            raise _os_error(exc, f"creating {parent}") from exc
+            raise error_for_os_error(exc, f"creating {quoted(parent)}") from exc
         self._made_dirs.add(parent)
 
 
@@ -111,7 +149,7 @@ class AtomicFile:
                 self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
             )
         except OSError as exc:
-            raise _os_error(exc, f"creating {self.temp}") from exc
+            raise error_for_os_error(exc, f"creating {quoted(self.temp)}") from exc
         self._open = True
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:
@@ -120,7 +158,7 @@ class AtomicFile:
             while view:
                 view = view[os.write(self._fd, view) :]
         except OSError as exc:
-            raise _os_error(exc, f"writing {self.temp}") from exc
+            raise error_for_os_error(exc, f"writing {quoted(self.temp)}") from exc
         self.written += len(chunk)
 
     def _close(self) -> None:
@@ -145,7 +183,9 @@ class AtomicFile:
                 os.unlink(self.temp)
         except OSError as exc:
             self.discard()
-            raise _os_error(exc, f"moving {self.temp} to {self.final}") from exc
+            raise error_for_os_error(
+                exc, f"moving {quoted(self.temp)} to {quoted(self.final)}"
+            ) from exc
 
     def discard(self) -> None:
         """Close and delete the temporary file (idempotent, never raises)."""
@@ -156,11 +196,28 @@ class AtomicFile:
 
 
 def stat(path: Path) -> os.stat_result:
-    """``os.stat``, its errors mapped to error codes (FILE_NOT_FOUND, PERMISSION_DENIED...)."""
+    """``os.stat`` of a file to read, its errors mapped to error codes.
+
+    Raises:
+        PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
+            when ``path`` is a directory or anything but a regular file.
+    """
     try:
-        return os.stat(path)
+        status = os.stat(path)
     except OSError as exc:
-        raise _os_error(exc, f"reading {path}") from exc
+        raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+    _check_regular(status, path)
+    return status
+
+
+def _check_regular(status: os.stat_result, path: Path) -> None:
+    if stat_module.S_ISREG(status.st_mode):
+        return
+    if stat_module.S_ISDIR(status.st_mode):
+        raise error_for_os_error(
+            IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), f"reading {quoted(path)}"
+        )
+    raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"reading {quoted(path)}: not a regular file")
 
 
 async def read_chunks(path: Path, size: int) -> AsyncIterator[memoryview]:
@@ -169,18 +226,30 @@ async def read_chunks(path: Path, size: int) -> AsyncIterator[memoryview]:
     One buffer, sized to the file (``size``, from a ``stat``) up to 256 KiB, is
     read into again and again: ``os.read(fd, 256 KiB)`` would allocate (mmap)
     and free a 256 KiB buffer on every call, even for a 4 KiB file.
+
+    The file is opened non-blocking and checked to be a regular file: opening
+    a FIFO put where the file was would otherwise block the event loop until a
+    writer came.
+
+    Raises:
+        PoolerError: As :func:`stat`; IO_ERROR and others from reading.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
-        raise _os_error(exc, f"opening {path}") from exc
+        raise error_for_os_error(exc, f"opening {quoted(path)}") from exc
     try:
+        try:
+            status = os.fstat(fd)
+        except OSError as exc:
+            raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+        _check_regular(status, path)
         view = memoryview(bytearray(min(max(size, 1), READ_CHUNK)))
         while True:
             try:
                 count = os.readv(fd, [view])
             except OSError as exc:
-                raise _os_error(exc, f"reading {path}") from exc
+                raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
             if not count:
                 return
             yield view[:count]

@@ -34,6 +34,8 @@ def describe_validation_error(
             message = str(detail["ctx"]["error"])
         elif detail["type"] == "extra_forbidden":
             message = "unknown key"
+        elif detail["type"] == "string_unicode":
+            message = "not Unicode text (a lone surrogate escape such as \\ud800)"
         else:
             message = detail["msg"]
         name = field_name(detail["loc"])

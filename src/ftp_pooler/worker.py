@@ -34,8 +34,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
 from ftp_pooler.backpressure import BufferBound
 from ftp_pooler.config import Connections, FTPConnection, Settings
-from ftp_pooler.contract import InvalidTaskError, Result, parse_task
+from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.contract import Result, Task
 from ftp_pooler.engine import TransferEngine
+from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.kafka_clients import consumer_config, producer_config
 from ftp_pooler.metrics import Metrics
@@ -91,12 +93,12 @@ class Dispatcher:
         self._metrics = metrics
         self._connections = connections
         self._deliveries = deliveries
-        self._worker = worker
-        self._max_message_bytes = max_message_bytes
+        self._boundary = Boundary(worker=worker, max_bytes=max_message_bytes)
         self.transfers: ScheduledTransfers[Delivery] = ScheduledTransfers(
             engine,
             runners=max_inflight,
-            finished=self._publish,
+            finished=self._finished,
+            crashed=self._crashed,
             claim=poller.started,
             waited=metrics.queue_waited,
         )
@@ -125,33 +127,20 @@ class Dispatcher:
                 await trio.lowlevel.checkpoint()
 
     def _take(self, delivery: Delivery) -> None:
-        try:
-            task = parse_task(delivery.value, max_bytes=self._max_message_bytes)
-        except InvalidTaskError as exc:
+        message = _message(delivery)
+        admitted = self._boundary.admit(message)
+        if isinstance(admitted, Result):
             if not self._poller.started(delivery):
                 return
-            self._metrics.invalid_message()
-            log.warning(
-                "task.invalid",
-                partition=str(delivery.partition),
-                offset=delivery.offset,
-                error=exc.message,
-            )
-            self._send(
-                Result.invalid(
-                    exc,
-                    delivery.value,
-                    worker=self._worker,
-                    partition=delivery.partition.partition,
-                    offset=delivery.offset,
-                ),
-                delivery,
-            )
+            if admitted.error_code is ErrorCode.INVALID_MESSAGE and admitted.input is not None:
+                self._metrics.invalid_message()
+            self._send(admitted, delivery)
             return
-        self.transfers.submit(task, delivery)
+        self.transfers.submit(admitted, delivery)
 
-    def _publish(self, result: Result, delivery: Delivery) -> None:
+    def _finished(self, result: Result, delivery: Delivery, task: Task) -> None:
         """A task's one result (from the scheduled transfers)."""
+        result = self._boundary.settle(result, _message(delivery), task)
         log.info(
             "task.finished",
             task_id=result.task_id,
@@ -161,6 +150,9 @@ class Dispatcher:
             duration_ms=result.duration_ms,
         )
         self._send(result, delivery)
+
+    def _crashed(self, exc: Exception, delivery: Delivery, task: Task) -> None:
+        self._send(self._boundary.crashed(exc, _message(delivery), task.task_id), delivery)
 
     def _send(self, result: Result, delivery: Delivery) -> None:
         self._metrics.task_finished(result, self._ftp_side(result))
@@ -173,6 +165,10 @@ class Dispatcher:
             ):
                 return endpoint.connection_id
         return ""
+
+
+def _message(delivery: Delivery) -> Message:
+    return Message(delivery.value, partition=delivery.partition.partition, offset=delivery.offset)
 
 
 async def _watch_signals(intake: trio.CancelScope, health: Health) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import trio
 
-from ftp_pooler.errors import ErrorCode, FTPError, error_for_reply
+from ftp_pooler.errors import ErrorCode, FTPError, PoolerError, error_for_reply
 from ftp_pooler.ftp import protocol
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
 from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
@@ -573,6 +573,8 @@ class _Guard:
                 return False
             raise exc from None
         self._session.broken = True
+        if isinstance(exc, PoolerError):  # the sink's or the source's local error, mid-transfer
+            raise exc from exc.__cause__
         if isinstance(exc, trio.TooSlowError):
             raise FTPError(ErrorCode.TIMEOUT, f"{what}: timed out") from None
         if isinstance(exc, ssl.SSLError) or isinstance(exc.__cause__, ssl.SSLError):

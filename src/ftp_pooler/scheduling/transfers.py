@@ -7,7 +7,8 @@ one attempt at a time; a retry goes back to its connection's queue with a
 not-before time. While the connection's server is marked down the task
 waits, at most its retry budget (:meth:`TransferEngine.patience`), then fails
 with ``CONNECTION_ERROR`` (retryable). Every task's one result goes to the
-``finished`` callback with the caller's token.
+``finished`` callback with the caller's token; what raises unexpectedly goes to
+``crashed`` instead, so a bug ends one task, never the process.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ class ScheduledTransfers(Generic[T]):
             connection can take (:meth:`SessionPool.allowance`).
         runners: Attempts running at once, at most (``copy --concurrency``,
             ``worker.max_inflight``); the pod's session cap bounds them too.
-        finished: Receives each task's one result and the token it was
-            submitted with.
+        finished: Receives each task's one result, the token it was submitted
+            with, and the task.
+        crashed: Receives, instead, what planning or an attempt raised that
+            nothing expected (a bug), with the token and the task; it makes the
+            task's one result (:meth:`Boundary.crashed
+            <ftp_pooler.boundary.Boundary.crashed>`).
         claim: Asked once before a task's first attempt (or its expiry); False
             drops the task without a result (the worker: its partition was
             revoked, the task is redelivered to the new owner).
@@ -59,7 +64,8 @@ class ScheduledTransfers(Generic[T]):
         engine: TransferEngine,
         *,
         runners: int,
-        finished: Callable[[Result, T], None],
+        finished: Callable[[Result, T, Task], None],
+        crashed: Callable[[Exception, T, Task], None],
         claim: Callable[[T], bool] = lambda token: True,
         waited: Callable[[str, float], None] = lambda connection, seconds: None,
     ) -> None:
@@ -67,6 +73,7 @@ class ScheduledTransfers(Generic[T]):
         self._engine = engine
         self._count = runners
         self._finished = finished
+        self._crashed = crashed
         self._claim = claim
         self._runners: Runners[_Job[T]] = Runners(
             pool.allowance,
@@ -91,11 +98,15 @@ class ScheduledTransfers(Generic[T]):
         Raises:
             trio.ClosedResourceError: After :meth:`close` or :meth:`stop`.
         """
-        transfer = self._engine.prepare(task)
-        if isinstance(transfer, Result):
-            self._finished(transfer, token)
+        try:
+            transfer = self._engine.prepare(task)
+            patience = 0.0 if isinstance(transfer, Result) else self._engine.patience(transfer)
+        except Exception as exc:
+            self._crashed(exc, token, task)
             return
-        patience = self._engine.patience(transfer)
+        if isinstance(transfer, Result):
+            self._finished(transfer, token, task)
+            return
         self._runners.push(
             transfer.connection,
             _Job(transfer, token, patience),
@@ -127,9 +138,13 @@ class ScheduledTransfers(Generic[T]):
             if not self._claim(job.token):
                 return None
             job.claimed = True
-        outcome = await self._engine.attempt(job.transfer)
+        try:
+            outcome = await self._engine.attempt(job.transfer)
+        except Exception as exc:
+            self._crashed(exc, job.token, job.transfer.task)
+            return None
         if isinstance(outcome, Result):
-            self._finished(outcome, job.token)
+            self._finished(outcome, job.token, job.transfer.task)
             return None
         return trio.current_time() + outcome
 
@@ -148,7 +163,7 @@ class ScheduledTransfers(Generic[T]):
             connection=transfer.connection,
             attempts=transfer.attempts,
         )
-        self._finished(self._engine.give_up(transfer, error), job.token)
+        self._finished(self._engine.give_up(transfer, error), job.token, transfer.task)
 
     def _dropped(self, job: _Job[T]) -> None:
         log.info(
