@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import posixpath
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import structlog
 import trio
@@ -23,13 +25,18 @@ from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
-from ftp_pooler.ftp.protocol import is_safe_argument
+from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+MAX_STALE_SESSIONS = 3
+"""Pooled sessions found closed by the server that one task may replace without
+spending an attempt (each is discarded, so a fresh one follows soon)."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +108,36 @@ class TransferEngine:
             plan = self._plan(task)
             operation = plan.operation
             policy = self._retry.with_retries(task.options.retry_count)
+            stale_sessions = 0
+            previous: ErrorCode | None = None
             while True:
                 attempts += 1
                 try:
                     outcome = await self._attempt(plan, task)
                     break
+                except FTPError as exc:
+                    if exc.stale_session and stale_sessions < MAX_STALE_SESSIONS:
+                        # The server had closed the pooled session; nothing moved.
+                        stale_sessions += 1
+                        attempts -= 1
+                        log.info("transfer.stale_session", task_id=task.task_id, error=exc.message)
+                        continue
+                    if exc.code is ErrorCode.PROTOCOL_ERROR and previous is exc.code:
+                        # The same protocol failure on a fresh session: it will not change.
+                        raise PoolerError(exc.code, exc.message, retryable=False) from exc
+                    previous = exc.code
+                    if not policy.should_retry(attempts, exc.retryable):
+                        raise
+                    log.info(
+                        "transfer.retry",
+                        task_id=task.task_id,
+                        attempt=attempts,
+                        error_code=exc.code.value,
+                        error=exc.message,
+                    )
+                    await trio.sleep(policy.backoff(attempts))
                 except PoolerError as exc:
+                    previous = exc.code
                     if not policy.should_retry(attempts, exc.retryable):
                         raise
                     log.info(
@@ -206,7 +237,7 @@ class TransferEngine:
                 if options.verify_size:
                     expected = download.announced_size
                     if expected is None and "SIZE" in session.features:
-                        expected = await session.size(plan.remote_path)
+                        expected = await _after_transfer(session.size(plan.remote_path), "SIZE")
                     if expected is not None and received != expected:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -214,7 +245,8 @@ class TransferEngine:
                         )
                 mtime = None
                 if options.preserve_mtime:
-                    mtime = (await session.mdtm(plan.remote_path)).timestamp()
+                    moment = await _after_transfer(session.mdtm(plan.remote_path), "MDTM")
+                    mtime = moment.timestamp() if moment is not None else None
                 try:
                     file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
                 except PoolerError as exc:
@@ -253,8 +285,8 @@ class TransferEngine:
                             f"sent {sent} bytes, the file had {local.st_size}",
                         )
                     if options.verify_size and "SIZE" in session.features:
-                        stored = await session.size(temp)
-                        if stored != sent:
+                        stored = await _after_transfer(session.size(temp), "SIZE")
+                        if stored is not None and stored != sent:
                             raise PoolerError(
                                 ErrorCode.SIZE_MISMATCH,
                                 f"sent {sent} bytes, the server stored {stored}",
@@ -318,9 +350,31 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
-    if not connection.base_path:
-        return path
-    return f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
+    full = path
+    if connection.base_path:
+        full = f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
+    if not path_fits(full):
+        raise PoolerError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"remote path longer than {MAX_PATH_BYTES} bytes (servers refuse longer command lines)",
+        )
+    return full
+
+
+async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
+    """A metadata query (SIZE, MDTM) about a file just transferred; ``None`` if it failed.
+
+    The transfer's own final reply already said the bytes arrived; a refusal
+    here (``550 ...: Operation not permitted`` to MDTM, seen on vsftpd-based
+    appliances) or a session lost afterwards must neither fail the task as
+    FILE_NOT_FOUND for a file just read nor cause a second transfer. The task
+    completes without that datum, with a warning (docs/ftp-client.md).
+    """
+    try:
+        return await query
+    except FTPError as exc:
+        log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
+        return None
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:
