@@ -969,6 +969,7 @@ def test_parse_epsv_finds_the_port_in_any_text(
     address: str,
 ) -> None:
     d = delimiter
+    address = address if d not in address else ""
     body = f"{d}{protocol}{d}{address}{d}{space}{port}{space}{d}"
     text = f"({body})" if bracketed else body
     # Text next to the body must not hold the delimiter itself (it would be read as a field).

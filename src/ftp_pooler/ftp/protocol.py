@@ -275,7 +275,7 @@ def parse_pasv(reply: Reply) -> tuple[str, int]:
     return host, numbers[4] * 256 + numbers[5]
 
 
-_EPSV = re.compile(r"([!-+\-/:-~])(?:(?!\1).)*\1(?:(?!\1).)*\1\s*(\d{1,5})\s*\1")
+_EPSV = re.compile(r"([!-+\--/:-~])(?:(?!\1).)*\1(?:(?!\1).)*\1\s*(\d{1,5})\s*\1")
 
 
 def parse_epsv(reply: Reply) -> int:
