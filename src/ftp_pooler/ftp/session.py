@@ -47,6 +47,10 @@ CHUNK_SIZE = 256 * 1024
 
 _T = TypeVar("_T")
 
+_TLS_RECORD_WAIT = 0.05
+"""Seconds the unasked-reply check waits when the control socket is readable but the
+TLS layer has no reply yet (records such as session tickets); plain TCP never waits."""
+
 Sink = Callable[[memoryview | bytes | bytearray], Awaitable[object]]
 """Where downloaded bytes go, one chunk at a time; a chunk is only valid during the call."""
 
@@ -58,7 +62,8 @@ class Download:
     received: int
     """Bytes written to the sink."""
     announced_size: int | None
-    """The size the server named in its 150 reply (``(1234 bytes)``), if it did."""
+    """The size the server named in its 150 reply (``(1234 bytes)``), if it did (or
+    the SIZE that vouched for a data connection closed without TLS close_notify)."""
 
 
 @dataclass
@@ -262,9 +267,18 @@ class FTPSession:
         while True:
             while (reply := self._parser.next_reply()) is not None:
                 self._drop_unasked(None, reply)
-            if not self._has_unread():
+            data: bytes | bytearray | None = None
+            if self._parser.has_partial_data:
+                data = await self._stream.receive_some(65536)  # the rest of a reply
+            elif self._has_unread():
+                # Over TLS the bytes may be records with no reply in them (TLS 1.3
+                # session tickets after the handshake): wait for a reply only briefly.
+                with trio.move_on_after(_TLS_RECORD_WAIT):
+                    data = await self._stream.receive_some(65536)
+                if data is None:
+                    return
+            else:
                 return
-            data = await self._stream.receive_some(65536)
             if not data:
                 raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
             self._parser.feed(data)
@@ -302,15 +316,28 @@ class FTPSession:
     async def _exchange(self, command: bytes) -> Reply:
         """Send one command and read its final reply (skipping 1xx and unasked replies)."""
         verb = protocol.verb_of(command)
-        with self._guard(verb), _FailAfter(self.config.timeouts.reply):
-            await self._send(command)
-            reply = await self._read_reply()
-            while reply.is_preliminary or protocol.is_unsolicited(verb, reply):
-                if not reply.is_preliminary:
-                    self._drop_unasked(verb, reply)
-                reply = await self._read_reply()
+        dropped: Reply | None = None
+        with self._guard(verb):
+            try:
+                with _FailAfter(self.config.timeouts.reply):
+                    await self._send(command)
+                    reply = await self._read_reply()
+                    while reply.is_preliminary or protocol.is_unsolicited(verb, reply):
+                        if not reply.is_preliminary:
+                            self._drop_unasked(verb, reply)
+                            dropped = reply
+                        reply = await self._read_reply()
+            except trio.TooSlowError:
+                if dropped is None:
+                    raise
+                # Not an unasked reply after all, but the server's (wrong) answer.
+                raise FTPError(
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"{verb}: unexpected reply {dropped}, and no other reply followed",
+                ) from None
             self.last_used = trio.current_time()
-            self.reused = False
+            if reply.code != 421:  # a 421 says the server is closing the session
+                self.reused = False
             return reply
 
     async def _command(self, verb: str, *args: str, intermediate: tuple[int, ...] = ()) -> Reply:
@@ -628,6 +655,7 @@ class FTPSession:
                     f"RETR: data connection ended without TLS close_notify after {received}"
                     f" bytes; the server said {said}",
                 )
+            announced = expected
         return Download(received, announced)
 
     async def store(self, path: str, source: AsyncIterable[bytes | memoryview]) -> int:
