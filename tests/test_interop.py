@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from ftp_pooler.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
@@ -554,9 +553,7 @@ async def test_f1_vsftpd_closed_an_idle_pooled_session(
     for name in ("one", "two", "three"):
         (ftp_root / f"{name}.bin").write_bytes(A_BIN)
     partner = make_vsftpd(extra_config={"idle_session_timeout": 3})
-    slow = make_scripted_ftp(
-        files={"/slow.bin": UP_BIN}, rules=[Rule(r"RETR .*", delay=4.5)]
-    )
+    slow = make_scripted_ftp(files={"/slow.bin": UP_BIN}, rules=[Rule(r"RETR .*", delay=4.5)])
     started = time.monotonic()
     results = await copy(
         local,
@@ -793,25 +790,24 @@ async def test_password_is_scrubbed_from_the_error_object(make_scripted_ftp: Mak
     assert error.reply is not None and password not in "".join(error.reply.lines)
 
 
-async def test_scripted_server_plain_round_trip(make_scripted_ftp: MakeScripted) -> None:
-    """The fixture itself: the built-in server moves bytes both ways, in plain and in TLS."""
-    for tls in (False, True):
-        server = make_scripted_ftp(tls=tls, files={"/a": b"hello"})
-        session = await SessionFactory(config_for(server)).open()
-        try:
-            chunks: list[bytes] = []
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "ftps"])
+async def test_scripted_server_round_trip(make_scripted_ftp: MakeScripted, tls: bool) -> None:
+    """The fixture itself: the built-in server moves bytes both ways, plain and FTPS."""
+    server = make_scripted_ftp(tls=tls, files={"/a": b"hello"})
+    chunks: list[bytes] = []
 
-            async def sink(chunk: bytes | bytearray | memoryview) -> None:
-                chunks.append(bytes(chunk))
+    async def sink(chunk: bytes | bytearray | memoryview) -> None:
+        chunks.append(bytes(chunk))
 
-            await session.retrieve("/a", sink)
+    async def source() -> Any:
+        yield b"world"
 
-            async def source() -> Any:
-                yield b"world"
-
-            await session.store("/b", source())
-        finally:
-            await session.aclose()
-        await trio.sleep(0)
-        assert b"".join(chunks) == b"hello"
-        assert server.files["/b"] == b"world"
+    session = await SessionFactory(config_for(server)).open()
+    try:
+        await session.retrieve("/a", sink)
+        await session.store("/b", source())
+    finally:
+        await session.aclose()
+    assert b"".join(chunks) == b"hello"
+    assert server.files["/b"] == b"world"
+    assert server.commands[:2] == ["AUTH TLS", "USER user"] if tls else ["USER user", "PASS secret"]
