@@ -166,6 +166,8 @@ async def test_a2_229_with_a_delimiter_missing_falls_back_to_pasv_for_good(
         "227 Entering passive mode [127,0,0,1,{p1},{p2}]",
         "227 Entering Passive Mode (127,000,000,001,{p1},{p2}",
         "200 PASV ok: 127,0,0,1,{p1},{p2} (port {port})",
+        "227-listen socket created\n227 (127,0,0,1,{p1},{p2})",
+        "229 Entering Extended Passive Mode (|||{port}|)",
     ],
 )
 async def test_pasv_formats_servers_send(

@@ -1050,6 +1050,8 @@ def test_announced_size_property(names: list[tuple[str, int]], size: int) -> Non
         ("PASS", "230 Login successful.", False),
         ("RETR", "226 Transfer complete.", False),
         ("EPSV", "227 Entering Passive Mode (1,2,3,4,5,6)", False),
+        ("PASV", "229 Entering Extended Passive Mode (|||6446|)", False),
+        ("SIZE", "229 Entering Extended Passive Mode (|||6446|)", True),
         ("MDTM", "213 20240101000000", False),
         ("MDTM", "550 Operation not permitted", False),
         ("TYPE", "200 Switching to Binary mode.", False),

@@ -421,12 +421,13 @@ _OWNED_CODES: dict[int, frozenset[str]] = {
     230: frozenset({"USER", "PASS", "ACCT", "REIN"}),
     232: frozenset({"USER", "PASS", "ACCT"}),
     227: frozenset({"PASV", "EPSV"}),
-    229: frozenset({"EPSV"}),
+    229: frozenset({"EPSV", "PASV"}),
     331: frozenset({"USER"}),
     332: frozenset({"USER", "PASS"}),
     350: frozenset({"RNFR", "REST"}),
 }
-"""Completion codes that answer only these commands (RFC 959 section 4.2.2, RFC 2428)."""
+"""Completion codes that answer only these commands (RFC 959 section 4.2.2, RFC 2428).
+A 229 answers PASV too: servers behind NAT64/CLAT do that (cpython gh-14187)."""
 
 
 def is_unsolicited(verb: str, reply: Reply) -> bool:

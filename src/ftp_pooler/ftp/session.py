@@ -475,9 +475,10 @@ class FTPSession:
     async def _passive_address(self) -> tuple[str, int]:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
-        EPSV answered with a 227 is read as PASV (some servers do); a 5xx, or
-        a 2xx whose port cannot be read (``(||38835|)``), counts as EPSV
-        refused: PASV from then on for that server, recorded in its quirks.
+        EPSV answered with a 227 is read as PASV (some servers do), PASV
+        answered with a 229 as EPSV; a 5xx, or a 2xx whose port cannot be read
+        (``(||38835|)``), counts as EPSV refused: PASV from then on for that
+        server, recorded in its quirks.
         """
         if self.quirks.epsv:
             reply = await self._exchange(build_command("EPSV"))
@@ -492,7 +493,11 @@ class FTPSession:
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
-        return self._pasv_target(await self._command("PASV"), "PASV")
+        reply = await self._command("PASV")
+        if reply.code == 229:  # an EPSV answer to PASV (servers behind NAT64)
+            with self._guard("PASV"):
+                return self._peer_host, protocol.parse_epsv(reply)
+        return self._pasv_target(reply, "PASV")
 
     def _pasv_target(self, reply: Reply, verb: str) -> tuple[str, int]:
         with self._guard(verb):
