@@ -885,6 +885,8 @@ def test_parsers_accept_any_2xx_whose_content_parses() -> None:
         ("229 Entering Extended Passive Mode (|1|127.0.0.1|6446|)", 6446),
         ("229 Entering Extended Passive Mode (|2|::1|6446|)", 6446),
         ("229 Entering Passive Mode. Really. (|||6446|).", 6446),
+        ("229 Entering Passive Mode. (|2|127.0.0.1|6446|)", 6446),
+        ("229 v1.2.3 ready: |1|10.0.0.1|6446|", 6446),
     ],
 )
 def test_parse_epsv_lenient_forms(line: str, port: int) -> None:

@@ -275,7 +275,9 @@ def parse_pasv(reply: Reply) -> tuple[str, int]:
     return host, numbers[4] * 256 + numbers[5]
 
 
-_EPSV = re.compile(r"([!-+\--/:-~])(?:(?!\1).)*\1(?:(?!\1).)*\1\s*(\d{1,5})\s*\1")
+_EPSV_BODY = r"([!-+\--/:-~])(?:(?!\1).)*\1(?:(?!\1).)*\1\s*(\d{1,5})\s*\1"
+_EPSV_BRACKETED = re.compile(r"\(\s*" + _EPSV_BODY + r"\s*\)")
+_EPSV_ANYWHERE = re.compile(r"(?=" + _EPSV_BODY + ")")
 
 
 def parse_epsv(reply: Reply) -> int:
@@ -286,19 +288,20 @@ def parse_epsv(reply: Reply) -> int:
     as the delimiter, so a PASV-style text is not misread). Read leniently, as
     curl and lftp do: spaces around the port, brackets missing, and the two
     fields filled in (their content is ignored: the data connection goes to
-    the control connection's peer). Any 2xx code is read.
+    the control connection's peer). A bracketed field wins over one found
+    elsewhere in the text; the first with a port in 1..65535 counts. Any 2xx
+    code is read.
 
     Raises:
-        FTPProtocolError: Not a 2xx, no delimited port, or a port out of 1..65535.
+        FTPProtocolError: Not a 2xx, or no delimited port in 1..65535.
     """
     _expect_success(reply, 229)
-    match = _EPSV.search(reply.text)
-    if match is None:
-        raise FTPProtocolError(f"no port in EPSV reply: {reply}")
-    port = int(match.group(2))
-    if not 0 < port < 65536:
-        raise FTPProtocolError(f"bad port in EPSV reply: {reply}")
-    return port
+    for candidates in (_EPSV_BRACKETED, _EPSV_ANYWHERE):
+        for match in candidates.finditer(reply.text):
+            port = int(match.group(2))
+            if 0 < port < 65536:
+                return port
+    raise FTPProtocolError(f"no port in EPSV reply: {reply}")
 
 
 def parse_size(reply: Reply) -> int:

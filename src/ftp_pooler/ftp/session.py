@@ -310,6 +310,7 @@ class FTPSession:
             with self._guard("idle check"), _FailAfter(self.config.timeouts.reply):
                 await self._drain_unasked()
         except FTPError:
+            self.broken = True  # a 221 too: the server said goodbye
             return False
         return not self.broken
 
