@@ -37,7 +37,9 @@ Data-connection and session behaviour are server options:
   multi-line; an empty final reply is not sent); ``Rule(..., delay=S)``
   answers S seconds late (a slow server);
 - ``close_notify=False``: an FTPS download ends with a bare TCP FIN, no TLS
-  ``close_notify``; ``data_limit=N`` sends only the first N bytes of a file;
+  ``close_notify``; ``empty_without_tls=True``: the data connection of an
+  empty file is closed without any TLS; ``data_limit=N`` sends only the first
+  N bytes of a file;
 - ``idle_timeout=S``: after S seconds without a command, ``421 Timeout.`` and
   close (vsftpd's ``idle_session_timeout``; ``idle_timeout_reply=None``
   closes without a word); ``lazy_idle_timeout=S``: the
@@ -117,6 +119,7 @@ class ScriptedFTPServer:
         feat: str | None = None,
         transfer_replies: dict[str, tuple[str, str]] | None = None,
         close_notify: bool = True,
+        empty_without_tls: bool = False,
         data_limit: int | None = None,
         idle_timeout: float | None = None,
         idle_timeout_reply: str | None = "421 Timeout.",
@@ -137,6 +140,7 @@ class ScriptedFTPServer:
         self.feat = feat if feat is not None else _default_feat(self.tls)
         self.transfer_replies = dict(transfer_replies or {})
         self.close_notify = close_notify
+        self.empty_without_tls = empty_without_tls
         self.data_limit = data_limit
         self.idle_timeout = idle_timeout
         self.idle_timeout_reply = idle_timeout_reply
@@ -503,7 +507,8 @@ class ScriptedSession:
                 "226 Transfer complete.",
             ),
         )
-        conn = self._accept_data(prelim.format(path=arg, size=len(data)))
+        skip_tls = self.server.empty_without_tls and not data
+        conn = self._accept_data(prelim.format(path=arg, size=len(data)), skip_tls=skip_tls)
         if conn is None:
             return
         limit = self.server.data_limit
@@ -539,7 +544,7 @@ class ScriptedSession:
             self.server.mtimes[path] = datetime.now(UTC).replace(microsecond=0)
         self.send(final.format(path=arg, size=len(b"".join(chunks))))
 
-    def _accept_data(self, preliminary: str) -> socket.socket | None:
+    def _accept_data(self, preliminary: str, *, skip_tls: bool = False) -> socket.socket | None:
         """Accept the passive data connection, send the 1xx, then the TLS handshake if PROT P."""
         if self.passive is None:
             self.send("425 Use PORT or PASV first.")
@@ -554,7 +559,7 @@ class ScriptedSession:
             listener.close()
         conn.settimeout(DATA_TIMEOUT)
         self.send(preliminary)
-        if self.prot_p:
+        if self.prot_p and not skip_tls:
             assert self.server._context is not None
             try:
                 conn = self.server._context.wrap_socket(conn, server_side=True)

@@ -463,6 +463,24 @@ async def test_not_permitted_and_denied_texts_are_permission_errors(
     assert refusal in result["error_message"]
 
 
+@pytest.mark.parametrize("verb", ["RNFR", "MFMT"])
+async def test_uploaded_file_taken_away_is_never_file_not_found(
+    make_scripted_ftp: MakeScripted, local: Path, verb: str
+) -> None:
+    """Kind D for uploads: a drop box that moves each file at once; RNFR/MFMT then fail."""
+    server = make_scripted_ftp(
+        rules=[Rule(rf"{verb} .*", "550 /data/x: No such file or directory")]
+    )
+    [result] = (
+        await copy(
+            local, {"partner": server}, [upload("in/up.bin", "/data/up.bin", preserve_mtime=True)]
+        )
+    ).values()
+    assert outcome(result) == ("failed", "PERMANENT", 1), result
+    assert "just uploaded" in result["error_message"]
+    assert len(commands(server, "STOR")) == 1
+
+
 @pytest.mark.parametrize(
     "refusal", ["550 Permission denied.", "550 Create directory operation failed."]
 )
@@ -498,6 +516,23 @@ async def test_e1_ftps_data_closed_without_close_notify(
     assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE, COMPLETED_ONCE], results
     assert (local / "out" / "a.bin").read_bytes() == A_BIN
     assert (local / "out" / "empty.bin").read_bytes() == b""
+
+
+async def test_empty_file_whose_data_connection_never_starts_tls(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """Kind E: the server closes an empty file's data connection without any TLS at all."""
+    server = make_scripted_ftp(
+        tls=True, files={"/data/empty.bin": b"", "/data/a.bin": A_BIN}, empty_without_tls=True
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/data/empty.bin", "out/empty.bin"), download("/data/a.bin", "out/a.bin")],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE, COMPLETED_ONCE], results
+    assert (local / "out" / "empty.bin").read_bytes() == b""
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
 
 
 async def test_ragged_tls_end_checked_against_size_when_150_names_none(
@@ -712,6 +747,54 @@ async def test_g1_size_is_the_last_bytes_group(
     assert outcome(results[f"dl {name}"]) == COMPLETED_ONCE
     assert (local / "out" / "file").read_bytes() == payload
     assert len(commands(server, "RETR")) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "preliminary"),
+    [
+        ("/data/invoice (5 bytes).csv", "150 Opening BINARY mode data connection for {path}."),
+        ("/data/invoice (5 bytes).csv", "150 Sending invoice (5 bytes).csv now."),
+        ("/data/a (7 bytes).bin", "150 Opening data connection for a (7 bytes).bin ({size} bytes)"),
+    ],
+)
+async def test_size_in_the_name_when_the_150_names_no_size_of_its_own(
+    make_scripted_ftp: MakeScripted, local: Path, name: str, preliminary: str
+) -> None:
+    """Kind G, the other way round: the only ``(N bytes)`` belongs to the name (or its basename)."""
+    payload = os.urandom(200_000)
+    server = make_scripted_ftp(
+        files={name: payload},
+        transfer_replies={"RETR": (preliminary, "226 Transfer complete.")},
+    )
+    results = await copy(local, {"partner": server}, [download(name, "out/file")])
+    assert outcome(results[f"dl {name}"]) == COMPLETED_ONCE
+    assert (local / "out" / "file").read_bytes() == payload
+    assert len(commands(server, "RETR")) == 1
+
+
+async def test_announced_size_that_disagrees_is_checked_with_size_before_failing(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A 150 whose text misleads (a size of something else): SIZE has the last word."""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        transfer_replies={"RETR": ("150 Quota left (12 bytes). Sending.", "226 Done.")},
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert commands(server, "SIZE") == ["SIZE /data/a.bin"]
+    assert len(commands(server, "RETR")) == 1
+
+
+async def test_truncated_download_is_still_a_size_mismatch(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, data_limit=1000)
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "SIZE_MISMATCH", 1)
+    assert not (local / "out" / "a.bin").exists()
 
 
 # --- Retries that cannot help -------------------------------------------------------------------

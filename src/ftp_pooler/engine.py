@@ -236,8 +236,11 @@ class TransferEngine:
                 received = download.received
                 if options.verify_size:
                     expected = download.announced_size
-                    if expected is None and "SIZE" in session.features:
-                        expected = await _after_transfer(session.size(plan.remote_path), "SIZE")
+                    if expected != received and "SIZE" in session.features:
+                        # No size in the 150, or one we may have misread from its text:
+                        # SIZE is the server's own word on the file.
+                        size = await _after_transfer(session.size(plan.remote_path), "SIZE")
+                        expected = expected if size is None else size
                     if expected is not None and received != expected:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -291,16 +294,28 @@ class TransferEngine:
                                 ErrorCode.SIZE_MISMATCH,
                                 f"sent {sent} bytes, the server stored {stored}",
                             )
-                    if options.preserve_mtime:
-                        await session.set_mtime(temp, datetime.fromtimestamp(local.st_mtime, UTC))
-                    await _rename_into_place(
-                        session,
-                        temp,
-                        plan.remote_path,
-                        replace=conflict is ConflictPolicy.OVERWRITE,
-                    )
-                except BaseException:
-                    orphan = not await _discard_remote(session, temp)
+                    try:
+                        if options.preserve_mtime:
+                            moment = datetime.fromtimestamp(local.st_mtime, UTC)
+                            await session.set_mtime(temp, moment)
+                        await _rename_into_place(
+                            session,
+                            temp,
+                            plan.remote_path,
+                            replace=conflict is ConflictPolicy.OVERWRITE,
+                        )
+                    except FTPError as exc:
+                        if exc.code is not ErrorCode.FILE_NOT_FOUND:
+                            raise
+                        # Never FILE_NOT_FOUND for the file just stored: the server
+                        # took it away (an upload drop box that moves files at once).
+                        raise PoolerError(
+                            ErrorCode.PERMANENT,
+                            f"{exc.message} (the file just uploaded is gone from {temp})",
+                        ) from exc
+                except BaseException as exc:
+                    stale = isinstance(exc, FTPError) and exc.stale_session  # nothing was stored
+                    orphan = not stale and not await _discard_remote(session, temp)
                     raise
         finally:
             if orphan:

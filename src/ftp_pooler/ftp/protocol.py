@@ -407,13 +407,19 @@ def parse_feat(reply: Reply) -> dict[str, str]:
 _ANNOUNCED_SIZE = re.compile(r"\((\d+) bytes?\)", re.IGNORECASE)
 
 
-def announced_size(reply: Reply) -> int | None:
+def announced_size(reply: Reply, path: str = "") -> int | None:
     """The size a 150/125 reply announces, as vsftpd and proftpd do: ``(4096 bytes)``.
 
-    The LAST such group counts: vsftpd puts the file name first, and a name
-    may hold ``(5 bytes)`` itself (``for /data/invoice (5 bytes).csv (200000 bytes).``).
+    The file name is taken out of the text first (``path`` as sent, and its
+    last component), then the LAST group counts: vsftpd puts the name first,
+    and a name may hold ``(5 bytes)`` itself (``for /data/invoice (5
+    bytes).csv (200000 bytes).``), with or without a size after it.
     """
-    found = _ANNOUNCED_SIZE.findall(reply.text)
+    text = reply.text
+    for name in (path, path.rsplit("/", 1)[-1]):
+        if name:
+            text = text.replace(name, " ")
+    found = _ANNOUNCED_SIZE.findall(text)
     return int(found[-1]) if found else None
 
 

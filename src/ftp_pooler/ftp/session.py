@@ -122,6 +122,7 @@ class FTPSession:
         self._buffer = bytearray(CHUNK_SIZE)
         self._secrets = (config.password.get_secret_value(),)
         self._ragged_eof = False
+        self._no_data_tls = False
         self.reused = False
         """Set by the pool when it hands out an idle session; cleared by the first
         reply after that. A session the server closed while idle fails its first
@@ -538,7 +539,15 @@ class FTPSession:
         async def handshake() -> None:
             with self._guard(f"{verb} TLS handshake"):
                 assert isinstance(data, trio.SSLStream)
-                await data.do_handshake()
+                try:
+                    await data.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    # Some servers close the data connection of an empty file without
+                    # starting TLS at all: the same as a ragged end after 0 bytes,
+                    # judged by the final reply and the size like one.
+                    if not _closed_by_peer(exc):
+                        raise
+                    self._no_data_tls = True
 
         with self._guard(verb), _FailAfter(self.config.timeouts.reply):
             await self._send(command)
@@ -569,6 +578,7 @@ class FTPSession:
         """
         tcp, data = await self._open_data()
         self._ragged_eof = False
+        self._no_data_tls = False
         try:
             preliminary = await self._start_transfer(data, verb, path)
             final: Reply | None = None
@@ -609,6 +619,9 @@ class FTPSession:
         """
         stall = self.config.timeouts.data_stall
         total = 0
+        if self._no_data_tls:
+            self._ragged_eof = True
+            return 0
         with trio.CancelScope(deadline=trio.current_time() + stall) as scope:
             if isinstance(data, trio.SocketStream):
                 sock = data.socket
@@ -648,7 +661,7 @@ class FTPSession:
         received, preliminary = await self._transfer(
             "RETR", path, lambda data: self._receive("RETR", data, sink)
         )
-        announced = protocol.announced_size(preliminary)
+        announced = protocol.announced_size(preliminary, path)
         if self._ragged_eof:
             expected = announced
             if expected is None and "SIZE" in self.features:
@@ -858,6 +871,12 @@ def _is_ragged_eof(exc: trio.BrokenResourceError) -> bool:
     return isinstance(cause, ssl.SSLEOFError) or (
         isinstance(cause, ssl.SSLError) and "UNEXPECTED_EOF_WHILE_READING" in str(cause)
     )
+
+
+def _closed_by_peer(exc: trio.BrokenResourceError) -> bool:
+    """Whether a TLS handshake broke because the peer closed the connection (EOF or reset)."""
+    cause = exc.__cause__
+    return _is_ragged_eof(exc) or isinstance(cause, ConnectionResetError | BrokenPipeError)
 
 
 def _routable(host: str) -> bool:
