@@ -54,6 +54,7 @@ connections accepted; ``server.files`` is the file tree (uploads land there).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import socket
 import ssl
@@ -131,7 +132,7 @@ class ScriptedFTPServer:
         self.dirs: set[str] = {"/"}
         for path in self.files:
             self._add_parents(path)
-        self.rules = list(rules)
+        self.rules = [dataclasses.replace(rule) for rule in rules]  # own `times` counters
         self.user = user
         self.password = password
         self.greeting = greeting

@@ -609,19 +609,22 @@ async def test_f1_vsftpd_closed_an_idle_pooled_session(
         assert (local / "out" / f"{name}.bin").read_bytes() == A_BIN
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "ftps"])
 @pytest.mark.parametrize(
     "behaviour",
     [
         {"idle_timeout": 0.5},
         {"idle_timeout": 0.5, "idle_timeout_reply": None},
         {"lazy_idle_timeout": 0.5},
+        {"rules": [Rule(r"EPSV", times=1), Rule(r"EPSV", lambda s, m: s.close(), times=1)]},
     ],
-    ids=["421-then-close", "close-without-a-word", "421-at-next-command"],
+    ids=["421-then-close", "close-without-a-word", "421-at-next-command", "eof-at-second-epsv"],
 )
 async def test_session_the_server_closed_is_replaced_without_spending_an_attempt(
-    make_scripted_ftp: MakeScripted, local: Path, behaviour: dict[str, Any]
+    make_scripted_ftp: MakeScripted, local: Path, behaviour: dict[str, Any], tls: bool
 ) -> None:
-    partner = make_scripted_ftp(files={"/a.bin": A_BIN, "/b.bin": A_BIN}, **behaviour)
+    """Kind F, found at checkout (no round trip) or at the first command after it."""
+    partner = make_scripted_ftp(files={"/a.bin": A_BIN, "/b.bin": A_BIN}, tls=tls, **behaviour)
     slow = make_scripted_ftp(files={"/slow.bin": UP_BIN}, rules=[Rule(r"RETR .*", delay=1.0)])
     results = await copy(
         local,

@@ -235,11 +235,27 @@ class FTPSession:
 
     async def _read_reply_from(self, stream: trio.abc.Stream) -> Reply:
         while (reply := self._parser.next_reply()) is None:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
-            self._parser.feed(data)
+            self._parser.feed(await self._receive_control(stream))
         return reply
+
+    @staticmethod
+    async def _receive_control(stream: trio.abc.Stream) -> bytes | bytearray:
+        """Bytes from the control connection.
+
+        Raises:
+            FTPError: CONNECTION_ERROR when the server closed it, with TLS
+                ``close_notify`` or without (servers closing an idle FTPS
+                session often skip it): a closed connection, not a TLS failure.
+        """
+        try:
+            data = await stream.receive_some(65536)
+        except trio.BrokenResourceError as exc:
+            if not _is_ragged_eof(exc):
+                raise
+            data = b""
+        if not data:
+            raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
+        return data
 
     async def _send(self, command: bytes) -> None:
         if self._stream is None or self.broken:
@@ -270,18 +286,16 @@ class FTPSession:
                 self._drop_unasked(None, reply)
             data: bytes | bytearray | None = None
             if self._parser.has_partial_data:
-                data = await self._stream.receive_some(65536)  # the rest of a reply
+                data = await self._receive_control(self._stream)  # the rest of a reply
             elif self._has_unread():
                 # Over TLS the bytes may be records with no reply in them (TLS 1.3
                 # session tickets after the handshake): wait for a reply only briefly.
                 with trio.move_on_after(_TLS_RECORD_WAIT):
-                    data = await self._stream.receive_some(65536)
+                    data = await self._receive_control(self._stream)
                 if data is None:
                     return
             else:
                 return
-            if not data:
-                raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
             self._parser.feed(data)
 
     def _drop_unasked(self, verb: str | None, reply: Reply) -> None:
