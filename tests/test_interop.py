@@ -337,6 +337,27 @@ async def test_unasked_replies_never_shift_later_replies(
     assert server.files["/data/up.bin"] == UP_BIN
 
 
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        ("226 Transfer complete.", COMPLETED_ONCE),
+        ("426 Transfer aborted.", ("failed", "TRANSIENT", 1)),
+    ],
+)
+async def test_unasked_reply_during_a_transfer_is_not_its_final_reply(
+    make_scripted_ftp: MakeScripted, local: Path, final: str, expected: tuple[str, str, int]
+) -> None:
+    """A 230 between the 150 and the final reply: the final reply still decides."""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        transfer_replies={"RETR": ("150 Opening data connection.\n230 Still logged in.", final)},
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == expected
+
+
 # --- C. Reply codes ---------------------------------------------------------------------------
 
 

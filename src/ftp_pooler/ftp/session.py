@@ -568,17 +568,25 @@ class FTPSession:
             if isinstance(data, trio.SSLStream):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(handshake)
-                    reply = await self._read_reply()
+                    reply = await self._read_answer(verb)
                     if not reply.is_preliminary:
                         nursery.cancel_scope.cancel()
             else:
-                reply = await self._read_reply()
+                reply = await self._read_answer(verb)
         assert reply is not None
         if not reply.is_preliminary:
             with self._guard(verb):
                 if reply.is_success:
                     raise FTPError(ErrorCode.PROTOCOL_ERROR, f"{verb}: no data was sent: {reply}")
                 raise error_for_reply(reply, verb)
+        return reply
+
+    async def _read_answer(self, verb: str) -> Reply:
+        """The next reply that can answer ``verb``; replies it cannot are dropped as unasked."""
+        reply = await self._read_reply()
+        while protocol.is_unsolicited(verb, reply):
+            self._drop_unasked(verb, reply)
+            reply = await self._read_reply()
         return reply
 
     async def _transfer(
@@ -602,7 +610,7 @@ class FTPSession:
 
                     async def watch_reply() -> None:
                         nonlocal final
-                        final = await self._read_reply()
+                        final = await self._read_answer(verb)
                         if not final.is_success:
                             nursery.cancel_scope.cancel()
 
