@@ -1149,3 +1149,20 @@ def test_path_fits_counts_utf8_bytes() -> None:
     assert path_fits("/" + "a" * (MAX_PATH_BYTES - 1))
     assert not path_fits("/" + "a" * MAX_PATH_BYTES)
     assert not path_fits("é" * (MAX_PATH_BYTES // 2 + 1))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"211-EPSV\r\n211-SIZE\r\n211 End\r\n",
+        b"211-EPSV\r\n SIZE\r\n211 END\r\n",
+    ],
+)
+def test_feat_without_a_header_line(data: bytes) -> None:
+    assert feat(data) == {"EPSV": "", "SIZE": ""}
+
+
+@pytest.mark.parametrize("header", ["Features:", "Extensions supported", "Features supported:", ""])
+def test_feat_header_lines_are_not_features(header: str) -> None:
+    data = f"211-{header}\r\n MDTM\r\n211 End\r\n".encode()
+    assert feat(data) == {"MDTM": ""}

@@ -374,6 +374,9 @@ def parse_257(reply: Reply) -> str:
 
 
 _FEAT_PREFIX = re.compile(r"\d{3}[- ]")
+_FEATURE_LIKE = re.compile(r"[A-Z][A-Z0-9]{2,3}(?: \S.*)?")
+"""An upper-case feature name (``EPSV``, ``REST STREAM``), as opposed to a header
+(``Features:``, ``Extensions supported``)."""
 
 
 def parse_feat(reply: Reply) -> dict[str, str]:
@@ -383,11 +386,16 @@ def parse_feat(reply: Reply) -> dict[str, str]:
     parameters (``"TLS SSL"``). A single-line reply means no features. Lines
     may carry the code as a prefix (``211-MDTM``: ProFTPD with
     ``MultilineRFC2228``, some IIS versions) or lack the leading space; both
-    read like an indented line. Any 2xx is read.
+    read like an indented line. A first line that is a feature rather than a
+    header (``211-EPSV``) counts too. Any 2xx is read.
     """
     _expect_success(reply, 211)
     features: dict[str, str] = {}
-    for line in reply.lines[1:-1]:
+    first = reply.lines[0][4:].strip() if len(reply.lines) > 2 else ""
+    lines = reply.lines[1:-1]
+    if _FEATURE_LIKE.fullmatch(first):  # ``211-EPSV`` with no header line before it
+        lines = (first, *lines)
+    for line in lines:
         entry = line
         if _FEAT_PREFIX.match(entry):
             entry = entry[4:]
