@@ -844,7 +844,8 @@ async def test_a_protocol_error_that_repeats_is_tried_twice_then_not_retryable(
     )
     if rule.pattern == "PWD":  # makedirs checks with PWD/CWD when MKD fails
         server.rules.append(Rule(r"MKD .*", "550 Create directory operation failed."))
-    [result] = (await copy(local, {"partner": server}, [task])).values()
+    quick = Timeouts(connect=5.0, reply=0.5, data_stall=5.0)  # 3xx-to-type waits it out
+    [result] = (await copy(local, {"partner": server}, [task], timeouts=quick)).values()
     assert outcome(result) == ("failed", "PROTOCOL_ERROR", 2), result
     assert result["retryable"] is False
     reply_text = rule.reply if isinstance(rule.reply, str) else ""
