@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ftp_pooler.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
@@ -921,3 +924,70 @@ async def test_scripted_server_round_trip(make_scripted_ftp: MakeScripted, tls: 
     assert b"".join(chunks) == b"hello"
     assert server.files["/b"] == b"world"
     assert server.commands[:2] == ["AUTH TLS", "USER user"] if tls else ["USER user", "PASS secret"]
+
+
+# --- Property: unasked replies never shift a session's answers ----------------------------------
+
+UNASKED_REPLIES = ["226 Transfer complete.", "230 Already logged in.", "225 Data connection open."]
+ANSWERS: dict[str, tuple[str, Any]] = {
+    "NOOP": ("200 NOOP ok.", None),
+    "CWD": ("250 Directory successfully changed.", None),
+    "SIZE": ("213 4096", 4096),
+    "MDTM": ("213 20210102030405", MTIME),
+    "PWD": ('257 "/home/x" is the current directory', "/home/x"),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(ANSWERS)),
+            st.lists(st.tuples(st.sampled_from(UNASKED_REPLIES), st.booleans()), max_size=2),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_unasked_replies_never_shift_the_sessions_answers(
+    dialogue: list[tuple[str, list[tuple[str, bool]]]],
+) -> None:
+    """Unasked replies sent before a command arrives or after it (before its answer):
+    every command still gets its own answer, over a real socket pair."""
+    from ftp_pooler.ftp.session import FTPSession, ServerQuirks
+
+    async def main() -> None:
+        client_sock, server_sock = trio.socket.socketpair()
+        server = trio.SocketStream(server_sock)
+        session = FTPSession(FTPConfig(host="127.0.0.1", timeouts=TIMEOUTS), None, ServerQuirks())
+        session._tcp = session._stream = trio.SocketStream(client_sock)
+
+        async def serve() -> None:
+            buffer = b""
+            for _verb, extras in dialogue:
+                await server.send_all(
+                    b"".join(f"{r}\r\n".encode() for r, after in extras if not after)
+                )
+                while b"\n" not in buffer:
+                    buffer += await server.receive_some(4096)
+                line, _, buffer = buffer.partition(b"\n")
+                verb = line.split()[0].decode()
+                late = b"".join(f"{r}\r\n".encode() for r, after in extras if after)
+                await server.send_all(late + f"{ANSWERS[verb][0]}\r\n".encode())
+
+        calls = {
+            "NOOP": session.noop,
+            "CWD": lambda: session.cwd("/d"),
+            "SIZE": lambda: session.size("/f"),
+            "MDTM": lambda: session.mdtm("/f"),
+            "PWD": session.pwd,
+        }
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            for verb, _extras in dialogue:
+                assert await calls[verb]() == ANSWERS[verb][1]
+        assert not session.broken
+        await server.aclose()
+        await session._stream.aclose()
+
+    trio.run(main)
