@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import posixpath
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 import trio
@@ -25,13 +25,18 @@ from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpected_error
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
-from ftp_pooler.ftp.protocol import is_safe_argument
+from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+MAX_STALE_SESSIONS = 3
+"""Pooled sessions found closed by the server that one task may replace without
+spending an attempt (each is discarded, so a fresh one follows soon)."""
 
 
 class TransferObserver(Protocol):
@@ -124,12 +129,25 @@ class TransferEngine:
             plan = self._plan(task)
             operation = plan.operation
             policy = self._retry.with_retries(task.options.retry_count)
+            stale_sessions = 0
+            previous: ErrorCode | None = None
             while True:
                 attempts += 1
                 try:
                     outcome = await self._attempt(plan, task)
                     break
                 except PoolerError as exc:
+                    stale = isinstance(exc, FTPError) and exc.stale_session
+                    if stale and stale_sessions < MAX_STALE_SESSIONS:
+                        # The server had closed the pooled session; nothing moved.
+                        stale_sessions += 1
+                        attempts -= 1
+                        log.info("transfer.stale_session", task_id=task.task_id, error=exc.message)
+                        continue
+                    if exc.code is ErrorCode.PROTOCOL_ERROR and previous is exc.code:
+                        # The same protocol failure on a fresh session: it will not change.
+                        raise PoolerError(exc.code, exc.message, retryable=False) from exc
+                    previous = exc.code
                     if not policy.should_retry(attempts, exc.retryable):
                         raise
                     log.info(
@@ -233,8 +251,11 @@ class TransferEngine:
                 received = download.received
                 if options.verify_size:
                     expected = download.announced_size
-                    if expected is None and "SIZE" in session.features:
-                        expected = await session.size(plan.remote_path)
+                    if expected != received and "SIZE" in session.features:
+                        # No size in the 150, or one we may have misread from its text:
+                        # SIZE is the server's own word on the file.
+                        size = await _after_transfer(session.size(plan.remote_path), "SIZE")
+                        expected = expected if size is None else size
                     if expected is not None and received != expected:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -242,7 +263,8 @@ class TransferEngine:
                         )
                 mtime = None
                 if options.preserve_mtime:
-                    mtime = (await session.mdtm(plan.remote_path)).timestamp()
+                    moment = await _after_transfer(session.mdtm(plan.remote_path), "MDTM")
+                    mtime = moment.timestamp() if moment is not None else None
                 try:
                     file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
                 except PoolerError as exc:
@@ -281,22 +303,34 @@ class TransferEngine:
                             f"sent {sent} bytes, the file had {local.st_size}",
                         )
                     if options.verify_size and "SIZE" in session.features:
-                        stored = await session.size(temp)
-                        if stored != sent:
+                        stored = await _after_transfer(session.size(temp), "SIZE")
+                        if stored is not None and stored != sent:
                             raise PoolerError(
                                 ErrorCode.SIZE_MISMATCH,
                                 f"sent {sent} bytes, the server stored {stored}",
                             )
-                    if options.preserve_mtime:
-                        await session.set_mtime(temp, datetime.fromtimestamp(local.st_mtime, UTC))
-                    await _rename_into_place(
-                        session,
-                        temp,
-                        plan.remote_path,
-                        replace=conflict is ConflictPolicy.OVERWRITE,
-                    )
-                except BaseException:
-                    orphan = not await _discard_remote(session, temp)
+                    try:
+                        if options.preserve_mtime:
+                            moment = datetime.fromtimestamp(local.st_mtime, UTC)
+                            await session.set_mtime(temp, moment)
+                        await _rename_into_place(
+                            session,
+                            temp,
+                            plan.remote_path,
+                            replace=conflict is ConflictPolicy.OVERWRITE,
+                        )
+                    except FTPError as exc:
+                        if exc.code is not ErrorCode.FILE_NOT_FOUND:
+                            raise
+                        # Never FILE_NOT_FOUND for the file just stored: the server
+                        # took it away (an upload drop box that moves files at once).
+                        raise PoolerError(
+                            ErrorCode.PERMANENT,
+                            f"{exc.message} (the file just uploaded is gone from {temp})",
+                        ) from exc
+                except BaseException as exc:
+                    stale = isinstance(exc, FTPError) and exc.stale_session  # nothing was stored
+                    orphan = not stale and not await _discard_remote(session, temp)
                     raise
         finally:
             if orphan:
@@ -370,9 +404,31 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
-    if not connection.base_path:
-        return path
-    return f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
+    full = path
+    if connection.base_path:
+        full = f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
+    if not path_fits(full):
+        raise PoolerError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"remote path longer than {MAX_PATH_BYTES} bytes (servers refuse longer command lines)",
+        )
+    return full
+
+
+async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
+    """A metadata query (SIZE, MDTM) about a file just transferred; ``None`` if it failed.
+
+    The transfer's own final reply already said the bytes arrived; a refusal
+    here (``550 ...: Operation not permitted`` to MDTM, seen on vsftpd-based
+    appliances) or a session lost afterwards must neither fail the task as
+    FILE_NOT_FOUND for a file just read nor cause a second transfer. The task
+    completes without that datum, with a warning (docs/ftp-client.md).
+    """
+    try:
+        return await query
+    except FTPError as exc:
+        log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
+        return None
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:
