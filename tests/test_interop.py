@@ -691,24 +691,34 @@ async def test_a_reply_to_an_earlier_command_never_reaches_the_next_task(
 async def test_overlong_path_is_refused_and_the_pooled_session_stays_in_step(
     make_pyftpd: Callable[..., FTPServer], ftp_root: Path, local: Path
 ) -> None:
-    """#11 item 3 with pyftpdlib: a 10,000-character path, then valid tasks on the same session."""
+    """#11 item 3 with pyftpdlib: over-long paths, then valid tasks on the same session.
+
+    A 10,000-character path is over the task contract's limit (INVALID_MESSAGE);
+    a 3,000-character one passes the contract but not the command-line bound
+    (PATH_NOT_ALLOWED while planning). Neither reaches the server.
+    """
     for i in range(6):
         (ftp_root / f"ok{i}.bin").write_bytes(A_BIN[: 1000 + i])
     server = make_pyftpd()
-    long_path = "/" + "x" * 10_000
+    expected = {"10000": "INVALID_MESSAGE", "3000": "PATH_NOT_ALLOWED"}
     tasks: list[dict[str, Any]] = []
     for i in range(3):
-        tasks.append({**download(long_path, f"out/long{i}.bin"), "task_id": f"long-dl-{i}"})
+        for length in expected:
+            long_path = "/" + "x" * int(length)
+            tasks.append(
+                {**download(long_path, f"out/long{i}.bin"), "task_id": f"long-{length}-dl-{i}"}
+            )
+            tasks.append({**upload("in/up.bin", long_path), "task_id": f"long-{length}-ul-{i}"})
         tasks.append(download(f"/ok{i}.bin", f"out/ok{i}.bin"))
-        tasks.append({**upload("in/up.bin", long_path), "task_id": f"long-ul-{i}"})
         tasks.append(upload("in/up.bin", f"/up{i}.bin"))
     results = await copy(
         local, {"partner": server}, tasks, limits=PoolLimits(max_sessions_per_connection=1)
     )
     for task_id, result in results.items():
         if task_id.startswith("long-"):
-            # refused while planning, before any session is borrowed: no attempt made
-            assert outcome(result) == ("failed", "PATH_NOT_ALLOWED", 0), result
+            # refused before any session is borrowed: no attempt made
+            code = expected[task_id.split("-")[1]]
+            assert outcome(result) == ("failed", code, 0), result
             assert "x" * 50 not in result["error_message"]
         else:
             assert outcome(result) == COMPLETED_ONCE, result
