@@ -43,6 +43,7 @@ async def _copy(
             retry=settings.transfer.retry_policy(),
             worker=settings.worker.name,
             temp_suffix=settings.transfer.temp_suffix,
+            durable=settings.transfer.durability == "fsync",
         )
         return await copy_tasks(
             source,

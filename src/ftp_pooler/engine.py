@@ -9,7 +9,6 @@ partial file is never visible under its final name.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import is_safe_argument
 from ftp_pooler.ftp.session import FTPSession
 from ftp_pooler.logs import current_task_id
-from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
+from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -58,6 +57,8 @@ class TransferEngine:
         retry: Backoff policy; each task's ``retry_count`` sets how many retries.
         worker: Name put into every result (host or pod name).
         temp_suffix: Ends the hidden names files have while in transit.
+        durable: Count a download done only once its bytes and name are fsynced
+            (``transfer.durability: fsync``).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class TransferEngine:
         retry: RetryPolicy = RetryPolicy(),
         worker: str,
         temp_suffix: str = ".part",
+        durable: bool = True,
     ) -> None:
         self._connections = connections
         self._temp_suffix = temp_suffix
@@ -75,7 +77,7 @@ class TransferEngine:
         self._retry = retry
         self._worker = worker
         self._local_roots = {
-            conn.id: LocalRoot(conn.base_path)
+            conn.id: LocalRoot(conn.base_path, durable=durable)
             for conn in connections.values()
             if isinstance(conn, LocalConnection)
         }
@@ -193,13 +195,15 @@ class TransferEngine:
     async def _download(self, plan: _Plan, task: Task) -> _Outcome:
         options = task.options
         conflict = options.conflict
-        if conflict is not ConflictPolicy.OVERWRITE and os.path.lexists(plan.local_path):
+        if conflict is not ConflictPolicy.OVERWRITE and await plan.local_root.exists(
+            plan.local_path
+        ):
             if conflict is ConflictPolicy.SKIP:
                 return _Outcome(0, skipped=True)
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
-        plan.local_root.make_parent(plan.local_path)
+        await plan.local_root.make_parent(plan.local_path)
         async with self._pool.session(plan.remote_id) as session:
-            file = AtomicFile(plan.local_path, self._temp_suffix)
+            file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
             try:
                 download = await session.retrieve(plan.remote_path, file.write)
                 received = download.received
@@ -216,7 +220,7 @@ class TransferEngine:
                 if options.preserve_mtime:
                     mtime = (await session.mdtm(plan.remote_path)).timestamp()
                 try:
-                    file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
+                    await file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
                 except PoolerError as exc:
                     if exc.code is ErrorCode.FILE_EXISTS and conflict is ConflictPolicy.SKIP:
                         return _Outcome(0, skipped=True)

@@ -1,8 +1,13 @@
-"""The local side of a transfer: paths confined to a base directory, atomic writes.
+"""The local side of a transfer: paths confined to a base directory, durable atomic writes.
 
-File I/O here is plain blocking ``os`` calls run on the event loop: on a local
-disk or tmpfs each costs microseconds, far less than a hop to a worker thread
-(see ``docs/architecture.md``).
+Every local file-system call goes through a volume's :class:`LocalIO`, which
+runs it on the event loop while that kind of call is fast (on a local disk or
+tmpfs most cost microseconds, less than a hop to a worker thread) and in a
+bounded thread pool once it is slow (a network volume: every open, create,
+rename and close is a round trip). A download is durable before it counts as
+done: its bytes are fsynced before the rename, the directory after it, and
+the directory fsyncs of concurrent downloads are shared (:class:`DirectorySync`,
+a group commit). See ``docs/architecture.md`` ("Local I/O and durability").
 """
 
 from __future__ import annotations
@@ -11,12 +16,32 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import trio
 
 from ftp_pooler.errors import ErrorCode, PoolerError
 
 READ_CHUNK = 256 * 1024
+
+SLOW_CALL_SECONDS = 0.0005
+"""A kind of call whose recent average on the event loop exceeds this moves to threads.
+
+A hop to a worker thread and back costs the loop about 50-100 us here; a call
+blocking several times that is cheaper off the loop (measured in
+``docs/architecture.md``)."""
+PROBE_SECONDS = 1.0
+"""How long a kind of call stays in threads before one call tries the loop again."""
+SLOW_CALL_WEIGHT = 0.25
+"""Weight of the newest duration in the running average (one outlier does not move a kind)."""
+LOCAL_IO_THREADS = 64
+"""Worker threads per volume for slow calls (one per concurrent transfer is plenty)."""
+
+T = TypeVar("T")
 
 
 def _os_error(exc: OSError, what: str) -> PoolerError:
@@ -31,14 +56,165 @@ def _os_error(exc: OSError, what: str) -> PoolerError:
     return PoolerError(code, f"{what}: {exc.strerror or exc}")
 
 
-class LocalRoot:
-    """A local connection's ``base_path``; every task path must stay inside it."""
+class OffloadPolicy:
+    """Which kinds of call run on the event loop and which in threads, from their durations.
 
-    def __init__(self, base_path: Path) -> None:
+    Pure bookkeeping (no clock, no I/O): the caller passes the time. A kind
+    starts on the loop; while it is there every call's duration feeds a running
+    average, and once that average exceeds ``slow`` seconds the kind goes to
+    threads for ``probe_after`` seconds. The next call after that runs on the
+    loop again as a probe: fast, and the kind stays; slow, and it goes back to
+    threads for another period. So a slow volume blocks the loop for about one
+    call per kind per ``probe_after``, and a fast one never leaves it.
+    """
+
+    def __init__(
+        self,
+        slow: float = SLOW_CALL_SECONDS,
+        probe_after: float = PROBE_SECONDS,
+        weight: float = SLOW_CALL_WEIGHT,
+    ) -> None:
+        self.slow = slow
+        self.probe_after = probe_after
+        self.weight = weight
+        self._average: dict[str, float] = {}
+        self._threads_until: dict[str, float] = {}
+
+    def inline(self, kind: str, now: float) -> bool:
+        """Whether the next call of ``kind`` runs on the loop (``now``: seconds, monotonic)."""
+        until = self._threads_until.get(kind)
+        return until is None or now >= until
+
+    def observe(self, kind: str, seconds: float, now: float) -> None:
+        """Record the duration of a call of ``kind`` that ran on the loop."""
+        if kind in self._threads_until:  # a probe: judged on its own
+            del self._threads_until[kind]
+            average = seconds
+        else:
+            previous = self._average.get(kind, seconds)
+            average = previous + self.weight * (seconds - previous)
+        self._average[kind] = average
+        if average > self.slow:
+            self._threads_until[kind] = now + self.probe_after
+
+    def threaded(self) -> list[str]:
+        """The kinds now sent to threads (for tests and logs)."""
+        return sorted(self._threads_until)
+
+
+class LocalIO:
+    """Runs one volume's file-system calls on the loop or in its own threads.
+
+    Which, per kind of call, :class:`OffloadPolicy` decides from their durations.
+
+    Args:
+        threads: Most calls in worker threads at once (a ``trio.CapacityLimiter``).
+        policy: Decides per kind of call; the default measures.
+    """
+
+    def __init__(
+        self, threads: int = LOCAL_IO_THREADS, policy: OffloadPolicy | None = None
+    ) -> None:
+        self.policy = policy or OffloadPolicy()
+        self._limiter = trio.CapacityLimiter(threads)
+
+    async def run(self, kind: str, call: Callable[..., T], *args: object) -> T:
+        """``call(*args)``: on the loop (timed) or in a worker thread; its exceptions pass through.
+
+        A call in a thread is not abandoned when cancelled: it finishes first.
+        """
+        started = time.perf_counter()
+        if not self.policy.inline(kind, started):
+            return await trio.to_thread.run_sync(call, *args, limiter=self._limiter)
+        try:
+            return call(*args)
+        finally:
+            ended = time.perf_counter()
+            self.policy.observe(kind, ended - started, ended)
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Round:
+    """One fsync of a directory and everyone waiting for it."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    error: OSError | None = None
+
+
+class DirectorySync:
+    """Group commit of directory entries: one fsync of a directory serves many renames.
+
+    :meth:`sync` returns once an fsync of the directory that *started after
+    the call* has completed, so every entry changed before the call is
+    durable. Callers that arrive while an fsync of their directory is running
+    wait for it to end and share the next one: with many files landing in one
+    directory, each fsync covers every rename made while the previous one ran
+    (the way databases share a log flush among commits). Different directories
+    are synced independently. The first waiter of a round runs it; the round
+    runs to the end even if that waiter is cancelled, so the others are never
+    left waiting.
+    """
+
+    def __init__(self, io: LocalIO) -> None:
+        self._io = io
+        self._running: dict[str, _Round] = {}
+        self._next: dict[str, _Round] = {}
+
+    async def sync(self, directory: str) -> None:
+        """Make ``directory``'s entries durable.
+
+        Raises:
+            PoolerError: IO_ERROR (or another code from the file system) if the fsync failed.
+        """
+        mine = self._next.get(directory)
+        if mine is None:
+            mine = self._next[directory] = _Round()
+        while not mine.done.is_set():
+            running = self._running.get(directory)
+            if running is not None:
+                await running.done.wait()
+                continue
+            del self._next[directory]
+            self._running[directory] = mine
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._io.run("dirsync", _fsync_directory, directory)
+            except OSError as exc:
+                mine.error = exc
+            finally:
+                del self._running[directory]
+                mine.done.set()
+        if mine.error is not None:
+            raise _os_error(mine.error, f"syncing directory {directory}")
+
+
+class LocalRoot:
+    """A local connection's ``base_path``; every task path must stay inside it.
+
+    Args:
+        base_path: The directory (a volume, or a directory on one).
+        durable: Whether a committed file is fsynced, with its directory, before
+            :meth:`AtomicFile.commit` returns (``transfer.durability: fsync``).
+        io: Runs this volume's calls; by default its own, measuring :class:`LocalIO`.
+    """
+
+    def __init__(self, base_path: Path, *, durable: bool = True, io: LocalIO | None = None) -> None:
         self.base = Path(os.path.realpath(base_path))
+        self.durable = durable
+        self.io = io or LocalIO()
         self._base = str(self.base)
         self._base_slash = self._base.rstrip("/") + "/"
         self._made_dirs: set[str] = set()
+        self._linked_dirs: set[str] = set()
+        self._directory_sync = DirectorySync(self.io)
 
     def __repr__(self) -> str:
         return f"LocalRoot({self._base!r})"
@@ -78,16 +254,69 @@ class LocalRoot:
     def _inside(self, path: str) -> bool:
         return path == self._base or path.startswith(self._base_slash)
 
-    def make_parent(self, path: Path) -> None:
+    async def exists(self, path: Path) -> bool:
+        """Whether anything (a dangling symlink too) has this name."""
+        return await self.io.run("lookup", os.path.lexists, path)
+
+    async def make_parent(self, path: Path) -> None:
         """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
         parent = str(path.parent)
         if parent in self._made_dirs:
             return
         try:
-            os.makedirs(parent, exist_ok=True)
+            await self.io.run("mkdir", _make_directories, parent)
         except OSError as exc:
             raise _os_error(exc, f"creating {parent}") from exc
         self._made_dirs.add(parent)
+
+    async def open_atomic(self, final: Path, suffix: str = ".part") -> AtomicFile:
+        """A new :class:`AtomicFile` for ``final`` (its directory must exist).
+
+        Raises:
+            PoolerError: from the file system (PERMISSION_DENIED, IO_ERROR...).
+        """
+        temp = final.with_name(temp_name(final.name, suffix))
+        try:
+            fd = await self.io.run("create", _create_exclusive, temp)
+        except OSError as exc:
+            raise _os_error(exc, f"creating {temp}") from exc
+        return AtomicFile(self, final, temp, fd)
+
+    async def sync_names(self, directory: str) -> None:
+        """Make the entries of ``directory`` durable, and its own name and its parents'.
+
+        A directory's name is durable once its parent was fsynced after it was
+        made. Each directory this process puts files in gets its chain up to
+        ``base_path`` fsynced once (it may have been made by a process that
+        died before syncing it); after that one group-committed fsync of the
+        directory itself per file.
+
+        Raises:
+            PoolerError: IO_ERROR (or another code) if an fsync failed.
+        """
+        chain = []
+        walk = directory
+        while walk not in self._linked_dirs and self._inside(walk) and walk != self._base:
+            chain.append(walk)
+            walk = os.path.dirname(walk)
+        await self._directory_sync.sync(directory)
+        for linked in chain:
+            await self._directory_sync.sync(os.path.dirname(linked))
+        self._linked_dirs.update(chain)
+
+
+def _make_directories(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _create_exclusive(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
+def _write_all(fd: int, chunk: bytes | bytearray | memoryview) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def temp_name(name: str, suffix: str) -> str:
@@ -98,27 +327,23 @@ def temp_name(name: str, suffix: str) -> str:
 class AtomicFile:
     """A file written under a hidden temporary name and moved into place only when complete.
 
-    The temporary file sits in the destination's directory (so the final
-    ``rename`` is atomic) and is removed whenever the write is not committed.
+    Made by :meth:`LocalRoot.open_atomic`. The temporary file sits in the
+    destination's directory (so the final ``rename`` is atomic) and is removed
+    whenever the write is not committed.
     """
 
-    def __init__(self, final: Path, suffix: str = ".part") -> None:
+    def __init__(self, root: LocalRoot, final: Path, temp: Path, fd: int) -> None:
         self.final = final
-        self.temp = final.with_name(temp_name(final.name, suffix))
+        self.temp = temp
         self.written = 0
-        try:
-            self._fd = os.open(
-                self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
-        except OSError as exc:
-            raise _os_error(exc, f"creating {self.temp}") from exc
+        self._root = root
+        self._fd = fd
         self._open = True
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        view = memoryview(chunk)
+        """Append ``chunk`` (it must stay unchanged until this returns)."""
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            await self._root.io.run("write", _write_all, self._fd, chunk)
         except OSError as exc:
             raise _os_error(exc, f"writing {self.temp}") from exc
         self.written += len(chunk)
@@ -128,24 +353,36 @@ class AtomicFile:
             self._open = False
             os.close(self._fd)
 
-    def commit(self, *, replace: bool, mtime: float | None = None) -> None:
-        """Close and move into place; with ``replace=False`` an existing file is an error.
+    async def commit(self, *, replace: bool, mtime: float | None = None) -> None:
+        """Move into place; with ``replace=False`` an existing file is an error.
+
+        With a durable root, returns only once the bytes, the name and the
+        names of its directories would survive a power cut: ``fsync`` of the
+        file before the rename (so the final name never holds a short file),
+        then of the directory after it (group-committed, :class:`DirectorySync`).
 
         Raises:
             PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file system.
         """
         try:
-            self._close()
-            if mtime is not None:
-                os.utime(self.temp, (mtime, mtime))
-            if replace:
-                os.replace(self.temp, self.final)
-            else:
-                os.link(self.temp, self.final)
-                os.unlink(self.temp)
+            await self._root.io.run("commit", self._move_into_place, replace, mtime)
         except OSError as exc:
             self.discard()
             raise _os_error(exc, f"moving {self.temp} to {self.final}") from exc
+        if self._root.durable:
+            await self._root.sync_names(str(self.final.parent))
+
+    def _move_into_place(self, replace: bool, mtime: float | None) -> None:
+        if mtime is not None:
+            os.utime(self._fd, (mtime, mtime))
+        if self._root.durable:
+            os.fsync(self._fd)
+        self._close()
+        if replace:
+            os.replace(self.temp, self.final)
+        else:
+            os.link(self.temp, self.final)
+            os.unlink(self.temp)
 
     def discard(self) -> None:
         """Close and delete the temporary file (idempotent, never raises)."""

@@ -222,6 +222,7 @@ async def _run_worker(
             retry=settings.transfer.retry_policy(),
             worker=settings.worker.name,
             temp_suffix=settings.transfer.temp_suffix,
+            durable=settings.transfer.durability == "fsync",
         )
         dispatcher = Dispatcher(
             engine,
