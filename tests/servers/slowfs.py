@@ -332,7 +332,8 @@ def _operations(state: Path, delay: float) -> Any:
 
         def flush(self, path: str, fh: int) -> int:
             node = self.handles[fh]
-            if node.dirty:  # NFS close-to-open: close waits for the written bytes to reach the server
+            # NFS close-to-open: close waits for the written bytes to reach the server
+            if node.dirty:
                 time.sleep(delay)
                 node.dirty = False
             return 0
@@ -428,7 +429,8 @@ class SlowFS:
         self.mount.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
-            [sys.executable, __file__, str(self.mount), str(self.state), "--delay", str(self.delay)],
+            [sys.executable, __file__, str(self.mount), str(self.state)]
+            + ["--delay", str(self.delay)],
             start_new_session=True,
         )
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -439,6 +441,16 @@ class SlowFS:
 
                 raise ServerUnavailable(f"slowfs did not mount at {self.mount}")
             time.sleep(0.01)
+
+    def cpu_seconds(self) -> float:
+        """CPU (user + system) the running file system has used so far; 0 when stopped."""
+        if self._process is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def crash(self) -> None:
         """A power cut: SIGKILL the file system; only what was fsynced survives the remount."""
