@@ -47,19 +47,22 @@ from types import TracebackType
 from typing import Any, Self
 
 MOUNT_TIMEOUT = 10.0
+FUSE_CAP_WRITEBACK_CACHE = 1 << 16  # libfuse3 fuse_common.h
+MAX_WRITE = 1024 * 1024  # bytes per write request (the kernel's limit: 256 pages)
 FUSE_THREADS = 128  # concurrent FUSE requests (each may sleep its delay)
 
 
 class _Node:
     """An inode of the live overlay: a directory (``entries``) or a file (bytes in live/)."""
 
-    __slots__ = ("entries", "ino", "nlink", "dirty", "mtime_ns")
+    __slots__ = ("entries", "ino", "nlink", "dirty", "shared", "mtime_ns")
 
     def __init__(self, ino: int, is_dir: bool) -> None:
         self.ino = ino
         self.entries: dict[str, _Node] | None = {} if is_dir else None
         self.nlink = 0
         self.dirty = False
+        self.shared = False  # live/<ino> is durable/data/<ino> (hard link): synced, unchanged since
         self.mtime_ns = time.time_ns()
 
 
@@ -127,6 +130,22 @@ def _operations(state: Path, delay: float) -> Any:
                 shutil.copy2(source, live / str(ino))
             else:
                 (live / str(ino)).touch(0o644)
+
+        def init_with_config(self, conn: Any, config: Any) -> None:
+            # Writes go to the kernel's page cache and reach us in large requests when the
+            # file is flushed (close) or fsynced, as on NFS; the reply to close waits for them.
+            conn.want |= FUSE_CAP_WRITEBACK_CACHE & conn.capable
+            conn.max_write = MAX_WRITE
+
+        def _unshare(self, node: _Node) -> None:
+            """Before the live file changes: give the durable copy an inode of its own."""
+            with self._mutex:
+                if not node.shared:
+                    return
+                temp = data / f"{node.ino}.tmp{threading.get_ident()}"
+                shutil.copy2(live / str(node.ino), temp)
+                os.replace(temp, data / str(node.ino))
+                node.shared = False
 
         # -- helpers -------------------------------------------------------------------
 
@@ -303,6 +322,7 @@ def _operations(state: Path, delay: float) -> Any:
             with self._mutex:
                 node = self._lookup(path)
             if node.entries is None:
+                self._unshare(node)
                 os.utime(live / str(node.ino), ns=times)
             return 0
 
@@ -310,6 +330,7 @@ def _operations(state: Path, delay: float) -> Any:
             with self._mutex:
                 node = self._lookup(path)
             if node.entries is None:
+                self._unshare(node)
                 os.chmod(live / str(node.ino), mode & 0o7777)
             return 0
 
@@ -319,6 +340,8 @@ def _operations(state: Path, delay: float) -> Any:
         # -- bytes ---------------------------------------------------------------------
 
         def write(self, path: str, buf: bytes, offset: int, fh: int) -> int:
+            if self.handles[fh].shared:
+                self._unshare(self.handles[fh])
             written = os.pwrite(fh, buf, offset)
             self.handles[fh].dirty = True
             return written
@@ -326,6 +349,7 @@ def _operations(state: Path, delay: float) -> Any:
         def truncate(self, path: str, length: int, fh: int | None = None) -> int:
             with self._mutex:
                 node = self.handles[fh] if fh is not None else self._lookup(path)
+            self._unshare(node)
             os.truncate(live / str(node.ino), length)
             node.dirty = True
             return 0
@@ -349,9 +373,12 @@ def _operations(state: Path, delay: float) -> Any:
         def fsync(self, path: str, datasync: int, fh: int) -> int:
             time.sleep(delay)
             node = self.handles[fh]
-            temp = data / f"{node.ino}.tmp{threading.get_ident()}"
-            shutil.copy2(live / str(node.ino), temp)
-            os.replace(temp, data / str(node.ino))
+            with self._mutex:
+                if not node.shared:  # the durable copy: the live file itself, until it changes
+                    temp = data / f"{node.ino}.tmp{threading.get_ident()}"
+                    os.link(live / str(node.ino), temp)
+                    os.replace(temp, data / str(node.ino))
+                    node.shared = True
             node.dirty = False
             return 0
 
