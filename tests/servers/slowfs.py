@@ -4,20 +4,22 @@ It stands in for the ReadWriteMany volumes the worker runs on (NFS, EFS,
 CephFS, Azure Files) and for the power cut that tests durability:
 
 * **latency** -- every metadata operation (create, open, mkdir, rmdir,
-  rename, link, unlink, utimens, fsync of a file or a directory) sleeps
-  ``delay`` seconds before it is carried out, as a round trip to a file
-  server would; ``close`` (FUSE ``flush``) of a file written since its last
-  flush or fsync pays one too, as NFS flushes on close.  Lookups, ``stat``,
-  reads and writes are not delayed (the kernel's attribute cache and the
-  client's page cache answer those on a network volume).  Each operation
+  rename, link, unlink, fsync of a file or a directory) sleeps ``delay``
+  seconds before it is carried out, as a round trip to a file server would;
+  ``close`` (FUSE ``flush``) of a file written since its last flush or fsync
+  pays one too, as NFS flushes on close.  Writes go to the kernel's page
+  cache (FUSE writeback cache) and reach this process in large requests at
+  close or fsync; lookups, ``stat``, reads, writes and time stamps are not
+  delayed (a network volume's client caches answer those).  Each operation
   runs on its own libfuse thread, so delays overlap like concurrent RPCs.
 * **power cuts** -- what survives follows POSIX to the letter, as the
   strictest file system would: a file's bytes only once the file was
   ``fsync``-ed, a name (create, rename, link, unlink, mkdir) only once its
   directory was ``fsync``-ed.  The live state is an overlay (file bytes in
-  ``STATE/live/<inode>``, names in memory); ``fsync`` copies a file's bytes
-  to ``STATE/durable/data/<inode>``, ``fsync`` of a directory appends a
-  snapshot of its entries to ``STATE/durable/journal``.  A crash is a
+  ``STATE/live/<inode>``, names in memory); ``fsync`` of a file makes its
+  bytes durable (``STATE/durable/data/<inode>``, a hard link to the live file
+  until that changes again), ``fsync`` of a directory appends a snapshot of
+  its entries to ``STATE/durable/journal``.  A crash is a
   SIGKILL of this process: the overlay is gone, and the next mount starts
   from the durable state alone.  A name that survived but whose bytes were
   never synced comes back as an empty file, as on ext4 after a crash.
@@ -212,8 +214,19 @@ def _operations(state: Path, delay: float) -> Any:
 
         def statfs(self, path: str) -> dict[str, Any]:
             sv = os.statvfs(live)
-            return {key: getattr(sv, key) for key in ("f_bsize", "f_frsize", "f_blocks",
-                    "f_bfree", "f_bavail", "f_files", "f_ffree", "f_namemax")}
+            return {
+                key: getattr(sv, key)
+                for key in (
+                    "f_bsize",
+                    "f_frsize",
+                    "f_blocks",
+                    "f_bfree",
+                    "f_bavail",
+                    "f_files",
+                    "f_ffree",
+                    "f_namemax",
+                )
+            }
 
         def access(self, path: str, amode: int) -> int:
             return 0
@@ -318,11 +331,12 @@ def _operations(state: Path, delay: float) -> Any:
             return 0
 
         def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-            time.sleep(delay)
+            # Not delayed, and the durable copy shares the new times: with the writeback
+            # cache the kernel sends one per flush (it keeps mtime), which NFS folds into
+            # its WRITE. Times are not part of what a power cut is checked for here.
             with self._mutex:
                 node = self._lookup(path)
             if node.entries is None:
-                self._unshare(node)
                 os.utime(live / str(node.ino), ns=times)
             return 0
 

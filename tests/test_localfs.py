@@ -1,0 +1,280 @@
+"""localfs: the offload policy alone, LocalIO and the directory group commit, durable commits.
+
+The policy is pure and tested with made-up durations. The rest runs real
+file-system calls: on a tmp directory, and on ``tests/servers/slowfs.py`` (a
+FUSE volume with 2 ms per metadata operation that keeps, after a power cut,
+only what was fsynced).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from conftest import unavailable
+
+from ftp_pooler import localfs
+from ftp_pooler.errors import ErrorCode, PoolerError
+from ftp_pooler.localfs import DirectorySync, LocalIO, LocalRoot, OffloadPolicy
+from servers import ServerUnavailable
+from servers.slowfs import SlowFS
+
+# -- OffloadPolicy (pure) ----------------------------------------------------------------
+
+
+def test_a_kind_starts_on_the_loop_and_stays_while_fast() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0)
+    for now in range(100):
+        assert policy.inline("write", float(now))
+        policy.observe("write", 0.0001, float(now))
+    assert policy.threaded() == []
+
+
+def test_one_outlier_does_not_move_a_kind_but_a_slow_run_does() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0, weight=0.25)
+    for _ in range(10):
+        policy.observe("create", 0.0001, 0.0)
+    policy.observe("create", 0.003, 0.0)  # average 0.000825
+    assert policy.inline("create", 0.0)
+    policy.observe("create", 0.003, 0.0)  # average ~0.00137
+    assert not policy.inline("create", 0.5)
+    assert policy.threaded() == ["create"]
+    assert policy.inline("write", 0.5)  # kinds are independent
+
+
+def test_a_threaded_kind_is_probed_on_the_loop_after_the_period() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0)
+    policy.observe("rename", 0.002, 10.0)
+    assert not policy.inline("rename", 10.9)
+    assert policy.inline("rename", 11.0)  # the probe
+    policy.observe("rename", 0.002, 11.0)  # still slow: threads for another period
+    assert not policy.inline("rename", 11.5)
+    assert policy.inline("rename", 12.0)
+    policy.observe("rename", 0.0001, 12.0)  # fast now: judged on the probe alone
+    assert policy.inline("rename", 12.0)
+    assert policy.threaded() == []
+
+
+# -- LocalIO -----------------------------------------------------------------------------
+
+
+async def test_fast_calls_run_on_the_loop_thread(tmp_path: Path) -> None:
+    io = LocalIO()
+    threads = set()
+
+    def call() -> None:
+        threads.add(threading.get_ident())
+        os.path.lexists(tmp_path / "x")
+
+    for _ in range(50):
+        await io.run("lookup", call)
+    assert threads == {threading.get_ident()}
+    assert io.policy.threaded() == []
+
+
+async def test_slow_calls_move_to_worker_threads() -> None:
+    io = LocalIO(policy=OffloadPolicy(slow=0.001, probe_after=60.0))
+    threads = []
+
+    def call() -> int:
+        threads.append(threading.get_ident())
+        time.sleep(0.003)
+        return 7
+
+    assert await io.run("create", call) == 7  # measured on the loop: slow
+    assert await io.run("create", call) == 7
+    assert threads[0] == threading.get_ident()
+    assert threads[1] != threading.get_ident()
+
+
+async def test_errors_of_a_threaded_call_pass_through() -> None:
+    io = LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=60.0))
+    await io.run("x", time.sleep, 0.001)
+
+    def fail() -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.raises(OSError, match="I/O error"):
+        await io.run("x", fail)
+
+
+# -- DirectorySync (group commit) --------------------------------------------------------
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every directory fsync made, in order; each takes 20 ms (in a thread)."""
+    done: list[str] = []
+
+    def slow_fsync(path: str) -> None:
+        time.sleep(0.02)
+        done.append(path)
+
+    monkeypatch.setattr(localfs, "_fsync_directory", slow_fsync)
+    yield done
+
+
+def threaded_io() -> LocalIO:
+    return LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=3600.0))
+
+
+async def prime(io: LocalIO) -> None:
+    await io.run("dirsync", lambda: None)  # from now on, dirsync calls go to threads
+
+
+async def test_callers_during_a_running_fsync_share_the_next_one(fsyncs: list[str]) -> None:
+    io = threaded_io()
+    await prime(io)
+    sync = DirectorySync(io)
+    finished: dict[str, int] = {}
+
+    async def caller(name: str) -> None:
+        await sync.sync("/d")
+        finished[name] = len(fsyncs)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, "first")
+        await trio.sleep(0.005)  # the first fsync is running
+        for index in range(10):
+            nursery.start_soon(caller, f"later-{index}")
+    assert fsyncs == ["/d", "/d"]  # 11 callers, 2 fsyncs
+    assert finished["first"] == 1
+    # each later caller waited for an fsync that started after it called
+    assert all(finished[f"later-{index}"] == 2 for index in range(10))
+
+
+async def test_directories_are_synced_independently(fsyncs: list[str]) -> None:
+    io = threaded_io()
+    await prime(io)
+    sync = DirectorySync(io)
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for index in range(5):
+            nursery.start_soon(sync.sync, f"/d{index}")
+    assert sorted(fsyncs) == [f"/d{index}" for index in range(5)]
+    assert trio.current_time() - started < 0.08  # in parallel, not 5 x 20 ms
+
+
+async def test_a_round_runs_to_the_end_when_its_leader_is_cancelled(fsyncs: list[str]) -> None:
+    """Whoever leads a round may be cancelled (its runner drained): the fsync still
+    happens, so the others waiting on that round are never told a sync that was not."""
+    io = threaded_io()
+    await prime(io)
+    sync = DirectorySync(io)
+    with trio.CancelScope() as leader:
+        leader.cancel()
+        await sync.sync("/d")
+    assert fsyncs == ["/d"]
+    await sync.sync("/d")  # the next caller gets a round of its own
+    assert fsyncs == ["/d", "/d"]
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_the_others_waiting(
+    fsyncs: list[str],
+) -> None:
+    io = threaded_io()
+    await prime(io)
+    sync = DirectorySync(io)
+    done = []
+
+    async def caller(name: str) -> None:
+        await sync.sync("/d")
+        done.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, "first")
+        await trio.sleep(0.005)
+        with trio.move_on_after(0.005):
+            await sync.sync("/d")  # joins the next round, gives up while the first runs
+        nursery.start_soon(caller, "second")
+    assert sorted(done) == ["first", "second"]
+    assert fsyncs == ["/d", "/d"]
+
+
+async def test_a_failed_fsync_fails_every_caller_of_its_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(path: str) -> None:
+        time.sleep(0.01)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(localfs, "_fsync_directory", broken)
+    io = threaded_io()
+    await prime(io)
+    sync = DirectorySync(io)
+    errors = []
+
+    async def caller() -> None:
+        try:
+            await sync.sync("/d")
+        except PoolerError as exc:
+            errors.append(exc.code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(caller)
+    assert errors == [ErrorCode.IO_ERROR] * 3
+
+
+# -- durable commits on a volume that loses power ----------------------------------------
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Iterator[SlowFS]:
+    fs = SlowFS(tmp_path / "volume", tmp_path / "volume-state", delay=0.002)
+    try:
+        fs.start()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield fs
+    finally:
+        fs.stop()
+
+
+async def land(root: LocalRoot, rel: str, payload: bytes) -> Path:
+    path = root.resolve(rel)
+    await root.make_parent(path)
+    file = await root.open_atomic(path)
+    for start in range(0, len(payload), 65536):
+        await file.write(payload[start : start + 65536])
+    await file.commit(replace=True)
+    return path
+
+
+async def test_a_durable_commit_survives_a_power_cut_in_new_nested_directories(
+    volume: SlowFS,
+) -> None:
+    """Bytes, name and the names of the directories made for it (a/b/c) all survive."""
+    root = LocalRoot(volume.mount, durable=True)
+    payload = os.urandom(300_000)
+    await land(root, "a/b/c/f.bin", payload)
+    await land(root, "a/b/c/g.bin", payload[:1000])
+    await land(root, "top.bin", payload[:5])
+    await trio.to_thread.run_sync(volume.crash)
+    assert (volume.mount / "a/b/c/f.bin").read_bytes() == payload
+    assert (volume.mount / "a/b/c/g.bin").read_bytes() == payload[:1000]
+    assert (volume.mount / "top.bin").read_bytes() == payload[:5]
+    assert sorted(os.listdir(volume.mount / "a/b/c")) == ["f.bin", "g.bin"]  # no temp files
+
+
+async def test_without_durability_a_power_cut_loses_the_file(volume: SlowFS) -> None:
+    root = LocalRoot(volume.mount, durable=False)
+    await land(root, "a/f.bin", os.urandom(10_000))
+    await trio.to_thread.run_sync(volume.crash)
+    assert not (volume.mount / "a").exists()
+
+
+async def test_a_slow_volume_runs_its_metadata_calls_in_threads(volume: SlowFS) -> None:
+    root = LocalRoot(volume.mount, durable=True)
+    for index in range(3):
+        await land(root, f"d/f{index}", b"x" * 100_000)
+    threaded = root.io.policy.threaded()
+    assert {"create", "commit", "dirsync"} <= set(threaded)
+    assert "write" not in threaded  # writes land in the page cache: fast
