@@ -36,29 +36,42 @@ def test_a_kind_starts_on_the_loop_and_stays_while_fast() -> None:
     assert policy.threaded() == []
 
 
-def test_one_outlier_does_not_move_a_kind_but_a_slow_run_does() -> None:
-    policy = OffloadPolicy(slow=0.001, probe_after=1.0, weight=0.25)
-    for _ in range(10):
-        policy.observe("create", 0.0001, 0.0)
-    policy.observe("create", 0.003, 0.0)  # average 0.000825
+def test_slow_calls_move_a_kind_only_when_in_a_row() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0, moves_after=3)
+    for _ in range(10):  # a preempted call now and then: stays on the loop
+        policy.observe("write", 0.0001, 0.0)
+        policy.observe("write", 0.0001, 0.0)
+        policy.observe("write", 0.006, 0.0)
+    assert policy.threaded() == []
+    policy.observe("create", 0.003, 0.0)
+    policy.observe("create", 0.003, 0.0)
     assert policy.inline("create", 0.0)
-    policy.observe("create", 0.003, 0.0)  # average ~0.00137
+    policy.observe("create", 0.003, 0.0)
     assert not policy.inline("create", 0.5)
     assert policy.threaded() == ["create"]
     assert policy.inline("write", 0.5)  # kinds are independent
 
 
 def test_a_threaded_kind_is_probed_on_the_loop_after_the_period() -> None:
-    policy = OffloadPolicy(slow=0.001, probe_after=1.0)
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0, moves_after=1)
     policy.observe("rename", 0.002, 10.0)
     assert not policy.inline("rename", 10.9)
     assert policy.inline("rename", 11.0)  # the probe
     policy.observe("rename", 0.002, 11.0)  # still slow: threads for another period
     assert not policy.inline("rename", 11.5)
     assert policy.inline("rename", 12.0)
-    policy.observe("rename", 0.0001, 12.0)  # fast now: judged on the probe alone
+    policy.observe("rename", 0.0001, 12.0)  # fast now: back on the loop
     assert policy.inline("rename", 12.0)
     assert policy.threaded() == []
+
+
+def test_a_slow_probe_sends_a_kind_back_at_once() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0, moves_after=4)
+    for _ in range(4):
+        policy.observe("commit", 0.002, 0.0)
+    assert not policy.inline("commit", 0.5)
+    policy.observe("commit", 0.002, 1.0)  # one slow probe, not four
+    assert not policy.inline("commit", 1.5)
 
 
 # -- LocalIO -----------------------------------------------------------------------------
@@ -79,7 +92,7 @@ async def test_fast_calls_run_on_the_loop_thread(tmp_path: Path) -> None:
 
 
 async def test_slow_calls_move_to_worker_threads() -> None:
-    io = LocalIO(policy=OffloadPolicy(slow=0.001, probe_after=60.0))
+    io = LocalIO(policy=OffloadPolicy(slow=0.001, probe_after=60.0, moves_after=1))
     threads = []
 
     def call() -> int:
@@ -94,7 +107,7 @@ async def test_slow_calls_move_to_worker_threads() -> None:
 
 
 async def test_errors_of_a_threaded_call_pass_through() -> None:
-    io = LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=60.0))
+    io = LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=60.0, moves_after=1))
     await io.run("x", time.sleep, 0.001)
 
     def fail() -> None:
@@ -121,7 +134,7 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def threaded_io() -> LocalIO:
-    return LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=3600.0))
+    return LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=3600.0, moves_after=1))
 
 
 async def prime(io: LocalIO) -> None:
@@ -273,7 +286,7 @@ async def test_without_durability_a_power_cut_loses_the_file(volume: SlowFS) -> 
 
 async def test_a_slow_volume_runs_its_metadata_calls_in_threads(volume: SlowFS) -> None:
     root = LocalRoot(volume.mount, durable=True)
-    for index in range(3):
+    for index in range(6):  # 4 slow calls in a row move a kind
         await land(root, f"d/f{index}", b"x" * 100_000)
     threaded = root.io.policy.threaded()
     assert {"create", "commit", "dirsync"} <= set(threaded)

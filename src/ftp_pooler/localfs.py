@@ -3,7 +3,7 @@
 Every local file-system call goes through a volume's :class:`LocalIO`, which
 runs it on the event loop while that kind of call is fast (on a local disk or
 tmpfs most cost microseconds, less than a hop to a worker thread) and in a
-bounded thread pool once it is slow (a network volume: every open, create,
+bounded thread pool once it proves slow (a network volume: every open, create,
 rename and close is a round trip). A download is durable before it counts as
 done: its bytes are fsynced before the rename, the directory after it, and
 the directory fsyncs of concurrent downloads are shared (:class:`DirectorySync`,
@@ -29,15 +29,21 @@ from ftp_pooler.errors import ErrorCode, PoolerError
 READ_CHUNK = 256 * 1024
 
 SLOW_CALL_SECONDS = 0.0005
-"""A kind of call whose recent average on the event loop exceeds this moves to threads.
+"""A call that blocks the event loop longer than this is slow.
 
-A hop to a worker thread and back costs the loop about 50-100 us here; a call
-blocking several times that is cheaper off the loop (measured in
-``docs/architecture.md``)."""
+A hop to a worker thread and back costs the loop about 55-70 us of CPU here
+(``docs/architecture.md``); a call blocking several times that is cheaper off
+the loop."""
+SLOW_CALLS_TO_MOVE = 4
+"""Slow calls in a row that send a kind of call to threads.
+
+In a row, not on average: a busy machine preempts a fast call now and then
+(at a load average of 6 on this project's 2-core machine, 0.2-0.6 % of calls
+on tmpfs took over 0.5 ms, the longest 6 ms: enough to push an average over
+the line every few hundred calls), and that must not move tmpfs writes off
+the loop; on a slow volume every call is slow."""
 PROBE_SECONDS = 1.0
 """How long a kind of call stays in threads before one call tries the loop again."""
-SLOW_CALL_WEIGHT = 0.25
-"""Weight of the newest duration in the running average (one outlier does not move a kind)."""
 LOCAL_IO_THREADS = 64
 """Worker threads per volume for slow calls (one per concurrent transfer is plenty)."""
 
@@ -60,24 +66,24 @@ class OffloadPolicy:
     """Which kinds of call run on the event loop and which in threads, from their durations.
 
     Pure bookkeeping (no clock, no I/O): the caller passes the time. A kind
-    starts on the loop; while it is there every call's duration feeds a running
-    average, and once that average exceeds ``slow`` seconds the kind goes to
-    threads for ``probe_after`` seconds. The next call after that runs on the
-    loop again as a probe: fast, and the kind stays; slow, and it goes back to
-    threads for another period. So a slow volume blocks the loop for about one
-    call per kind per ``probe_after``, and a fast one never leaves it.
+    starts on the loop. Once ``moves_after`` of its calls in a row took longer
+    than ``slow`` seconds there, it goes to threads for ``probe_after`` seconds;
+    the next call after that runs on the loop again as a probe: fast, and the
+    kind stays on the loop; slow, and it goes back to threads for another
+    period. So a slow volume blocks the loop for about one call per kind per
+    ``probe_after``, and a fast one never leaves it.
     """
 
     def __init__(
         self,
         slow: float = SLOW_CALL_SECONDS,
         probe_after: float = PROBE_SECONDS,
-        weight: float = SLOW_CALL_WEIGHT,
+        moves_after: int = SLOW_CALLS_TO_MOVE,
     ) -> None:
         self.slow = slow
         self.probe_after = probe_after
-        self.weight = weight
-        self._average: dict[str, float] = {}
+        self.moves_after = moves_after
+        self._slow_in_a_row: dict[str, int] = {}
         self._threads_until: dict[str, float] = {}
 
     def inline(self, kind: str, now: float) -> bool:
@@ -87,14 +93,13 @@ class OffloadPolicy:
 
     def observe(self, kind: str, seconds: float, now: float) -> None:
         """Record the duration of a call of ``kind`` that ran on the loop."""
-        if kind in self._threads_until:  # a probe: judged on its own
-            del self._threads_until[kind]
-            average = seconds
-        else:
-            previous = self._average.get(kind, seconds)
-            average = previous + self.weight * (seconds - previous)
-        self._average[kind] = average
-        if average > self.slow:
+        if seconds <= self.slow:
+            self._slow_in_a_row[kind] = 0
+            self._threads_until.pop(kind, None)
+            return
+        count = self._slow_in_a_row.get(kind, 0) + 1
+        self._slow_in_a_row[kind] = count
+        if count >= self.moves_after:
             self._threads_until[kind] = now + self.probe_after
 
     def threaded(self) -> list[str]:
