@@ -1,4 +1,4 @@
-"""localfs: the offload policy alone, LocalIO and the directory group commit, durable commits.
+"""localfs: the offload policy alone, LocalIO, the group commit, durable commits.
 
 The policy is pure and tested with made-up durations. The rest runs real
 file-system calls: on a tmp directory, and on ``tests/servers/slowfs.py`` (a
@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import unavailable
+from trio.testing import wait_all_tasks_blocked
 
 from ftp_pooler import localfs
 from ftp_pooler.errors import ErrorCode, PoolerError
-from ftp_pooler.localfs import DirectorySync, LocalIO, LocalRoot, OffloadPolicy
+from ftp_pooler.localfs import LocalIO, LocalRoot, OffloadPolicy
 from servers import ServerUnavailable
 from servers.slowfs import SlowFS
 
@@ -117,12 +118,12 @@ async def test_errors_of_a_threaded_call_pass_through() -> None:
         await io.run("x", fail)
 
 
-# -- DirectorySync (group commit) --------------------------------------------------------
+# -- GroupCommit -------------------------------------------------------------------------
 
 
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every directory fsync made, in order; each takes 20 ms (in a thread)."""
+    """Every directory fsync made, in order; each takes 20 ms."""
     done: list[str] = []
 
     def slow_fsync(path: str) -> None:
@@ -133,106 +134,131 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield done
 
 
-def threaded_io() -> LocalIO:
-    return LocalIO(policy=OffloadPolicy(slow=0.0, probe_after=3600.0, moves_after=1))
+def threaded_root(base: Path) -> LocalRoot:
+    """A durable root whose batches (only they) always run in a worker thread."""
+    policy = OffloadPolicy(slow=1.0, probe_after=3600.0, moves_after=1)
+    policy.observe("land", 2.0, time.perf_counter())
+    return LocalRoot(base, io=LocalIO(policy=policy))
 
 
-async def prime(io: LocalIO) -> None:
-    await io.run("dirsync", lambda: None)  # from now on, dirsync calls go to threads
+async def land(root: LocalRoot, rel: str, payload: bytes) -> Path:
+    path = root.resolve(rel)
+    await root.make_parent(path)
+    file = await root.open_atomic(path)
+    for start in range(0, len(payload), 65536):
+        await file.write(payload[start : start + 65536])
+    await file.commit(replace=True)
+    return path
 
 
-async def test_callers_during_a_running_fsync_share_the_next_one(fsyncs: list[str]) -> None:
-    io = threaded_io()
-    await prime(io)
-    sync = DirectorySync(io)
+async def test_files_committed_during_a_batch_land_together_in_the_next(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gate = threading.Event()  # holds the first batch's directory fsync
+    fsyncs: list[str] = []
+
+    def gated_fsync(path: str) -> None:
+        gate.wait(10)
+        fsyncs.append(path)
+
+    root = threaded_root(tmp_path)
+    await land(root, "in/warm", b"")  # syncs in/ and its chain once
+    monkeypatch.setattr(localfs, "_fsync_directory", gated_fsync)
     finished: dict[str, int] = {}
 
-    async def caller(name: str) -> None:
-        await sync.sync("/d")
+    async def download(name: str) -> None:
+        await land(root, f"in/{name}", name.encode())
         finished[name] = len(fsyncs)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(caller, "first")
-        await trio.sleep(0.005)  # the first fsync is running
+        nursery.start_soon(download, "first")
+        await wait_all_tasks_blocked()  # the first batch is running
         for index in range(10):
-            nursery.start_soon(caller, f"later-{index}")
-    assert fsyncs == ["/d", "/d"]  # 11 callers, 2 fsyncs
+            nursery.start_soon(download, f"later-{index}")
+        await wait_all_tasks_blocked()  # they all wait for it
+        gate.set()
+    inbox = str(tmp_path / "in")
+    assert fsyncs == [inbox, inbox]  # 11 files, 2 batches, one directory fsync each
     assert finished["first"] == 1
-    # each later caller waited for an fsync that started after it called
+    # each later file waited for a batch that started after it was written
     assert all(finished[f"later-{index}"] == 2 for index in range(10))
+    assert sorted(os.listdir(inbox)) == sorted(["warm", *finished])  # no temporary files
 
 
-async def test_directories_are_synced_independently(fsyncs: list[str]) -> None:
-    io = threaded_io()
-    await prime(io)
-    sync = DirectorySync(io)
-    started = trio.current_time()
+async def test_a_batch_syncs_each_directory_once_and_new_parents_until_synced(
+    fsyncs: list[str], tmp_path: Path
+) -> None:
+    root = threaded_root(tmp_path)
     async with trio.open_nursery() as nursery:
-        for index in range(5):
-            nursery.start_soon(sync.sync, f"/d{index}")
-    assert sorted(fsyncs) == [f"/d{index}" for index in range(5)]
-    assert trio.current_time() - started < 0.08  # in parallel, not 5 x 20 ms
+        for index in range(6):
+            nursery.start_soon(land, root, f"a/b{index % 2}/f{index}", b"x")
+    # b0 and b1 for the files, a for their names, the base for a's name
+    assert set(fsyncs) == {str(tmp_path / d) for d in ("a/b0", "a/b1", "a", ".")}
+    assert len(fsyncs) == len(set(fsyncs)) + 2  # the batch after the first: b0 and a again
+    fsyncs.clear()
+    await land(root, "a/b0/again", b"x")
+    assert fsyncs == [str(tmp_path / "a/b0")]  # its chain is known durable now
 
 
-async def test_a_round_runs_to_the_end_when_its_leader_is_cancelled(fsyncs: list[str]) -> None:
-    """Whoever leads a round may be cancelled (its runner drained): the fsync still
-    happens, so the others waiting on that round are never told a sync that was not."""
-    io = threaded_io()
-    await prime(io)
-    sync = DirectorySync(io)
+async def test_a_batch_runs_to_the_end_when_its_leader_is_cancelled(
+    fsyncs: list[str], tmp_path: Path
+) -> None:
+    """Whoever leads a batch may be cancelled (its runner drained): the batch still
+    lands, so the others waiting on it are never told a sync that was not."""
+    root = threaded_root(tmp_path)
+    path = root.resolve("f")
+    file = await root.open_atomic(path)
     with trio.CancelScope() as leader:
         leader.cancel()
-        await sync.sync("/d")
-    assert fsyncs == ["/d"]
-    await sync.sync("/d")  # the next caller gets a round of its own
-    assert fsyncs == ["/d", "/d"]
+        await file.commit(replace=True)
+    assert path.read_bytes() == b""
+    assert fsyncs == [str(tmp_path)]
 
 
-async def test_a_caller_cancelled_while_waiting_leaves_the_others_waiting(
-    fsyncs: list[str],
-) -> None:
-    io = threaded_io()
-    await prime(io)
-    sync = DirectorySync(io)
-    done = []
-
-    async def caller(name: str) -> None:
-        await sync.sync("/d")
-        done.append(name)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(caller, "first")
-        await trio.sleep(0.005)
-        with trio.move_on_after(0.005):
-            await sync.sync("/d")  # joins the next round, gives up while the first runs
-        nursery.start_soon(caller, "second")
-    assert sorted(done) == ["first", "second"]
-    assert fsyncs == ["/d", "/d"]
-
-
-async def test_a_failed_fsync_fails_every_caller_of_its_round(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_a_failed_directory_fsync_fails_every_file_of_its_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     def broken(path: str) -> None:
         time.sleep(0.01)
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(localfs, "_fsync_directory", broken)
-    io = threaded_io()
-    await prime(io)
-    sync = DirectorySync(io)
+    root = threaded_root(tmp_path)
     errors = []
 
-    async def caller() -> None:
+    async def download(name: str) -> None:
         try:
-            await sync.sync("/d")
+            await land(root, name, b"x")
         except PoolerError as exc:
-            errors.append(exc.code)
+            errors.append((exc.code, "syncing directory" in exc.message))
 
     async with trio.open_nursery() as nursery:
-        for _ in range(3):
-            nursery.start_soon(caller)
-    assert errors == [ErrorCode.IO_ERROR] * 3
+        for index in range(3):
+            nursery.start_soon(download, f"f{index}")
+    assert errors == [(ErrorCode.IO_ERROR, True)] * 3
+
+
+async def test_a_file_that_cannot_land_fails_alone(tmp_path: Path) -> None:
+    root = threaded_root(tmp_path)
+    (tmp_path / "taken").write_bytes(b"old")
+    outcomes: dict[str, str] = {}
+
+    async def download(name: str, replace: bool) -> None:
+        file = await root.open_atomic(root.resolve(name))
+        await file.write(b"new")
+        try:
+            await file.commit(replace=replace)
+            outcomes[name] = "ok"
+        except PoolerError as exc:
+            outcomes[name] = exc.code.value
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(download, "taken", False)
+        for index in range(3):
+            nursery.start_soon(download, f"free{index}", False)
+    assert outcomes == {"taken": "FILE_EXISTS", **{f"free{i}": "ok" for i in range(3)}}
+    assert (tmp_path / "taken").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["free0", "free1", "free2", "taken"]  # no temp
 
 
 # -- durable commits on a volume that loses power ----------------------------------------
@@ -249,16 +275,6 @@ def volume(tmp_path: Path) -> Iterator[SlowFS]:
         yield fs
     finally:
         fs.stop()
-
-
-async def land(root: LocalRoot, rel: str, payload: bytes) -> Path:
-    path = root.resolve(rel)
-    await root.make_parent(path)
-    file = await root.open_atomic(path)
-    for start in range(0, len(payload), 65536):
-        await file.write(payload[start : start + 65536])
-    await file.commit(replace=True)
-    return path
 
 
 async def test_a_durable_commit_survives_a_power_cut_in_new_nested_directories(
@@ -289,5 +305,5 @@ async def test_a_slow_volume_runs_its_metadata_calls_in_threads(volume: SlowFS) 
     for index in range(6):  # 4 slow calls in a row move a kind
         await land(root, f"d/f{index}", b"x" * 100_000)
     threaded = root.io.policy.threaded()
-    assert {"create", "commit", "dirsync"} <= set(threaded)
+    assert {"create", "land"} <= set(threaded)
     assert "write" not in threaded  # writes land in the page cache: fast

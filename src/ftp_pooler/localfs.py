@@ -6,8 +6,9 @@ tmpfs most cost microseconds, less than a hop to a worker thread) and in a
 bounded thread pool once it proves slow (a network volume: every open, create,
 rename and close is a round trip). A download is durable before it counts as
 done: its bytes are fsynced before the rename, the directory after it, and
-the directory fsyncs of concurrent downloads are shared (:class:`DirectorySync`,
-a group commit). See ``docs/architecture.md`` ("Local I/O and durability").
+concurrent downloads land in batches (:class:`GroupCommit`): one hop to a
+thread, their fsyncs in parallel, one fsync per directory for all of them.
+See ``docs/architecture.md`` ("Local I/O and durability").
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import errno
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -147,58 +149,111 @@ def _fsync_directory(path: str) -> None:
 
 
 @dataclass
-class _Round:
-    """One fsync of a directory and everyone waiting for it."""
+class _Landing:
+    """One file of a group commit: what to do, and what went wrong (set by the batch)."""
 
-    done: trio.Event = field(default_factory=trio.Event)
+    file: AtomicFile
+    replace: bool
+    mtime: float | None
     error: OSError | None = None
+    what: str = ""
 
 
-class DirectorySync:
-    """Group commit of directory entries: one fsync of a directory serves many renames.
+@dataclass
+class _Batch:
+    landings: list[_Landing] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
 
-    :meth:`sync` returns once an fsync of the directory that *started after
-    the call* has completed, so every entry changed before the call is
-    durable. Callers that arrive while an fsync of their directory is running
-    wait for it to end and share the next one: with many files landing in one
-    directory, each fsync covers every rename made while the previous one ran
-    (the way databases share a log flush among commits). Different directories
-    are synced independently. The first waiter of a round runs it; the round
-    runs to the end even if that waiter is cancelled, so the others are never
-    left waiting.
+
+class GroupCommit:
+    """Lands files durably in batches: many files synced together, results released together.
+
+    A batch, run in one hop to a worker thread (or on the loop while the
+    volume is fast), fsyncs and renames all its files in parallel in a
+    bounded thread pool, then fsyncs each directory they landed in once, in
+    parallel too, and only then releases every caller. Callers that arrive
+    while a batch runs wait for it to end and form the next one, so the
+    fsync of a directory covers every rename of its batch (as databases share
+    one log flush among the commits that queued behind the last). The first
+    waiter of a batch runs it; the batch runs to the end even if that waiter
+    is cancelled, so the others are never released on a sync that did not
+    happen.
     """
 
-    def __init__(self, io: LocalIO) -> None:
-        self._io = io
-        self._running: dict[str, _Round] = {}
-        self._next: dict[str, _Round] = {}
+    def __init__(self, root: LocalRoot) -> None:
+        self._root = root
+        self._next: _Batch | None = None
+        self._running: _Batch | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
-    async def sync(self, directory: str) -> None:
-        """Make ``directory``'s entries durable.
+    async def land(self, file: AtomicFile, *, replace: bool, mtime: float | None) -> None:
+        """fsync ``file``, move it into place, fsync its directory (and new parents).
 
         Raises:
-            PoolerError: IO_ERROR (or another code from the file system) if the fsync failed.
+            PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file
+                system (the temporary file is gone then).
         """
-        mine = self._next.get(directory)
-        if mine is None:
-            mine = self._next[directory] = _Round()
-        while not mine.done.is_set():
-            running = self._running.get(directory)
-            if running is not None:
-                await running.done.wait()
+        if self._next is None:
+            self._next = _Batch()
+        batch = self._next
+        landing = _Landing(file, replace, mtime)
+        batch.landings.append(landing)
+        while not batch.done.is_set():
+            if self._running is not None:
+                await self._running.done.wait()
                 continue
-            del self._next[directory]
-            self._running[directory] = mine
+            self._next, self._running = None, batch
             try:
+                directories = self._root.directories_to_sync(
+                    {str(each.file.final.parent) for each in batch.landings}
+                )
                 with trio.CancelScope(shield=True):
-                    await self._io.run("dirsync", _fsync_directory, directory)
-            except OSError as exc:
-                mine.error = exc
+                    await self._root.io.run("land", self._run, batch.landings, directories)
+                self._root.linked(directories)
             finally:
-                del self._running[directory]
-                mine.done.set()
-        if mine.error is not None:
-            raise _os_error(mine.error, f"syncing directory {directory}")
+                self._running = None
+                batch.done.set()
+        if landing.error is not None:
+            file.discard()
+            raise _os_error(landing.error, landing.what)
+
+    def _run(self, landings: list[_Landing], directories: dict[str, list[str]]) -> None:
+        """The batch's file-system calls (on a worker thread, or the loop when fast)."""
+
+        def move(landing: _Landing) -> None:
+            try:
+                landing.file.move_into_place(landing.replace, landing.mtime)
+            except OSError as exc:
+                file = landing.file
+                landing.error, landing.what = exc, f"moving {file.temp} to {file.final}"
+
+        failed: dict[str, OSError] = {}
+
+        def sync(directory: str) -> None:
+            try:
+                _fsync_directory(directory)
+            except OSError as exc:
+                failed[directory] = exc
+
+        self._each(move, landings)
+        self._each(sync, sorted({d for chain in directories.values() for d in chain}))
+        for landing in landings:
+            if landing.error is not None:
+                continue
+            for directory in directories[str(landing.file.final.parent)]:
+                if directory in failed:
+                    landing.error = failed[directory]
+                    landing.what = f"syncing directory {directory}"
+                    break
+
+    def _each(self, call: Callable[[T], None], items: Sequence[T]) -> None:
+        if len(items) == 1:
+            call(items[0])
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(LOCAL_IO_THREADS, thread_name_prefix="localfs")
+        for _ in self._pool.map(call, items):
+            pass
 
 
 class LocalRoot:
@@ -219,7 +274,7 @@ class LocalRoot:
         self._base_slash = self._base.rstrip("/") + "/"
         self._made_dirs: set[str] = set()
         self._linked_dirs: set[str] = set()
-        self._directory_sync = DirectorySync(self.io)
+        self.group_commit = GroupCommit(self)
 
     def __repr__(self) -> str:
         return f"LocalRoot({self._base!r})"
@@ -287,27 +342,33 @@ class LocalRoot:
             raise _os_error(exc, f"creating {temp}") from exc
         return AtomicFile(self, final, temp, fd)
 
-    async def sync_names(self, directory: str) -> None:
-        """Make the entries of ``directory`` durable, and its own name and its parents'.
+    def directories_to_sync(self, directories: set[str]) -> dict[str, list[str]]:
+        """For each directory files land in, the directories to fsync so their names last.
 
-        A directory's name is durable once its parent was fsynced after it was
-        made. Each directory this process puts files in gets its chain up to
-        ``base_path`` fsynced once (it may have been made by a process that
-        died before syncing it); after that one group-committed fsync of the
-        directory itself per file.
-
-        Raises:
-            PoolerError: IO_ERROR (or another code) if an fsync failed.
+        The directory itself, and the parent of each directory on its way up to
+        ``base_path`` whose own name is not yet known durable: a directory's name
+        is durable once its parent was fsynced after it was made, and a directory
+        this process puts files in may have been made by one that died before
+        syncing it. So each directory's chain is synced once per process
+        (:meth:`linked` records it), then only the directory itself.
         """
-        chain = []
-        walk = directory
-        while walk not in self._linked_dirs and self._inside(walk) and walk != self._base:
-            chain.append(walk)
-            walk = os.path.dirname(walk)
-        await self._directory_sync.sync(directory)
-        for linked in chain:
-            await self._directory_sync.sync(os.path.dirname(linked))
-        self._linked_dirs.update(chain)
+        plan = {}
+        for directory in directories:
+            syncs = [directory]
+            walk = directory
+            while walk not in self._linked_dirs and walk != self._base and self._inside(walk):
+                walk = os.path.dirname(walk)
+                syncs.append(walk)
+            plan[directory] = syncs
+        return plan
+
+    def linked(self, plan: dict[str, list[str]]) -> None:
+        """Record the directories of a synced plan as durably named."""
+        for directory, syncs in plan.items():
+            walk = directory
+            for _ in syncs[1:]:
+                self._linked_dirs.add(walk)
+                walk = os.path.dirname(walk)
 
 
 def _make_directories(path: str) -> None:
@@ -364,20 +425,22 @@ class AtomicFile:
         With a durable root, returns only once the bytes, the name and the
         names of its directories would survive a power cut: ``fsync`` of the
         file before the rename (so the final name never holds a short file),
-        then of the directory after it (group-committed, :class:`DirectorySync`).
+        then of the directory after it, group-committed (:class:`GroupCommit`).
 
         Raises:
             PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file system.
         """
+        if self._root.durable:
+            await self._root.group_commit.land(self, replace=replace, mtime=mtime)
+            return
         try:
-            await self._root.io.run("commit", self._move_into_place, replace, mtime)
+            await self._root.io.run("commit", self.move_into_place, replace, mtime)
         except OSError as exc:
             self.discard()
             raise _os_error(exc, f"moving {self.temp} to {self.final}") from exc
-        if self._root.durable:
-            await self._root.sync_names(str(self.final.parent))
 
-    def _move_into_place(self, replace: bool, mtime: float | None) -> None:
+    def move_into_place(self, replace: bool, mtime: float | None) -> None:
+        """The blocking steps of :meth:`commit` but the directory's fsync (any thread)."""
         if mtime is not None:
             os.utime(self._fd, (mtime, mtime))
         if self._root.durable:
