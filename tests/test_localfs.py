@@ -215,6 +215,38 @@ async def test_a_batch_runs_to_the_end_when_its_leader_is_cancelled(
     assert fsyncs == [str(tmp_path)]
 
 
+async def test_a_caller_cancelled_while_its_batch_waits_still_lands_its_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    fsyncs: list[str] = []
+
+    def gated_fsync(path: str) -> None:
+        gate.wait(10)
+        fsyncs.append(path)
+
+    root = threaded_root(tmp_path)
+    await land(root, "in/warm", b"")
+    monkeypatch.setattr(localfs, "_fsync_directory", gated_fsync)
+    scope = trio.CancelScope()
+
+    async def cancelled_download() -> None:
+        with scope:
+            await land(root, "in/second", b"late")
+            await trio.sleep(0)  # where the cancellation arrives: after the commit
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(land, root, "in/first", b"x")
+        await wait_all_tasks_blocked()  # the first batch runs
+        nursery.start_soon(cancelled_download)
+        await wait_all_tasks_blocked()  # the second waits for it
+        scope.cancel()
+        gate.set()
+    assert scope.cancelled_caught
+    assert (tmp_path / "in/second").read_bytes() == b"late"
+    assert fsyncs == [str(tmp_path / "in")] * 2
+
+
 async def test_a_failed_directory_fsync_fails_every_file_of_its_batch(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

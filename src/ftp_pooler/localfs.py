@@ -175,9 +175,10 @@ class GroupCommit:
     while a batch runs wait for it to end and form the next one, so the
     fsync of a directory covers every rename of its batch (as databases share
     one log flush among the commits that queued behind the last). The first
-    waiter of a batch runs it; the batch runs to the end even if that waiter
-    is cancelled, so the others are never released on a sync that did not
-    happen.
+    waiter of a batch runs it. Waiting is shielded from cancellation: a batch
+    always runs to the end, so no caller is released on a sync that did not
+    happen and no cancelled caller closes its file under the batch (the
+    cancellation is delivered when the caller next checkpoints).
     """
 
     def __init__(self, root: LocalRoot) -> None:
@@ -198,21 +199,23 @@ class GroupCommit:
         batch = self._next
         landing = _Landing(file, replace, mtime)
         batch.landings.append(landing)
-        while not batch.done.is_set():
-            if self._running is not None:
-                await self._running.done.wait()
-                continue
-            self._next, self._running = None, batch
-            try:
-                directories = self._root.directories_to_sync(
-                    {str(each.file.final.parent) for each in batch.landings}
-                )
-                with trio.CancelScope(shield=True):
+        # Shielded: once queued, the file is the batch's until the batch ends (a caller
+        # cancelled meanwhile must not close the file under it); cancellation comes after.
+        with trio.CancelScope(shield=True):
+            while not batch.done.is_set():
+                if self._running is not None:
+                    await self._running.done.wait()
+                    continue
+                self._next, self._running = None, batch
+                try:
+                    directories = self._root.directories_to_sync(
+                        {str(each.file.final.parent) for each in batch.landings}
+                    )
                     await self._root.io.run("land", self._run, batch.landings, directories)
-                self._root.linked(directories)
-            finally:
-                self._running = None
-                batch.done.set()
+                    self._root.linked(directories)
+                finally:
+                    self._running = None
+                    batch.done.set()
         if landing.error is not None:
             file.discard()
             raise _os_error(landing.error, landing.what)
