@@ -9,7 +9,6 @@ partial file is never visible under its final name.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -28,7 +27,7 @@ from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
-from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
+from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -84,6 +83,8 @@ class TransferEngine:
         worker: Name put into every result (host or pod name).
         temp_suffix: Ends the hidden names files have while in transit.
         observer: Told of bytes as they move and of retries, if given.
+        durable: Count a download done only once its bytes and name are fsynced
+            (``transfer.durability: fsync``).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class TransferEngine:
         worker: str,
         temp_suffix: str = ".part",
         observer: TransferObserver | None = None,
+        durable: bool = True,
     ) -> None:
         self._connections = connections
         self._observer = observer
@@ -103,7 +105,7 @@ class TransferEngine:
         self._retry = retry
         self._worker = worker
         self._local_roots = {
-            conn.id: LocalRoot(conn.base_path)
+            conn.id: LocalRoot(conn.base_path, durable=durable)
             for conn in connections.values()
             if isinstance(conn, LocalConnection)
         }
@@ -236,13 +238,15 @@ class TransferEngine:
     async def _download(self, plan: _Plan, task: Task) -> _Outcome:
         options = task.options
         conflict = options.conflict
-        if conflict is not ConflictPolicy.OVERWRITE and os.path.lexists(plan.local_path):
+        if conflict is not ConflictPolicy.OVERWRITE and await plan.local_root.exists(
+            plan.local_path
+        ):
             if conflict is ConflictPolicy.SKIP:
                 return _Outcome(0, skipped=True)
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
-        plan.local_root.make_parent(plan.local_path)
+        await plan.local_root.make_parent(plan.local_path)
         async with self._pool.session(plan.remote_id) as session:
-            file = AtomicFile(plan.local_path, self._temp_suffix)
+            file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
             try:
                 sink: Sink = file.write
                 if self._observer is not None:
@@ -266,7 +270,7 @@ class TransferEngine:
                     moment = await _after_transfer(session.mdtm(plan.remote_path), "MDTM")
                     mtime = moment.timestamp() if moment is not None else None
                 try:
-                    file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
+                    await file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
                 except PoolerError as exc:
                     if exc.code is ErrorCode.FILE_EXISTS and conflict is ConflictPolicy.SKIP:
                         return _Outcome(0, skipped=True)
