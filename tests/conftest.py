@@ -381,3 +381,28 @@ def kafka_tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSKa
         yield broker.info()
     finally:
         broker.stop()
+
+
+# --------------------------------------------------------------------------
+# A scripted server (tests/scripted_server.py): partner-server behaviours as tests
+# --------------------------------------------------------------------------
+@pytest.fixture
+def make_scripted_ftp(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Factory: ``make_scripted_ftp(files={...}, rules=[Rule(...)], tls=True, ...)`` -> a
+    started :class:`scripted_server.ScriptedFTPServer` (options in its module docstring),
+    stopped at teardown."""
+    from scripted_server import ScriptedFTPServer
+
+    started: list[ScriptedFTPServer] = []
+
+    def make(*, tls: bool = False, **kwargs: Any) -> ScriptedFTPServer:
+        certs = request.getfixturevalue("tls_certs") if tls else None
+        server = ScriptedFTPServer(certs=certs, **kwargs).start()
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()

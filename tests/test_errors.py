@@ -94,6 +94,13 @@ def reply(line: str) -> Reply:
         ("504 Command not implemented for that parameter.", "TYPE", ErrorCode.PERMANENT),
         ("522 Network protocol not supported.", "EPRT", ErrorCode.PERMANENT),
         ("534 Request denied for policy reasons.", "AUTH", ErrorCode.PERMANENT),
+        # Issue 12 kind D: rights refused in any 55x text (not only 550 "denied").
+        ("550 1_0_7.image: Operation not permitted", "MDTM", ErrorCode.PERMISSION_DENIED),
+        ("550 Access is denied.", "RETR", ErrorCode.PERMISSION_DENIED),
+        ("551 Read access denied by policy.", "RETR", ErrorCode.PERMISSION_DENIED),
+        ("552 Upload not permitted here.", "STOR", ErrorCode.PERMISSION_DENIED),
+        ("550 Read-only file system", "STOR", ErrorCode.PERMISSION_DENIED),
+        ("550 Insufficient privileges.", "DELE", ErrorCode.PERMISSION_DENIED),
         ("551 Requested action aborted: page type unknown.", "RETR", ErrorCode.PERMANENT),
         (
             "552 Requested file action aborted. Exceeded storage allocation.",
@@ -167,3 +174,10 @@ def test_430_invalid_credentials_is_auth_failed() -> None:
     error = error_for_reply(Reply(430, ("430 Invalid username or password",)), "PASS")
     assert error.code is ErrorCode.AUTH_FAILED
     assert not error.retryable
+
+
+def test_retryable_can_be_overridden_per_error() -> None:
+    """A protocol error that repeated on a fresh session is final (issue 12)."""
+    assert PoolerError(ErrorCode.PROTOCOL_ERROR, "x").retryable is True
+    final = PoolerError(ErrorCode.PROTOCOL_ERROR, "x", retryable=False)
+    assert final.retryable is False and final.code is ErrorCode.PROTOCOL_ERROR

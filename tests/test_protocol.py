@@ -159,9 +159,7 @@ def test_rfc_959_example() -> None:
     [
         "2024 was a good year",
         "211-this is not the end",
-        "200 another code with a space",
         "200-another code with a hyphen",
-        "200",
         "2110 four digits",
         "211x not a separator",
         "21 two digits",
@@ -173,6 +171,27 @@ def test_in_between_lines_do_not_end_the_reply(middle: str) -> None:
     data = f"211-Start\r\n{middle}\r\n211 End\r\n".encode()
     [parsed] = parse_all(data)
     assert parsed.lines == ("211-Start", middle, "211 End")
+
+
+@pytest.mark.parametrize("closing", ["200 another code with a space", "200", "211 End"])
+def test_any_code_and_space_ends_a_multi_line_reply(closing: str) -> None:
+    """RFC 959 4.2 wants the same code; servers close with another and mean it (case B2)."""
+    [parsed] = parse_all(f"211-Start\r\n 1\r\n{closing}\r\n".encode())
+    assert parsed.lines == ("211-Start", " 1", closing)
+    assert parsed.code == int(closing[:3])
+
+
+def test_553_block_closed_by_a_150_is_a_150() -> None:
+    """Case B2: the reply to STOR is the 150 that ends the block, then the 226 follows."""
+    data = (
+        b"553-\r\n553- Directory excluded (precheck).\r\n"
+        b"150 Opening BINARY mode data connection for .up.bin.1234.part.\r\n"
+        b"226 Transfer complete.\r\n"
+    )
+    first, second = parse_all(data)
+    assert first.code == 150 and first.is_preliminary
+    assert first.lines[0] == "553-"
+    assert second == Reply(226, ("226 Transfer complete.",))
 
 
 def test_bare_code_ends_a_multi_line_reply() -> None:
@@ -356,7 +375,11 @@ codes = st.integers(min_value=100, max_value=599)
 
 
 def ends_reply(line: str, code: int) -> bool:
-    return line[:3] == str(code) and line[3:4] in ("", " ")
+    """Whether ``line`` closes a multi-line reply: three digits and a space (or nothing).
+
+    ``code`` is not compared: any code closes the reply (case B2).
+    """
+    return len(line) >= 3 and line[:3].isdigit() and line[0] in "12345" and line[3:4] in ("", " ")
 
 
 @st.composite
@@ -378,8 +401,9 @@ def replies(draw: st.DrawFn) -> Reply:
         )
     )
     first = f"{code}-{draw(line_text)}"
-    last = f"{code} {draw(line_text)}" if draw(st.booleans()) else str(code)
-    return Reply(code, (first, *middle, last))
+    closing = draw(st.one_of(st.just(code), codes))
+    last = f"{closing} {draw(line_text)}" if draw(st.booleans()) else str(closing)
+    return Reply(closing, (first, *middle, last))
 
 
 @st.composite
@@ -572,8 +596,9 @@ def test_parse_epsv(line: str, port: int) -> None:
         "229 Entering Extended Passive Mode (|||99999|)",
         "229 Entering Extended Passive Mode (|||123456|)",
         "229 Entering Extended Passive Mode (|||port|)",
-        "229 Entering Extended Passive Mode |||6446|",
+        "229 Entering Extended Passive Mode (||38835|)",
         "229 Entering Extended Passive Mode (||||)",
+        "229 Entering Passive Mode (10,0,0,1,4,1)",
         "229 Entering Extended Passive Mode",
     ],
 )
@@ -801,18 +826,15 @@ def test_feat_single_line_means_none() -> None:
 @pytest.mark.parametrize(
     ("parse", "line"),
     [
-        (parse_pasv, "229 Entering Extended Passive Mode (|||6446|)"),
         (parse_pasv, "500 PASV not understood"),
-        (parse_epsv, "227 Entering Passive Mode (10,0,0,1,4,1)"),
+        (parse_pasv, "150 Entering Passive Mode (10,0,0,1,4,1)"),
         (parse_epsv, "502 EPSV not implemented"),
+        (parse_epsv, "350 Entering Extended Passive Mode (|||6446|)"),
         (parse_size, "550 /a: No such file or directory"),
-        (parse_size, "212 1234"),
+        (parse_size, "350 1234"),
         (parse_mdtm, "550 /a: No such file or directory"),
-        (parse_mdtm, "211 20240315123456"),
-        (parse_257, '250 "/a" is current directory'),
         (parse_257, "550 Create directory operation failed."),
         (parse_feat, "500 Unknown command."),
-        (parse_feat, "214 Help OK."),
     ],
 )
 def test_wrong_reply_code(parse: object, line: str) -> None:
@@ -839,3 +861,308 @@ def test_unsafe_argument_error_never_quotes_the_argument() -> None:
         build_command("PASS", "hunter2\r\n")
     assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
     assert caught.value.message.startswith("PASS:")
+
+
+# --- Interop: formats servers really send (issue 12, kinds A, B, C, G) -------------------------
+
+
+def test_parsers_accept_any_2xx_whose_content_parses() -> None:
+    """Kind C: success is the class; the content is what matters."""
+    assert parse_pasv(reply("200 =10,0,0,1,4,1")) == ("10.0.0.1", 1025)
+    assert parse_epsv(reply("200 EPSV ok (|||6446|)")) == 6446
+    assert parse_size(reply("250 1234")) == 1234
+    assert parse_mdtm(reply("211 20240315123456")) == datetime(2024, 3, 15, 12, 34, 56, tzinfo=UTC)
+    assert parse_257(reply('250 "/a" is current directory')) == "/a"
+    assert parse_feat(Reply(214, ("214-Features", " SIZE", "214 End"))) == {"SIZE": ""}
+
+
+@pytest.mark.parametrize(
+    ("line", "port"),
+    [
+        ("229 Entering Extended Passive Mode |||6446|", 6446),
+        ("229 Entering Extended Passive Mode ( |||6446| )", 6446),
+        ("229 Entering Extended Passive Mode (||| 6446 |)", 6446),
+        ("229 Entering Extended Passive Mode (|1|127.0.0.1|6446|)", 6446),
+        ("229 Entering Extended Passive Mode (|2|::1|6446|)", 6446),
+        ("229 Entering Passive Mode. Really. (|||6446|).", 6446),
+        ("229 Entering Passive Mode. (|2|127.0.0.1|6446|)", 6446),
+        ("229 v1.2.3 ready: |1|10.0.0.1|6446|", 6446),
+    ],
+)
+def test_parse_epsv_lenient_forms(line: str, port: int) -> None:
+    assert parse_epsv(reply(line)) == port
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("227 Entering Passive Mode (127, 0, 0, 1, 210, 65).", ("127.0.0.1", 53825)),
+        ("227 Entering Passive Mode (127,0,0,1,210,65", ("127.0.0.1", 53825)),
+        ("227 Entering Passive Mode [127,0,0,1,210,65]", ("127.0.0.1", 53825)),
+        ("227 Entering Passive Mode <127,000,000,001,210,065>", ("127.0.0.1", 53825)),
+        ("227 Passive mode on 127,0,0,1,210,65 (2 of 4 ports)", ("127.0.0.1", 53825)),
+    ],
+)
+def test_parse_pasv_formats_seen(line: str, expected: tuple[str, int]) -> None:
+    assert parse_pasv(reply(line)) == expected
+
+
+# Text around the numbers: anything without digits next to them or commas between them.
+around = st.text(st.characters(codec="ascii", exclude_characters="\r\n0123456789,"), max_size=30)
+spaces = st.text(" \t", max_size=2)
+octet = st.integers(min_value=0, max_value=255)
+
+
+@given(
+    st.lists(octet, min_size=4, max_size=4),
+    st.integers(min_value=0, max_value=65535),
+    around,
+    around,
+    st.sampled_from(["()", "[]", "<>", "", "(", "=", "{}"]),
+    spaces,
+    spaces,
+    st.sampled_from([227, 200, 229]),
+    st.booleans(),
+)
+def test_parse_pasv_finds_the_address_in_any_text(
+    host: list[int],
+    port: int,
+    before: str,
+    after: str,
+    brackets: str,
+    space_before: str,
+    space_after: str,
+    code: int,
+    zero_pad: bool,
+) -> None:
+    numbers = [*host, port // 256, port % 256]
+    shown = [f"{n:03d}" if zero_pad else str(n) for n in numbers]
+    inner = f"{space_before},{space_after}".join(shown)
+    opening, closing = (brackets + "  ")[0].strip(), (brackets + "  ")[1].strip()
+    line = f"{code} {before}{opening}{inner}{closing}{after}"
+    assert parse_pasv(reply(line)) == (".".join(map(str, host)), port)
+
+
+# RFC 2428 allows any printable delimiter; a bracket as delimiter is ambiguous with the
+# brackets around the field, and a comma is kept for PASV-style text.
+delimiters = st.characters(min_codepoint=33, max_codepoint=126).filter(
+    lambda c: not c.isdigit() and c not in ",()"
+)
+
+
+@given(
+    delimiters,
+    st.integers(min_value=1, max_value=65535),
+    around,
+    around,
+    st.booleans(),
+    spaces,
+    st.sampled_from(["", "1", "2"]),
+    st.sampled_from(["", "127.0.0.1", "::1"]),
+)
+def test_parse_epsv_finds_the_port_in_any_text(
+    delimiter: str,
+    port: int,
+    before: str,
+    after: str,
+    bracketed: bool,
+    space: str,
+    protocol: str,
+    address: str,
+) -> None:
+    d = delimiter
+    address = address if d not in address else ""
+    body = f"{d}{protocol}{d}{address}{d}{space}{port}{space}{d}"
+    text = f"({body})" if bracketed else body
+    # Text next to the body must not hold the delimiter itself (it would be read as a field).
+    before, after = before.replace(d, ""), after.replace(d, "")
+    assert parse_epsv(reply(f"229 {before}{text}{after}")) == port
+
+
+@given(delimiters, st.integers(min_value=1, max_value=65535), around)
+def test_epsv_with_a_delimiter_missing_is_refused(delimiter: str, port: int, text: str) -> None:
+    """Case A2: ``(||38835|)`` has no port we can trust; the session falls back to PASV."""
+    d = delimiter
+    text = text.replace(d, "")
+    with pytest.raises(FTPProtocolError):
+        parse_epsv(reply(f"229 {text}({d}{d}{port}{d})"))
+
+
+FEAT_NAMES = st.sampled_from(["EPSV", "MDTM", "MFMT", "REST STREAM", "SIZE", "UTF8", "MLST type*;"])
+
+
+@given(
+    st.lists(FEAT_NAMES, min_size=1, max_size=6, unique=True),
+    st.sampled_from(["211-", " ", "", "  ", "211-  "]),
+    st.sampled_from(["\r\n", "\n"]),
+)
+def test_feat_lines_with_code_prefix_or_no_indent(names: list[str], prefix: str, eol: str) -> None:
+    """Kind B: ``211-SIZE`` (ProFTPD's option), `` SIZE`` (RFC 2389) and ``SIZE`` read alike."""
+    data = f"211-Features:{eol}" + "".join(f"{prefix}{n}{eol}" for n in names) + f"211 End{eol}"
+    features = feat(data.encode())
+    assert features == {n.split(" ", 1)[0]: (n.split(" ", 1) + [""])[1] for n in names}
+
+
+def test_feat_case_b1() -> None:
+    data = (
+        b"211-Features:\r\n211-EPSV\r\n211-MDTM\r\n211-MFMT\r\n211-REST STREAM\r\n"
+        b"211-SIZE\r\n211-UTF8\r\n211 End\r\n"
+    )
+    assert feat(data) == {
+        "EPSV": "", "MDTM": "", "MFMT": "", "REST": "STREAM", "SIZE": "", "UTF8": ""
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("150 Opening BINARY mode data connection for /data/invoice (5 bytes).csv (200000 bytes).",
+         200000),
+        ("150 Opening BINARY mode data connection for (1 bytes) (2 bytes) (3 bytes)", 3),
+        ("150 Opening BINARY mode data connection for a (12 Bytes).", 12),
+        ("150 Opening data connection for (7 bytes).txt", 7),
+    ],
+)  # fmt: skip
+def test_announced_size_is_the_last_one(text: str, size: int) -> None:
+    """Kind G: vsftpd puts the name first, and a name may hold ``(N bytes)`` itself."""
+    assert announced_size(Reply(150, (text,))) == size
+
+
+@given(
+    st.lists(st.tuples(st.text(max_size=8), st.integers(0, 10**12)), max_size=3),
+    st.integers(0, 10**12),
+)
+def test_announced_size_property(names: list[tuple[str, int]], size: int) -> None:
+    name = "".join(f"{text} ({n} bytes)" for text, n in names)
+    assert announced_size(Reply(150, (f"150 Opening for {name} ({size} bytes).",))) == size
+
+
+# --- Unasked replies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("verb", "line", "unasked"),
+    [
+        ("FEAT", "230 Login successful.", True),
+        ("TYPE", "230 Already logged in.", True),
+        ("MDTM", "226 Transfer complete.", True),
+        ("SIZE", "226 Transfer complete.", True),
+        ("EPSV", "226 Transfer complete.", True),
+        ("CWD", "227 Entering Passive Mode (1,2,3,4,5,6)", True),
+        ("PASS", "230 Login successful.", False),
+        ("RETR", "226 Transfer complete.", False),
+        ("EPSV", "227 Entering Passive Mode (1,2,3,4,5,6)", False),
+        ("PASV", "229 Entering Extended Passive Mode (|||6446|)", False),
+        ("SIZE", "229 Entering Extended Passive Mode (|||6446|)", True),
+        ("MDTM", "213 20240101000000", False),
+        ("MDTM", "550 Operation not permitted", False),
+        ("TYPE", "200 Switching to Binary mode.", False),
+        ("AUTH", "200 AUTH command ok", False),
+        ("SIZE", "421 Timeout.", False),
+    ],
+)
+def test_is_unsolicited(verb: str, line: str, unasked: bool) -> None:
+    from ftp_pooler.ftp.protocol import is_unsolicited
+
+    assert is_unsolicited(verb, reply(line)) is unasked
+
+
+ANSWERS = {
+    "USER": "331 Please specify the password.",
+    "PASS": "230 Login successful.",
+    "FEAT": "211 No features",
+    "TYPE": "200 Switching to Binary mode.",
+    "EPSV": "229 Entering Extended Passive Mode (|||6446|)",
+    "PASV": "227 Entering Passive Mode (127,0,0,1,4,1)",
+    "SIZE": "213 1234",
+    "MDTM": "213 20240101000000",
+    "CWD": "250 Directory successfully changed.",
+    "MKD": '257 "/a" created',
+    "DELE": "550 No such file",
+    "RNFR": "350 Ready for RNTO.",
+    "RNTO": "250 Rename successful.",
+}
+UNASKED = ["226 Transfer complete.", "230 Login successful.", "225 Data connection open."]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(ANSWERS)), st.lists(st.sampled_from(UNASKED), max_size=2)),
+        max_size=10,
+    )
+)
+def test_unasked_replies_never_shift_the_answers(
+    dialogue: list[tuple[str, list[str]]],
+) -> None:
+    """A reader that drops replies :func:`is_unsolicited` names gets each command's own answer.
+
+    The unasked replies are interleaved before the answer, except where the
+    code belongs to the command (a 230 before PASS's answer would be taken as
+    the answer, and rightly: nothing tells them apart).
+    """
+    from ftp_pooler.ftp.protocol import is_unsolicited
+
+    wire: list[tuple[str, Reply]] = []
+    for verb, extras in dialogue:
+        for extra in extras:
+            if is_unsolicited(verb, reply(extra)):
+                wire.append(("unasked", reply(extra)))
+        wire.append((verb, reply(ANSWERS[verb])))
+    stream = iter(wire)
+    for verb, _ in dialogue:
+        origin, got = next(stream)
+        while is_unsolicited(verb, got):
+            origin, got = next(stream)
+        assert origin == verb and got == reply(ANSWERS[verb])
+
+
+# --- Secrets and command lengths ---------------------------------------------------------------
+
+
+def test_scrub_replaces_every_secret() -> None:
+    from ftp_pooler.ftp.protocol import scrub, scrub_reply
+
+    assert scrub("530 Login incorrect for hunter2 (hunter2)", ("hunter2",)) == (
+        "530 Login incorrect for *** (***)"
+    )
+    assert scrub("nothing here", ("", "x" * 5)) == "nothing here"
+    sent = Reply(530, ("530-user alice pass hunter2", "530 denied"))
+    assert "hunter2" not in str(scrub_reply(sent, ("hunter2",)))
+    unchanged = Reply(200, ("200 OK",))
+    assert scrub_reply(unchanged, ("hunter2",)) is unchanged
+
+
+def test_command_longer_than_servers_accept_is_refused_before_sending() -> None:
+    from ftp_pooler.ftp.protocol import MAX_COMMAND_BYTES, CommandTooLongError
+
+    fits = "/" + "a" * (MAX_COMMAND_BYTES - len("RETR /\r\n"))
+    assert len(build_command("RETR", fits)) == MAX_COMMAND_BYTES
+    with pytest.raises(CommandTooLongError) as caught:
+        build_command("RETR", fits + "a")
+    assert caught.value.code is ErrorCode.PATH_NOT_ALLOWED
+    assert "aaaa" not in caught.value.message
+
+
+def test_path_fits_counts_utf8_bytes() -> None:
+    from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, path_fits
+
+    assert path_fits("/" + "a" * (MAX_PATH_BYTES - 1))
+    assert not path_fits("/" + "a" * MAX_PATH_BYTES)
+    assert not path_fits("é" * (MAX_PATH_BYTES // 2 + 1))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"211-EPSV\r\n211-SIZE\r\n211 End\r\n",
+        b"211-EPSV\r\n SIZE\r\n211 END\r\n",
+    ],
+)
+def test_feat_without_a_header_line(data: bytes) -> None:
+    assert feat(data) == {"EPSV": "", "SIZE": ""}
+
+
+@pytest.mark.parametrize("header", ["Features:", "Extensions supported", "Features supported:", ""])
+def test_feat_header_lines_are_not_features(header: str) -> None:
+    data = f"211-{header}\r\n MDTM\r\n211 End\r\n".encode()
+    assert feat(data) == {"MDTM": ""}

@@ -169,6 +169,7 @@ async def _copy(
             temp_suffix=settings.transfer.temp_suffix,
             observer=progress if display is not None else None,
             progress=progress,
+            durable=settings.transfer.durability == "fsync",
         )
 
         def finished(summary: CopySummary) -> None:

@@ -227,7 +227,8 @@ class WorkerSettings(_Section):
 
 
 class TransferSettings(_Section):
-    """Retry backoff (defaults from :class:`~ftp_pooler.retry.RetryPolicy`) and temp names."""
+    """Retry backoff (defaults from :class:`~ftp_pooler.retry.RetryPolicy`), temp names and
+    durability."""
 
     initial_backoff_seconds: float = Field(RetryPolicy.initial_backoff, ge=0)
     max_backoff_seconds: float = Field(RetryPolicy.max_backoff, ge=0)
@@ -235,6 +236,9 @@ class TransferSettings(_Section):
     jitter: float = Field(RetryPolicy.jitter, ge=0, le=1)
     """Each delay is scaled by a random factor in ``[1 - jitter, 1 + jitter]``."""
     temp_suffix: str = Field(".part", min_length=1, pattern=r"^[^/]+$")
+    durability: Literal["fsync", "none"] = "fsync"
+    """``fsync``: a download counts as done (result published, offset committable) only
+    once its bytes and its name are on stable storage; ``none``: once renamed into place."""
 
     def retry_policy(self) -> RetryPolicy:
         """The backoff policy; each task's ``retry_count`` sets its number of retries."""

@@ -12,14 +12,13 @@ partial file is never visible under its final name.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 import trio
@@ -28,13 +27,18 @@ from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpected_error
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
-from ftp_pooler.ftp.protocol import is_safe_argument
+from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
-from ftp_pooler.localfs import AtomicFile, LocalRoot, read_chunks, stat, temp_name
+from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+MAX_STALE_SESSIONS = 3
+"""Pooled sessions found closed by the server that one task may replace without
+spending an attempt (each is discarded, so a fresh one follows soon)."""
 
 
 class TransferObserver(Protocol):
@@ -83,6 +87,10 @@ class Transfer:
     policy: RetryPolicy
     started: float
     attempts: int = 0
+    stale_sessions: int = 0
+    """Pooled sessions found closed by the server and replaced (not attempts)."""
+    previous: ErrorCode | None = None
+    """The error code of the last failed attempt."""
 
     @property
     def connection(self) -> str:
@@ -106,6 +114,8 @@ class TransferEngine:
         worker: Name put into every result (host or pod name).
         temp_suffix: Ends the hidden names files have while in transit.
         observer: Told of bytes as they move and of retries, if given.
+        durable: Count a download done only once its bytes and name are fsynced
+            (``transfer.durability: fsync``).
     """
 
     def __init__(
@@ -117,6 +127,7 @@ class TransferEngine:
         worker: str,
         temp_suffix: str = ".part",
         observer: TransferObserver | None = None,
+        durable: bool = True,
     ) -> None:
         self._connections = connections
         self._observer = observer
@@ -125,7 +136,7 @@ class TransferEngine:
         self._retry = retry
         self._worker = worker
         self._local_roots = {
-            conn.id: LocalRoot(conn.base_path)
+            conn.id: LocalRoot(conn.base_path, durable=durable)
             for conn in connections.values()
             if isinstance(conn, LocalConnection)
         }
@@ -169,20 +180,9 @@ class TransferEngine:
         try:
             transfer.attempts += 1
             try:
-                outcome = await self._attempt(transfer.plan, task)
+                outcome = await self._attempt_once(transfer)
             except PoolerError as exc:
-                if not transfer.policy.should_retry(transfer.attempts, exc.retryable):
-                    return self.give_up(transfer, exc)
-                log.info(
-                    "transfer.retry",
-                    task_id=task.task_id,
-                    attempt=transfer.attempts,
-                    error_code=exc.code.value,
-                    error=exc.message,
-                )
-                if self._observer is not None:
-                    self._observer.retrying(transfer.plan.operation, transfer.connection, exc.code)
-                return transfer.policy.backoff(transfer.attempts)
+                return self._attempt_failed(transfer, exc)
             except Exception as exc:
                 log.exception("transfer.unexpected_error", task_id=task.task_id)
                 return self.give_up(transfer, unexpected_error(exc))
@@ -205,6 +205,37 @@ class TransferEngine:
             duration_ms=duration_ms,
             worker=self._worker,
         )
+
+    async def _attempt_once(self, transfer: Transfer) -> _Outcome:
+        """One attempt. A pooled session the server had closed (nothing moved) is
+        replaced without spending the attempt, up to :data:`MAX_STALE_SESSIONS` times."""
+        while True:
+            try:
+                return await self._attempt(transfer.plan, transfer.task)
+            except FTPError as exc:
+                if not exc.stale_session or transfer.stale_sessions >= MAX_STALE_SESSIONS:
+                    raise
+                transfer.stale_sessions += 1
+                log.info("transfer.stale_session", task_id=transfer.task.task_id, error=exc.message)
+
+    def _attempt_failed(self, transfer: Transfer, exc: PoolerError) -> Result | float:
+        """After a failed attempt: the task's result, or the backoff before the next one."""
+        if exc.code is ErrorCode.PROTOCOL_ERROR and transfer.previous is exc.code:
+            # The same protocol failure on a fresh session: it will not change.
+            return self.give_up(transfer, PoolerError(exc.code, exc.message, retryable=False))
+        transfer.previous = exc.code
+        if not transfer.policy.should_retry(transfer.attempts, exc.retryable):
+            return self.give_up(transfer, exc)
+        log.info(
+            "transfer.retry",
+            task_id=transfer.task.task_id,
+            attempt=transfer.attempts,
+            error_code=exc.code.value,
+            error=exc.message,
+        )
+        if self._observer is not None:
+            self._observer.retrying(transfer.plan.operation, transfer.connection, exc.code)
+        return transfer.policy.backoff(transfer.attempts)
 
     def give_up(self, transfer: Transfer, error: PoolerError) -> Result:
         """The failed result of a transfer that is tried no more (``error`` says why)."""
@@ -301,13 +332,15 @@ class TransferEngine:
     async def _download(self, plan: _Plan, task: Task) -> _Outcome:
         options = task.options
         conflict = options.conflict
-        if conflict is not ConflictPolicy.OVERWRITE and os.path.lexists(plan.local_path):
+        if conflict is not ConflictPolicy.OVERWRITE and await plan.local_root.exists(
+            plan.local_path
+        ):
             if conflict is ConflictPolicy.SKIP:
                 return _Outcome(0, skipped=True)
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
-        plan.local_root.make_parent(plan.local_path)
+        await plan.local_root.make_parent(plan.local_path)
         async with self._pool.session(plan.remote_id) as session:
-            file = AtomicFile(plan.local_path, self._temp_suffix)
+            file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
             try:
                 sink: Sink = file.write
                 if self._observer is not None:
@@ -316,8 +349,11 @@ class TransferEngine:
                 received = download.received
                 if options.verify_size:
                     expected = download.announced_size
-                    if expected is None and "SIZE" in session.features:
-                        expected = await session.size(plan.remote_path)
+                    if expected != received and "SIZE" in session.features:
+                        # No size in the 150, or one we may have misread from its text:
+                        # SIZE is the server's own word on the file.
+                        size = await _after_transfer(session.size(plan.remote_path), "SIZE")
+                        expected = expected if size is None else size
                     if expected is not None and received != expected:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -325,9 +361,10 @@ class TransferEngine:
                         )
                 mtime = None
                 if options.preserve_mtime:
-                    mtime = (await session.mdtm(plan.remote_path)).timestamp()
+                    moment = await _after_transfer(session.mdtm(plan.remote_path), "MDTM")
+                    mtime = moment.timestamp() if moment is not None else None
                 try:
-                    file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
+                    await file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
                 except PoolerError as exc:
                     if exc.code is ErrorCode.FILE_EXISTS and conflict is ConflictPolicy.SKIP:
                         return _Outcome(0, skipped=True)
@@ -364,22 +401,34 @@ class TransferEngine:
                             f"sent {sent} bytes, the file had {local.st_size}",
                         )
                     if options.verify_size and "SIZE" in session.features:
-                        stored = await session.size(temp)
-                        if stored != sent:
+                        stored = await _after_transfer(session.size(temp), "SIZE")
+                        if stored is not None and stored != sent:
                             raise PoolerError(
                                 ErrorCode.SIZE_MISMATCH,
                                 f"sent {sent} bytes, the server stored {stored}",
                             )
-                    if options.preserve_mtime:
-                        await session.set_mtime(temp, datetime.fromtimestamp(local.st_mtime, UTC))
-                    await _rename_into_place(
-                        session,
-                        temp,
-                        plan.remote_path,
-                        replace=conflict is ConflictPolicy.OVERWRITE,
-                    )
-                except BaseException:
-                    orphan = not await _discard_remote(session, temp)
+                    try:
+                        if options.preserve_mtime:
+                            moment = datetime.fromtimestamp(local.st_mtime, UTC)
+                            await session.set_mtime(temp, moment)
+                        await _rename_into_place(
+                            session,
+                            temp,
+                            plan.remote_path,
+                            replace=conflict is ConflictPolicy.OVERWRITE,
+                        )
+                    except FTPError as exc:
+                        if exc.code is not ErrorCode.FILE_NOT_FOUND:
+                            raise
+                        # Never FILE_NOT_FOUND for the file just stored: the server
+                        # took it away (an upload drop box that moves files at once).
+                        raise PoolerError(
+                            ErrorCode.PERMANENT,
+                            f"{exc.message} (the file just uploaded is gone from {temp})",
+                        ) from exc
+                except BaseException as exc:
+                    stale = isinstance(exc, FTPError) and exc.stale_session  # nothing was stored
+                    orphan = not stale and not await _discard_remote(session, temp)
                     raise
         finally:
             if orphan:
@@ -453,9 +502,31 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
-    if not connection.base_path:
-        return path
-    return f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
+    full = path
+    if connection.base_path:
+        full = f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
+    if not path_fits(full):
+        raise PoolerError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"remote path longer than {MAX_PATH_BYTES} bytes (servers refuse longer command lines)",
+        )
+    return full
+
+
+async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
+    """A metadata query (SIZE, MDTM) about a file just transferred; ``None`` if it failed.
+
+    The transfer's own final reply already said the bytes arrived; a refusal
+    here (``550 ...: Operation not permitted`` to MDTM, seen on vsftpd-based
+    appliances) or a session lost afterwards must neither fail the task as
+    FILE_NOT_FOUND for a file just read nor cause a second transfer. The task
+    completes without that datum, with a warning (docs/ftp-client.md).
+    """
+    try:
+        return await query
+    except FTPError as exc:
+        log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
+        return None
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:

@@ -62,27 +62,43 @@ class PoolerError(Exception):
     Args:
         code: What went wrong.
         message: Human-readable detail. Never contains credentials.
+        retryable: Overrides the code's own flag, for a failure known not to
+            change on another try (a protocol error that repeated on a fresh
+            session).
     """
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._retryable = retryable
 
     @property
     def retryable(self) -> bool:
-        return self.code.retryable
+        return self.code.retryable if self._retryable is None else self._retryable
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}, {self.message!r})"
 
 
 class FTPError(PoolerError):
-    """An error raised by the FTP client; ``reply`` is set when a server reply caused it."""
+    """An error raised by the FTP client; ``reply`` is set when a server reply caused it.
+
+    ``stale_session`` is set when a session taken from the pool turned out to
+    be closed by the server on its first command after the pool handed it
+    out, before any byte of a file moved: the task did not really start, so
+    it may run again on a fresh session without spending an attempt.
+    """
 
     def __init__(self, code: ErrorCode, message: str, reply: Reply | None = None) -> None:
         super().__init__(code, message)
         self.reply = reply
+        self.stale_session = False
+
+    def set_message(self, message: str) -> None:
+        """Replace the message (the session scrubs secrets from it before it leaves)."""
+        self.message = message
+        self.args = (message,)
 
 
 class FTPProtocolError(FTPError):
@@ -93,7 +109,19 @@ class FTPProtocolError(FTPError):
 
 
 _NOT_FOUND_WORDS = ("no such file", "not found", "does not exist", "doesn't exist", "not exist")
-_DENIED_WORDS = ("permission denied", "access denied", "not allowed", "forbidden", "denied")
+_DENIED_WORDS = (
+    "denied",
+    "not allowed",
+    "forbidden",
+    "not permitted",
+    "permission",
+    "insufficient privilege",
+    "read-only",
+    "read only",
+)
+"""Texts of a refusal for lack of rights, in any 55x (file system) reply (550 ``Operation not
+permitted``: vsftpd and Linux strerror(EPERM); ``Access is denied.``: IIS; 553 ``...:
+Permission denied``: pure-ftpd, proftpd)."""
 _BUSY_WORDS = ("too many", "try again later", "maximum number", "max connections")
 _PATH_COMMANDS = frozenset(
     {"RETR", "SIZE", "MDTM", "RNFR", "DELE", "CWD", "MLST", "MLSD", "LIST", "NLST", "RMD"}
@@ -118,7 +146,7 @@ def error_for_reply(reply: Reply, command: str | None = None) -> FTPError:
         error = ErrorCode.AUTH_FAILED
     elif code // 100 == 4:
         error = ErrorCode.TRANSIENT
-    elif code == 550 and any(w in text for w in _DENIED_WORDS):
+    elif code // 10 == 55 and any(w in text for w in _DENIED_WORDS):
         error = ErrorCode.PERMISSION_DENIED
     elif code == 550 and (verb in _PATH_COMMANDS or any(w in text for w in _NOT_FOUND_WORDS)):
         error = ErrorCode.FILE_NOT_FOUND

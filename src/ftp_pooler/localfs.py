@@ -1,8 +1,14 @@
-"""The local side of a transfer: paths confined to a base directory, atomic writes.
+"""The local side of a transfer: paths confined to a base directory, durable atomic writes.
 
-File I/O here is plain blocking ``os`` calls run on the event loop: on a local
-disk or tmpfs each costs microseconds, far less than a hop to a worker thread
-(see ``docs/architecture.md``).
+Every local file-system call goes through a volume's :class:`LocalIO`, which
+runs it on the event loop while that kind of call is fast (on a local disk or
+tmpfs most cost microseconds, less than a hop to a worker thread) and in a
+bounded thread pool once it proves slow (a network volume: every open, create,
+rename and close is a round trip). A download is durable before it counts as
+done: its bytes are fsynced before the rename, the directory after it, and
+concurrent downloads land in batches (:class:`GroupCommit`): one hop to a
+thread, their fsyncs in parallel, one fsync per directory for all of them.
+See ``docs/architecture.md`` ("Local I/O and durability").
 """
 
 from __future__ import annotations
@@ -12,12 +18,39 @@ import errno
 import os
 import secrets
 import stat as stat_module
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+import trio
 
 from ftp_pooler.errors import ErrorCode, PoolerError
 
 READ_CHUNK = 256 * 1024
+
+SLOW_CALL_SECONDS = 0.0005
+"""A call that blocks the event loop longer than this is slow.
+
+A hop to a worker thread and back costs the loop about 55-70 us of CPU here
+(``docs/architecture.md``); a call blocking several times that is cheaper off
+the loop."""
+SLOW_CALLS_TO_MOVE = 4
+"""Slow calls in a row that send a kind of call to threads.
+
+In a row, not on average: a busy machine preempts a fast call now and then
+(at a load average of 6 on this project's 2-core machine, 0.2-0.6 % of calls
+on tmpfs took over 0.5 ms, the longest 6 ms: enough to push an average over
+the line every few hundred calls), and that must not move tmpfs writes off
+the loop; on a slow volume every call is slow."""
+PROBE_SECONDS = 1.0
+"""How long a kind of call stays in threads before one call tries the loop again."""
+LOCAL_IO_THREADS = 64
+"""Worker threads per volume for slow calls (one per concurrent transfer is plenty)."""
+
+T = TypeVar("T")
 
 
 _ERRNO_CODES: dict[int, ErrorCode] = {
@@ -69,14 +102,221 @@ def quoted(path: str | os.PathLike[str]) -> str:
     return repr(os.fspath(path))
 
 
-class LocalRoot:
-    """A local connection's ``base_path``; every task path must stay inside it."""
+class OffloadPolicy:
+    """Which kinds of call run on the event loop and which in threads, from their durations.
 
-    def __init__(self, base_path: Path) -> None:
+    Pure bookkeeping (no clock, no I/O): the caller passes the time. A kind
+    starts on the loop. Once ``moves_after`` of its calls in a row took longer
+    than ``slow`` seconds there, it goes to threads for ``probe_after`` seconds;
+    the next call after that runs on the loop again as a probe: fast, and the
+    kind stays on the loop; slow, and it goes back to threads for another
+    period. So a slow volume blocks the loop for about one call per kind per
+    ``probe_after``, and a fast one never leaves it.
+    """
+
+    def __init__(
+        self,
+        slow: float = SLOW_CALL_SECONDS,
+        probe_after: float = PROBE_SECONDS,
+        moves_after: int = SLOW_CALLS_TO_MOVE,
+    ) -> None:
+        self.slow = slow
+        self.probe_after = probe_after
+        self.moves_after = moves_after
+        self._slow_in_a_row: dict[str, int] = {}
+        self._threads_until: dict[str, float] = {}
+
+    def inline(self, kind: str, now: float) -> bool:
+        """Whether the next call of ``kind`` runs on the loop (``now``: seconds, monotonic)."""
+        until = self._threads_until.get(kind)
+        return until is None or now >= until
+
+    def observe(self, kind: str, seconds: float, now: float) -> None:
+        """Record the duration of a call of ``kind`` that ran on the loop."""
+        if seconds <= self.slow:
+            self._slow_in_a_row[kind] = 0
+            self._threads_until.pop(kind, None)
+            return
+        count = self._slow_in_a_row.get(kind, 0) + 1
+        self._slow_in_a_row[kind] = count
+        if count >= self.moves_after:
+            self._threads_until[kind] = now + self.probe_after
+
+    def threaded(self) -> list[str]:
+        """The kinds now sent to threads (for tests and logs)."""
+        return sorted(self._threads_until)
+
+
+class LocalIO:
+    """Runs one volume's file-system calls on the loop or in its own threads.
+
+    Which, per kind of call, :class:`OffloadPolicy` decides from their durations.
+
+    Args:
+        threads: Most calls in worker threads at once (a ``trio.CapacityLimiter``).
+        policy: Decides per kind of call; the default measures.
+    """
+
+    def __init__(
+        self, threads: int = LOCAL_IO_THREADS, policy: OffloadPolicy | None = None
+    ) -> None:
+        self.policy = policy or OffloadPolicy()
+        self._limiter = trio.CapacityLimiter(threads)
+
+    async def run(self, kind: str, call: Callable[..., T], *args: object) -> T:
+        """``call(*args)``: on the loop (timed) or in a worker thread; its exceptions pass through.
+
+        A call in a thread is not abandoned when cancelled: it finishes first.
+        """
+        started = time.perf_counter()
+        if not self.policy.inline(kind, started):
+            return await trio.to_thread.run_sync(call, *args, limiter=self._limiter)
+        try:
+            return call(*args)
+        finally:
+            ended = time.perf_counter()
+            self.policy.observe(kind, ended - started, ended)
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Landing:
+    """One file of a group commit: what to do, and what went wrong (set by the batch)."""
+
+    file: AtomicFile
+    replace: bool
+    mtime: float | None
+    error: OSError | None = None
+    what: str = ""
+
+
+@dataclass
+class _Batch:
+    landings: list[_Landing] = field(default_factory=list)
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class GroupCommit:
+    """Lands files durably in batches: many files synced together, results released together.
+
+    A batch, run in one hop to a worker thread (or on the loop while the
+    volume is fast), fsyncs and renames all its files in parallel in a
+    bounded thread pool, then fsyncs each directory they landed in once, in
+    parallel too, and only then releases every caller. Callers that arrive
+    while a batch runs wait for it to end and form the next one, so the
+    fsync of a directory covers every rename of its batch (as databases share
+    one log flush among the commits that queued behind the last). The first
+    waiter of a batch runs it. Waiting is shielded from cancellation: a batch
+    always runs to the end, so no caller is released on a sync that did not
+    happen and no cancelled caller closes its file under the batch (the
+    cancellation is delivered when the caller next checkpoints).
+    """
+
+    def __init__(self, root: LocalRoot) -> None:
+        self._root = root
+        self._next: _Batch | None = None
+        self._running: _Batch | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    async def land(self, file: AtomicFile, *, replace: bool, mtime: float | None) -> None:
+        """fsync ``file``, move it into place, fsync its directory (and new parents).
+
+        Raises:
+            PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file
+                system (the temporary file is gone then).
+        """
+        if self._next is None:
+            self._next = _Batch()
+        batch = self._next
+        landing = _Landing(file, replace, mtime)
+        batch.landings.append(landing)
+        # Shielded: once queued, the file is the batch's until the batch ends (a caller
+        # cancelled meanwhile must not close the file under it); cancellation comes after.
+        with trio.CancelScope(shield=True):
+            while not batch.done.is_set():
+                if self._running is not None:
+                    await self._running.done.wait()
+                    continue
+                self._next, self._running = None, batch
+                try:
+                    directories = self._root.directories_to_sync(
+                        {str(each.file.final.parent) for each in batch.landings}
+                    )
+                    await self._root.io.run("land", self._run, batch.landings, directories)
+                    self._root.linked(directories)
+                finally:
+                    self._running = None
+                    batch.done.set()
+        if landing.error is not None:
+            file.discard()
+            raise error_for_os_error(landing.error, landing.what)
+
+    def _run(self, landings: list[_Landing], directories: dict[str, list[str]]) -> None:
+        """The batch's file-system calls (on a worker thread, or the loop when fast)."""
+
+        def move(landing: _Landing) -> None:
+            try:
+                landing.file.move_into_place(landing.replace, landing.mtime)
+            except OSError as exc:
+                file = landing.file
+                landing.error = exc
+                landing.what = f"moving {quoted(file.temp)} to {quoted(file.final)}"
+
+        failed: dict[str, OSError] = {}
+
+        def sync(directory: str) -> None:
+            try:
+                _fsync_directory(directory)
+            except OSError as exc:
+                failed[directory] = exc
+
+        self._each(move, landings)
+        self._each(sync, sorted({d for chain in directories.values() for d in chain}))
+        for landing in landings:
+            if landing.error is not None:
+                continue
+            for directory in directories[str(landing.file.final.parent)]:
+                if directory in failed:
+                    landing.error = failed[directory]
+                    landing.what = f"syncing directory {quoted(directory)}"
+                    break
+
+    def _each(self, call: Callable[[T], None], items: Sequence[T]) -> None:
+        if len(items) == 1:
+            call(items[0])
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(LOCAL_IO_THREADS, thread_name_prefix="localfs")
+        for _ in self._pool.map(call, items):
+            pass
+
+
+class LocalRoot:
+    """A local connection's ``base_path``; every task path must stay inside it.
+
+    Args:
+        base_path: The directory (a volume, or a directory on one).
+        durable: Whether a committed file is fsynced, with its directory, before
+            :meth:`AtomicFile.commit` returns (``transfer.durability: fsync``).
+        io: Runs this volume's calls; by default its own, measuring :class:`LocalIO`.
+    """
+
+    def __init__(self, base_path: Path, *, durable: bool = True, io: LocalIO | None = None) -> None:
         self.base = Path(os.path.realpath(base_path))
+        self.durable = durable
+        self.io = io or LocalIO()
         self._base = str(self.base)
         self._base_slash = self._base.rstrip("/") + "/"
         self._made_dirs: set[str] = set()
+        self._linked_dirs: set[str] = set()
+        self.group_commit = GroupCommit(self)
 
     def __repr__(self) -> str:
         return f"LocalRoot({self._base!r})"
@@ -116,16 +356,75 @@ class LocalRoot:
     def _inside(self, path: str) -> bool:
         return path == self._base or path.startswith(self._base_slash)
 
-    def make_parent(self, path: Path) -> None:
+    async def exists(self, path: Path) -> bool:
+        """Whether anything (a dangling symlink too) has this name."""
+        return await self.io.run("lookup", os.path.lexists, path)
+
+    async def make_parent(self, path: Path) -> None:
         """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
         parent = str(path.parent)
         if parent in self._made_dirs:
             return
         try:
-            os.makedirs(parent, exist_ok=True)
+            await self.io.run("mkdir", _make_directories, parent)
         except OSError as exc:
             raise error_for_os_error(exc, f"creating {quoted(parent)}") from exc
         self._made_dirs.add(parent)
+
+    async def open_atomic(self, final: Path, suffix: str = ".part") -> AtomicFile:
+        """A new :class:`AtomicFile` for ``final`` (its directory must exist).
+
+        Raises:
+            PoolerError: from the file system (PERMISSION_DENIED, IO_ERROR...).
+        """
+        temp = final.with_name(temp_name(final.name, suffix))
+        try:
+            fd = await self.io.run("create", _create_exclusive, temp)
+        except OSError as exc:
+            raise error_for_os_error(exc, f"creating {quoted(temp)}") from exc
+        return AtomicFile(self, final, temp, fd)
+
+    def directories_to_sync(self, directories: set[str]) -> dict[str, list[str]]:
+        """For each directory files land in, the directories to fsync so their names last.
+
+        The directory itself, and the parent of each directory on its way up to
+        ``base_path`` whose own name is not yet known durable: a directory's name
+        is durable once its parent was fsynced after it was made, and a directory
+        this process puts files in may have been made by one that died before
+        syncing it. So each directory's chain is synced once per process
+        (:meth:`linked` records it), then only the directory itself.
+        """
+        plan = {}
+        for directory in directories:
+            syncs = [directory]
+            walk = directory
+            while walk not in self._linked_dirs and walk != self._base and self._inside(walk):
+                walk = os.path.dirname(walk)
+                syncs.append(walk)
+            plan[directory] = syncs
+        return plan
+
+    def linked(self, plan: dict[str, list[str]]) -> None:
+        """Record the directories of a synced plan as durably named."""
+        for directory, syncs in plan.items():
+            walk = directory
+            for _ in syncs[1:]:
+                self._linked_dirs.add(walk)
+                walk = os.path.dirname(walk)
+
+
+def _make_directories(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+
+
+def _create_exclusive(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
+def _write_all(fd: int, chunk: bytes | bytearray | memoryview) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def temp_name(name: str, suffix: str) -> str:
@@ -136,27 +435,23 @@ def temp_name(name: str, suffix: str) -> str:
 class AtomicFile:
     """A file written under a hidden temporary name and moved into place only when complete.
 
-    The temporary file sits in the destination's directory (so the final
-    ``rename`` is atomic) and is removed whenever the write is not committed.
+    Made by :meth:`LocalRoot.open_atomic`. The temporary file sits in the
+    destination's directory (so the final ``rename`` is atomic) and is removed
+    whenever the write is not committed.
     """
 
-    def __init__(self, final: Path, suffix: str = ".part") -> None:
+    def __init__(self, root: LocalRoot, final: Path, temp: Path, fd: int) -> None:
         self.final = final
-        self.temp = final.with_name(temp_name(final.name, suffix))
+        self.temp = temp
         self.written = 0
-        try:
-            self._fd = os.open(
-                self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644
-            )
-        except OSError as exc:
-            raise error_for_os_error(exc, f"creating {quoted(self.temp)}") from exc
+        self._root = root
+        self._fd = fd
         self._open = True
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        view = memoryview(chunk)
+        """Append ``chunk`` (it must stay unchanged until this returns)."""
         try:
-            while view:
-                view = view[os.write(self._fd, view) :]
+            await self._root.io.run("write", _write_all, self._fd, chunk)
         except OSError as exc:
             raise error_for_os_error(exc, f"writing {quoted(self.temp)}") from exc
         self.written += len(chunk)
@@ -166,26 +461,40 @@ class AtomicFile:
             self._open = False
             os.close(self._fd)
 
-    def commit(self, *, replace: bool, mtime: float | None = None) -> None:
-        """Close and move into place; with ``replace=False`` an existing file is an error.
+    async def commit(self, *, replace: bool, mtime: float | None = None) -> None:
+        """Move into place; with ``replace=False`` an existing file is an error.
+
+        With a durable root, returns only once the bytes, the name and the
+        names of its directories would survive a power cut: ``fsync`` of the
+        file before the rename (so the final name never holds a short file),
+        then of the directory after it, group-committed (:class:`GroupCommit`).
 
         Raises:
             PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file system.
         """
+        if self._root.durable:
+            await self._root.group_commit.land(self, replace=replace, mtime=mtime)
+            return
         try:
-            self._close()
-            if mtime is not None:
-                os.utime(self.temp, (mtime, mtime))
-            if replace:
-                os.replace(self.temp, self.final)
-            else:
-                os.link(self.temp, self.final)
-                os.unlink(self.temp)
+            await self._root.io.run("commit", self.move_into_place, replace, mtime)
         except OSError as exc:
             self.discard()
             raise error_for_os_error(
                 exc, f"moving {quoted(self.temp)} to {quoted(self.final)}"
             ) from exc
+
+    def move_into_place(self, replace: bool, mtime: float | None) -> None:
+        """The blocking steps of :meth:`commit` but the directory's fsync (any thread)."""
+        if mtime is not None:
+            os.utime(self._fd, (mtime, mtime))
+        if self._root.durable:
+            os.fsync(self._fd)
+        self._close()
+        if replace:
+            os.replace(self.temp, self.final)
+        else:
+            os.link(self.temp, self.final)
+            os.unlink(self.temp)
 
     def discard(self) -> None:
         """Close and delete the temporary file (idempotent, never raises)."""

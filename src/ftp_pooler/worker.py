@@ -276,6 +276,7 @@ async def _run_worker(
             worker=settings.worker.name,
             temp_suffix=settings.transfer.temp_suffix,
             observer=metrics,
+            durable=settings.transfer.durability == "fsync",
         )
         dispatcher = Dispatcher(
             engine,

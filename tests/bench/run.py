@@ -8,6 +8,7 @@ measures it and checks what it copied::
     .venv/bin/python tests/bench/run.py [--quick] [--sets 4k,256k,2m]
         [--tools ftp-pooler,ftp-pooler-worker,rclone,lftp,ftplib] [--parallel 8,32] [--json OUT]
         [--directions download,upload] [--repeat N] [--pin] [--py-spy DIR] [--keep]
+        [--volume tmpfs,slowfs] [--durability fsync,none] [--slowfs-delay SECONDS]
 
 It needs root (pure-ftpd chroots), rclone and lftp (Debian) and pure-ftpd
 unpacked by ``.ci/run``.  ``--quick`` is a smoke run of under a minute; the
@@ -73,6 +74,14 @@ the JSON lists those runs under ``disturbed``.
 Data and destinations live on ``/dev/shm`` (file creation on ext4 costs more
 than the transfer; see /work/shared/TESTING.md).  Everything is cleaned up at
 exit, also on Ctrl-C and SIGTERM.
+
+``--volume slowfs`` adds ``ftp-pooler`` rows whose local side is a network-like
+volume instead: ``tests/servers/slowfs.py`` (FUSE, ``--slowfs-delay`` seconds per
+metadata operation, 2 ms by default, and a flush on close), fresh for every run;
+``--durability none`` adds rows with ``transfer.durability: none``.  Those rows
+are labelled ``ftp-pooler@slowfs``, ``ftp-pooler/none``, ``ftp-pooler@slowfs/none``
+and followed by their files/s over the plain ``ftp-pooler`` row (tmpfs, fsync);
+the file system's own CPU is in their JSON (``volume_cpu_s``), not in the tool's.
 """
 
 from __future__ import annotations
@@ -80,6 +89,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -108,13 +118,14 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from freed_pages import reported_kib  # tests/bench, this script's directory
-from mix_row import FULL as MIX_FULL  # tests/bench/mix_row.py
-from mix_row import QUICK as MIX_QUICK
-from mix_row import mix_line, run_mix
+from mix_row import FULL as MIX_FULL  # noqa: E402 -- tests/bench/mix_row.py
+from mix_row import QUICK as MIX_QUICK  # noqa: E402
+from mix_row import mix_line, run_mix  # noqa: E402
 from servers import ServerUnavailable
 from servers.kafka import TansuBroker, find_tansu
 from servers.netutil import count_established, free_port
 from servers.pureftpd import PureFTPd, find_pureftpd
+from servers.slowfs import SlowFS
 from servers.vsftpd import ensure_test_user
 
 HOST = "127.0.0.1"
@@ -483,6 +494,7 @@ class Bench:
     kafka: TansuBroker | None = None  # one broker for every ftp-pooler-worker row
     copy_startup_s: float | None = None  # ftp-pooler copy of nothing: its fixed cost
     retired: list[Path] = field(default_factory=list)  # copied trees, to delete before a clock
+    slowfs: SlowFS | None = None  # --volume slowfs
 
     @property
     def root(self) -> Path:
@@ -647,12 +659,12 @@ def job_ftplib(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path)
 
 
 def pooler_inputs(
-    b: Bench, data: DataSet, direction: str, run_dir: Path, label: str
+    b: Bench, data: DataSet, direction: str, run_dir: Path, label: str, dst: Path | None = None
 ) -> tuple[Path, Path, list[tuple[str, bytes]]]:
     """What ``copy`` and ``worker`` share: connections.ini, the destination to verify,
     and the tasks as (task_id, JSON)."""
     connections = run_dir / "connections.ini"
-    dst = b.work / "dst"
+    dst = dst or b.work / "dst"
     connections.write_text(
         f"[bench]\ntype = ftp\nhost = {HOST}\nport = {b.server.port}\n"
         f"user = {b.server.user}\npass = {b.server.password}\n\n"
@@ -678,15 +690,33 @@ def pooler_inputs(
     return connections, dest, tasks
 
 
-def job_ftp_pooler(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+def job_ftp_pooler(
+    b: Bench,
+    data: DataSet,
+    direction: str,
+    par: int,
+    run_dir: Path,
+    volume: str = "tmpfs",
+    durability: str = "fsync",
+) -> Job:
     config = run_dir / "config.yaml"
     tasks = run_dir / "tasks.jsonl"
     results = run_dir / "results.jsonl"
-    connections, dest, lines = pooler_inputs(b, data, direction, run_dir, "ftp-pooler")
+    dst = None
+    if volume == "slowfs":
+        assert b.slowfs is not None
+        b.slowfs.stop()  # a fresh, empty volume per run
+        shutil.rmtree(b.slowfs.state, ignore_errors=True)
+        b.slowfs.start()
+        dst = b.slowfs.mount / "dst"
+        dst.mkdir()
+    connections, dest, lines = pooler_inputs(b, data, direction, run_dir, "ftp-pooler", dst)
     config.write_text(
         f"pool:\n  max_sessions_per_pod: {par}\n  max_sessions_per_connection: {par}\n"
         f"worker:\n  max_inflight: {par}\n  name: bench\n"
         f"logging:\n  level: WARNING\n"
+        # the default is left unwritten, so that a tree from before the setting runs too
+        + ("" if durability == "fsync" else f"transfer:\n  durability: {durability}\n")
     )
     tasks.write_bytes(b"".join(line + b"\n" for _id, line in lines))
     ids = {task_id for task_id, _line in lines}
@@ -856,6 +886,25 @@ JOBS = {
     "rclone": job_rclone,
     "lftp": job_lftp,
 }
+VOLUMES = ("tmpfs", "slowfs")
+DURABILITIES = ("fsync", "none")
+
+
+def volume_tool(volume: str, durability: str) -> str:
+    """The label of ``copy`` on ``volume`` with ``durability`` (plain ``ftp-pooler``:
+    tmpfs, fsync)."""
+    return "ftp-pooler" + ("" if volume == "tmpfs" else f"@{volume}") + (
+        "" if durability == "fsync" else f"/{durability}"
+    )
+
+
+VOLUME_TOOLS = {
+    volume_tool(v, d): functools.partial(job_ftp_pooler, volume=v, durability=d)
+    for v in VOLUMES
+    for d in DURABILITIES
+    if (v, d) != ("tmpfs", "fsync")
+}
+JOBS.update(VOLUME_TOOLS)
 
 
 def check_results(job: Job) -> list[str]:
@@ -1299,6 +1348,7 @@ def run_one(
     dst.mkdir()
     job = JOBS[tool](b, data, direction, par, run_dir)
     b.drain()
+    volume_cpu0 = b.slowfs.cpu_seconds() if b.slowfs is not None else 0.0
     load = os.getloadavg()[0]
     worker: WorkerOutcome | None = None
     broker_cpu = 0.0
@@ -1325,6 +1375,7 @@ def run_one(
         harness = self_cpu_seconds() - self0
         left = b.drain()
         server_cpu = b.server_cpu() - cpu0
+    volume_cpu = b.slowfs.cpu_seconds() - volume_cpu0 if b.slowfs is not None else 0.0
     # CPU that was neither the tool, the server, the broker nor the harness: other work
     # on the machine competing for the cores (the server part is counted up to the drain).
     foreign = max(0.0, busy - (m.user + m.system) - server_cpu - harness - broker_cpu)
@@ -1362,6 +1413,9 @@ def run_one(
         "note": job.note,
     }
     problems: list[str] = []
+    if "@slowfs" in tool:
+        row["volume_cpu_s"] = volume_cpu
+        row["volume_cpu_s_per_1000_files"] = volume_cpu * 1000 / n
     if worker is not None:
         row["broker_cpu_s"] = broker_cpu
         row["broker_cpu_s_per_1000_files"] = broker_cpu * 1000 / n
@@ -1622,6 +1676,24 @@ help=f"{','.join(TOOLS)} (default: all)",
         "tests/bench/mix_row.py)",
     )
     p.add_argument(
+        "--volume",
+        type=lambda v: _csv(v, VOLUMES),
+        default=["tmpfs"],
+        help="tmpfs,slowfs: ftp-pooler's local side (default: tmpfs)",
+    )
+    p.add_argument(
+        "--durability",
+        type=lambda v: _csv(v, DURABILITIES),
+        default=["fsync"],
+        help="fsync,none: ftp-pooler's transfer.durability (default: fsync)",
+    )
+    p.add_argument(
+        "--slowfs-delay",
+        type=float,
+        default=0.002,
+        help="seconds per metadata operation on --volume slowfs (default 0.002)",
+    )
+    p.add_argument(
         "--keep",
         action="store_true",
         help="keep the work directory on /dev/shm (logs of every failed run)",
@@ -1629,6 +1701,16 @@ help=f"{','.join(TOOLS)} (default: all)",
     args = p.parse_args(argv)
     if args.parallel is None:
         args.parallel = [8] if args.quick else [8, 32]
+    if "ftp-pooler" in args.tools:
+        variants = [
+            volume_tool(volume, durability)
+            for volume in args.volume
+            for durability in args.durability
+        ]
+        if "tmpfs" not in args.volume or "fsync" not in args.durability:
+            variants.insert(0, "ftp-pooler")  # the reference of every variant
+        at = args.tools.index("ftp-pooler")
+        args.tools[at : at + 1] = variants
     return args
 
 
@@ -1793,6 +1875,8 @@ def run_matrix(
                     if not row["ok"] and row.get("stderr_tail"):
                         for line in str(row["stderr_tail"]).splitlines()[-6:]:
                             print(f"{'':>12}stderr: {line[:300]}", flush=True)
+                    if tool in VOLUME_TOOLS and (line := volume_line(row, rows)):
+                        print(line, flush=True)
                     if tool == WORKER_TOOL:
                         ratio = worker_vs_copy(row, rows, bench.copy_startup_s)
                         if ratio is not None:
@@ -1801,6 +1885,22 @@ def run_matrix(
                             print(line, flush=True)
                     if row.get("profile"):
                         row["profile_summary"] = show_profile(Path(str(row["profile"])))
+
+
+def volume_line(row: dict[str, object], rows: list[dict[str, object]]) -> str | None:
+    """A ``--volume``/``--durability`` row's files/s over the plain ``ftp-pooler`` row's
+    (tmpfs, fsync) of the same set, direction and parallelism, and the volume's CPU."""
+    key = (row["set"], row["direction"], row["parallelism"])
+    plain = [
+        r for r in rows
+        if r["tool"] == "ftp-pooler" and (r["set"], r["direction"], r["parallelism"]) == key
+    ]  # fmt: skip
+    rate, base = _num(row.get("files_per_s")), plain and _num(plain[-1].get("files_per_s"))
+    if rate is None or not base:
+        return None
+    cpu = row.get("volume_cpu_s_per_1000_files")
+    volume = f"; the file system's CPU {cpu:.2f} s / 1,000 files" if cpu is not None else ""
+    return f"{'':>12}{row['tool']}: {rate / base:.2f} of ftp-pooler on tmpfs{volume}"
 
 
 def _num(value: object) -> float | None:
@@ -1970,6 +2070,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.chmod(0o755)
     server: PureFTPd | None = None
     kafka_broker: TansuBroker | None = None
+    bench: Bench | None = None
     rows: list[dict[str, object]] = []
     out_path = Path(args.json)
     try:
@@ -1999,6 +2100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({time.perf_counter() - started:.1f} s); fresh topics and group per row",
                 flush=True,
             )
+        if any("@slowfs" in tool for tool in args.tools):
+            bench.slowfs = SlowFS(
+                work / "slowfs", work / "slowfs-state", delay=args.slowfs_delay
+            )
+            print(f"slowfs at {bench.slowfs.mount}: {args.slowfs_delay * 1000:g} ms per "
+                  "metadata operation, flush on close", flush=True)
         if args.pin:
             global TOOL_CPUS
             others = os.sched_getaffinity(0) - {0}
@@ -2063,6 +2170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     helper.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     helper.wait(5)
+        if bench is not None and bench.slowfs is not None:
+            bench.slowfs.stop()
         if kafka_broker is not None:
             kafka_broker.stop()
         if server is not None:

@@ -296,6 +296,7 @@ class SessionPool:
             session = conn.idle.pop()
             if await self._usable(conn, session):
                 conn.busy += 1
+                session.reused = True
                 return session
         await self._make_room()
         conn.opening += 1
@@ -366,12 +367,19 @@ class SessionPool:
         conn.breaker = conn.breaker.succeeded()
 
     async def _usable(self, conn: _Connection, session: FTPSession) -> bool:
-        """Whether an idle session taken off the stack still works; closes it if not."""
-        if self._clock() - session.last_used < self.limits.noop_after_seconds:
-            return True
+        """Whether an idle session taken off the stack still works; closes it if not.
+
+        First, with no round trip, whatever the server sent while it sat idle
+        is read (:meth:`FTPSession.check_idle`): an EOF or a ``421`` there
+        (vsftpd's ``idle_session_timeout``, a server shutting down) means the
+        server closed it, however short the idle time. Past
+        ``noop_after_seconds`` a NOOP also proves the server still answers.
+        """
         try:
-            with trio.move_on_after(session.config.timeouts.reply):
-                await session.noop()
+            alive = await session.check_idle()
+            if alive and self._clock() - session.last_used >= self.limits.noop_after_seconds:
+                with trio.move_on_after(session.config.timeouts.reply):
+                    await session.noop()
         except FTPError:
             pass
         except BaseException:
@@ -411,14 +419,29 @@ class SessionPool:
             conn.last_refusal = self._clock()
 
     async def _release(self, conn: _Connection, session: FTPSession, borrower: object) -> None:
-        conn.busy -= 1
+        """Take a session back: idle if it is in step, else closed.
+
+        A session with bytes still unread (a second reply to an over-long
+        command line, a late 226) is drained first and closed if that fails
+        (:meth:`FTPSession.check_idle`): the next borrower must never read a
+        reply meant for an earlier command.
+        """
         try:
-            if session.broken or session.closed or self._closed or conn.open >= conn.cap:
-                await self._close(conn, session)
-            else:
-                conn.idle.append(session)
+            keep = not (session.broken or session.closed or self._closed)
+            if keep:
+                keep = await session.check_idle()
+        except BaseException:
+            keep = False
+            raise
         finally:
-            self._release_tokens(conn, borrower)
+            conn.busy -= 1
+            try:
+                if keep and conn.open < conn.cap:
+                    conn.idle.append(session)
+                else:
+                    await self._close(conn, session)
+            finally:
+                self._release_tokens(conn, borrower)
 
     async def _close(self, conn: _Connection, session: FTPSession) -> None:
         self._closing += 1

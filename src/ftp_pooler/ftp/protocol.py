@@ -5,7 +5,11 @@ chunks the transport received and yields complete :class:`Reply` objects
 (RFC 959 section 4.2, single- and multi-line). :func:`build_command` turns a
 verb and arguments into the bytes to send, refusing anything that could
 smuggle a second command onto the wire. The ``parse_*`` functions read the
-payload of specific replies (227, 229, 213, 257, 211 FEAT).
+payload of specific replies (227, 229, 213, 257, 211 FEAT); each accepts
+any 2xx whose content parses, because servers differ on the exact code.
+:func:`is_unsolicited` tells a reply that cannot answer a command (a late
+226, a second 230) from one that can; :func:`scrub` takes secrets out of
+reply text that is kept in errors.
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ MAX_LINE_BYTES = 8192
 
 MAX_REPLY_LINES = 10_000
 """Most lines one multi-line reply may have (FEAT and HELP stay far below)."""
+
+MAX_COMMAND_BYTES = 2048
+"""Longest command line sent, CRLF included.
+
+pyftpdlib answers a longer line with ``500 Command too long.`` and then
+answers its tail again (two replies to one command); vsftpd cuts lines at
+4096 bytes. Refusing longer lines before sending keeps the session in step.
+"""
+
+MAX_PATH_BYTES = MAX_COMMAND_BYTES - 128
+"""Longest remote path (UTF-8) a task may name: a command line holds the path
+plus a verb, a timestamp (MFMT) and a temporary name's prefix and suffix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +101,13 @@ class ReplyParser:
 
     Feed it received bytes with :meth:`feed`, then call :meth:`next_reply`
     until it returns ``None`` (it needs more data). Lines end in CRLF; a bare
-    LF is tolerated. Bytes that are not UTF-8 are read as Latin-1, so no input
-    makes it raise anything but :class:`FTPProtocolError`.
+    LF is tolerated. A multi-line reply ends at the first line of three digits
+    followed by a space (or by nothing), whatever its code, and the reply takes
+    that line's code: RFC 959 section 4.2 wants the opening code repeated, but
+    servers close a ``553-`` block with ``150 ...`` and mean the 150 (seen in
+    the field; lftp and curl read it the same way). Bytes that are not UTF-8
+    are read as Latin-1, so no input makes it raise anything but
+    :class:`FTPProtocolError`.
     """
 
     def __init__(self) -> None:
@@ -144,8 +165,8 @@ class ReplyParser:
         self._pending_lines.append(decode_text(line))
         if len(self._pending_lines) > MAX_REPLY_LINES:
             raise FTPProtocolError(f"multi-line reply longer than {MAX_REPLY_LINES} lines")
-        if head is not None and head[0] == self._pending_code and head[1] != b"-":
-            reply = Reply(self._pending_code, tuple(self._pending_lines))
+        if head is not None and head[1] != b"-":
+            reply = Reply(head[0], tuple(self._pending_lines))
             self._pending_code = None
             self._pending_lines = []
             return reply
@@ -175,11 +196,26 @@ def is_safe_argument(text: str) -> bool:
     return _FORBIDDEN.search(text) is None
 
 
+class CommandTooLongError(FTPError):
+    """A command line would exceed :data:`MAX_COMMAND_BYTES`; nothing was sent.
+
+    The message names the command and the length, never the argument.
+    """
+
+    def __init__(self, verb: str, length: int) -> None:
+        super().__init__(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{verb}: command line of {length} bytes is longer than the "
+            f"{MAX_COMMAND_BYTES} bytes servers accept",
+        )
+
+
 def build_command(verb: str, *args: str) -> bytes:
     """Encode one command line, CRLF-terminated, arguments in UTF-8.
 
     Raises:
         UnsafeArgumentError: An argument contains CR, LF, NUL or a lone surrogate.
+        CommandTooLongError: The line would exceed :data:`MAX_COMMAND_BYTES`.
         ValueError: ``verb`` is not an FTP verb.
     """
     if not _VERB.fullmatch(verb):
@@ -188,7 +224,15 @@ def build_command(verb: str, *args: str) -> bytes:
         if not is_safe_argument(arg):
             raise UnsafeArgumentError(verb)
     line = " ".join((verb, *args)) if args else verb
-    return line.encode("utf-8") + b"\r\n"
+    encoded = line.encode("utf-8") + b"\r\n"
+    if len(encoded) > MAX_COMMAND_BYTES:
+        raise CommandTooLongError(verb, len(encoded))
+    return encoded
+
+
+def path_fits(path: str) -> bool:
+    """Whether ``path`` is at most :data:`MAX_PATH_BYTES` in UTF-8 (lone surrogates count 3)."""
+    return len(path.encode("utf-8", "surrogatepass")) <= MAX_PATH_BYTES
 
 
 def verb_of(command: bytes) -> str:
@@ -196,20 +240,31 @@ def verb_of(command: bytes) -> str:
     return command.split(b" ", 1)[0].strip().decode("ascii", "replace")
 
 
-def _expect(reply: Reply, *codes: int) -> None:
-    if reply.code not in codes:
-        raise FTPProtocolError(f"expected reply {'/'.join(map(str, codes))}, got {reply}")
+def _expect_success(reply: Reply, usual: int) -> None:
+    """Any 2xx: servers answer with other codes of the class than the RFC's (``usual``)."""
+    if not reply.is_success:
+        raise FTPProtocolError(f"expected reply {usual} (or another 2xx), got {reply}")
 
 
-_PASV = re.compile(r"(?<!\d)(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})(?!\d)")
+_PASV = re.compile(
+    r"(?<!\d)(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})"
+    r"\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})(?!\d)"
+)
 
 
 def parse_pasv(reply: Reply) -> tuple[str, int]:
     """Host and port of a 227 reply (``227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)``).
 
-    The numbers are found anywhere in the text: some servers drop the parentheses.
+    The six numbers are found anywhere in the text, with or without brackets
+    and with spaces around the commas (RFC 959 section 4.1.2 leaves the text
+    around them free; ``227 =h1,h2,...`` (Microsoft), ``(h1, h2, ...)`` and
+    no brackets at all are all seen). Any 2xx code is read, so a 227 given in
+    answer to EPSV works too.
+
+    Raises:
+        FTPProtocolError: Not a 2xx, no six numbers, or a number above 255.
     """
-    _expect(reply, 227)
+    _expect_success(reply, 227)
     match = _PASV.search(reply.text)
     if match is None:
         raise FTPProtocolError(f"no address in PASV reply: {reply}")
@@ -220,28 +275,38 @@ def parse_pasv(reply: Reply) -> tuple[str, int]:
     return host, numbers[4] * 256 + numbers[5]
 
 
-_EPSV = re.compile(r"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
+_EPSV_BODY = r"([!-+\--/:-~])(?:(?!\1).)*\1(?:(?!\1).)*\1\s*(\d{1,5})\s*\1"
+_EPSV_BRACKETED = re.compile(r"\(\s*" + _EPSV_BODY + r"\s*\)")
+_EPSV_ANYWHERE = re.compile(r"(?=" + _EPSV_BODY + ")")
 
 
 def parse_epsv(reply: Reply) -> int:
     """Port of a 229 reply (``229 Entering Extended Passive Mode (|||6446|)``).
 
-    RFC 2428 lets the server pick any printable delimiter; it must be the same
-    four times.
+    RFC 2428 section 3 lets the server pick any printable delimiter, the same
+    four times, with empty protocol and address fields (a comma is not taken
+    as the delimiter, so a PASV-style text is not misread). Read leniently, as
+    curl and lftp do: spaces around the port, brackets missing, and the two
+    fields filled in (their content is ignored: the data connection goes to
+    the control connection's peer). A bracketed field wins over one found
+    elsewhere in the text; the first with a port in 1..65535 counts. Any 2xx
+    code is read.
+
+    Raises:
+        FTPProtocolError: Not a 2xx, or no delimited port in 1..65535.
     """
-    _expect(reply, 229)
-    match = _EPSV.search(reply.text)
-    if match is None:
-        raise FTPProtocolError(f"no port in EPSV reply: {reply}")
-    port = int(match.group(2))
-    if not 0 < port < 65536:
-        raise FTPProtocolError(f"bad port in EPSV reply: {reply}")
-    return port
+    _expect_success(reply, 229)
+    for candidates in (_EPSV_BRACKETED, _EPSV_ANYWHERE):
+        for match in candidates.finditer(reply.text):
+            port = int(match.group(2))
+            if 0 < port < 65536:
+                return port
+    raise FTPProtocolError(f"no port in EPSV reply: {reply}")
 
 
 def parse_size(reply: Reply) -> int:
-    """Byte count of a 213 reply to SIZE (RFC 3659)."""
-    _expect(reply, 213)
+    """Byte count of a 213 reply to SIZE (RFC 3659 section 4); any 2xx is read."""
+    _expect_success(reply, 213)
     text = reply.text.strip()
     if not text.isdigit() or not text.isascii():
         raise FTPProtocolError(f"bad SIZE reply: {reply}")
@@ -279,14 +344,17 @@ def format_time_val(moment: datetime) -> str:
 
 
 def parse_mdtm(reply: Reply) -> datetime:
-    """Modification time of a 213 reply to MDTM (RFC 3659), in UTC."""
-    _expect(reply, 213)
+    """Modification time of a 213 reply to MDTM (RFC 3659 section 3), in UTC; any 2xx is read."""
+    _expect_success(reply, 213)
     return parse_time_val(reply.text.strip().split()[0] if reply.text.strip() else "")
 
 
 def parse_257(reply: Reply) -> str:
-    """The path in a 257 reply (PWD, MKD): the first quoted string, ``""`` unescaped."""
-    _expect(reply, 257)
+    """The path in a 257 reply (PWD, MKD): the first quoted string, ``""`` unescaped.
+
+    Any 2xx is read (a quoted path is what matters).
+    """
+    _expect_success(reply, 257)
     text = reply.text
     start = text.find('"')
     if start < 0:
@@ -305,16 +373,33 @@ def parse_257(reply: Reply) -> str:
     raise FTPProtocolError(f"unterminated path in 257 reply: {reply}")
 
 
+_FEAT_PREFIX = re.compile(r"\d{3}[- ]")
+_FEATURE_LIKE = re.compile(r"[A-Z][A-Z0-9]{2,3}(?: \S.*)?")
+"""An upper-case feature name (``EPSV``, ``REST STREAM``), as opposed to a header
+(``Features:``, ``Extensions supported``)."""
+
+
 def parse_feat(reply: Reply) -> dict[str, str]:
-    """Features of a 211 reply to FEAT (RFC 2389): upper-cased name -> parameters.
+    """Features of a 211 reply to FEAT (RFC 2389 section 3.2): upper-cased name -> parameters.
 
     ``AUTH TLS`` and ``AUTH SSL`` are kept apart as ``"AUTH"`` with joined
-    parameters (``"TLS SSL"``). A single-line 211 means no features.
+    parameters (``"TLS SSL"``). A single-line reply means no features. Lines
+    may carry the code as a prefix (``211-MDTM``: ProFTPD with
+    ``MultilineRFC2228``, some IIS versions) or lack the leading space; both
+    read like an indented line. A first line that is a feature rather than a
+    header (``211-EPSV``) counts too. Any 2xx is read.
     """
-    _expect(reply, 211)
+    _expect_success(reply, 211)
     features: dict[str, str] = {}
-    for line in reply.lines[1:-1]:
-        entry = line.strip()
+    first = reply.lines[0][4:].strip() if len(reply.lines) > 2 else ""
+    lines = reply.lines[1:-1]
+    if _FEATURE_LIKE.fullmatch(first):  # ``211-EPSV`` with no header line before it
+        lines = (first, *lines)
+    for line in lines:
+        entry = line
+        if _FEAT_PREFIX.match(entry):
+            entry = entry[4:]
+        entry = entry.strip()
         if not entry:
             continue
         name, _, params = entry.partition(" ")
@@ -327,10 +412,69 @@ def parse_feat(reply: Reply) -> dict[str, str]:
     return features
 
 
-_ANNOUNCED_SIZE = re.compile(r"\((\d+) bytes?\)")
+_ANNOUNCED_SIZE = re.compile(r"\((\d+) bytes?\)", re.IGNORECASE)
 
 
-def announced_size(reply: Reply) -> int | None:
-    """The size a 150/125 reply announces, as vsftpd and proftpd do: ``(4096 bytes)``."""
-    match = _ANNOUNCED_SIZE.search(reply.text)
-    return int(match.group(1)) if match else None
+def announced_size(reply: Reply, path: str = "") -> int | None:
+    """The size a 150/125 reply announces, as vsftpd and proftpd do: ``(4096 bytes)``.
+
+    The file name is taken out of the text first (``path`` as sent, and its
+    last component), then the LAST group counts: vsftpd puts the name first,
+    and a name may hold ``(5 bytes)`` itself (``for /data/invoice (5
+    bytes).csv (200000 bytes).``), with or without a size after it.
+    """
+    text = reply.text
+    for name in (path, path.rsplit("/", 1)[-1]):
+        if name:
+            text = text.replace(name, " ")
+    found = _ANNOUNCED_SIZE.findall(text)
+    return int(found[-1]) if found else None
+
+
+_TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
+_OWNED_CODES: dict[int, frozenset[str]] = {
+    225: _TRANSFER_VERBS | {"ABOR"},
+    226: _TRANSFER_VERBS | {"ABOR"},
+    230: frozenset({"USER", "PASS", "ACCT", "REIN"}),
+    232: frozenset({"USER", "PASS", "ACCT"}),
+    227: frozenset({"PASV", "EPSV"}),
+    229: frozenset({"EPSV", "PASV"}),
+    331: frozenset({"USER"}),
+    332: frozenset({"USER", "PASS"}),
+    350: frozenset({"RNFR", "REST"}),
+}
+"""Completion codes that answer only these commands (RFC 959 section 4.2.2, RFC 2428).
+A 229 answers PASV too: servers behind NAT64/CLAT do that (cpython gh-14187)."""
+
+
+def is_unsolicited(verb: str, reply: Reply) -> bool:
+    """Whether ``reply`` cannot be the answer to ``verb`` and must be an unasked reply.
+
+    Servers send complete replies nobody asked for: a second ``230`` after
+    login (some IIS and Serv-U setups), a late ``226`` after a transfer already
+    answered (seen after ABOR races and on Windows servers). Read as the
+    answer to the next command, every later reply would be shifted by one.
+    Only codes that belong to specific commands are judged (transfer ends,
+    login, passive, RNFR/REST); errors (4xx/5xx) and generic codes always
+    count as answers.
+    """
+    owners = _OWNED_CODES.get(reply.code)
+    return owners is not None and verb.upper() not in owners
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every occurrence of each non-empty secret replaced by ``***``.
+
+    Servers echo command arguments in replies (``530 Login incorrect for
+    password hunter2``); reply text kept in errors and logs goes through here.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def scrub_reply(reply: Reply, secrets: tuple[str, ...]) -> Reply:
+    """``reply`` with :func:`scrub` applied to each line (the same object if nothing changed)."""
+    lines = tuple(scrub(line, secrets) for line in reply.lines)
+    return reply if lines == reply.lines else Reply(reply.code, lines)

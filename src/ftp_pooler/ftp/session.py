@@ -6,18 +6,32 @@ each. Any failure that leaves the conversation out of step (a timeout, a
 dropped connection, a cancellation, a reply we cannot parse) marks the
 session ``broken``: it is closed and never reused. A plain error reply
 (``550 No such file``) leaves it usable.
+
+Before each command, complete replies that arrived unasked (a second 230,
+a late 226) are read and dropped, found without a round trip: the parser's
+buffer and a zero-timeout poll of the control socket. A reply whose code
+cannot answer the command sent (see :func:`protocol.is_unsolicited`) is
+dropped too, so one unasked reply never shifts every later one by one.
+The same check, run by the pool on an idle session, finds sessions the
+server has closed (EOF, or ``421`` waiting in the socket).
+
+Every error leaving a session has the session's password scrubbed from its
+message and reply: servers echo arguments (``530 ... password hunter2``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import select
 import socket
 import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+import structlog
 import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError, error_for_reply
@@ -26,8 +40,16 @@ from ftp_pooler.ftp.config import FTPConfig, TLSMode
 from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
 from ftp_pooler.ftp.protocol import Reply, ReplyParser, build_command
 
+log = structlog.get_logger(__name__)
+
 CHUNK_SIZE = 256 * 1024
 """Largest read from a socket, and the size uploads are sent in."""
+
+_T = TypeVar("_T")
+
+_TLS_RECORD_WAIT = 0.05
+"""Seconds the unasked-reply check waits when the control socket is readable but the
+TLS layer has no reply yet (records such as session tickets); plain TCP never waits."""
 
 Sink = Callable[[memoryview | bytes | bytearray], Awaitable[object]]
 """Where downloaded bytes go, one chunk at a time; a chunk is only valid during the call."""
@@ -40,7 +62,8 @@ class Download:
     received: int
     """Bytes written to the sink."""
     announced_size: int | None
-    """The size the server named in its 150 reply (``(1234 bytes)``), if it did."""
+    """The size the server named in its 150 reply (``(1234 bytes)``), if it did (or
+    the SIZE that vouched for a data connection closed without TLS close_notify)."""
 
 
 @dataclass
@@ -48,7 +71,8 @@ class ServerQuirks:
     """What one server taught us, shared by all sessions to it."""
 
     epsv: bool = True
-    """Cleared when the server answers EPSV with a 5xx; PASV is used from then on."""
+    """Cleared when the server refuses EPSV (a 5xx, or a 229 with no port we can read,
+    as a server behind a broken NAT helper sends); PASV is used from then on."""
 
 
 class SessionFactory:
@@ -96,6 +120,13 @@ class FTPSession:
         self._parser = ReplyParser()
         self._peer_host = config.host
         self._buffer = bytearray(CHUNK_SIZE)
+        self._secrets = (config.password.get_secret_value(),)
+        self._ragged_eof = False
+        self._no_data_tls = False
+        self.reused = False
+        """Set by the pool when it hands out an idle session; cleared by the first
+        reply after that. A session the server closed while idle fails its first
+        command with ``stale_session`` set on the error (see :class:`FTPError`)."""
 
     def __repr__(self) -> str:
         state = "broken" if self.broken else "open"
@@ -119,21 +150,23 @@ class FTPSession:
     async def _login(self) -> None:
         config = self.config
         if config.tls is TLSMode.EXPLICIT:
-            await self._command("AUTH", "TLS", expect=(234,))
+            # RFC 4217 says 234; some servers say 200 and start the handshake all the same.
+            await self._command("AUTH", "TLS")
             with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
-        reply = await self._command("USER", config.user, expect=(230, 331))
+        reply = await self._command("USER", config.user, intermediate=(331,))
         if reply.code == 331:
-            await self._command("PASS", config.password.get_secret_value(), expect=(230, 202))
+            await self._command("PASS", config.password.get_secret_value())
         if config.tls is not TLSMode.NONE:
-            await self._command("PBSZ", "0", expect=(200,))
-            await self._command("PROT", "P", expect=(200,))
+            await self._command("PBSZ", "0")
+            await self._command("PROT", "P")
         feat = await self._exchange(build_command("FEAT"))
-        if feat.code == 211:
-            self.features = protocol.parse_feat(feat)
+        if feat.is_success:
+            with self._guard("FEAT"):
+                self.features = protocol.parse_feat(feat)
         if "UTF8" in self.features:
             await self._exchange(build_command("OPTS", "UTF8", "ON"))
-        await self._command("TYPE", "I", expect=(200,))
+        await self._command("TYPE", "I")
 
     async def _start_tls(self) -> None:
         assert self._stream is not None and self._ssl_context is not None
@@ -172,6 +205,19 @@ class FTPSession:
     def closed(self) -> bool:
         return self._stream is None
 
+    def _mark(self, error: FTPError) -> None:
+        """Scrub the password from an error leaving the session; flag a stale pooled session."""
+        message = protocol.scrub(error.message, self._secrets)
+        if message != error.message:
+            error.set_message(message)
+        if error.reply is not None:
+            error.reply = protocol.scrub_reply(error.reply, self._secrets)
+        dead = error.code is ErrorCode.CONNECTION_ERROR or (
+            error.reply is not None and error.reply.code == 421
+        )
+        if self.reused and dead:
+            error.stale_session = True
+
     # -- control channel -----------------------------------------------------------
 
     def _guard(self, what: str) -> _Guard:
@@ -189,34 +235,143 @@ class FTPSession:
 
     async def _read_reply_from(self, stream: trio.abc.Stream) -> Reply:
         while (reply := self._parser.next_reply()) is None:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
-            self._parser.feed(data)
+            self._parser.feed(await self._receive_control(stream))
         return reply
+
+    @staticmethod
+    async def _receive_control(stream: trio.abc.Stream) -> bytes | bytearray:
+        """Bytes from the control connection.
+
+        Raises:
+            FTPError: CONNECTION_ERROR when the server closed it, with TLS
+                ``close_notify`` or without (servers closing an idle FTPS
+                session often skip it): a closed connection, not a TLS failure.
+        """
+        try:
+            data = await stream.receive_some(65536)
+        except trio.BrokenResourceError as exc:
+            if not _is_ragged_eof(exc):
+                raise
+            data = b""
+        if not data:
+            raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
+        return data
 
     async def _send(self, command: bytes) -> None:
         if self._stream is None or self.broken:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
+        await self._drain_unasked()
         await self._stream.send_all(command)
 
+    def _has_unread(self) -> bool:
+        """Whether bytes wait in the parser or the control socket (no round trip, no wait)."""
+        if self._parser.has_partial_data:
+            return True
+        if self._tcp is None:
+            return False
+        poller = select.poll()
+        poller.register(self._tcp.socket.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+    async def _drain_unasked(self) -> None:
+        """Read and drop complete replies that came unasked; waits only to finish a partial one.
+
+        Raises:
+            FTPError: SERVER_BUSY when one is a 421 (the server is closing the
+                session: idle timeout, shutdown), CONNECTION_ERROR on EOF.
+        """
+        assert self._stream is not None
+        while True:
+            while (reply := self._parser.next_reply()) is not None:
+                self._drop_unasked(None, reply)
+            data: bytes | bytearray | None = None
+            if self._parser.has_partial_data:
+                data = await self._receive_control(self._stream)  # the rest of a reply
+            elif self._has_unread():
+                # Over TLS the bytes may be records with no reply in them (TLS 1.3
+                # session tickets after the handshake): wait for a reply only briefly.
+                with trio.move_on_after(_TLS_RECORD_WAIT):
+                    data = await self._receive_control(self._stream)
+                if data is None:
+                    return
+            else:
+                return
+            self._parser.feed(data)
+
+    def _drop_unasked(self, verb: str | None, reply: Reply) -> None:
+        if reply.code in (421, 221):
+            raise error_for_reply(reply, verb)
+        log.warning(
+            "ftp.unasked_reply",
+            server=f"{self.config.host}:{self.config.port}",
+            command=verb,
+            reply=protocol.scrub(str(reply), self._secrets)[:200],
+        )
+
+    async def check_idle(self) -> bool:
+        """Whether an idle session is still usable, found without a round trip.
+
+        Replies that arrived while idle are read and dropped; a 421 or an EOF
+        among them (the server closed the session: vsftpd's
+        ``idle_session_timeout`` sends ``421 Timeout.`` and closes) makes the
+        session broken. Waits only to complete a partial reply (at most the
+        reply timeout). Never raises but for cancellation.
+        """
+        if self.broken or self._stream is None:
+            return False
+        if not self._has_unread():
+            return True
+        try:
+            with self._guard("idle check"), _FailAfter(self.config.timeouts.reply):
+                await self._drain_unasked()
+        except FTPError:
+            self.broken = True  # a 221 too: the server said goodbye
+            return False
+        return not self.broken
+
     async def _exchange(self, command: bytes) -> Reply:
-        """Send one command and read its final reply (skipping 1xx)."""
-        with self._guard(protocol.verb_of(command)), _FailAfter(self.config.timeouts.reply):
-            await self._send(command)
-            reply = await self._read_reply()
-            while reply.is_preliminary:
-                reply = await self._read_reply()
+        """Send one command and read its final reply (skipping 1xx and unasked replies)."""
+        verb = protocol.verb_of(command)
+        dropped: Reply | None = None
+        with self._guard(verb):
+            try:
+                with _FailAfter(self.config.timeouts.reply):
+                    await self._send(command)
+                    reply = await self._read_reply()
+                    while reply.is_preliminary or protocol.is_unsolicited(verb, reply):
+                        if not reply.is_preliminary:
+                            self._drop_unasked(verb, reply)
+                            dropped = reply
+                        reply = await self._read_reply()
+            except trio.TooSlowError:
+                if dropped is None:
+                    raise
+                # Not an unasked reply after all, but the server's (wrong) answer.
+                raise FTPError(
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"{verb}: unexpected reply {dropped}, and no other reply followed",
+                ) from None
             self.last_used = trio.current_time()
+            if reply.code != 421:  # a 421 says the server is closing the session
+                self.reused = False
             return reply
 
-    async def _command(self, verb: str, *args: str, expect: tuple[int, ...]) -> Reply:
-        """Send a command; raise the mapped :class:`FTPError` unless the reply is in ``expect``."""
+    async def _command(self, verb: str, *args: str, intermediate: tuple[int, ...] = ()) -> Reply:
+        """Send a command; any 2xx (or a code in ``intermediate``) is success.
+
+        Success is the reply class, not one code (RFC 959 section 4.2: the
+        first digit says whether the command succeeded; servers differ in the
+        others: ``200`` to AUTH TLS, ``250`` or ``200`` to CWD, MKD, DELE).
+
+        Raises:
+            FTPError: The mapped error of a 4xx/5xx; PROTOCOL_ERROR for a 1xx/3xx
+                the command does not allow.
+        """
         command = build_command(verb, *args)
         reply = await self._exchange(command)
-        if reply.code not in expect:
+        if not reply.is_success and reply.code not in intermediate:
             with self._guard(verb):
-                if reply.is_success or reply.is_intermediate:
+                if reply.is_intermediate or reply.is_preliminary:
                     raise FTPError(
                         ErrorCode.PROTOCOL_ERROR, f"{verb}: unexpected reply {reply}", None
                     )
@@ -226,21 +381,26 @@ class FTPSession:
     # -- simple commands -------------------------------------------------------------
 
     async def noop(self) -> None:
-        await self._command("NOOP", expect=(200,))
+        await self._command("NOOP")
 
     async def pwd(self) -> str:
-        return protocol.parse_257(await self._command("PWD", expect=(257,)))
+        return self._parsed(protocol.parse_257, await self._command("PWD"), "PWD")
 
     async def cwd(self, path: str) -> None:
-        await self._command("CWD", path, expect=(250, 200))
+        await self._command("CWD", path)
 
     async def size(self, path: str) -> int:
         """Size in bytes (binary mode is always on, so it is exact)."""
-        return protocol.parse_size(await self._command("SIZE", path, expect=(213,)))
+        return self._parsed(protocol.parse_size, await self._command("SIZE", path), "SIZE")
 
     async def mdtm(self, path: str) -> datetime:
         """Modification time, UTC."""
-        return protocol.parse_mdtm(await self._command("MDTM", path, expect=(213,)))
+        return self._parsed(protocol.parse_mdtm, await self._command("MDTM", path), "MDTM")
+
+    def _parsed(self, parse: Callable[[Reply], _T], reply: Reply, verb: str) -> _T:
+        """``parse(reply)``; a reply that does not parse is a protocol error (session broken)."""
+        with self._guard(verb):
+            return parse(reply)
 
     async def set_mtime(self, path: str, moment: datetime) -> None:
         """Set a file's modification time with MFMT, or vsftpd's two-argument MDTM.
@@ -250,20 +410,25 @@ class FTPSession:
         """
         stamp = protocol.format_time_val(moment)
         if "MFMT" in self.features:
-            await self._command("MFMT", stamp, path, expect=(213, 200, 250))
+            await self._command("MFMT", stamp, path)
         elif "MDTM" in self.features:
-            await self._command("MDTM", stamp, path, expect=(213, 200, 250))
+            await self._command("MDTM", stamp, path)
         else:
             raise FTPError(ErrorCode.PERMANENT, "server cannot set modification times")
 
     async def mkd(self, path: str) -> None:
-        await self._command("MKD", path, expect=(257, 250))
+        await self._command("MKD", path)
 
     async def makedirs(self, path: str) -> None:
         """``mkdir -p``: create ``path`` and any missing parents; existing ones are fine.
 
         Creating a directory that exists fails on every server with some 5xx, so
         errors on the parents are ignored and only the last directory is checked.
+
+        Raises:
+            FTPError: The refusal of the MKD of the shallowest directory that
+                does not exist afterwards (``550 Permission denied`` ->
+                PERMISSION_DENIED), never the CWD used to check it.
         """
         try:
             await self.mkd(path)
@@ -271,8 +436,10 @@ class FTPSession:
         except FTPError as exc:
             if exc.reply is None:
                 raise
+            whole = exc
         parts = [p for p in path.split("/") if p]
         prefix = "/" if path.startswith("/") else ""
+        refused: list[tuple[str, FTPError]] = []
         created_last = False
         for part in parts:
             prefix = f"{prefix}{part}"
@@ -282,37 +449,74 @@ class FTPSession:
             except FTPError as exc:
                 if exc.reply is None:
                     raise
+                refused.append((prefix, exc))
                 created_last = False
             prefix += "/"
         if not created_last:
-            await self._require_directory(path)
+            await self._require_directory(path, refused or [(path, whole)])
 
-    async def _require_directory(self, path: str) -> None:
+    async def _require_directory(self, path: str, refused: list[tuple[str, FTPError]]) -> None:
+        """Check ``path`` exists (CWD there and back); if not, raise the MKD refusal behind it."""
         here = await self.pwd()
-        await self.cwd(path)
+        try:
+            await self.cwd(path)
+        except FTPError as exc:
+            if exc.reply is None:
+                raise
+            cause = await self._first_missing(refused)
+            await self.cwd(here)
+            raise cause from None
         await self.cwd(here)
 
+    async def _first_missing(self, refused: list[tuple[str, FTPError]]) -> FTPError:
+        """The MKD refusal of the first of ``refused`` that CWD cannot enter."""
+        for directory, refusal in refused:
+            try:
+                await self.cwd(directory)
+            except FTPError as exc:
+                if exc.reply is None:
+                    raise
+                return refusal
+        return refused[-1][1]
+
     async def rename(self, source: str, target: str) -> None:
-        await self._command("RNFR", source, expect=(350,))
-        await self._command("RNTO", target, expect=(250, 200))
+        await self._command("RNFR", source, intermediate=(350,))
+        await self._command("RNTO", target)
 
     async def delete(self, path: str) -> None:
-        await self._command("DELE", path, expect=(250, 200))
+        await self._command("DELE", path)
 
     # -- data connections --------------------------------------------------------------
 
     async def _passive_address(self) -> tuple[str, int]:
+        """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
+
+        EPSV answered with a 227 is read as PASV (some servers do), PASV
+        answered with a 229 as EPSV; a 5xx, or a 2xx whose port cannot be read
+        (``(||38835|)``), counts as EPSV refused: PASV from then on for that
+        server, recorded in its quirks.
+        """
         if self.quirks.epsv:
             reply = await self._exchange(build_command("EPSV"))
-            if reply.code == 229:
-                with self._guard("EPSV"):
+            if reply.code == 227:
+                return self._pasv_target(reply, "EPSV")
+            if reply.is_success:
+                try:
                     return self._peer_host, protocol.parse_epsv(reply)
-            if reply.code // 100 != 5:
+                except FTPError:
+                    pass
+            elif reply.code // 100 != 5:
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
-        reply = await self._command("PASV", expect=(227,))
-        with self._guard("PASV"):
+        reply = await self._command("PASV")
+        if reply.code == 229:  # an EPSV answer to PASV (servers behind NAT64)
+            with self._guard("PASV"):
+                return self._peer_host, protocol.parse_epsv(reply)
+        return self._pasv_target(reply, "PASV")
+
+    def _pasv_target(self, reply: Reply, verb: str) -> tuple[str, int]:
+        with self._guard(verb):
             host, port = protocol.parse_pasv(reply)
         if self.config.pasv_use_reply_address and _routable(host):
             return host, port
@@ -349,24 +553,40 @@ class FTPSession:
         async def handshake() -> None:
             with self._guard(f"{verb} TLS handshake"):
                 assert isinstance(data, trio.SSLStream)
-                await data.do_handshake()
+                try:
+                    await data.do_handshake()
+                except trio.BrokenResourceError as exc:
+                    # Some servers close the data connection of an empty file without
+                    # starting TLS at all: the same as a ragged end after 0 bytes,
+                    # judged by the final reply and the size like one.
+                    if not _closed_by_peer(exc):
+                        raise
+                    self._no_data_tls = True
 
         with self._guard(verb), _FailAfter(self.config.timeouts.reply):
             await self._send(command)
             if isinstance(data, trio.SSLStream):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(handshake)
-                    reply = await self._read_reply()
+                    reply = await self._read_answer(verb)
                     if not reply.is_preliminary:
                         nursery.cancel_scope.cancel()
             else:
-                reply = await self._read_reply()
+                reply = await self._read_answer(verb)
         assert reply is not None
         if not reply.is_preliminary:
             with self._guard(verb):
                 if reply.is_success:
                     raise FTPError(ErrorCode.PROTOCOL_ERROR, f"{verb}: no data was sent: {reply}")
                 raise error_for_reply(reply, verb)
+        return reply
+
+    async def _read_answer(self, verb: str) -> Reply:
+        """The next reply that can answer ``verb``; replies it cannot are dropped as unasked."""
+        reply = await self._read_reply()
+        while protocol.is_unsolicited(verb, reply):
+            self._drop_unasked(verb, reply)
+            reply = await self._read_reply()
         return reply
 
     async def _transfer(
@@ -379,6 +599,8 @@ class FTPSession:
         transfer at once. Returns the byte count and the 1xx reply.
         """
         tcp, data = await self._open_data()
+        self._ragged_eof = False
+        self._no_data_tls = False
         try:
             preliminary = await self._start_transfer(data, verb, path)
             final: Reply | None = None
@@ -388,7 +610,7 @@ class FTPSession:
 
                     async def watch_reply() -> None:
                         nonlocal final
-                        final = await self._read_reply()
+                        final = await self._read_answer(verb)
                         if not final.is_success:
                             nursery.cancel_scope.cancel()
 
@@ -397,6 +619,12 @@ class FTPSession:
                     await _end_of_data(tcp, data)
                     nursery.cancel_scope.deadline = trio.current_time() + self.config.timeouts.reply
                 if final is None:
+                    if self._ragged_eof:
+                        raise FTPError(
+                            ErrorCode.TLS_ERROR,
+                            f"{verb}: data connection ended without TLS close_notify"
+                            " and no reply followed",
+                        )
                     raise FTPError(ErrorCode.TIMEOUT, f"{verb}: no reply after the data")
                 if not final.is_success:
                     raise error_for_reply(final, verb)
@@ -413,6 +641,9 @@ class FTPSession:
         """
         stall = self.config.timeouts.data_stall
         total = 0
+        if self._no_data_tls:
+            self._ragged_eof = True
+            return 0
         with trio.CancelScope(deadline=trio.current_time() + stall) as scope:
             if isinstance(data, trio.SocketStream):
                 sock = data.socket
@@ -422,10 +653,15 @@ class FTPSession:
                     await sink(view[:count])
                     scope.deadline = trio.current_time() + stall
             else:
-                while chunk := await data.receive_some(CHUNK_SIZE):
-                    total += len(chunk)
-                    await sink(chunk)
-                    scope.deadline = trio.current_time() + stall
+                try:
+                    while chunk := await data.receive_some(CHUNK_SIZE):
+                        total += len(chunk)
+                        await sink(chunk)
+                        scope.deadline = trio.current_time() + stall
+                except trio.BrokenResourceError as exc:
+                    if not _is_ragged_eof(exc):
+                        raise
+                    self._ragged_eof = True
         if scope.cancelled_caught:
             raise FTPError(ErrorCode.TIMEOUT, f"{verb}: data stalled for {stall:g} s")
         return total
@@ -433,14 +669,35 @@ class FTPSession:
     async def retrieve(self, path: str, sink: Sink) -> Download:
         """Download ``path``, handing each chunk to ``sink``.
 
+        An FTPS data connection that ends with a bare TCP FIN instead of TLS
+        ``close_notify`` (servers on .NET and IIS) is complete when the final
+        2xx came and the byte count equals the size announced in the 150
+        reply or, failing that, the one SIZE gives: what curl and lftp accept.
+
         Raises:
             FTPError: FILE_NOT_FOUND, PERMISSION_DENIED, TIMEOUT when no byte
-                arrives for ``timeouts.data_stall`` seconds, TRANSIENT on 426/451...
+                arrives for ``timeouts.data_stall`` seconds, TRANSIENT on 426/451,
+                TLS_ERROR when the TLS ending is missing and the count does not
+                match (or cannot be checked)...
         """
         received, preliminary = await self._transfer(
             "RETR", path, lambda data: self._receive("RETR", data, sink)
         )
-        return Download(received, protocol.announced_size(preliminary))
+        announced = protocol.announced_size(preliminary, path)
+        if self._ragged_eof:
+            expected = announced
+            if expected is None and "SIZE" in self.features:
+                with contextlib.suppress(FTPError):  # reported below as the TLS ending
+                    expected = await self.size(path)
+            if expected != received:
+                said = "no size" if expected is None else f"{expected} bytes"
+                raise FTPError(
+                    ErrorCode.TLS_ERROR,
+                    f"RETR: data connection ended without TLS close_notify after {received}"
+                    f" bytes; the server said {said}",
+                )
+            announced = expected
+        return Download(received, announced)
 
     async def store(self, path: str, source: AsyncIterable[bytes | memoryview]) -> int:
         """Upload ``source`` to ``path``; returns the byte count.
@@ -565,14 +822,16 @@ class _Guard:
         if raised is None:
             return False
         exc = _meaningful(raised)
+        session = self._session
         what = self._what
         if isinstance(exc, FTPError):
             if exc.reply is None or exc.reply.code == 421:
-                self._session.broken = True
+                session.broken = True
+            session._mark(exc)
             if exc is raised:
                 return False
             raise exc from None
-        self._session.broken = True
+        session.broken = True
         if isinstance(exc, PoolerError):  # the sink's or the source's local error, mid-transfer
             raise exc from exc.__cause__
         if isinstance(exc, trio.TooSlowError):
@@ -582,7 +841,9 @@ class _Guard:
             raise FTPError(ErrorCode.TLS_ERROR, f"{what}: {tls_error}") from exc
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
             detail = str(exc) or type(exc).__name__
-            raise FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}") from exc
+            error = FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}")
+            session._mark(error)
+            raise error from exc
         return False
 
 
@@ -622,6 +883,24 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
             yield from _leaves(exc)
         else:
             yield exc
+
+
+def _is_ragged_eof(exc: trio.BrokenResourceError) -> bool:
+    """Whether a TLS stream broke because the peer sent FIN without ``close_notify``.
+
+    As trio's own check (``trio._ssl._is_eof``): OpenSSL 3 reports it as
+    ``SSLEOFError`` or as ``UNEXPECTED_EOF_WHILE_READING``.
+    """
+    cause = exc.__cause__
+    return isinstance(cause, ssl.SSLEOFError) or (
+        isinstance(cause, ssl.SSLError) and "UNEXPECTED_EOF_WHILE_READING" in str(cause)
+    )
+
+
+def _closed_by_peer(exc: trio.BrokenResourceError) -> bool:
+    """Whether a TLS handshake broke because the peer closed the connection (EOF or reset)."""
+    cause = exc.__cause__
+    return _is_ragged_eof(exc) or isinstance(cause, ConnectionResetError | BrokenPipeError)
 
 
 def _routable(host: str) -> bool:

@@ -1,0 +1,1003 @@
+"""Partner servers that bend the rules (issue 12, /work/shared/interop/CASES.md).
+
+Each handed case (A1 ... G1) replays its dialogue with the scripted server
+(tests/scripted_server.py) or a real vsftpd (F1) and runs ``copy`` in-process
+(:func:`ftp_pooler.batch.copy_tasks` with the engine); each asserts the result
+lines (status, error_code, attempts) and the bytes on disk. The variants after
+each case are other servers' forms of the same kind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftp_pooler.batch import copy_tasks
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
+from ftp_pooler.engine import TransferEngine
+from ftp_pooler.ftp.config import FTPConfig, Timeouts, TLSMode
+from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
+from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.retry import RetryPolicy
+from scripted_server import Rule, ScriptedFTPServer
+from servers import FTPServer
+
+MakeScripted = Callable[..., ScriptedFTPServer]
+NO_WAIT = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
+TIMEOUTS = Timeouts(connect=5.0, reply=2.0, data_stall=5.0)
+MTIME = datetime(2021, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+A_BIN = os.urandom(300_000)
+UP_BIN = os.urandom(120_000)
+
+
+def config_for(server: ScriptedFTPServer | FTPServer, **overrides: Any) -> FTPConfig:
+    values: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "tls": TLSMode.EXPLICIT if server.tls else TLSMode.NONE,
+        "ca_file": server.ca_file,
+        "timeouts": TIMEOUTS,
+    }
+    values.update(overrides)
+    return FTPConfig(**values)
+
+
+async def copy(
+    local: Path,
+    servers: dict[str, ScriptedFTPServer | FTPServer],
+    tasks: list[dict[str, Any]],
+    *,
+    limits: PoolLimits | None = None,
+    **ftp: Any,
+) -> dict[str, dict[str, Any]]:
+    """Run ``tasks`` (one at a time, in order) like ``ftp-pooler copy``; result lines by task id."""
+    conns = Connections(
+        [
+            *(FTPConnection(id=name, ftp=config_for(s, **ftp)) for name, s in servers.items()),
+            LocalConnection(id="local", base_path=local),
+        ]
+    )
+    factories = {name: SessionFactory(conns[name].ftp) for name in servers}  # type: ignore[union-attr]
+    source = io.BytesIO(b"".join(json.dumps(t).encode() + b"\n" for t in tasks))
+    results = io.BytesIO()
+    async with open_session_pool(factories, limits or PoolLimits()) as pool:
+        engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="interop")
+        await copy_tasks(source, results, engine, concurrency=1, worker="interop")
+    lines = [json.loads(line) for line in results.getvalue().splitlines()]
+    assert len(lines) == len(tasks)
+    return {line["task_id"]: line for line in lines}
+
+
+def download(remote: str, local: str, conn: str = "partner", **options: Any) -> dict[str, Any]:
+    return {
+        "task_id": f"dl {remote}",
+        "src_id": conn,
+        "src_path": remote,
+        "dst_id": "local",
+        "dst_path": local,
+        "options": options,
+    }
+
+
+def upload(local: str, remote: str, conn: str = "partner", **options: Any) -> dict[str, Any]:
+    return {
+        "task_id": f"ul {remote}",
+        "src_id": "local",
+        "src_path": local,
+        "dst_id": conn,
+        "dst_path": remote,
+        "options": options,
+    }
+
+
+def outcome(result: dict[str, Any]) -> tuple[str, str | None, int]:
+    return result["status"], result.get("error_code"), result["attempts"]
+
+
+COMPLETED_ONCE = ("completed", None, 1)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Path:
+    root = tmp_path / "local"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "up.bin").write_bytes(UP_BIN)
+    return root
+
+
+async def download_and_upload(local: Path, server: ScriptedFTPServer, **options: Any) -> None:
+    """The task pair of cases A1, A2: both must complete on the first attempt, bytes intact."""
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            download("/data/a.bin", "out/a.bin", **options),
+            upload("in/up.bin", "/data/up.bin", **options),
+        ],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE, COMPLETED_ONCE], results
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+    assert server.files["/data/up.bin"] == UP_BIN
+
+
+def commands(server: ScriptedFTPServer, verb: str) -> list[str]:
+    return [c for c in server.commands if c.split(" ", 1)[0].upper() == verb]
+
+
+# --- A. Passive-mode replies ------------------------------------------------------------------
+
+
+async def test_a1_epsv_answered_with_a_227(make_scripted_ftp: MakeScripted, local: Path) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN}, rules=[Rule(r"EPSV", lambda s, m: s.pasv_reply())]
+    )
+    await download_and_upload(local, server)
+
+
+async def test_a2_229_with_a_delimiter_missing_falls_back_to_pasv_for_good(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        rules=[Rule(r"EPSV", "229 Entering Extended Passive Mode (||38835|)")],
+    )
+    await download_and_upload(local, server)
+    assert len(commands(server, "EPSV")) == 1, "the refusal is remembered for the server"
+    assert len(commands(server, "PASV")) == 2
+
+
+@pytest.mark.parametrize(
+    "pasv",
+    [
+        "227 Entering Passive Mode (127, 0, 0, 1, {p1}, {p2}).",
+        "227 =127,0,0,1,{p1},{p2}",
+        "227 Entering Passive Mode 127,0,0,1,{p1},{p2}",
+        "227 Entering passive mode [127,0,0,1,{p1},{p2}]",
+        "227 Entering Passive Mode (127,000,000,001,{p1},{p2}",
+        "200 PASV ok: 127,0,0,1,{p1},{p2} (port {port})",
+        "227-listen socket created\n227 (127,0,0,1,{p1},{p2})",
+        "229 Entering Extended Passive Mode (|||{port}|)",
+    ],
+)
+async def test_pasv_formats_servers_send(
+    make_scripted_ftp: MakeScripted, local: Path, pasv: str
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        rules=[
+            Rule(r"EPSV", "500 EPSV not understood."),
+            Rule(r"PASV", lambda s, m: s.pasv_reply(pasv)),
+        ],
+    )
+    await download_and_upload(local, server)
+
+
+@pytest.mark.parametrize(
+    "epsv",
+    [
+        "229 Entering Extended Passive Mode ( |||{port}| )",
+        "229 Entering Extended Passive Mode |||{port}|",
+        "229 Entering Extended Passive Mode (|1|127.0.0.1|{port}|)",
+        "229 Extended Passive Mode OK (!!!{port}!).",
+        "200 EPSV ok (|||{port}|)",
+    ],
+)
+async def test_epsv_forms_servers_send(
+    make_scripted_ftp: MakeScripted, local: Path, epsv: str
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN}, rules=[Rule(r"EPSV", lambda s, m: s.epsv_reply(epsv))]
+    )
+    await download_and_upload(local, server)
+    assert not commands(server, "PASV")
+
+
+@pytest.mark.parametrize(
+    "epsv",
+    [
+        "229 Entering Extended Passive Mode (|||{port})",
+        "229 Entering Extended Passive Mode",
+        "229 Entering Extended Passive Mode (|||0|)",
+        "229 Entering Extended Passive Mode (|||99999|)",
+        "200 EPSV ok",
+    ],
+)
+async def test_unreadable_epsv_counts_as_refused(
+    make_scripted_ftp: MakeScripted, local: Path, epsv: str
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN}, rules=[Rule(r"EPSV", lambda s, m: s.epsv_reply(epsv))]
+    )
+    await download_and_upload(local, server)
+    assert len(commands(server, "EPSV")) == 1
+
+
+# --- B. Reply framing -------------------------------------------------------------------------
+
+B1_FEAT = (
+    "211-Features:\n211-EPSV\n211-MDTM\n211-MFMT\n211-REST STREAM\n211-SIZE\n211-UTF8\n211 End"
+)
+
+
+@pytest.mark.parametrize(
+    "feat",
+    [
+        B1_FEAT,
+        "211-Features:\nEPSV\nMDTM\nMFMT\nREST STREAM\nSIZE\nUTF8\n211 End",
+        "211-Extensions supported:\n EPSV\n MDTM\n MFMT\n SIZE\n UTF8\n211 END",
+    ],
+    ids=["b1-211-prefix", "no-indentation", "rfc-2389"],
+)
+async def test_b1_feat_lines_with_prefix_or_no_indentation(
+    make_scripted_ftp: MakeScripted, local: Path, feat: str
+) -> None:
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, feat=feat, mtime=MTIME)
+    os.utime(local / "in" / "up.bin", (1_600_000_000, 1_600_000_000))
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            download("/data/a.bin", "out/a.bin", preserve_mtime=True),
+            upload("in/up.bin", "/data/up.bin", preserve_mtime=True, verify_size=True),
+        ],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE, COMPLETED_ONCE], results
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+    assert (local / "out" / "a.bin").stat().st_mtime == MTIME.timestamp()
+    assert server.files["/data/up.bin"] == UP_BIN
+    assert server.mtimes["/data/up.bin"] == datetime.fromtimestamp(1_600_000_000, UTC)
+    assert any(c.startswith("SIZE /data/.up.bin.") for c in server.commands), "size-checked"
+    assert "OPTS UTF8 ON" in server.commands
+
+
+async def test_b2_multi_line_reply_closed_by_another_code(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        transfer_replies={
+            "STOR": (
+                "553-\n553- Directory excluded (precheck).\n"
+                "150 Opening BINARY mode data connection for {name}.",
+                "226 Transfer complete.",
+            )
+        }
+    )
+    results = await copy(
+        local, {"partner": server}, [upload("in/up.bin", "/data/up.bin", retry_count=1)]
+    )
+    assert outcome(results["ul /data/up.bin"]) == COMPLETED_ONCE
+    assert server.files["/data/up.bin"] == UP_BIN
+
+
+async def test_download_150_block_closed_by_another_code(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        transfer_replies={
+            "RETR": (
+                "125-Note: this server is old.\n125-\n150 Here it comes ({size} bytes).",
+                "250-Transfer done.\n250-Statistics follow.\n226 Closing data connection.",
+            )
+        },
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule(r"PASS .*", after="230 Already logged in."),
+        Rule(r"PASS .*", after="230-Welcome back\n230 You are logged in.", after_delay=0.1),
+        Rule(r"RETR .*", after="226 Transfer complete."),
+        Rule(r"RETR .*", after="226 Transfer complete.", after_delay=0.2),
+        Rule(r"STOR .*", after="226 Transfer complete.", after_delay=0.2),
+        Rule(r"MDTM /data/.*", after="225 Data connection open; no transfer in progress."),
+    ],
+    ids=[
+        "second-230",
+        "late-multi-line-230",
+        "duplicate-226",
+        "late-226",
+        "late-226-after-upload",
+        "unasked-225",
+    ],
+)
+async def test_unasked_replies_never_shift_later_replies(
+    make_scripted_ftp: MakeScripted, local: Path, rule: Rule
+) -> None:
+    """A second 230, a late 226: each task still reads its own replies; sessions are reused."""
+    files = {f"/data/f{i}.bin": os.urandom(10_000 + i) for i in range(4)}
+    server = make_scripted_ftp(files=files, rules=[rule], mtime=MTIME)
+    tasks = [download(p, f"out/f{i}.bin", preserve_mtime=True) for i, p in enumerate(files)]
+    tasks.append(upload("in/up.bin", "/data/up.bin", preserve_mtime=True))
+    results = await copy(
+        local,
+        {"partner": server},
+        tasks,
+        limits=PoolLimits(max_sessions_per_connection=1),
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 5, results
+    for i, data in enumerate(files.values()):
+        assert (local / "out" / f"f{i}.bin").read_bytes() == data
+        assert (local / "out" / f"f{i}.bin").stat().st_mtime == MTIME.timestamp()
+    assert server.files["/data/up.bin"] == UP_BIN
+
+
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        ("226 Transfer complete.", COMPLETED_ONCE),
+        ("426 Transfer aborted.", ("failed", "TRANSIENT", 1)),
+    ],
+)
+async def test_unasked_reply_during_a_transfer_is_not_its_final_reply(
+    make_scripted_ftp: MakeScripted, local: Path, final: str, expected: tuple[str, str, int]
+) -> None:
+    """A 230 between the 150 and the final reply: the final reply still decides."""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        transfer_replies={"RETR": ("150 Opening data connection.\n230 Still logged in.", final)},
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == expected
+
+
+# --- C. Reply codes ---------------------------------------------------------------------------
+
+
+async def test_c1_auth_tls_accepted_with_200(make_scripted_ftp: MakeScripted, local: Path) -> None:
+    server = make_scripted_ftp(
+        tls=True,
+        files={"/data/a.bin": A_BIN},
+        rules=[
+            Rule(
+                r"AUTH TLS",
+                lambda s, m: s.start_tls("200 AUTH command ok; starting SSL connection..."),
+            )
+        ],
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+
+
+async def test_other_2xx_codes_for_other_commands(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """Kind C beyond AUTH: PBSZ/PROT/TYPE/MKD/RNTO/MFMT/SIZE/USER with other codes of the class."""
+
+    def user(s: Any, m: Any) -> str:
+        s.logged_in = True  # 232: logged in, no PASS wanted
+        return "232 User logged in, authorized by security data exchange."
+
+    def prot(s: Any, m: Any) -> str:
+        s.prot_p = True
+        return "234 PROT P accepted."
+
+    def mkd(s: Any, m: Any) -> str:
+        s.server.dirs.add(m["d"])
+        return "250 Directory created."
+
+    server = make_scripted_ftp(
+        tls=True,
+        rules=[
+            Rule(r"USER .*", user),
+            Rule(r"PBSZ .*", "234 PBSZ ok."),
+            Rule(r"PROT P", prot),
+            Rule(r"TYPE I", "250 Type set to I."),
+            Rule(r"MKD (?P<d>.*)", mkd),
+            Rule(r"SIZE (?P<p>.*)", lambda s, m: f"250 {len(s.server.files[m['p']])}"),
+        ],
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [upload("in/up.bin", "/new/dir/up.bin", verify_size=True, preserve_mtime=True)],
+    )
+    assert outcome(results["ul /new/dir/up.bin"]) == COMPLETED_ONCE
+    assert server.files["/new/dir/up.bin"] == UP_BIN
+    assert not commands(server, "PASS")
+
+
+# --- D. Error classes -------------------------------------------------------------------------
+
+
+async def test_d1_mdtm_refused_after_a_good_download_completes_without_the_time(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    image = os.urandom(300_000)
+    server = make_scripted_ftp(
+        files={"/data/1_0_7.image": image},
+        rules=[Rule(r"MDTM /data/1_0_7\.image", "550 1_0_7.image: Operation not permitted")],
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/data/1_0_7.image", "out/1_0_7.image", preserve_mtime=True)],
+    )
+    assert outcome(results["dl /data/1_0_7.image"]) == COMPLETED_ONCE
+    assert (local / "out" / "1_0_7.image").read_bytes() == image
+    assert len(commands(server, "RETR")) == 1, "never a second download of the same bytes"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    ["550 Permission denied.", "421 Timeout.", "500 MDTM not understood.", "213 garbage"],
+)
+async def test_metadata_failure_after_a_download_never_downloads_again(
+    make_scripted_ftp: MakeScripted, local: Path, refusal: str
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        rules=[Rule(r"MDTM .*", refusal), Rule(r"SIZE .*", refusal)],
+        transfer_replies={"RETR": ("150 Opening data connection.", "226 Transfer complete.")},
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/data/a.bin", "out/a.bin", preserve_mtime=True, verify_size=True)],
+    )
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+    assert len(commands(server, "RETR")) == 1
+
+
+@pytest.mark.parametrize(
+    ("verb", "refusal"),
+    [
+        ("RETR", "550 /data/a.bin: Operation not permitted"),
+        ("RETR", "550 Access is denied."),
+        ("RETR", "551 Read access denied by policy."),
+        ("STOR", "553 Could not create file: Permission denied."),
+        ("STOR", "550 Read-only file system"),
+        ("STOR", "552 Upload not permitted here."),
+    ],
+)
+async def test_not_permitted_and_denied_texts_are_permission_errors(
+    make_scripted_ftp: MakeScripted, local: Path, verb: str, refusal: str
+) -> None:
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, rules=[Rule(rf"{verb} .*", refusal)])
+    task = (
+        download("/data/a.bin", "out/a.bin")
+        if verb == "RETR"
+        else upload("in/up.bin", "/data/up.bin")
+    )
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == ("failed", "PERMISSION_DENIED", 1)
+    assert result["retryable"] is False
+    assert refusal in result["error_message"]
+
+
+@pytest.mark.parametrize("verb", ["RNFR", "MFMT"])
+async def test_uploaded_file_taken_away_is_never_file_not_found(
+    make_scripted_ftp: MakeScripted, local: Path, verb: str
+) -> None:
+    """Kind D for uploads: a drop box that moves each file at once; RNFR/MFMT then fail."""
+    server = make_scripted_ftp(
+        rules=[Rule(rf"{verb} .*", "550 /data/x: No such file or directory")]
+    )
+    [result] = (
+        await copy(
+            local, {"partner": server}, [upload("in/up.bin", "/data/up.bin", preserve_mtime=True)]
+        )
+    ).values()
+    assert outcome(result) == ("failed", "PERMANENT", 1), result
+    assert "just uploaded" in result["error_message"]
+    assert len(commands(server, "STOR")) == 1
+
+
+@pytest.mark.parametrize(
+    "refusal", ["550 Permission denied.", "550 Create directory operation failed."]
+)
+async def test_refused_mkd_is_reported_as_itself(
+    make_scripted_ftp: MakeScripted, local: Path, refusal: str
+) -> None:
+    server = make_scripted_ftp(rules=[Rule(r"MKD /locked(/.*)?", refusal)])
+    [result] = (
+        await copy(local, {"partner": server}, [upload("in/up.bin", "/locked/deep/up.bin")])
+    ).values()
+    assert result["status"] == "failed"
+    assert result["error_message"].startswith("MKD: "), result
+    assert refusal in result["error_message"]
+    assert result["error_code"] != "FILE_NOT_FOUND"
+    if "denied" in refusal:
+        assert result["error_code"] == "PERMISSION_DENIED"
+
+
+# --- E. TLS endings ---------------------------------------------------------------------------
+
+
+async def test_e1_ftps_data_closed_without_close_notify(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        tls=True, files={"/data/a.bin": A_BIN, "/data/empty.bin": b""}, close_notify=False
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/data/a.bin", "out/a.bin"), download("/data/empty.bin", "out/empty.bin")],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE, COMPLETED_ONCE], results
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+    assert (local / "out" / "empty.bin").read_bytes() == b""
+
+
+async def test_empty_file_whose_data_connection_never_starts_tls(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """Kind E: the server closes an empty file's data connection without any TLS at all."""
+    server = make_scripted_ftp(
+        tls=True, files={"/data/empty.bin": b"", "/data/a.bin": A_BIN}, empty_without_tls=True
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/data/empty.bin", "out/empty.bin"), download("/data/a.bin", "out/a.bin")],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE, COMPLETED_ONCE], results
+    assert (local / "out" / "empty.bin").read_bytes() == b""
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+
+
+async def test_ragged_tls_end_checked_against_size_when_150_names_none(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        tls=True,
+        files={"/data/a.bin": A_BIN},
+        close_notify=False,
+        transfer_replies={"RETR": ("150 Opening data connection.", "226 Transfer complete.")},
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+    assert commands(server, "SIZE") == ["SIZE /data/a.bin"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"data_limit": 100_000},
+        {"data_limit": 100_000, "transfer_replies": {"RETR": ("150 Go.", "226 Done.")}},
+        {
+            "transfer_replies": {"RETR": ("150 Go.", "226 Done.")},
+            "rules": [Rule(r"SIZE .*", "550 SIZE not allowed.")],
+        },
+        {"transfer_replies": {"RETR": ("150 Go ({size} bytes).", "")}},
+    ],
+    ids=["short-count", "short-count-by-size", "unverifiable", "no-final-reply"],
+)
+async def test_ragged_tls_end_that_cannot_be_trusted_is_still_an_error(
+    make_scripted_ftp: MakeScripted, local: Path, options: dict[str, Any]
+) -> None:
+    server = make_scripted_ftp(
+        tls=True, files={"/data/a.bin": A_BIN}, close_notify=False, **options
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "TLS_ERROR", 1)
+    assert "close_notify" in results["dl /data/a.bin"]["error_message"]
+    assert not (local / "out" / "a.bin").exists()
+
+
+# --- F. Pooled sessions -----------------------------------------------------------------------
+
+
+@pytest.mark.vsftpd
+async def test_f1_vsftpd_closed_an_idle_pooled_session(
+    make_vsftpd: Callable[..., FTPServer],
+    ftp_root: Path,
+    make_scripted_ftp: MakeScripted,
+    local: Path,
+) -> None:
+    for name in ("one", "two", "three"):
+        (ftp_root / f"{name}.bin").write_bytes(A_BIN)
+    partner = make_vsftpd(extra_config={"idle_session_timeout": 3})
+    slow = make_scripted_ftp(files={"/slow.bin": UP_BIN}, rules=[Rule(r"RETR .*", delay=4.5)])
+    started = time.monotonic()
+    results = await copy(
+        local,
+        {"partner": partner, "other": slow},
+        [
+            download("/one.bin", "out/one.bin"),
+            download("/slow.bin", "out/slow.bin", conn="other"),
+            download("/two.bin", "out/two.bin", retry_count=0),
+            download("/three.bin", "out/three.bin"),
+        ],
+        timeouts=Timeouts(connect=5.0, reply=10.0, data_stall=10.0),  # the slow RETR
+    )
+    assert time.monotonic() - started > 4.5
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 4, results
+    for name in ("one", "two", "three"):
+        assert (local / "out" / f"{name}.bin").read_bytes() == A_BIN
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "ftps"])
+@pytest.mark.parametrize(
+    "behaviour",
+    [
+        {"idle_timeout": 0.5},
+        {"idle_timeout": 0.5, "idle_timeout_reply": None},
+        {"lazy_idle_timeout": 0.5},
+        {"rules": [Rule(r"EPSV", times=1), Rule(r"EPSV", lambda s, m: s.close(), times=1)]},
+    ],
+    ids=["421-then-close", "close-without-a-word", "421-at-next-command", "eof-at-second-epsv"],
+)
+async def test_session_the_server_closed_is_replaced_without_spending_an_attempt(
+    make_scripted_ftp: MakeScripted, local: Path, behaviour: dict[str, Any], tls: bool
+) -> None:
+    """Kind F, found at checkout (no round trip) or at the first command after it."""
+    partner = make_scripted_ftp(files={"/a.bin": A_BIN, "/b.bin": A_BIN}, tls=tls, **behaviour)
+    slow = make_scripted_ftp(files={"/slow.bin": UP_BIN}, rules=[Rule(r"RETR .*", delay=1.0)])
+    results = await copy(
+        local,
+        {"partner": partner, "other": slow},
+        [
+            download("/a.bin", "out/a.bin"),
+            download("/slow.bin", "out/slow.bin", conn="other"),
+            download("/b.bin", "out/b.bin", retry_count=0),
+        ],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 3, results
+    assert (local / "out" / "b.bin").read_bytes() == A_BIN
+    assert partner.sessions == 2
+
+
+async def test_a_reply_to_an_earlier_command_never_reaches_the_next_task(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """#11 item 3: a server answering one command twice; the session is drained, never shifted."""
+    files = {f"/f{i}.bin": os.urandom(5_000 + i) for i in range(4)}
+
+    def size_twice(s: Any, m: Any) -> str:  # both replies in one write, as pyftpdlib does
+        return f"213 {len(s.server.files[m['p']])}\n500 Command too long."
+
+    server = make_scripted_ftp(
+        files=files,
+        rules=[Rule(r"SIZE (?P<p>.*)", size_twice)],
+        transfer_replies={"RETR": ("150 Opening data connection.", "226 Transfer complete.")},
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download(p, f"out/f{i}.bin", verify_size=True) for i, p in enumerate(files)],
+        limits=PoolLimits(max_sessions_per_connection=1),
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 4, results
+    assert len(commands(server, "EPSV")) == 4 and not commands(server, "PASV")
+
+
+async def test_overlong_path_is_refused_and_the_pooled_session_stays_in_step(
+    make_pyftpd: Callable[..., FTPServer], ftp_root: Path, local: Path
+) -> None:
+    """#11 item 3 with pyftpdlib: over-long paths, then valid tasks on the same session.
+
+    A 10,000-character path is over the task contract's limit (INVALID_MESSAGE);
+    a 3,000-character one passes the contract but not the command-line bound
+    (PATH_NOT_ALLOWED while planning). Neither reaches the server.
+    """
+    for i in range(6):
+        (ftp_root / f"ok{i}.bin").write_bytes(A_BIN[: 1000 + i])
+    server = make_pyftpd()
+    expected = {"10000": "INVALID_MESSAGE", "3000": "PATH_NOT_ALLOWED"}
+    tasks: list[dict[str, Any]] = []
+    for i in range(3):
+        for length in expected:
+            long_path = "/" + "x" * int(length)
+            tasks.append(
+                {**download(long_path, f"out/long{i}.bin"), "task_id": f"long-{length}-dl-{i}"}
+            )
+            tasks.append({**upload("in/up.bin", long_path), "task_id": f"long-{length}-ul-{i}"})
+        tasks.append(download(f"/ok{i}.bin", f"out/ok{i}.bin"))
+        tasks.append(upload("in/up.bin", f"/up{i}.bin"))
+    results = await copy(
+        local, {"partner": server}, tasks, limits=PoolLimits(max_sessions_per_connection=1)
+    )
+    for task_id, result in results.items():
+        if task_id.startswith("long-"):
+            # refused before any session is borrowed: no attempt made
+            code = expected[task_id.split("-")[1]]
+            assert outcome(result) == ("failed", code, 0), result
+            assert "x" * 50 not in result["error_message"]
+        else:
+            assert outcome(result) == COMPLETED_ONCE, result
+    assert server.connection_count() <= 1
+
+
+async def test_overlong_command_is_refused_by_the_session_and_leaves_it_usable(
+    make_pyftpd: Callable[..., FTPServer],
+) -> None:
+    """Below the engine: a command line too long for servers never reaches the wire."""
+    from ftp_pooler.errors import FTPError
+
+    session = await SessionFactory(config_for(make_pyftpd())).open()
+    try:
+        for _ in range(3):
+            with pytest.raises(FTPError) as caught:
+                await session.size("/" + "x" * 10_000)
+            assert caught.value.code.value == "PATH_NOT_ALLOWED"
+            assert not session.broken
+            await session.noop()
+        assert await session.pwd() == "/"
+    finally:
+        await session.aclose()
+
+
+async def test_command_line_too_long_for_the_server_leaves_the_session_in_step(
+    make_pyftpd: Callable[..., FTPServer], ftp_root: Path, local: Path
+) -> None:
+    """A path under the task limit whose command line still exceeds it (MFMT + temp name)."""
+    from ftp_pooler.ftp.protocol import MAX_PATH_BYTES
+
+    (ftp_root / "ok.bin").write_bytes(A_BIN[:5000])
+    server = make_pyftpd()
+    near = "/" + "/".join(["y" * 199] * (MAX_PATH_BYTES // 200)) + "/z.bin"
+    assert MAX_PATH_BYTES - 200 < len(near) <= MAX_PATH_BYTES
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            {**upload("in/up.bin", near, preserve_mtime=True), "task_id": "near"},
+            download("/ok.bin", "out/ok.bin"),
+        ],
+        limits=PoolLimits(max_sessions_per_connection=1),
+    )
+    assert outcome(results["near"]) == COMPLETED_ONCE, results["near"]
+    assert (ftp_root / near.lstrip("/")).read_bytes() == UP_BIN
+    assert outcome(results["dl /ok.bin"]) == COMPLETED_ONCE
+
+
+# --- G. Sizes announced in text -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["/data/invoice (5 bytes).csv", "/data/(1 bytes) (2 bytes).bin", "/data/report (12 Bytes).txt"],
+)
+async def test_g1_size_is_the_last_bytes_group(
+    make_scripted_ftp: MakeScripted, local: Path, name: str
+) -> None:
+    payload = os.urandom(200_000)
+    server = make_scripted_ftp(files={name: payload})
+    results = await copy(local, {"partner": server}, [download(name, "out/file")])
+    assert outcome(results[f"dl {name}"]) == COMPLETED_ONCE
+    assert (local / "out" / "file").read_bytes() == payload
+    assert len(commands(server, "RETR")) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "preliminary"),
+    [
+        ("/data/invoice (5 bytes).csv", "150 Opening BINARY mode data connection for {path}."),
+        ("/data/invoice (5 bytes).csv", "150 Sending invoice (5 bytes).csv now."),
+        ("/data/a (7 bytes).bin", "150 Opening data connection for a (7 bytes).bin ({size} bytes)"),
+    ],
+)
+async def test_size_in_the_name_when_the_150_names_no_size_of_its_own(
+    make_scripted_ftp: MakeScripted, local: Path, name: str, preliminary: str
+) -> None:
+    """Kind G, the other way round: the only ``(N bytes)`` belongs to the name (or its basename)."""
+    payload = os.urandom(200_000)
+    server = make_scripted_ftp(
+        files={name: payload},
+        transfer_replies={"RETR": (preliminary, "226 Transfer complete.")},
+    )
+    results = await copy(local, {"partner": server}, [download(name, "out/file")])
+    assert outcome(results[f"dl {name}"]) == COMPLETED_ONCE
+    assert (local / "out" / "file").read_bytes() == payload
+    assert len(commands(server, "RETR")) == 1
+
+
+async def test_announced_size_that_disagrees_is_checked_with_size_before_failing(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A 150 whose text misleads (a size of something else): SIZE has the last word."""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        transfer_replies={"RETR": ("150 Quota left (12 bytes). Sending.", "226 Done.")},
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert commands(server, "SIZE") == ["SIZE /data/a.bin"]
+    assert len(commands(server, "RETR")) == 1
+
+
+async def test_truncated_download_is_still_a_size_mismatch(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, data_limit=1000)
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "SIZE_MISMATCH", 1)
+    assert not (local / "out" / "a.bin").exists()
+
+
+# --- Retries that cannot help -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        Rule(r"RETR .*", "226 Transfer complete."),
+        Rule(r"TYPE I", "331 What?"),
+        Rule(r"PWD", "257 no quotes here"),
+    ],
+    ids=["226-without-data", "3xx-to-type", "unparsable-257"],
+)
+async def test_a_protocol_error_that_repeats_is_tried_twice_then_not_retryable(
+    make_scripted_ftp: MakeScripted, local: Path, rule: Rule
+) -> None:
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, rules=[rule])
+    task = (
+        upload("in/up.bin", "/new/up.bin", retry_count=5)
+        if rule.pattern == "PWD"
+        else download("/data/a.bin", "out/a.bin", retry_count=5)
+    )
+    if rule.pattern == "PWD":  # makedirs checks with PWD/CWD when MKD fails
+        server.rules.append(Rule(r"MKD .*", "550 Create directory operation failed."))
+    quick = Timeouts(connect=5.0, reply=0.5, data_stall=5.0)  # 3xx-to-type waits it out
+    [result] = (await copy(local, {"partner": server}, [task], timeouts=quick)).values()
+    assert outcome(result) == ("failed", "PROTOCOL_ERROR", 2), result
+    assert result["retryable"] is False
+    reply_text = rule.reply if isinstance(rule.reply, str) else ""
+    assert reply_text in result["error_message"]
+    assert server.sessions >= 2, "the second try ran on a fresh session"
+
+
+# --- #11 item 7: the password never leaves in an error ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "530 Login incorrect for password {pw}",
+        "530-Login incorrect.\n530-You sent: PASS {pw}\n530 Bye.",
+        "421 Too many failures for {pw}; closing.",
+    ],
+)
+async def test_password_echoed_by_the_server_is_scrubbed(
+    make_scripted_ftp: MakeScripted, local: Path, echo: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "Sup3r-S3cret-pw"
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN}, password=password, rules=[Rule(r"PASS (?P<pw>.*)", echo)]
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=1)]
+    )
+    [result] = results.values()
+    assert result["status"] == "failed"
+    assert password not in json.dumps(result)
+    assert "***" in result["error_message"]
+    captured = capsys.readouterr()
+    assert password not in captured.out + captured.err
+    assert f"PASS {password}" in server.commands, "the server really got (and echoed) it"
+
+
+async def test_password_is_scrubbed_from_the_error_object(make_scripted_ftp: MakeScripted) -> None:
+    from ftp_pooler.errors import FTPError
+
+    password = "another-Secret-9"
+    server = make_scripted_ftp(
+        password=password, rules=[Rule(r"PASS (?P<pw>.*)", "530 Bad password {pw}")]
+    )
+    factory = SessionFactory(config_for(server))
+    with pytest.raises(FTPError) as caught:
+        await factory.open()
+    error = caught.value
+    assert error.code.value == "AUTH_FAILED"
+    for text in (str(error), repr(error), error.message, str(error.reply)):
+        assert password not in text
+    assert error.reply is not None and password not in "".join(error.reply.lines)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "ftps"])
+async def test_scripted_server_round_trip(make_scripted_ftp: MakeScripted, tls: bool) -> None:
+    """The fixture itself: the built-in server moves bytes both ways, plain and FTPS."""
+    server = make_scripted_ftp(tls=tls, files={"/a": b"hello"})
+    chunks: list[bytes] = []
+
+    async def sink(chunk: bytes | bytearray | memoryview) -> None:
+        chunks.append(bytes(chunk))
+
+    async def source() -> Any:
+        yield b"world"
+
+    session = await SessionFactory(config_for(server)).open()
+    try:
+        await session.retrieve("/a", sink)
+        await session.store("/b", source())
+    finally:
+        await session.aclose()
+    assert b"".join(chunks) == b"hello"
+    assert server.files["/b"] == b"world"
+    assert server.commands[:2] == ["AUTH TLS", "USER user"] if tls else ["USER user", "PASS secret"]
+
+
+# --- Property: unasked replies never shift a session's answers ----------------------------------
+
+UNASKED_REPLIES = ["226 Transfer complete.", "230 Already logged in.", "225 Data connection open."]
+ANSWERS: dict[str, tuple[str, Any]] = {
+    "NOOP": ("200 NOOP ok.", None),
+    "CWD": ("250 Directory successfully changed.", None),
+    "SIZE": ("213 4096", 4096),
+    "MDTM": ("213 20210102030405", MTIME),
+    "PWD": ('257 "/home/x" is the current directory', "/home/x"),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(sorted(ANSWERS)),
+            st.lists(st.tuples(st.sampled_from(UNASKED_REPLIES), st.booleans()), max_size=2),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_unasked_replies_never_shift_the_sessions_answers(
+    dialogue: list[tuple[str, list[tuple[str, bool]]]],
+) -> None:
+    """Unasked replies sent before a command arrives or after it (before its answer):
+    every command still gets its own answer, over a real socket pair."""
+    from ftp_pooler.ftp.session import FTPSession, ServerQuirks
+
+    async def main() -> None:
+        client_sock, server_sock = trio.socket.socketpair()
+        server = trio.SocketStream(server_sock)
+        session = FTPSession(FTPConfig(host="127.0.0.1", timeouts=TIMEOUTS), None, ServerQuirks())
+        session._tcp = session._stream = trio.SocketStream(client_sock)
+
+        async def serve() -> None:
+            buffer = b""
+            for _verb, extras in dialogue:
+                await server.send_all(
+                    b"".join(f"{r}\r\n".encode() for r, after in extras if not after)
+                )
+                while b"\n" not in buffer:
+                    buffer += await server.receive_some(4096)
+                line, _, buffer = buffer.partition(b"\n")
+                verb = line.split()[0].decode()
+                late = b"".join(f"{r}\r\n".encode() for r, after in extras if after)
+                await server.send_all(late + f"{ANSWERS[verb][0]}\r\n".encode())
+
+        calls = {
+            "NOOP": session.noop,
+            "CWD": lambda: session.cwd("/d"),
+            "SIZE": lambda: session.size("/f"),
+            "MDTM": lambda: session.mdtm("/f"),
+            "PWD": session.pwd,
+        }
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            for verb, _extras in dialogue:
+                assert await calls[verb]() == ANSWERS[verb][1]
+        assert not session.broken
+        await server.aclose()
+        await session._stream.aclose()
+
+    trio.run(main)
