@@ -11,8 +11,13 @@ plus 1 s. "Alone" is the faster of two runs, one before and one after the
 mix. Every task must have exactly one result: healthy and slow ones
 completed, dead ones failed and retryable.
 
-Run by ``tests/bench/run.py`` after its matrix (``--no-mix`` skips it), or
-alone as root: ``.venv/bin/python tests/bench/mix_row.py [--quick]``.
+With ``--worker`` the same runs go through ``ftp-pooler worker`` (max_inflight
+32) and a Tansu broker: a run then lasts from its first task produced to its
+last result read back.
+
+Run by ``tests/bench/run.py`` after its matrix (``--no-mix`` skips it; the
+worker row comes too when the worker is among the tools), or alone as root:
+``.venv/bin/python tests/bench/mix_row.py [--quick] [--worker]``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from server_mix import (  # noqa: E402 -- tests/ is on the path only now
 )
 from servers.dead import MuteServer, closed_port  # noqa: E402
 from servers.latency_proxy import LatencyProxy  # noqa: E402
+from servers.kafka import TansuBroker  # noqa: E402
 from servers.pureftpd import PureFTPd  # noqa: E402
 
 FTP_POOLER = REPO / ".venv" / "bin" / "ftp-pooler"
@@ -61,6 +67,74 @@ class MixSizes:
 
 FULL = MixSizes(healthy=400, slow=100, dead=50)
 QUICK = MixSizes(healthy=200, slow=20, dead=20)
+
+
+class _Copy:
+    """Each run is one ``ftp-pooler copy --concurrency 32``."""
+
+    tool = "copy"
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self._work = work
+        self._env = env
+
+    def run(self, name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        return _copy(self._work, name, task_lines(tasks), self._env)
+
+    def close(self) -> None:
+        pass
+
+
+class _Worker:
+    """One ``ftp-pooler worker`` for every run, fed through Kafka (2 partitions); a run
+    goes from its first task produced to its last result read back."""
+
+    tool = "worker"
+
+    def __init__(self, work: Path, env: dict[str, str], broker: Any) -> None:
+        from test_worker import Topics, Worker  # tests/: the worker tests' helpers
+        from test_worker_mix import Results
+
+        broker = broker.info()  # a started TansuBroker -> what the test helpers take
+        self._topics = topics = Topics(broker, 2)
+        env = {
+            **env,
+            "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "FTP_POOLER__KAFKA__INPUT_TOPIC": topics.tasks,
+            "FTP_POOLER__KAFKA__RESULT_TOPIC": topics.results,
+            "FTP_POOLER__KAFKA__FAIL_TOPIC": topics.failures,
+            "FTP_POOLER__KAFKA__CONSUMER_GROUP": topics.group,
+            "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
+            "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+            "FTP_POOLER__KAFKA__FETCH_MAX_WAIT_MS": "100",
+            "FTP_POOLER__WORKER__MAX_INFLIGHT": str(CONCURRENCY),
+        }
+        self._worker = Worker(work, env, "bench-mix")
+        self._results = Results(topics)
+        self._worker.wait_ready()
+        time.sleep(1.5)  # as run.py: /ready comes a little before the first fetch
+
+    def run(self, name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        from test_worker_mix import produce
+
+        started = time.time()
+        produce(self._topics, tasks)
+        ids = {task["task_id"] for task in tasks}
+        self._results.wait_for(ids, timeout=600)
+        return {
+            "started": started,
+            "wall_s": time.time() - started,
+            "results": {i: self._results.by_id[i] for i in ids},
+            "duplicates": sum(i in ids for i in self._results.duplicates),
+            "stderr_tail": "",
+        }
+
+    def close(self) -> None:
+        try:
+            self._worker.stop()
+        finally:
+            self._worker.kill()
+            self._results.close()
 
 
 def _copy(work: Path, name: str, lines: bytes, env: dict[str, str]) -> dict[str, Any]:
@@ -90,9 +164,10 @@ def _copy(work: Path, name: str, lines: bytes, env: dict[str, str]) -> dict[str,
     }
 
 
-def run_mix(work: Path, sizes: MixSizes) -> dict[str, Any]:
+def run_mix(work: Path, sizes: MixSizes, broker: Any = None) -> dict[str, Any]:
     """Serve, run alone and in the mix, check, and return the row (``ok`` False with
-    ``problems`` when a check failed)."""
+    ``problems`` when a check failed). With a Kafka ``broker`` (a started
+    ``TansuBroker``) through the worker, else through ``copy``."""
     root = work / "mix-srv"
     root.mkdir(parents=True)
     healthy_files = put_files(root, "h", sizes.healthy)
@@ -102,7 +177,12 @@ def run_mix(work: Path, sizes: MixSizes) -> dict[str, Any]:
     healthy_server = PureFTPd(root, work / "mix-healthy", max_clients=32, passive_ports=128)
     slow_server = PureFTPd(root, work / "mix-slow", max_clients=32, passive_ports=64)
     problems: list[str] = []
-    row: dict[str, Any] = {"rtt_s": RTT, "concurrency": CONCURRENCY, "sizes": sizes.__dict__}
+    row: dict[str, Any] = {
+        "tool": "worker" if broker is not None else "copy",
+        "rtt_s": RTT,
+        "concurrency": CONCURRENCY,
+        "sizes": sizes.__dict__,
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
     env["FTP_POOLER_CONNECTIONS"] = str(work / "mix-connections.ini")
     env["FTP_POOLER_CONFIG"] = str(work / "mix-config.yaml")
@@ -136,16 +216,24 @@ def run_mix(work: Path, sizes: MixSizes) -> dict[str, Any]:
                     for i, path in enumerate(healthy_files)
                 ]
 
-            first = _copy(work, "mix-alone", task_lines(healthy("alone")), env)
-            slow = [download(f"s-{i}", "slow", p, f"mix/s/{i}") for i, p in enumerate(slow_files)]
-            dead = [download(f"m-{i}", "mute", "/x", f"mix/m/{i}") for i in range(sizes.dead)]
-            dead += [download(f"c-{i}", "closed", "/x", f"mix/c/{i}") for i in range(sizes.dead)]
-            tasks = list(interleave(healthy("mix"), slow, dead))
-            mixed = _copy(work, "mix-mix", task_lines(tasks), env)
-            row["mute_connects"] = mute.accepted
-            # alone once more: the faster of the two, so a cold first run (caches,
-            # the server's first sessions) does not flatter the mix
-            again = _copy(work, "mix-alone-again", task_lines(healthy("again")), env)
+            runner = _Worker(work, env, broker) if broker is not None else _Copy(work, env)
+            try:
+                first = runner.run("mix-alone", healthy("alone"))
+                slow = [
+                    download(f"s-{i}", "slow", p, f"mix/s/{i}") for i, p in enumerate(slow_files)
+                ]
+                dead = [download(f"m-{i}", "mute", "/x", f"mix/m/{i}") for i in range(sizes.dead)]
+                dead += [
+                    download(f"c-{i}", "closed", "/x", f"mix/c/{i}") for i in range(sizes.dead)
+                ]
+                tasks = list(interleave(healthy("mix"), slow, dead))
+                mixed = runner.run("mix-mix", tasks)
+                row["mute_connects"] = mute.accepted
+                # alone once more: the faster of the two, so a cold first run (caches,
+                # the server's first sessions) does not flatter the mix
+                again = runner.run("mix-alone-again", healthy("again"))
+            finally:
+                runner.close()
     finally:
         slow_server.stop()
         healthy_server.stop()
@@ -193,8 +281,9 @@ def mix_line(row: dict[str, Any]) -> str:
     """The row as ``make bench`` prints it."""
     if not row["ok"]:
         return "mix: FAILED: " + "; ".join(row["problems"])
+    tool = "copy --concurrency" if row["tool"] == "copy" else "worker, max_inflight"
     return (
-        f"mix (copy --concurrency {row['concurrency']}; healthy {row['sizes']['healthy']} x 4 KiB,"
+        f"mix ({tool} {row['concurrency']}; healthy {row['sizes']['healthy']} x 4 KiB,"
         f" slow {row['sizes']['slow']} at RTT {row['rtt_s'] * 1000:.0f} ms,"
         f" {2 * row['sizes']['dead']} to dead servers; 4 sessions each):\n"
         f"  healthy alone {row['alone_files_per_s']:.0f} files/s ({row['healthy_alone_s']:.2f} s),"
@@ -207,15 +296,22 @@ def mix_line(row: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--worker", action="store_true", help="through the worker and Kafka")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("mix_row.py needs root (pure-ftpd chroots its sessions)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="ftp-pooler-mix-", dir="/dev/shm"))
     work.chmod(0o755)
+    broker = None
     try:
-        row = run_mix(work, QUICK if args.quick else FULL)
+        if args.worker:
+            broker = TansuBroker(work / "kafka")
+            broker.start()
+        row = run_mix(work, QUICK if args.quick else FULL, broker)
     finally:
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     print(mix_line(row))
     return 0 if row["ok"] else 1

@@ -2139,10 +2139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if WORKER_TOOL in args.tools:
             report["worker_vs_copy"] = report_ratios(rows, bench.copy_startup_s)
         mix_failed = False
-        if args.mix and "ftp-pooler" in args.tools:
-            report["mix"] = mix = run_mix(work / "mix", MIX_QUICK if args.quick else MIX_FULL)
-            print("\n" + mix_line(mix), flush=True)
-            mix_failed = not mix["ok"]
+        if args.mix:
+            sizes = MIX_QUICK if args.quick else MIX_FULL
+            mixes = []
+            if "ftp-pooler" in args.tools:
+                mixes.append(run_mix(work / "mix", sizes))
+            if WORKER_TOOL in args.tools and bench.kafka is not None:
+                mixes.append(run_mix(work / "mix-worker", sizes, bench.kafka))
+            for mix in mixes:
+                print("\n" + mix_line(mix), flush=True)
+                mix_failed = mix_failed or not mix["ok"]
+            report["mix"] = mixes
         out_path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON: {out_path}")
         return report_failures(rows) or int(mix_failed)
