@@ -18,6 +18,9 @@ cases = [
          expect={}),
     Case("epsv-530-then-sticky?", dict(files=F, rules=[Rule(r"EPSV", times=1), Rule(r"EPSV", lambda s, m: setattr(s, 'logged_in', False) or "530 Please log in again.", times=1)]), seq, args=["-j", "1"]),
     Case("epsv-421-once", dict(files=F, rules=[Rule(r"EPSV", times=1), Rule(r"EPSV", lambda s, m: (s.send("421 Too many users."), s.close()) and None, times=1)]), seq, args=["-j", "1"]),
+    Case("C-auth-ssl-only", dict(files=F, rules=[Rule(r"AUTH TLS", "504 Unknown AUTH type.")]), [dl("/data/a.bin", "out/a.bin")], tls=True),
+    Case("C-prot-p-multiline-200", dict(files=F, rules=[Rule(r"PROT P", lambda s, m: setattr(s, "prot_p", True) or "200-Protection level set\n200 to Private")]), [dl("/data/a.bin", "out/a.bin")], tls=True),
+    Case("E-upload-tls-multiline-226", dict(files=F, transfer_replies={"STOR": ("150 Ok.", "226-Transfer complete\n226 0.1 seconds, 1.2 Mbytes per second")}), [ul("in/up.bin", "/data/up.bin")], tls=True),
 ]
 for c in cases:
     if len(sys.argv) > 1 and not any(a in c.name for a in sys.argv[1:]):

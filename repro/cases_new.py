@@ -83,6 +83,7 @@ cases = [
     Case("A-pasv-zero-ip", dict(files=F, rules=pasv("227 Entering Passive Mode (0,0,0,0,{p1},{p2})")), DU),
     Case("A-pasv-digits-before-tuple", dict(files=F, rules=pasv("227 Entering Passive Mode v2 from 192.168.0.1 (127,0,0,1,{p1},{p2})")), DU),
     Case("A-pasv-extra-numbers-after", dict(files=F, rules=pasv("227 Entering Passive Mode (127,0,0,1,{p1},{p2}). Timeout 30s (1 2 3)")), DU),
+    Case("A-pasv-3digit-zero-padded", dict(files=F, rules=pasv("227 Entering Passive Mode (127,000,000,001,{p1:03d},{p2:03d})")), DU),
     Case("A-pasv-leading-zero-ports", dict(files=F, rules=pasv("227 Entering Passive Mode (127,0,0,1,00{p1},00{p2})")), DU),
     Case("A-epsv-522", dict(files=F, rules=[Rule(r"EPSV", "522 Network protocol not supported, use (1)")]), DU),
     Case("A-epsv-port-in-words", dict(files=F, rules=epsv("229 EPSV ok, port {port}")), DU),
@@ -93,7 +94,7 @@ cases = [
     # ---- B: framing
     Case("B-greeting-bare-code", dict(files=F, greeting="220"), DU),
     Case("B-greeting-unpadded-digits", dict(files=F, greeting="220-Welcome\n150 files waiting for you\n220 Ready"), DU),
-    Case("B-230-unpadded-digits", dict(files=F, rules=[Rule(r"PASS .*", "230-Welcome\n100 MB quota left\n230 Logged in")]), DU,
+    Case("B-230-unpadded-digits", dict(files=F, rules=[Rule(r"PASS .*", lambda s, m: setattr(s, "logged_in", True) or "230-Welcome\n100 MB quota left\n230 Logged in")]), DU,
          ini_extra="timeout = 3\n"),
     Case("B-latin1-150", dict(files={"/data/caf\u00e9.bin": A_BIN}, transfer_replies={"RETR": ("150 Opening data connection for {path} ({size} bytes).", "226 OK")}),
          [dl("/data/caf\u00e9.bin", "out/cafe.bin")]),
