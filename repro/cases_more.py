@@ -21,6 +21,12 @@ cases = [
     Case("C-auth-ssl-only", dict(files=F, rules=[Rule(r"AUTH TLS", "504 Unknown AUTH type.")]), [dl("/data/a.bin", "out/a.bin")], tls=True),
     Case("C-prot-p-multiline-200", dict(files=F, rules=[Rule(r"PROT P", lambda s, m: setattr(s, "prot_p", True) or "200-Protection level set\n200 to Private")]), [dl("/data/a.bin", "out/a.bin")], tls=True),
     Case("E-upload-tls-multiline-226", dict(files=F, transfer_replies={"STOR": ("150 Ok.", "226-Transfer complete\n226 0.1 seconds, 1.2 Mbytes per second")}), [ul("in/up.bin", "/data/up.bin")], tls=True),
+    Case("A-pasv-port-0", dict(files=F, rules=[Rule(r"EPSV", "500 no"), Rule(r"PASV", "227 Entering Passive Mode (127,0,0,1,0,0)")]), [dl("/data/a.bin", "out/a.bin")],
+         expect={"dl /data/a.bin": ("failed", "PROTOCOL_ERROR", 2)}),
+    Case("A-pasv-octet-256", dict(files=F, rules=[Rule(r"EPSV", "500 no"), Rule(r"PASV", "227 Entering Passive Mode (127,0,0,1,256,1)")]), [dl("/data/a.bin", "out/a.bin")],
+         expect={"dl /data/a.bin": ("failed", "PROTOCOL_ERROR", 2)}),
+    Case("B-feat-211-space-lines", dict(files=F, feat="211-Features:\n211 MDTM\n211 SIZE\n211 End"), [dl("/data/a.bin", "out/a.bin", preserve_mtime=True)]),
+    Case("G-150-ascii-mode-size", dict(files=F, transfer_replies={"RETR": ("150 Opening ASCII mode data connection for {path} ({size} bytes).", "226 OK")}), [dl("/data/a.bin", "out/a.bin")]),
 ]
 for c in cases:
     if len(sys.argv) > 1 and not any(a in c.name for a in sys.argv[1:]):
