@@ -128,3 +128,13 @@ def test_sigint_while_starting_prints_no_traceback(tmp_path: Path) -> None:
 # --- 7. README: 'Exit status, for every command: ... 143 stopped by SIGTERM' -----------------
 # The worker exits 0 after SIGTERM (repro/worker_check.py prints 'worker exit on SIGTERM: 0').
 # Not encoded as a test here (needs a broker); see FINDINGS.md.
+
+
+# --- 8. Servers refusing dot-files (pure-ftpd -x/-X, vsftpd deny_file={.*}) refuse every upload ---
+def test_upload_to_a_server_that_refuses_dot_files_completes() -> None:
+    """Real-server versions: repro/case_pureftpd_dotfiles.py, repro/case_vsftpd_deny_dotfiles.py.
+    Observed: ('failed', 'PERMISSION_DENIED', 1) STOR: 553 Prohibited file name: /data/.up.bin.<hex>.part"""
+    case = Case("dotfiles", dict(rules=[Rule(r"STOR (?P<p>.*/\..*)", "553 Prohibited file name: {p}")]),
+                [ul("in/up.bin", "/data/up.bin")])
+    ok, results, _ = run(case)
+    assert outcomes(results) == [COMPLETED_ONCE], results
