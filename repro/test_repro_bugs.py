@@ -138,3 +138,49 @@ def test_upload_to_a_server_that_refuses_dot_files_completes() -> None:
                 [ul("in/up.bin", "/data/up.bin")])
     ok, results, _ = run(case)
     assert outcomes(results) == [COMPLETED_ONCE], results
+
+
+# --- 9. Result lines are not written as tasks end (file output; stdin input) --------------------
+def test_result_file_records_a_finished_task_while_the_run_goes_on(tmp_path: Path) -> None:
+    srv = ScriptedFTPServer(files={"/fast.bin": b"f", "/slow.bin": b"s"}, rules=[Rule(r"RETR /slow.bin", delay=5)]).start()
+    try:
+        (tmp_path / "base").mkdir()
+        ini = tmp_path / "c.ini"
+        ini.write_text(f"[p]\ntype=ftp\nhost=127.0.0.1\nport={srv.port}\nuser=user\npass=secret\ntimeout=10\n"
+                       f"[local]\ntype=local\nbase_path={tmp_path / 'base'}\n")
+        tasks = tmp_path / "t.jsonl"
+        tasks.write_text("".join(json.dumps({"task_id": n, "src_id": "p", "src_path": f"/{n}.bin", "dst_id": "local",
+                                             "dst_path": f"{n}.bin"}) + "\n" for n in ("fast", "slow")))
+        out = tmp_path / "res.jsonl"
+        p = subprocess.Popen([CLI, "copy", str(tasks), "--connections", str(ini), "-j", "2", "--stats", "0", "-o", str(out)],
+                             stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 4
+        while not (tmp_path / "base" / "fast.bin").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        seen = out.read_text() if out.exists() else ""
+        p.kill()
+        p.wait()
+        assert '"fast"' in seen
+    finally:
+        srv.stop()
+
+
+def test_a_task_from_stdin_starts_when_its_line_arrives(tmp_path: Path) -> None:
+    (tmp_path / "l.ini").write_text(f"[local]\ntype=local\nbase_path={tmp_path}\n")
+    line = json.dumps({"task_id": "x", "src_id": "local", "src_path": "a", "dst_id": "local", "dst_path": "b"}) + "\n"
+    p = subprocess.Popen([CLI, "copy", "-", "--connections", str(tmp_path / "l.ini"), "--stats", "0"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        p.stdin.write(line.encode())
+        p.stdin.flush()
+        os.set_blocking(p.stdout.fileno(), False)
+        deadline = time.monotonic() + 3
+        got = b""
+        while not got and time.monotonic() < deadline:
+            got = p.stdout.read() or b""
+            time.sleep(0.05)
+        assert b'"task_id":"x"' in got
+    finally:
+        p.stdin.close()
+        p.wait(30)
