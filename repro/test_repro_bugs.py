@@ -184,3 +184,14 @@ def test_a_task_from_stdin_starts_when_its_line_arrives(tmp_path: Path) -> None:
     finally:
         p.stdin.close()
         p.wait(30)
+
+
+# --- 10. A '..' between backslashes leaves the FTP base_path on Windows servers ----------------
+def test_backslash_dotdot_in_a_remote_path_is_refused() -> None:
+    case = Case("backslash", dict(files={"/outgoing/a.bin": b"x"}),
+                [dl("..\\..\\windows\\win.ini", "out/w.ini", retry_count=0)],
+                ini_extra="timeout = 3\nbase_path = /outgoing\n",
+                expect={"dl ..\\..\\windows\\win.ini": ("failed", "PATH_NOT_ALLOWED", 0)})
+    ok, results, _ = run(case)
+    assert outcomes(results) == [("failed", "PATH_NOT_ALLOWED", 0)], results
+    assert not [c for c in case._srv.commands if c.startswith("RETR")]
