@@ -519,6 +519,7 @@ def metric_names() -> set[str]:
 
     metrics = Metrics()
     metrics.watch_pool(dict)  # no connections: the families without samples
+    metrics.watch_scheduling(dict, dict)
     names: set[str] = set()
     for family in metrics.registry.collect():
         for suffix in SUFFIXES.get(family.type, ("",)):

@@ -1,7 +1,8 @@
-"""result_for_message: whatever a message holds or its task raises, exactly one encodable result.
+"""Boundary: whatever a message holds or its task raises, exactly one encodable result.
 
-The engine is a stand-in here (pure logic); the real engine, server and broker
-are in test_fuzz.py, test_copy.py and test_worker.py.
+The engine is a stand-in here (pure logic), run between the boundary's two
+steps as the scheduled transfers run it; the real engine, server and broker
+are in test_fuzz.py, test_copy.py, test_transfers.py and test_worker.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from ftp_pooler.boundary import result_for_message
+from ftp_pooler.boundary import Boundary, Message
 from ftp_pooler.contract import Result, Task
 from ftp_pooler.errors import ErrorCode
 
@@ -45,8 +46,18 @@ def raising(exc: BaseException) -> Callable[[Task], Awaitable[Result]]:
 
 
 async def settle(raw: bytes, run: Callable[[Task], Awaitable[Result]]) -> tuple[Result, list[Any]]:
+    """admit, run, then settle (or crashed when run raised), as ScheduledTransfers does."""
+    boundary = Boundary(worker="w")
+    message = Message(raw, partition=2, offset=7)
     with capture_logs() as logs:
-        result = await result_for_message(raw, run, worker="w", partition=2, offset=7)
+        admitted = boundary.admit(message)
+        if isinstance(admitted, Result):
+            result = admitted
+        else:
+            try:
+                result = boundary.settle(await run(admitted), message, admitted)
+            except Exception as exc:
+                result = boundary.crashed(exc, message, admitted.task_id)
     body = json.loads(result.to_json())
     assert body["worker"] == "w"
     if result.task_id is not None:
@@ -130,13 +141,3 @@ async def test_parsing_that_raises_something_unexpected_is_contained(
     assert (result.task_id, result.error_code) == (None, ErrorCode.UNKNOWN_ERROR)
     assert result.error_message == "AssertionError: a bug in the parser"
     assert [entry["event"] for entry in logs] == ["task.crashed"]
-
-
-async def test_cancellation_is_not_a_result() -> None:
-    async def forever(task: Task) -> Result:
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    with trio.move_on_after(0.05) as scope:
-        await result_for_message(VALID, forever, worker="w")
-    assert scope.cancelled_caught

@@ -215,6 +215,7 @@ async def test_a_consumer_whose_commits_fail_is_reported_and_its_close_is_bounde
     from kafka import KafkaConsumer
 
     from ftp_pooler.api import Health
+    from ftp_pooler.backpressure import BufferBound
     from ftp_pooler.config import Settings
     from ftp_pooler.deliveries import DeliveryQueue
     from ftp_pooler.kafka_clients import consumer_config
@@ -240,7 +241,8 @@ async def test_a_consumer_whose_commits_fail_is_reported_and_its_close_is_bounde
     consumer = await trio.to_thread.run_sync(lambda: KafkaConsumer(**consumer_config(settings)))
     health, deliveries = Health(), DeliveryQueue()
     poller = KafkaPoller(
-        consumer, deliveries, topic=outage.topics.tasks, max_inflight=10, max_poll_records=10,
+        consumer, deliveries, topic=outage.topics.tasks, bound=BufferBound(20, 10**9, 5),
+        max_poll_records=10,
         commit_interval=3600, revoke_timeout=1.0, health=health, metrics=Metrics(),
     )  # fmt: skip
     async with trio.open_nursery() as nursery:

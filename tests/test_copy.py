@@ -14,8 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ftp_pooler.batch import copy_tasks
-from ftp_pooler.contract import Result, Task
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
+from ftp_pooler.contract import Result
+from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.ftp.config import FTPConfig
+from ftp_pooler.ftp.pool import SessionPool
+from ftp_pooler.ftp.session import SessionFactory
 from servers import FTPServer
+from servers.dead import closed_port
 
 MakeServer = Callable[..., FTPServer]
 
@@ -204,16 +210,26 @@ def test_a_message_that_used_to_kill_copy_gets_one_result_and_the_rest_complete(
         assert (tmp_path / "local" / "in" / name).read_bytes() == name.encode() * 100
 
 
-class _BrokenEngine:
-    """An engine with a bug: tasks whose id starts with "boom" raise."""
+class _BrokenEngine(TransferEngine):
+    """An engine with a bug: attempts of tasks whose id starts with "boom" raise
+    (the others complete without touching the network)."""
 
-    async def run(self, task: Task) -> Result:
+    async def attempt(self, transfer: Transfer) -> Result | float:
+        task = transfer.task
         if task.task_id.startswith("boom"):
             raise ExceptionGroup("nursery", [KeyError(task.task_id)])
         return Result.completed(task, worker="w", bytes_transferred=0, duration_ms=0, attempts=1)
 
 
-async def test_copy_tasks_turns_an_engine_bug_into_one_result_per_task() -> None:
+def _broken_engine(local_root: Path) -> _BrokenEngine:
+    remote = FTPConfig(host="127.0.0.1", port=closed_port())
+    connections = Connections(
+        [FTPConnection(id="remote", ftp=remote), LocalConnection(id="local", base_path=local_root)]
+    )
+    return _BrokenEngine(connections, SessionPool({"remote": SessionFactory(remote)}), worker="w")
+
+
+async def test_copy_tasks_turns_an_engine_bug_into_one_result_per_task(tmp_path: Path) -> None:
     lines = [
         json.dumps({"task_id": f"{prefix}-{index}", "src_id": "remote", "src_path": "/a",
                     "dst_id": "local", "dst_path": "a"}).encode()
@@ -224,7 +240,7 @@ async def test_copy_tasks_turns_an_engine_bug_into_one_result_per_task() -> None
     summary = await copy_tasks(
         io.BytesIO(b"\n".join(lines) + b"\n"),
         output,
-        _BrokenEngine(),  # type: ignore[arg-type]
+        _broken_engine(tmp_path),
         concurrency=8,
         worker="w",
     )

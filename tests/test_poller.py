@@ -7,6 +7,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from servers.kafka import KafkaBroker, unique_name
 
 from ftp_pooler.api import Health
+from ftp_pooler.backpressure import BufferBound
 from ftp_pooler.config import Settings
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
 from ftp_pooler.kafka_clients import consumer_config
@@ -45,7 +46,8 @@ async def test_backpressure_pauses_at_the_limit_and_resumes_as_results_are_ackno
     health = Health()
     deliveries = DeliveryQueue()
     poller = KafkaPoller(
-        consumer, deliveries, topic=topic, max_inflight=MAX_INFLIGHT,
+        consumer, deliveries, topic=topic,
+        bound=BufferBound(MAX_INFLIGHT + MAX_POLL_RECORDS, 10**9, MAX_POLL_RECORDS // 2),
         max_poll_records=MAX_POLL_RECORDS, commit_interval=1.0, revoke_timeout=1.0,
         health=health, metrics=Metrics(),
     )  # fmt: skip
@@ -83,3 +85,63 @@ async def test_backpressure_pauses_at_the_limit_and_resumes_as_results_are_ackno
     assert [d.offset for d in taken] == list(range(MESSAGES))
     assert [d.value for d in taken] == [b"%d" % n for n in range(MESSAGES)]
     assert poller.inflight == 0 and not poller.paused
+
+
+async def test_the_byte_bound_pauses_too_and_acknowledgements_free_the_bytes(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topic = kafka_broker.create_topic(unique_name("tasks"), 1)
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    for n in range(40):
+        producer.send(topic, value=b"%04d" % n + b"x" * 996)  # 1,000 bytes each
+    producer.flush()
+    producer.close()
+    settings = Settings.model_validate(
+        {
+            "kafka": {
+                "bootstrap_servers": [kafka_broker.bootstrap_servers],
+                "consumer_group": unique_name("workers"),
+                "input_topic": topic,
+                "max_poll_records": 5,
+                "fetch_max_wait_ms": 100,
+                "session_timeout_ms": 2000,
+                "heartbeat_interval_ms": 500,
+            }
+        }
+    )
+    consumer = KafkaConsumer(**consumer_config(settings))
+    deliveries = DeliveryQueue()
+    poller = KafkaPoller(
+        consumer, deliveries, topic=topic, bound=BufferBound(10_000, 12_000, 2),
+        max_poll_records=5, commit_interval=1.0, revoke_timeout=1.0,
+        health=Health(), metrics=Metrics(),
+    )  # fmt: skip
+    taken: list[Delivery] = []
+
+    async def take() -> None:
+        while True:
+            taken.append(await deliveries.get())
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(poller.run)
+            nursery.start_soon(take)
+            with trio.fail_after(30):
+                while not poller.paused:
+                    await trio.sleep(0.05)
+            await trio.sleep(PAUSED_POLL_SECONDS)
+            held = len(taken)
+            assert 12 <= held < 12 + 5 and poller.buffered_bytes == 1000 * held
+            poller.acknowledged(taken[: held - 10])  # 10,000 bytes left: not a quarter free
+            await trio.sleep(PAUSED_POLL_SECONDS)
+            assert poller.paused and len(taken) == held
+            poller.acknowledged(taken[held - 10 : held])
+            with trio.fail_after(30):
+                while len(taken) < 40:
+                    poller.acknowledged(taken[held:])
+                    held = len(taken)
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    finally:
+        await poller.close()
+    assert [d.offset for d in taken] == list(range(40))

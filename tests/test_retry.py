@@ -1,4 +1,5 @@
-"""RetryPolicy: a frozen value; backoff grows, is capped and jittered; only retryable errors retry."""
+"""RetryPolicy: a frozen value; backoff grows, is capped and jittered; only retryable errors retry;
+patience bounds the wait for a server marked down."""
 
 from __future__ import annotations
 
@@ -47,3 +48,12 @@ def test_with_retries_returns_a_new_value() -> None:
 def test_nonsense_is_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_patience_is_every_attempt_plus_every_backoff_without_jitter() -> None:
+    policy = RetryPolicy(retries=3, initial_backoff=0.5, max_backoff=1.5, multiplier=2.0)
+    assert policy.patience(10.0) == 4 * 10.0 + 0.5 + 1.0 + 1.5
+    assert RetryPolicy(retries=0).patience(2.0) == 2.0
+    assert RetryPolicy(retries=100, multiplier=1e6, max_backoff=30.0).patience(0) == pytest.approx(
+        0.5 + 99 * 30.0
+    )

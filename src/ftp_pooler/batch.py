@@ -12,12 +12,20 @@ from typing import BinaryIO
 
 import trio
 
-from ftp_pooler.boundary import result_for_message
-from ftp_pooler.contract import Result
+from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.contract import Result, Task
 from ftp_pooler.engine import TransferEngine
+from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 READ_HINT_BYTES = 256 * 1024
 """Task lines read per hop to a worker thread (reading a pipe could block the loop)."""
+
+SUBMIT_BATCH = 64
+"""Task lines parsed and queued between checkpoints (parsing a whole read at once
+kept the runners from starting, and the server idle, for tens of milliseconds)."""
+
+MAX_BUFFERED_TASKS = 10_000
+"""Tasks read ahead and waiting for their connection, at most (``worker.max_buffered_tasks``)."""
 
 
 @dataclass
@@ -54,20 +62,6 @@ class CopySummary:
         )
 
 
-async def _read_lines(source: BinaryIO, send: trio.MemorySendChannel[tuple[int, bytes]]) -> None:
-    """Non-blank lines with their line numbers (from 1). A read waiting on a pipe is
-    abandoned when cancelled (a stopped copy must not wait for its producer)."""
-    number = 0
-    async with send:
-        while lines := await trio.to_thread.run_sync(
-            source.readlines, READ_HINT_BYTES, abandon_on_cancel=True
-        ):
-            for raw in lines:
-                number += 1
-                if raw.strip():
-                    await send.send((number, raw.removesuffix(b"\n")))
-
-
 async def copy_tasks(
     source: BinaryIO,
     results: BinaryIO,
@@ -76,17 +70,22 @@ async def copy_tasks(
     concurrency: int,
     worker: str,
     on_result: Callable[[CopySummary], None] | None = None,
+    max_buffered: int = MAX_BUFFERED_TASKS,
 ) -> CopySummary:
-    """Run every task line of ``source`` through ``engine``, ``concurrency`` at a time.
+    """Run every task line of ``source`` through ``engine``, ``concurrency`` attempts at a time.
 
-    Each task line (any bytes but blank; the message is the line without its
-    ``\\n``) yields exactly one result line in ``results``, in the order the
-    tasks finish. A line that is not a valid task yields a failure result with
-    ``INVALID_MESSAGE`` whose message starts with its line number; one whose
-    handling raised, ``UNKNOWN_ERROR`` (see :func:`~ftp_pooler.boundary.result_for_message`).
+    Tasks are scheduled by connection (:mod:`ftp_pooler.scheduling`): a slow or
+    dead server's tasks wait in its own queue while the others run. Lines are
+    read ahead while fewer than ``max_buffered`` tasks wait (a read waiting on
+    a pipe is abandoned when cancelled: a stopped copy must not wait for its
+    producer). Each task line (any bytes but blank; the message is the line
+    without its ``\n``) yields exactly one result line in ``results``, in the
+    order the tasks finish. A line that is not a valid task yields a failure
+    result with ``INVALID_MESSAGE`` whose message starts with its line number;
+    one whose handling raised, ``UNKNOWN_ERROR`` (see
+    :class:`~ftp_pooler.boundary.Boundary`).
     """
     summary = CopySummary()
-    send, receive = trio.open_memory_channel[tuple[int, bytes]](concurrency * 4)
 
     def publish(result: Result) -> None:
         results.write(result.to_json() + b"\n")
@@ -94,15 +93,38 @@ async def copy_tasks(
         if on_result is not None:
             on_result(summary)
 
-    async def run_tasks(receive: trio.MemoryReceiveChannel[tuple[int, bytes]]) -> None:
-        async with receive:
-            async for number, raw in receive:
-                publish(await result_for_message(raw, engine.run, worker=worker, line=number))
+    boundary = Boundary(worker=worker)
 
+    def finished(result: Result, message: Message, task: Task) -> None:
+        publish(boundary.settle(result, message, task))
+
+    def crashed(exc: Exception, message: Message, task: Task) -> None:
+        publish(boundary.crashed(exc, message, task.task_id))
+
+    transfers: ScheduledTransfers[Message] = ScheduledTransfers(
+        engine, runners=concurrency, finished=finished, crashed=crashed
+    )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_read_lines, source, send)
-        for _ in range(concurrency):
-            nursery.start_soon(run_tasks, receive.clone())
-        await receive.aclose()
+        nursery.start_soon(transfers.run)
+        number = 0
+        try:
+            while lines := await trio.to_thread.run_sync(
+                source.readlines, READ_HINT_BYTES, abandon_on_cancel=True
+            ):
+                for raw in lines:
+                    number += 1
+                    if number % SUBMIT_BATCH == 0:
+                        await trio.lowlevel.checkpoint()  # let the runners start meanwhile
+                    if not raw.strip():
+                        continue
+                    message = Message(raw.removesuffix(b"\n"), line=number)
+                    admitted = boundary.admit(message)
+                    if isinstance(admitted, Result):
+                        publish(admitted)
+                    else:
+                        transfers.submit(admitted, message)
+                await transfers.wait_room(max_buffered)
+        finally:
+            transfers.close()
     results.flush()
     return summary

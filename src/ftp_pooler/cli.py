@@ -29,8 +29,8 @@ import trio
 from ftp_pooler import package_version
 from ftp_pooler.batch import CopySummary, copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, Settings, load_connections, load_settings
-from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.contract import Result
+from ftp_pooler.engine import Transfer, TransferEngine
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.logs import configure_logging, default_format, shifted_level
@@ -66,9 +66,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 class _DrainingEngine(TransferEngine):
-    """The engine, with a gate in front: after :meth:`stop`, a task taken from the
-    file no longer starts (it waits to be cancelled, and gets no result), while
-    the running ones go on. Counts the running ones for the progress display."""
+    """The engine, with a gate in front: after :meth:`stop`, no attempt starts (the
+    runner waits to be cancelled; a task queued or between retries gets no result),
+    while the running ones go on. Counts the running ones for the progress display."""
 
     def __init__(self, *args: Any, progress: CopyProgress, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,12 +76,12 @@ class _DrainingEngine(TransferEngine):
         self.stopping = False
         self.idle = trio.Event()
 
-    async def run(self, task: Task) -> Result:
+    async def attempt(self, transfer: Transfer) -> Result | float:
         if self.stopping:
             await trio.sleep_forever()
         self._progress.in_flight += 1
         try:
-            return await super().run(task)
+            return await super().attempt(transfer)
         finally:
             self._progress.in_flight -= 1
             if self.stopping and not self._progress.in_flight:
@@ -193,6 +193,7 @@ async def _copy(
                         concurrency=concurrency,
                         worker=settings.worker.name,
                         on_result=finished,
+                        max_buffered=settings.worker.max_buffered_tasks,
                     )
             finally:
                 results.flush()

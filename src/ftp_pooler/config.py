@@ -188,9 +188,18 @@ class PoolSettings(_Section):
     noop_after_seconds: float = Field(PoolLimits.noop_after_seconds, ge=0)
     cap_recovery_seconds: float = Field(PoolLimits.cap_recovery_seconds, gt=0)
     max_concurrent_opens: int = Field(PoolLimits.max_concurrent_opens, ge=1)
+    breaker_failures: int = Field(PoolLimits.breaker_failures, ge=1)
+    breaker_open_seconds: float = Field(PoolLimits.breaker_open_seconds, gt=0)
+    breaker_max_open_seconds: float = Field(PoolLimits.breaker_max_open_seconds, gt=0)
 
     def limits(self) -> PoolLimits:
         return PoolLimits(**self.model_dump())
+
+    @model_validator(mode="after")
+    def _breaker_range(self) -> Self:
+        if self.breaker_max_open_seconds < self.breaker_open_seconds:
+            raise ValueError("breaker_max_open_seconds must be at least breaker_open_seconds")
+        return self
 
 
 def _default_worker_name(environ: Mapping[str, str]) -> str:
@@ -199,6 +208,11 @@ def _default_worker_name(environ: Mapping[str, str]) -> str:
 
 class WorkerSettings(_Section):
     max_inflight: int = Field(64, ge=1)
+    max_buffered_tasks: int = Field(10_000, ge=1)
+    """Tasks taken in and not yet finished (queued per connection, running, being
+    published); at this bound the worker stops fetching (``copy`` stops reading)."""
+    max_buffered_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    """The same bound on the bytes of those tasks' messages (the worker only)."""
     drain_seconds: float = Field(25.0, ge=0)
     name: str = Field(default=None, min_length=1, validate_default=True)
     """Names this worker in results; null: ``$POD_NAME``, else ``$HOSTNAME``, else the host name."""

@@ -2,6 +2,9 @@
 
 A task is planned first (which side is local, where exactly its path lies),
 then attempted until it succeeds, fails for good, or runs out of retries.
+One attempt is the unit the scheduler runs (:meth:`TransferEngine.attempt`):
+between attempts a task holds neither a runner nor a session, and the engine
+still builds exactly one result per task.
 Both directions are atomic: bytes go to a hidden temporary name next to the
 destination and are renamed into place only after the size checks out, so a
 partial file is never visible under its final name.
@@ -67,6 +70,34 @@ class _Plan:
     local_path: Path
 
 
+@dataclass(eq=False, slots=True)
+class Transfer:
+    """One task between its attempts: made by :meth:`TransferEngine.prepare`.
+
+    Attributes:
+        task: The task.
+        policy: Its retry policy (the engine's, with the task's ``retry_count``).
+        started: When it was prepared (``time.monotonic()``); its result's
+            ``duration_ms`` counts from here, waits and backoff included.
+        attempts: Attempts made so far.
+    """
+
+    task: Task
+    plan: _Plan
+    policy: RetryPolicy
+    started: float
+    attempts: int = 0
+    stale_sessions: int = 0
+    """Pooled sessions found closed by the server and replaced (not attempts)."""
+    previous: ErrorCode | None = None
+    """The error code of the last failed attempt."""
+
+    @property
+    def connection(self) -> str:
+        """The FTP connection id whose session every attempt needs."""
+        return self.plan.remote_id
+
+
 @dataclass(frozen=True)
 class _Outcome:
     bytes_transferred: int
@@ -111,79 +142,142 @@ class TransferEngine:
         }
         self._remote_dirs: dict[str, set[str]] = {}
 
-    async def run(self, task: Task) -> Result:
-        """Carry out one task; never raises (but for cancellation).
+    @property
+    def pool(self) -> SessionPool:
+        """The session pool the engine borrows from."""
+        return self._pool
 
-        Log lines from every layer below (pool, session, local files) carry
-        the task's id meanwhile.
+    def prepare(self, task: Task) -> Transfer | Result:
+        """Plan a task: the :class:`Transfer` to attempt, or its result if it cannot start.
+
+        Returns:
+            A failed :class:`Result` when the task cannot be planned (unknown or
+            unsuitable connections, a path refused, an operation that contradicts
+            the connections); otherwise a Transfer for :meth:`attempt`. Never raises.
         """
-        token = current_task_id.set(task.task_id)
-        try:
-            return await self._run(task)
-        finally:
-            current_task_id.reset(token)
-
-    async def _run(self, task: Task) -> Result:
         started = time.monotonic()
-        attempts = 0
-        operation = task.operation
         try:
             plan = self._plan(task)
-            operation = plan.operation
-            policy = self._retry.with_retries(task.options.retry_count)
-            stale_sessions = 0
-            previous: ErrorCode | None = None
-            while True:
-                attempts += 1
-                try:
-                    outcome = await self._attempt(plan, task)
-                    break
-                except PoolerError as exc:
-                    stale = isinstance(exc, FTPError) and exc.stale_session
-                    if stale and stale_sessions < MAX_STALE_SESSIONS:
-                        # The server had closed the pooled session; nothing moved.
-                        stale_sessions += 1
-                        attempts -= 1
-                        log.info("transfer.stale_session", task_id=task.task_id, error=exc.message)
-                        continue
-                    if exc.code is ErrorCode.PROTOCOL_ERROR and previous is exc.code:
-                        # The same protocol failure on a fresh session: it will not change.
-                        raise PoolerError(exc.code, exc.message, retryable=False) from exc
-                    previous = exc.code
-                    if not policy.should_retry(attempts, exc.retryable):
-                        raise
-                    log.info(
-                        "transfer.retry",
-                        task_id=task.task_id,
-                        attempt=attempts,
-                        error_code=exc.code.value,
-                        error=exc.message,
-                    )
-                    if self._observer is not None:
-                        self._observer.retrying(plan.operation, plan.remote_id, exc.code)
-                    await trio.sleep(policy.backoff(attempts))
         except PoolerError as exc:
-            error = exc
+            return self._failed(task, exc, task.operation, 0, started)
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
-            error = unexpected_error(exc)
-        else:
-            if outcome.skipped:
-                return Result.skipped(
-                    task,
-                    operation=operation,
-                    attempts=attempts,
-                    duration_ms=_ms_since(started),
-                    worker=self._worker,
-                )
-            return Result.completed(
+            return self._failed(task, unexpected_error(exc), task.operation, 0, started)
+        return Transfer(task, plan, self._retry.with_retries(task.options.retry_count), started)
+
+    async def attempt(self, transfer: Transfer) -> Result | float:
+        """Make one attempt of ``transfer``; never raises (but for cancellation).
+
+        Returns:
+            The task's one :class:`Result` when it is over (done, skipped, failed
+            for good, or out of retries); otherwise the seconds to wait before
+            the next attempt (a retryable failure with retries left). Log lines
+            from every layer below (pool, session, local files) carry the task's
+            id meanwhile.
+        """
+        task = transfer.task
+        token = current_task_id.set(task.task_id)
+        try:
+            transfer.attempts += 1
+            try:
+                outcome = await self._attempt_once(transfer)
+            except PoolerError as exc:
+                return self._attempt_failed(transfer, exc)
+            except Exception as exc:
+                log.exception("transfer.unexpected_error", task_id=task.task_id)
+                return self.give_up(transfer, unexpected_error(exc))
+        finally:
+            current_task_id.reset(token)
+        duration_ms = _ms_since(transfer.started)
+        if outcome.skipped:
+            return Result.skipped(
                 task,
-                operation=operation,
-                bytes_transferred=outcome.bytes_transferred,
-                attempts=attempts,
-                duration_ms=_ms_since(started),
+                operation=transfer.plan.operation,
+                attempts=transfer.attempts,
+                duration_ms=duration_ms,
                 worker=self._worker,
             )
+        return Result.completed(
+            task,
+            operation=transfer.plan.operation,
+            bytes_transferred=outcome.bytes_transferred,
+            attempts=transfer.attempts,
+            duration_ms=duration_ms,
+            worker=self._worker,
+        )
+
+    async def _attempt_once(self, transfer: Transfer) -> _Outcome:
+        """One attempt. A pooled session the server had closed (nothing moved) is
+        replaced without spending the attempt, up to :data:`MAX_STALE_SESSIONS` times."""
+        while True:
+            try:
+                return await self._attempt(transfer.plan, transfer.task)
+            except FTPError as exc:
+                if not exc.stale_session or transfer.stale_sessions >= MAX_STALE_SESSIONS:
+                    raise
+                transfer.stale_sessions += 1
+                log.info("transfer.stale_session", task_id=transfer.task.task_id, error=exc.message)
+
+    def _attempt_failed(self, transfer: Transfer, exc: PoolerError) -> Result | float:
+        """After a failed attempt: the task's result, or the backoff before the next one."""
+        if exc.code is ErrorCode.PROTOCOL_ERROR and transfer.previous is exc.code:
+            # The same protocol failure on a fresh session: it will not change.
+            return self.give_up(transfer, PoolerError(exc.code, exc.message, retryable=False))
+        transfer.previous = exc.code
+        if not transfer.policy.should_retry(transfer.attempts, exc.retryable):
+            return self.give_up(transfer, exc)
+        log.info(
+            "transfer.retry",
+            task_id=transfer.task.task_id,
+            attempt=transfer.attempts,
+            error_code=exc.code.value,
+            error=exc.message,
+        )
+        if self._observer is not None:
+            self._observer.retrying(transfer.plan.operation, transfer.connection, exc.code)
+        return transfer.policy.backoff(transfer.attempts)
+
+    def give_up(self, transfer: Transfer, error: PoolerError) -> Result:
+        """The failed result of a transfer that is tried no more (``error`` says why)."""
+        return self._failed(
+            transfer.task, error, transfer.plan.operation, transfer.attempts, transfer.started
+        )
+
+    def patience(self, transfer: Transfer) -> float:
+        """Seconds a transfer may wait in total for its server while it is marked down.
+
+        As long as all its attempts could have taken against a server that never
+        answers (each a connect timeout, plus the backoffs between them), so the
+        circuit breaker never makes a task give up sooner than it would have
+        without it. See :meth:`RetryPolicy.patience`.
+        """
+        remote = self._connections[transfer.connection]
+        assert isinstance(remote, FTPConnection)
+        return transfer.policy.patience(remote.ftp.timeouts.connect)
+
+    async def run(self, task: Task) -> Result:
+        """Carry out one task on its own: attempts, and the backoff between them, in line.
+
+        For a task run alone (tests, a single transfer); many tasks go through
+        :mod:`ftp_pooler.scheduling` instead, where the backoff holds nothing.
+        Never raises (but for cancellation).
+        """
+        transfer = self.prepare(task)
+        while isinstance(transfer, Transfer):
+            outcome = await self.attempt(transfer)
+            if isinstance(outcome, Result):
+                return outcome
+            await trio.sleep(outcome)
+        return transfer
+
+    def _failed(
+        self,
+        task: Task,
+        error: PoolerError,
+        operation: Operation | None,
+        attempts: int,
+        started: float,
+    ) -> Result:
         return Result.failed(
             task,
             error,

@@ -46,6 +46,8 @@ from ftp_pooler import package_version
 from ftp_pooler.contract import Operation, Result
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import ConnectionStats
+from ftp_pooler.scheduling.breaker import BreakerState
+from ftp_pooler.scheduling.scheduler import QueueStats
 
 TRANSFER_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -54,6 +56,11 @@ TRANSFER_BUCKETS = (
 
 SESSION_STATES = ("open", "idle", "busy", "opening", "waiters")
 """The ``state`` label of ``ftp_pooler_sessions``, each a field of ConnectionStats."""
+
+QUEUE_WAIT_BUCKETS = (
+    0.001, 0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+"""Seconds a task was ready but waited for its connection: none to a long outage."""
 
 
 class Metrics:
@@ -136,6 +143,15 @@ class Metrics:
         )
         self._task_series: dict[tuple[str, str, str, str], _TaskSeries] = {}
         self._bytes_series: dict[tuple[Operation, str], Any] = {}
+        self._queue_wait = Histogram(
+            "ftp_pooler_queue_wait_seconds",
+            "Time a task was ready to start but waited in its connection's queue"
+            " (a retry's backoff not counted), observed when it starts.",
+            ["connection"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self._queue_wait_series: dict[str, Any] = {}
 
     def bytes_moved(self, operation: Operation, connection: str, count: int) -> None:
         """Count ``count`` bytes the moment they move (the engine's observer hook)."""
@@ -206,6 +222,24 @@ class Metrics:
         """
         self.registry.register(_PoolCollector(stats))
 
+    # -- scheduling by connection (issue #13) ----------------------------------------
+
+    def queue_waited(self, connection: str, seconds: float) -> None:
+        """A task of ``connection`` starts after waiting ``seconds`` in its queue."""
+        series = self._queue_wait_series.get(connection)
+        if series is None:
+            series = self._queue_wait_series[connection] = self._queue_wait.labels(connection)
+        series.observe(seconds)
+
+    def watch_scheduling(
+        self,
+        queues: Callable[[], Mapping[str, QueueStats]],
+        pool: Callable[[], Mapping[str, ConnectionStats]],
+    ) -> None:
+        """Expose queued tasks per connection (``queues()``, e.g. the runners' ``stats``)
+        and breaker states (``pool()``, e.g. ``pool.stats``), read at each scrape."""
+        self.registry.register(_SchedulingCollector(queues, pool))
+
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -269,3 +303,43 @@ def _pool_families(stats: Mapping[str, ConnectionStats]) -> list[Metric]:
         closed.add_metric([conn_id], s.closed_total)
         refused.add_metric([conn_id], s.refused_total)
     return [sessions, cap, wait, opened, closed, refused]
+
+
+class _SchedulingCollector(Collector):
+    """Per-connection queues and breakers, read at scrape time."""
+
+    def __init__(
+        self,
+        queues: Callable[[], Mapping[str, QueueStats]],
+        pool: Callable[[], Mapping[str, ConnectionStats]],
+    ) -> None:
+        self._queues = queues
+        self._pool = pool
+
+    def describe(self) -> Iterable[Metric]:
+        return _scheduling_families({}, {})
+
+    def collect(self) -> Iterable[Metric]:
+        return _scheduling_families(self._queues(), self._pool())
+
+
+def _scheduling_families(
+    queues: Mapping[str, QueueStats], pool: Mapping[str, ConnectionStats]
+) -> list[Metric]:
+    queued = GaugeMetricFamily(
+        "ftp_pooler_queued_tasks",
+        "Tasks waiting for their connection: ready to start, or delayed by a retry's backoff.",
+        labels=["connection", "state"],
+    )
+    breaker = GaugeMetricFamily(
+        "ftp_pooler_breaker_state",
+        "1 for the connection's circuit breaker state (closed, open, half_open), 0 for the others.",
+        labels=["connection", "state"],
+    )
+    for conn_id in pool:
+        q = queues.get(conn_id, QueueStats(0, 0, 0))
+        queued.add_metric([conn_id, "ready"], q.ready)
+        queued.add_metric([conn_id, "delayed"], q.delayed)
+        for state in BreakerState:
+            breaker.add_metric([conn_id, state.value], int(pool[conn_id].breaker is state))
+    return [queued, breaker]

@@ -26,6 +26,7 @@ from kafka.errors import KafkaError
 from trio_util import AsyncValue
 
 from ftp_pooler.api import Health
+from ftp_pooler.backpressure import BufferBound
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.offsets import OffsetTracker
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
@@ -52,8 +53,9 @@ class KafkaPoller:
     Args:
         consumer: A kafka-python ``KafkaConsumer`` with ``enable_auto_commit=False``.
         deliveries: Where consumed records go (the dispatcher reads it).
-        max_inflight: Tasks in the worker at once; beyond it (plus one poll's
-            worth of records) the assigned partitions are paused.
+        bound: Consumed tasks (and their bytes) not yet acknowledged; when it is
+            reached the assigned partitions are paused (see
+            :mod:`ftp_pooler.backpressure`).
         revoke_timeout: How long a revocation waits for the partitions' running
             tasks to finish and their results to be acknowledged.
     """
@@ -64,7 +66,7 @@ class KafkaPoller:
         deliveries: DeliveryQueue,
         *,
         topic: str,
-        max_inflight: int,
+        bound: BufferBound,
         max_poll_records: int,
         commit_interval: float,
         revoke_timeout: float,
@@ -74,7 +76,7 @@ class KafkaPoller:
         self._consumer = consumer
         self._deliveries = deliveries
         self._topic = topic
-        self._max_inflight = max_inflight
+        self._bound = bound
         self._max_poll_records = max_poll_records
         self._commit_interval = commit_interval
         self._revoke_timeout = revoke_timeout
@@ -83,6 +85,8 @@ class KafkaPoller:
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.assigned: set[TopicPartition] = set()
         self._running: Counter[TopicPartition] = Counter()
+        self._bytes: Counter[TopicPartition] = Counter()
+        """Bytes of the message values received and not yet acknowledged, per partition."""
         self._finished = AsyncValue(0)
         self._paused = False
         self._next_offset: dict[TopicPartition, int] = {}
@@ -106,11 +110,20 @@ class KafkaPoller:
             self.tracker.done(delivery.partition, delivery.offset)
             if self._running[delivery.partition] > 0:
                 self._running[delivery.partition] -= 1
+            if self._bytes[delivery.partition] > 0:
+                held = self._bytes[delivery.partition] - len(delivery.value)
+                self._bytes[delivery.partition] = max(0, held)
         self._finished.value += 1
 
     @property
     def inflight(self) -> int:
+        """Tasks received and not yet acknowledged (queued, running or being published)."""
         return self.tracker.in_flight()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the message values of those tasks."""
+        return sum(self._bytes.values())
 
     @property
     def paused(self) -> bool:
@@ -143,9 +156,13 @@ class KafkaPoller:
                 if partition not in self.assigned or not messages:
                     continue
                 deliveries = []
+                size = 0
                 for message in messages:
                     self.tracker.received(partition, message.offset)
-                    deliveries.append(Delivery(partition, message.offset, message.value or b""))
+                    value = message.value or b""
+                    size += len(value)
+                    deliveries.append(Delivery(partition, message.offset, value))
+                self._bytes[partition] += size
                 self._next_offset[partition] = messages[-1].offset + 1
                 self._deliveries.put(deliveries)
             self._report_lag()
@@ -153,31 +170,29 @@ class KafkaPoller:
                 await self.commit()
                 next_commit = trio.current_time() + self._commit_interval
 
-    @property
-    def _resume_below(self) -> int:
-        return self._max_inflight + self._max_poll_records // 2
-
     async def _apply_backpressure(self) -> None:
-        """Pause above ``max_inflight`` plus one poll's worth; resume with half a poll's worth left.
+        """Pause when the buffer bound is reached; resume when it has room again.
 
-        Resuming only when the queue is nearly empty would let the dispatcher
+        Resuming only when the buffer is nearly empty would let the dispatcher
         run dry while the next poll fetches.
         """
         inflight = self.inflight
         self._metrics.set_inflight(inflight)
-        if not self._paused and inflight >= self._max_inflight + self._max_poll_records:
+        if not self._paused and self._bound.full(inflight, self.buffered_bytes):
             await self._call(lambda: self._consumer.pause(*self.assigned))
             self._paused = True
-        elif self._paused and inflight < self._resume_below:
+            log.info("kafka.paused", tasks=inflight, bytes=self.buffered_bytes)
+        elif self._paused and self._bound.has_room(inflight, self.buffered_bytes):
             await self._call(lambda: self._consumer.resume(*self._consumer.paused()))
             self._paused = False
+            log.info("kafka.resumed", tasks=inflight, bytes=self.buffered_bytes)
 
     async def _wait_for_room(self) -> None:
-        """Paused: until acknowledgements bring in-flight work below the resume mark, or
+        """Paused: until acknowledgements make room in the bound, or
         :data:`PAUSED_POLL_SECONDS` pass. (Polling every 50 ms instead kept kafka-python's
         threads busy, taking the GIL from the transfers.)"""
         with trio.move_on_after(PAUSED_POLL_SECONDS):
-            while self.inflight >= self._resume_below:
+            while not self._bound.has_room(self.inflight, self.buffered_bytes):
                 await self._finished.wait_transition()
 
     def _report_lag(self) -> None:
@@ -294,6 +309,7 @@ class KafkaPoller:
         self.tracker.forget(revoked)
         for tp in revoked:
             self._running.pop(tp, None)
+            self._bytes.pop(tp, None)
             self._next_offset.pop(tp, None)
             self._metrics.forget_partition(tp.topic, tp.partition)
         return {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()}

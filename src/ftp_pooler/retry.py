@@ -48,3 +48,14 @@ class RetryPolicy:
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+    def patience(self, attempt_seconds: float) -> float:
+        """Seconds every attempt and the backoffs between them could take, each attempt
+        lasting ``attempt_seconds`` (without jitter): a task's budget for waiting on a
+        server that is marked down."""
+        waits = 0.0
+        wait = self.initial_backoff
+        for _ in range(self.retries):
+            waits += min(wait, self.max_backoff)
+            wait = min(wait * self.multiplier, self.max_backoff)
+        return self.max_attempts * attempt_seconds + waits

@@ -7,16 +7,17 @@
     ├── ResultPublisher: results -> Kafka, acks -> OffsetTracker
     ├── signal watcher: SIGTERM/SIGINT -> drain; a second one exits at once
     └── transfers nursery (drained with a deadline at shutdown)
-        ├── Dispatcher: max_inflight runners, each: queue -> one transfer at a time
+        ├── Dispatcher: intake (queue -> parse -> a queue per FTP connection)
+        │   and max_inflight runners (one attempt at a time, by connection)
         └── intake cancel scope (cancelled first at shutdown)
             └── KafkaPoller: consumer.poll in a thread -> DeliveryQueue
 
-Shutdown order: stop polling, close the queue (idle runners return), let
-running transfers finish until ``worker.drain_seconds``, wait for their
-results to be acknowledged, commit, close the consumer (leaving the group)
-and the producer, stop the API, close the FTP sessions. Every step after the
-drain is bounded, whatever the broker does (:data:`SHUTDOWN_SECONDS` in all).
-See docs/architecture.md for why.
+Shutdown order: stop polling, close the queue and stop the runners (tasks
+not started are redelivered), let running attempts finish until
+``worker.drain_seconds``, wait for their results to be acknowledged, commit,
+close the consumer (leaving the group) and the producer, stop the API, close
+the FTP sessions. Every step after the drain is bounded, whatever the broker
+does (:data:`SHUTDOWN_SECONDS` in all). See docs/architecture.md for why.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import trio
 from kafka import KafkaConsumer, KafkaProducer
 
 from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
+from ftp_pooler.backpressure import BufferBound
 from ftp_pooler.config import Connections, FTPConnection, Settings
-from ftp_pooler.boundary import result_for_message
-from ftp_pooler.contract import Result
+from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.contract import Result, Task
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import open_session_pool
@@ -42,6 +44,7 @@ from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import ABANDON_GRACE_SECONDS, KafkaPoller
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
 from ftp_pooler.publisher import GATHER_SECONDS, RecoveryPolicy, ResultPublisher
+from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 log = structlog.get_logger(__name__)
 
@@ -55,13 +58,21 @@ SHUTDOWN_SECONDS = ACK_WAIT_SECONDS + CLOSE_SECONDS + 2 * ABANDON_GRACE_SECONDS 
 """The longest shutdown may take after the drain: acknowledgements, commit and closes,
 one second for the API's open requests."""
 
+INTAKE_BATCH = 64
+"""Deliveries parsed and queued between checkpoints of the intake task."""
+
 
 class Dispatcher:
-    """Runs transfers for consumed messages: ``max_inflight`` runners, one task each at a time.
+    """Turns consumed messages into scheduled transfers and their results into publishes.
 
-    Long-lived runners cost less per task than a Trio task spawned per message.
-    At shutdown :meth:`stop` closes the queue: idle runners return at once,
-    busy ones finish their transfer and publish its result first.
+    An intake task takes deliveries from the queue, parses each (an invalid
+    message is answered at once) and submits the task to
+    :class:`~ftp_pooler.scheduling.transfers.ScheduledTransfers`, which runs
+    ``max_inflight`` runners by connection: a slow or dead server's tasks
+    wait in its own queue, not in a runner. At shutdown :meth:`stop` closes
+    the queue and stops the runners: tasks not started (and retries waiting
+    for their time) get no result and are redelivered after the commit;
+    running attempts finish and publish first.
     """
 
     def __init__(
@@ -77,54 +88,73 @@ class Dispatcher:
         max_inflight: int,
         max_message_bytes: int,
     ) -> None:
-        self._engine = engine
         self._poller = poller
         self._publisher = publisher
         self._metrics = metrics
         self._connections = connections
         self._deliveries = deliveries
-        self._worker = worker
-        self._max_inflight = max_inflight
-        self._max_message_bytes = max_message_bytes
+        self._boundary = Boundary(worker=worker, max_bytes=max_message_bytes)
+        self.transfers: ScheduledTransfers[Delivery] = ScheduledTransfers(
+            engine,
+            runners=max_inflight,
+            finished=self._finished,
+            crashed=self._crashed,
+            claim=poller.started,
+            waited=metrics.queue_waited,
+        )
 
     def start(self, nursery: trio.Nursery) -> None:
-        for _ in range(self._max_inflight):
-            nursery.start_soon(self._run_tasks)
+        nursery.start_soon(self.transfers.run)
+        nursery.start_soon(self._intake)
 
     def stop(self) -> None:
-        """Take no more messages (the ones not started are redelivered after the commit)."""
+        """Take no more messages; start no more attempts (see the class docstring)."""
         self._deliveries.close()
+        dropped = self.transfers.stop()
+        if dropped:
+            log.info("worker.unstarted_tasks_left", tasks=dropped)
 
-    async def _run_tasks(self) -> None:
+    async def _intake(self) -> None:
+        taken = 0
         while True:
             try:
                 delivery = await self._deliveries.get()
             except trio.EndOfChannel:
                 return
-            if self._poller.started(delivery):
-                await self._handle(delivery)
+            self._take(delivery)
+            taken += 1
+            if taken % INTAKE_BATCH == 0:
+                await trio.lowlevel.checkpoint()
 
-    async def _handle(self, delivery: Delivery) -> None:
-        """Publish the one result of ``delivery``, whatever its message holds or its task raises."""
-        result = await result_for_message(
-            delivery.value,
-            self._engine.run,
-            worker=self._worker,
-            max_bytes=self._max_message_bytes,
-            partition=delivery.partition.partition,
-            offset=delivery.offset,
+    def _take(self, delivery: Delivery) -> None:
+        message = _message(delivery)
+        admitted = self._boundary.admit(message)
+        if isinstance(admitted, Result):
+            if not self._poller.started(delivery):
+                return
+            if admitted.error_code is ErrorCode.INVALID_MESSAGE and admitted.input is not None:
+                self._metrics.invalid_message()
+            self._send(admitted, delivery)
+            return
+        self.transfers.submit(admitted, delivery)
+
+    def _finished(self, result: Result, delivery: Delivery, task: Task) -> None:
+        """A task's one result (from the scheduled transfers)."""
+        result = self._boundary.settle(result, _message(delivery), task)
+        log.info(
+            "task.finished",
+            task_id=result.task_id,
+            status=result.status.value,
+            error_code=result.error_code.value if result.error_code else None,
+            bytes=result.bytes_transferred,
+            duration_ms=result.duration_ms,
         )
-        if result.error_code is ErrorCode.INVALID_MESSAGE and result.input is not None:
-            self._metrics.invalid_message()
-        else:
-            log.info(
-                "task.finished",
-                task_id=result.task_id,
-                status=result.status.value,
-                error_code=result.error_code.value if result.error_code else None,
-                bytes=result.bytes_transferred,
-                duration_ms=result.duration_ms,
-            )
+        self._send(result, delivery)
+
+    def _crashed(self, exc: Exception, delivery: Delivery, task: Task) -> None:
+        self._send(self._boundary.crashed(exc, _message(delivery), task.task_id), delivery)
+
+    def _send(self, result: Result, delivery: Delivery) -> None:
         self._metrics.task_finished(result, self._ftp_side(result))
         self._publisher.publish(result, delivery)
 
@@ -135,6 +165,10 @@ class Dispatcher:
             ):
                 return endpoint.connection_id
         return ""
+
+
+def _message(delivery: Delivery) -> Message:
+    return Message(delivery.value, partition=delivery.partition.partition, offset=delivery.offset)
 
 
 async def _watch_signals(intake: trio.CancelScope, health: Health) -> None:
@@ -191,7 +225,11 @@ async def _run_worker(
         consumer,
         deliveries,
         topic=kafka.input_topic,
-        max_inflight=settings.worker.max_inflight,
+        bound=BufferBound(
+            settings.worker.max_buffered_tasks,
+            settings.worker.max_buffered_bytes,
+            resume_slack=kafka.max_poll_records // 2,
+        ),
         max_poll_records=kafka.max_poll_records,
         commit_interval=kafka.commit_interval_seconds,
         revoke_timeout=min(settings.worker.drain_seconds, kafka.session_timeout_ms / 2000),
@@ -251,6 +289,7 @@ async def _run_worker(
             max_inflight=settings.worker.max_inflight,
             max_message_bytes=kafka.max_message_bytes,
         )
+        metrics.watch_scheduling(dispatcher.transfers.stats, pool.stats)
         api_stop = trio.Event()
         async with trio.open_nursery() as root:
             port = await root.start(

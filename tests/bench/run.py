@@ -118,6 +118,9 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from freed_pages import reported_kib  # tests/bench, this script's directory
+from mix_row import FULL as MIX_FULL  # noqa: E402 -- tests/bench/mix_row.py
+from mix_row import QUICK as MIX_QUICK  # noqa: E402
+from mix_row import mix_line, run_mix  # noqa: E402
 from servers import ServerUnavailable
 from servers.kafka import TansuBroker, find_tansu
 from servers.netutil import count_established, free_port
@@ -1666,6 +1669,13 @@ help=f"{','.join(TOOLS)} (default: all)",
         help="run the tools on CPU 0, the server, broker and harness on the others",
     )
     p.add_argument(
+        "--no-mix",
+        dest="mix",
+        action="store_false",
+        help="skip the mix row (a healthy server beside a slow and two dead ones; "
+        "tests/bench/mix_row.py)",
+    )
+    p.add_argument(
         "--volume",
         type=lambda v: _csv(v, VOLUMES),
         default=["tmpfs"],
@@ -2128,9 +2138,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_matrix(bench, sets, args, rows)
         if WORKER_TOOL in args.tools:
             report["worker_vs_copy"] = report_ratios(rows, bench.copy_startup_s)
+        mix_failed = False
+        if args.mix:
+            sizes = MIX_QUICK if args.quick else MIX_FULL
+            mixes = []
+            if "ftp-pooler" in args.tools:
+                mixes.append(run_mix(work / "mix", sizes))
+            if WORKER_TOOL in args.tools and bench.kafka is not None:
+                mixes.append(run_mix(work / "mix-worker", sizes, bench.kafka))
+            for mix in mixes:
+                print("\n" + mix_line(mix), flush=True)
+                mix_failed = mix_failed or not mix["ok"]
+            report["mix"] = mixes
         out_path.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nJSON: {out_path}")
-        return report_failures(rows)
+        return report_failures(rows) or int(mix_failed)
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"\ninterrupted ({exc}); cleaning up", file=sys.stderr)
         if rows:

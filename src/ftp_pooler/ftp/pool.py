@@ -7,6 +7,12 @@ shielded from cancellation. A borrower's slot is a token of two
 :class:`trio.CapacityLimiter` objects, always taken in the same order (the
 connection's, then the pod's), so a cancelled waiter or a failed transfer
 can never leak one.
+
+Each connection also has a circuit breaker
+(:mod:`ftp_pooler.scheduling.breaker`): after consecutive failures to open a
+session the server is marked down and no session is opened to it until one
+probe at a time finds it back. :meth:`SessionPool.allowance` tells the
+scheduler, as plain data, how many tasks a connection can take now.
 """
 
 from __future__ import annotations
@@ -15,10 +21,20 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import structlog
 import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.session import FTPSession, SessionFactory
+from ftp_pooler.scheduling.breaker import Breaker, BreakerPolicy, BreakerState
+from ftp_pooler.scheduling.scheduler import Allowance
+
+log = structlog.get_logger(__name__)
+
+DOWN_ERRORS = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT, ErrorCode.PROTOCOL_ERROR})
+"""Failures to open a session that count towards a server's breaker: it did not
+answer, or not in FTP. A refused login, a full server (421) or a TLS
+certificate problem means the server is up."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,11 @@ class PoolLimits:
             listen backlog (pure-ftpd: 3 + max clients / 8); a burst of
             connects beyond it waits for TCP retransmits, 1 s, 3 s, 7 s...,
             sometimes past the connect timeout.
+        breaker_failures: Consecutive failed session opens (connect refused or
+            timed out, no FTP greeting) that mark a server down.
+        breaker_open_seconds: How long a server marked down gets no new session
+            before one probe may try; doubled after each failed probe...
+        breaker_max_open_seconds: ...up to this.
     """
 
     max_sessions_per_pod: int = 64
@@ -50,12 +71,27 @@ class PoolLimits:
     cap_recovery_seconds: float = 30.0
     max_busy_retries: int = 3
     max_concurrent_opens: int = 4
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 5.0
+    breaker_max_open_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_sessions_per_pod < 1 or self.max_sessions_per_connection < 1:
             raise ValueError("session caps must be at least 1")
         if self.max_concurrent_opens < 1:
             raise ValueError("max_concurrent_opens must be at least 1")
+        self.breaker_policy()  # refuses inconsistent breaker settings
+
+    def breaker_policy(self) -> BreakerPolicy:
+        """The breaker settings as a :class:`BreakerPolicy`.
+
+        Raises:
+            ValueError: ``breaker_failures`` below 1, or the open periods not
+                0 < open <= max open.
+        """
+        return BreakerPolicy(
+            self.breaker_failures, self.breaker_open_seconds, self.breaker_max_open_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -74,12 +110,14 @@ class ConnectionStats:
     """Connects the server answered with 421 (too many sessions)."""
     wait_seconds_total: float
     wait_count: int
+    breaker: BreakerState = BreakerState.CLOSED
 
 
 @dataclass(eq=False)
 class _Connection:
     """Pool state for one connection id; only the pool touches it."""
 
+    conn_id: str
     factory: SessionFactory
     configured_cap: int
     limiter: trio.CapacityLimiter
@@ -96,6 +134,7 @@ class _Connection:
     wait_seconds_total: float = 0.0
     wait_count: int = 0
     last_refusal: float = float("-inf")
+    breaker: Breaker = field(default_factory=Breaker)
 
     @property
     def cap(self) -> int:
@@ -128,10 +167,12 @@ class SessionPool:
             cap = factory.config.max_sessions or limits.max_sessions_per_connection
             cap = min(cap, limits.max_sessions_per_pod)
             self._connections[conn_id] = _Connection(
+                conn_id,
                 factory,
                 cap,
                 trio.CapacityLimiter(cap),
                 trio.CapacityLimiter(limits.max_concurrent_opens),
+                breaker=Breaker(limits.breaker_policy()),
             )
         self._closed = False
         self._closing = 0
@@ -145,7 +186,8 @@ class SessionPool:
         return self._closing + sum(c.open + c.opening for c in self._connections.values())
 
     def stats(self) -> dict[str, ConnectionStats]:
-        """Per connection id: cap, open/idle/busy/opening sessions, waiters and counters."""
+        """Per connection id: cap, open/idle/busy/opening sessions, waiters, counters, breaker."""
+        now = self._clock()
         return {
             conn_id: ConnectionStats(
                 cap=c.cap,
@@ -159,9 +201,28 @@ class SessionPool:
                 refused_total=c.refused_total,
                 wait_seconds_total=c.wait_seconds_total,
                 wait_count=c.wait_count,
+                breaker=c.breaker.state(now),
             )
             for conn_id, c in self._connections.items()
         }
+
+    def allowance(self, conn_id: str) -> Allowance:
+        """How many tasks ``conn_id`` can take now, for the scheduler (plain data).
+
+        Its current cap while its breaker is closed; one probe when half-open
+        (none while the probe is out); none while open, until the probe time.
+
+        Raises:
+            PoolerError: INVALID_CONFIG for an unknown connection id.
+        """
+        conn = self._connection(conn_id)
+        breaker = conn.breaker
+        if breaker.open_until is None:
+            return Allowance(conn.cap)
+        now = self._clock()
+        if now < breaker.open_until:
+            return Allowance(0, down=True, retry_at=breaker.open_until)
+        return Allowance(0 if breaker.probing else 1, down=True)
 
     def _connection(self, conn_id: str) -> _Connection:
         try:
@@ -241,16 +302,69 @@ class SessionPool:
         conn.opening += 1
         try:
             async with conn.opener:
-                session = await conn.factory.open()
-        except FTPError as exc:
-            if exc.code is ErrorCode.SERVER_BUSY:
-                conn.refused_total += 1
-            raise
+                probe = self._breaker_opening(conn)
+                session = await self._open(conn, probe)
         finally:
             conn.opening -= 1
         conn.opened_total += 1
         conn.busy += 1
         return session
+
+    def _breaker_opening(self, conn: _Connection) -> bool:
+        """Let one open through the breaker, or refuse at once; whether it is the probe.
+
+        Raises:
+            FTPError: CONNECTION_ERROR while the server is marked down (its
+                breaker is open, or half-open with its probe out).
+        """
+        now = self._clock()
+        breaker = conn.breaker
+        if not breaker.may_open(now):
+            until = breaker.open_until
+            wait = "" if breaker.probing or until is None else f"; next try in {until - now:.1f} s"
+            raise FTPError(
+                ErrorCode.CONNECTION_ERROR,
+                f"server marked down after {breaker.failures} failed connects{wait}",
+            )
+        conn.breaker, probe = breaker.opening(now)
+        return probe
+
+    async def _open(self, conn: _Connection, probe: bool) -> FTPSession:
+        """Open a session, telling the breaker how it went (see :data:`DOWN_ERRORS`)."""
+        try:
+            session = await conn.factory.open()
+        except FTPError as exc:
+            if exc.code is ErrorCode.SERVER_BUSY:
+                conn.refused_total += 1
+            if exc.code in DOWN_ERRORS:
+                self._breaker_failed(conn, probe, exc)
+            else:
+                self._breaker_succeeded(conn)
+            raise
+        except BaseException:
+            conn.breaker = conn.breaker.abandoned(probe=probe)
+            raise
+        self._breaker_succeeded(conn)
+        return session
+
+    def _breaker_failed(self, conn: _Connection, probe: bool, exc: FTPError) -> None:
+        now = self._clock()
+        before = conn.breaker
+        conn.breaker = before.failed(now, probe=probe)
+        if conn.breaker.open_until != before.open_until:
+            log.warning(
+                "breaker.opened",
+                connection=conn.conn_id,
+                failures=conn.breaker.failures,
+                open_seconds=conn.breaker.open_seconds,
+                probe=probe,
+                error_code=exc.code.value,
+            )
+
+    def _breaker_succeeded(self, conn: _Connection) -> None:
+        if conn.breaker.open_until is not None:
+            log.info("breaker.closed", connection=conn.conn_id, failures=conn.breaker.failures)
+        conn.breaker = conn.breaker.succeeded()
 
     async def _usable(self, conn: _Connection, session: FTPSession) -> bool:
         """Whether an idle session taken off the stack still works; closes it if not.
