@@ -131,13 +131,29 @@ async def after_transfer(action: OnSuccess, source: Side, destination: Side) -> 
         await destination.make_durable()
         return await _act(action, source)
     except PoolerError as exc:
+        error: PoolerError | None = exc
         if exc.code is ErrorCode.FILE_NOT_FOUND:
-            try:
-                if await recognise_repeat(action, source, destination):
-                    return SourceReport(SourceActionDone.ALREADY_DONE)
-            except PoolerError:
-                pass
-        return _failed(exc)
+            error = await _not_found(action, source, destination, exc)
+        return SourceReport(SourceActionDone.ALREADY_DONE) if error is None else _failed(error)
+
+
+async def _not_found(
+    action: OnSuccess, source: Side, destination: Side, error: PoolerError
+) -> PoolerError | None:
+    """What a FILE_NOT_FOUND from the action means: ``None`` for a repeat, else the error to report.
+
+    A bare 550 to DELE or RNFR reads as "not found", but vsftpd answers every
+    failed delete so (``550 Delete operation failed.``, a directory it may
+    not write to included): a source that is still there makes it PERMANENT.
+    """
+    try:
+        if await source.size() is not None:
+            return PoolerError(ErrorCode.PERMANENT, f"{error.message} (the source is still there)")
+        if await recognise_repeat(action, source, destination):
+            return None
+    except PoolerError:
+        pass
+    return error
 
 
 async def after_skip(action: OnSuccess, source: Side, destination: Side) -> SourceReport:
