@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from ftp_pooler.contract import (
     MoveTo,
     Result,
     SourceAction,
-    SourceActionDone,
     Task,
     parse_task,
     result_json_schema,
@@ -500,7 +498,9 @@ def copy_env(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[str, s
         f"user = {server.user}\npass_file = {tmp_path / 'password'}\n\n"
         f"[local]\ntype = local\nbase_path = {local_root}\n"
     )
-    (tmp_path / "config.yaml").write_text("worker:\n  name: crash-test\nlogging:\n  level: WARNING\n")
+    (tmp_path / "config.yaml").write_text(
+        "worker:\n  name: crash-test\nlogging:\n  level: WARNING\n"
+    )
     return {
         **os.environ,
         "FTP_POOLER_CONFIG": str(tmp_path / "config.yaml"),
