@@ -249,6 +249,15 @@ async def test_keep_leaves_the_source_and_says_nothing(
 # -- crash states, in process ---------------------------------------------------------------
 
 
+def act_by_hand(source: Path, on_success: Any, archive: Path) -> None:
+    """What the source action does, done here: to reach state (b) where the task cannot."""
+    if on_success == "delete":
+        source.unlink()
+    else:
+        archive.mkdir(exist_ok=True)
+        source.rename(archive / source.name)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("on_success", ["delete", MOVE], ids=["delete", "move"])
 @pytest.mark.parametrize("if_exists", ["overwrite", "skip", "fail"])
@@ -278,8 +287,7 @@ async def test_download_repeated_from_each_crash_state(
     else:  # fail: the destination exists and the source is there: FILE_EXISTS, as without
         assert (first.status, first.error_code) == ("failed", ErrorCode.FILE_EXISTS), first
         assert first.source_action is None
-        assert (ftp_root / "out" / "a.bin").exists()
-        return
+        act_by_hand(ftp_root / "out" / "a.bin", on_success, ftp_root / "archive")
     assert landed.read_bytes() == payload
     assert not (ftp_root / "out" / "a.bin").exists()
     if on_success == MOVE:
@@ -312,10 +320,11 @@ async def test_upload_repeated_from_each_crash_state(
     action = "deleted" if on_success == "delete" else "moved"
     if if_exists == "fail":
         assert (first.status, first.error_code) == ("failed", ErrorCode.FILE_EXISTS), first
-        return
-    expected = len(payload) if if_exists == "overwrite" else 0
-    status = "completed" if if_exists == "overwrite" else "skipped"
-    assert summary(first) == (status, expected, action), first
+        act_by_hand(local_root / "out" / "b.bin", on_success, local_root / "done")
+    else:
+        expected = len(payload) if if_exists == "overwrite" else 0
+        status = "completed" if if_exists == "overwrite" else "skipped"
+        assert summary(first) == (status, expected, action), first
     assert not (local_root / "out" / "b.bin").exists()
     for _ in ("b", "c"):
         again, = await run_tasks(pyftpd_server, [task])
