@@ -43,8 +43,8 @@ from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
-from ftp_pooler.source_action import LocalFile, RemoteFile, Side, after_skip, after_transfer
-from ftp_pooler.source_action import archive_path, recognise_repeat
+from ftp_pooler.source_action import LocalFile, RemoteFile, Side, after_failure, after_skip
+from ftp_pooler.source_action import after_transfer, archive_path, may_be_repeat
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -368,19 +368,19 @@ class TransferEngine:
     # -- attempts ----------------------------------------------------------------------
 
     async def _attempt(self, plan: _Plan, task: Task) -> _Outcome:
+        """The transfer, and with ``on_success`` what a skip or a failure means for the source."""
         if task.options.on_success is SourceAction.KEEP:
             return await self._transfer(plan, task)
         try:
             outcome = await self._transfer(plan, task)
         except PoolerError as exc:
-            if exc.code not in (ErrorCode.FILE_NOT_FOUND, ErrorCode.FILE_EXISTS):
+            if not may_be_repeat(exc):
                 raise
-            # A delivery repeated after its source was acted on finds it missing
-            # (or, with if_exists skip/fail, its destination present): not a failure.
             async with self._pool.session(plan.remote_id) as session:
-                if not await recognise_repeat(task.options.on_success, *self._sides(plan, session)):
-                    raise exc from None
-            return _Outcome(0, source=SourceReport(SourceActionDone.ALREADY_DONE))
+                report = await after_failure(task.options.on_success, *self._sides(plan, session))
+            if report is None:
+                raise
+            return _Outcome(0, source=report)
         if not outcome.skipped:
             return outcome
         async with self._pool.session(plan.remote_id) as session:

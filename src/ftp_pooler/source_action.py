@@ -183,6 +183,35 @@ async def after_skip(action: OnSuccess, source: Side, destination: Side) -> Sour
     return await after_transfer(action, source, destination)
 
 
+REPEAT_CODES = frozenset({ErrorCode.FILE_NOT_FOUND, ErrorCode.FILE_EXISTS})
+"""Failures a repeated task meets: its source missing, or (``if_exists`` fail) its
+destination present."""
+
+
+def may_be_repeat(error: PoolerError) -> bool:
+    """Whether a failed transfer may have been a task already done (:func:`after_failure`)."""
+    return error.code in REPEAT_CODES
+
+
+async def after_failure(action: OnSuccess, source: Side, destination: Side) -> SourceReport | None:
+    """After a transfer failed as :func:`may_be_repeat` says: ``already_done``, or ``None``.
+
+    ``None`` means not a repeat: the caller reports its failure as it was.
+
+    Raises:
+        PoolerError: A retryable failure of the checks themselves (a lost
+            connection): the attempt is retried and checks again. A
+            non-retryable one (a server without ``SIZE``) gives ``None``.
+    """
+    try:
+        if await recognise_repeat(action, source, destination):
+            return SourceReport(SourceActionDone.ALREADY_DONE)
+    except PoolerError as exc:
+        if exc.retryable:
+            raise
+    return None
+
+
 async def recognise_repeat(action: OnSuccess, source: Side, destination: Side) -> bool:
     """Whether the task was already done: :func:`is_repeat` on the sizes read now.
 
