@@ -1,11 +1,13 @@
 """on_success: the source is deleted or moved after a transfer, and a repeated task is recognised.
 
 Real servers (pyftpdlib, vsftpd, pure-ftpd) and real files. The crash states
-are made two ways: in process, by running a task (with ``keep`` for "the
+are made three ways: in process, by running a task (with ``keep`` for "the
 destination landed, the source not yet acted on"; to the end, its result
 dropped, for "the source acted on, the result not published") and running it
-again; and for real, with ``ftp-pooler copy`` killed (SIGKILL) while the
-server holds its DELE or RNTO unanswered, before or after carrying it out.
+again; with ``ftp-pooler copy`` killed (SIGKILL) while the server holds its
+DELE or RNTO unanswered, before or after carrying it out; and with
+``ftp-pooler worker`` killed after publishing, before committing, so the real
+broker delivers every task again.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pyftpdlib.handlers import FTPHandler
 
 from clients import ftp_config
@@ -41,6 +46,8 @@ from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.retry import RetryPolicy
 from ftp_pooler.source_action import archive_path, is_repeat, same_file
 from servers import FTPServer
+from servers.kafka import KafkaBroker
+from servers.netutil import free_port
 
 MakeServer = Callable[..., FTPServer]
 KINDS = ("pyftpdlib", "vsftpd", "pure-ftpd")
@@ -573,3 +580,106 @@ def test_copy_killed_around_the_source_action_then_run_again(
     if verb == "RNTO":
         assert (ftp_root / "archive" / "a.bin").read_bytes() == payload
     assert not [p for p in local_root.rglob("*.part")]
+
+
+# -- through Kafka: the worker killed after acting on sources, before committing ----------
+
+
+def read_results(broker: KafkaBroker, topics: tuple[str, str], wanted: int) -> list[dict[str, Any]]:
+    """Results on both topics from the start, until ``wanted`` of them (60 s at most)."""
+    consumer = KafkaConsumer(**broker.consumer_config())
+    partitions = [TopicPartition(topic, 0) for topic in topics]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    results: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(results) < wanted and time.monotonic() < deadline:
+            for messages in consumer.poll(timeout_ms=500).values():
+                results.extend(json.loads(message.value) for message in messages)
+    finally:
+        consumer.close()
+    assert len(results) >= wanted, f"{len(results)} results of {wanted}"
+    return results
+
+
+def test_worker_killed_before_its_commit_redelivers_and_every_repeat_completes(
+    kafka_broker: KafkaBroker, make_vsftpd: MakeServer, ftp_root: Path, local_root: Path,
+    tmp_path: Path,
+) -> None:
+    """The crash the issue names: sources moved, results published, offsets not committed.
+
+    The commit interval is longer than the test, so the SIGKILL comes before any
+    commit and the restarted worker gets every task again: each must complete
+    (``already_done``, nothing transferred), none FILE_NOT_FOUND, nothing lost.
+    """
+    count = 30
+    payloads = {f"f{i}.bin": os.urandom(1000 + i) for i in range(count)}
+    (ftp_root / "out").mkdir()
+    for name, payload in payloads.items():
+        (ftp_root / "out" / name).write_bytes(payload)
+    server = make_vsftpd(passive_ports=100)
+    suffix = uuid.uuid4().hex[:8]
+    tasks_topic = kafka_broker.create_topic(f"tasks-{suffix}", 1)
+    results_topic = kafka_broker.create_topic(f"results-{suffix}", 1)
+    failures_topic = kafka_broker.create_topic(f"failures-{suffix}", 1)
+    (tmp_path / "password").write_text(server.password)
+    (tmp_path / "connections.ini").write_text(
+        f"[ftp]\ntype = ftp\nhost = {server.host}\nport = {server.port}\nuser = {server.user}\n"
+        f"pass_file = {tmp_path / 'password'}\n\n[local]\ntype = local\nbase_path = {local_root}\n"
+    )
+    (tmp_path / "none.yaml").write_text("{}\n")
+    env = {
+        **os.environ,
+        "FTP_POOLER_CONNECTIONS": str(tmp_path / "connections.ini"),
+        "FTP_POOLER_CONFIG": str(tmp_path / "none.yaml"),
+        "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "FTP_POOLER__KAFKA__INPUT_TOPIC": tasks_topic,
+        "FTP_POOLER__KAFKA__RESULT_TOPIC": results_topic,
+        "FTP_POOLER__KAFKA__FAIL_TOPIC": failures_topic,
+        "FTP_POOLER__KAFKA__CONSUMER_GROUP": f"workers-{suffix}",
+        "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
+        "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "600",
+        "FTP_POOLER__LOGGING__LEVEL": "WARNING",
+    }
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    for name in payloads:
+        task = {"task_id": name, "src_id": "ftp", "src_path": f"/out/{name}", "dst_id": "local",
+                "dst_path": f"in/{name}", "options": {"on_success": MOVE}}
+        producer.send(tasks_topic, key=name.encode(), value=json.dumps(task).encode())
+    producer.flush()
+    producer.close()
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        with (tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own copy
+            return subprocess.Popen(
+                [sys.executable, "-m", "ftp_pooler.cli", "worker"],
+                env={**env, "FTP_POOLER__API__PORT": str(free_port()),
+                     "FTP_POOLER__WORKER__NAME": name},
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
+
+    first = worker("w1")
+    try:
+        before = read_results(kafka_broker, (results_topic, failures_topic), count)
+    finally:
+        first.kill()  # SIGKILL: no drain, no commit
+        first.wait(30)
+    assert {(r["status"], r.get("source_action")) for r in before} == {("completed", "moved")}
+    assert not list((ftp_root / "out").iterdir())
+
+    second = worker("w2")
+    try:
+        results = read_results(kafka_broker, (results_topic, failures_topic), 2 * count)
+    finally:
+        second.kill()
+        second.wait(30)
+    repeats = [r for r in results if r["worker"] == "w2"]
+    assert len(repeats) == count, results
+    assert {(r["status"], r["bytes_transferred"], r.get("source_action")) for r in repeats} == {
+        ("completed", 0, "already_done")
+    }, [r for r in repeats if r.get("source_action") != "already_done"][:3]
+    for name, payload in payloads.items():
+        assert (local_root / "in" / name).read_bytes() == payload
+        assert (ftp_root / "archive" / name).read_bytes() == payload
