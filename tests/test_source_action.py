@@ -195,7 +195,7 @@ def summary(result: Result) -> tuple[str, int, str | None]:
     return result.status.value, result.bytes_transferred, action
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", (*KINDS, "proftpd"))
 async def test_download_deletes_or_moves_the_remote_source(
     make_ftp_server: MakeServer, ftp_root: Path, local_root: Path, run_tasks: Any, kind: str
 ) -> None:
