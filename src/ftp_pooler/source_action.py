@@ -352,7 +352,7 @@ class LocalFile:
             raise error_for_os_error(exc, f"deleting {quoted(self._path)}") from exc
 
     async def move(self) -> None:
-        """``rename(2)`` into ``move_to`` (made if missing), replacing a file there.
+        """``rename(2)`` into ``move_to``, replacing a file there; the directory made if missing.
 
         Raises:
             PoolerError: FILE_NOT_FOUND when the source is gone; IO_ERROR when
@@ -360,11 +360,18 @@ class LocalFile:
                 cross volumes, and a copy is not a move); others by errno.
         """
         assert self._archive is not None
-        await self._root.make_parent(self._archive)
+        archive = self._archive
         try:
-            await self._root.io.run("rename", os.replace, self._path, self._archive)
+            try:
+                await self._root.io.run("rename", os.replace, self._path, archive)
+                return
+            except FileNotFoundError:
+                if await self.size() is None:
+                    raise
+            await self._root.io.run("mkdir", _make_directories, archive.parent)
+            await self._root.io.run("rename", os.replace, self._path, archive)
         except OSError as exc:
-            what = f"moving {quoted(self._path)} to {quoted(self._archive)}"
+            what = f"moving {quoted(self._path)} to {quoted(archive)}"
             raise error_for_os_error(exc, what) from exc
 
     async def make_durable(self) -> None:
@@ -375,6 +382,10 @@ class LocalFile:
             await self._root.io.run("sync", _fsync_file_and_directory, self._path)
         except OSError as exc:
             raise error_for_os_error(exc, f"syncing {quoted(self._path)}") from exc
+
+
+def _make_directories(path: Path) -> None:
+    os.makedirs(path, exist_ok=True)
 
 
 def _fsync_file_and_directory(path: Path) -> None:
