@@ -24,8 +24,12 @@ run only when a transfer finds its source missing (or its destination
 present with ``if_exists`` skip or fail), so a task that just works costs no
 extra round trip. See ``docs/contract.md`` ("What happens to the source").
 
-The decisions are pure functions (:func:`archive_path`, :func:`is_repeat`,
-:func:`same_file`); the I/O is two small adapters, :class:`RemoteFile` and
+The engine calls one of three functions, by how the transfer ended:
+:func:`after_transfer` (the file was just put in place), :func:`after_skip`
+(``if_exists`` skip found the destination), :func:`after_failure` (a failure
+:func:`may_be_repeat` names). The decisions are pure functions
+(:func:`archive_path`, :func:`is_repeat`, :func:`same_file`); the I/O is two
+small adapters, :class:`RemoteFile` and
 :class:`LocalFile`, behind one :class:`Side` protocol, so the same steps serve
 both directions.
 """
