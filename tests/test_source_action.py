@@ -358,6 +358,25 @@ async def test_a_missing_source_without_its_destination_is_still_file_not_found(
     assert (uploaded.status, uploaded.error_code) == ("failed", ErrorCode.FILE_NOT_FOUND)
 
 
+class NoSizeHandler(FTPHandler):  # type: ignore[misc]
+    """A server without SIZE (502), as some appliances are."""
+
+    def ftp_SIZE(self, path: str) -> None:
+        self.respond("502 Command not implemented.")
+
+
+async def test_a_repeat_check_the_server_cannot_answer_keeps_the_original_error(
+    make_pyftpd: MakeServer, local_root: Path, run_tasks: Any
+) -> None:
+    server = make_pyftpd(handler_class=NoSizeHandler)
+    (local_root / "in").mkdir()
+    (local_root / "in" / "a.bin").write_bytes(b"an older file")
+    missing, = await run_tasks(server, [download("delete")])
+    # not PERMANENT from the SIZE the check needed: the task's own failure
+    assert (missing.status, missing.error_code) == ("failed", ErrorCode.FILE_NOT_FOUND), missing
+    assert "RETR" in (missing.error_message or "")
+
+
 async def test_a_skipped_destination_of_another_size_keeps_the_source(
     pyftpd_server: FTPServer, ftp_root: Path, local_root: Path, run_tasks: Any
 ) -> None:
