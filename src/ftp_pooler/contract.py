@@ -14,6 +14,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -26,7 +27,10 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    Discriminator,
+    Tag,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -164,6 +168,50 @@ class Endpoint(BaseModel):
     path: FilePath
 
 
+class SourceAction(StrEnum):
+    """What becomes of the source file once the destination holds it (by name)."""
+
+    KEEP = "keep"
+    DELETE = "delete"
+
+
+class MoveTo(BaseModel):
+    """Move the source file into a directory once the destination holds it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    move_to: FilePath = Field(
+        description=(
+            "A directory on the source's connection (mkdir -p if missing); the file keeps"
+            " its name there and replaces a file of that name."
+        )
+    )
+
+
+def _on_success_form(value: Any) -> str:
+    return "move" if isinstance(value, dict | MoveTo) else "name"
+
+
+OnSuccess = Annotated[
+    Annotated[SourceAction, Tag("name")] | Annotated[MoveTo, Tag("move")],
+    Discriminator(_on_success_form),
+]
+"""``"keep"``, ``"delete"`` or ``{"move_to": "<directory>"}``."""
+
+
+class SourceActionDone(StrEnum):
+    """What a task whose ``on_success`` is not keep did to its source (``source_action``)."""
+
+    DELETED = "deleted"
+    MOVED = "moved"
+    ALREADY_DONE = "already_done"
+    """The source was gone and the destination held the finished file: an
+    earlier delivery of the task did the transfer and the action
+    (``docs/contract.md``, "Redelivery and on_success")."""
+    FAILED = "failed"
+    """The transfer succeeded; the action did not (the source is still there)."""
+
+
 class TransferOptions(BaseModel):
     """How to move the file."""
 
@@ -176,6 +224,26 @@ class TransferOptions(BaseModel):
     retry_count: int = Field(3, ge=0, le=100, description="Retries after the first attempt.")
     verify_size: bool = Field(True, description="Compare the size written with the size read.")
     preserve_mtime: bool = False
+    on_success: OnSuccess = Field(
+        SourceAction.KEEP,
+        description=(
+            'What to do with the source once the destination holds the file: "keep",'
+            ' "delete", or {"move_to": "<directory>"}.'
+        ),
+    )
+
+    @field_validator("on_success", mode="wrap")
+    @classmethod
+    def _one_line_on_success_errors(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Errors named ``options.on_success`` (not by the union's internal branch names)."""
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if not isinstance(value, dict):
+                raise ValueError(
+                    'should be "keep", "delete" or {"move_to": "<directory>"}'
+                ) from None
+            raise ValueError(describe_validation_error(exc, lambda loc: dotted(loc[1:]))) from None
 
     @property
     def conflict(self) -> ConflictPolicy:
@@ -437,6 +505,19 @@ class Result(BaseModel):
         None, description="Whether sending the same task again may succeed."
     )
     input: TaskInput | None = None
+    source_action: SourceActionDone | None = Field(
+        None,
+        description=(
+            "What became of the source, on completed and skipped results of tasks whose"
+            " on_success is not keep."
+        ),
+    )
+    source_action_error_code: ErrorCode | None = Field(
+        None, description='Why the source action failed; only with source_action "failed".'
+    )
+    source_action_error_message: str | None = Field(
+        None, description='Only with source_action "failed"; one line, like error_message.'
+    )
 
     @field_validator("task_id", mode="before")
     @classmethod
@@ -450,7 +531,7 @@ class Result(BaseModel):
             return value.encode("utf-8", "backslashreplace").decode("utf-8")
         return value
 
-    @field_validator("error_message", mode="before")
+    @field_validator("error_message", "source_action_error_message", mode="before")
     @classmethod
     def _one_line_message(cls, value: Any) -> Any:
         return one_line(value) if isinstance(value, str) else value
@@ -459,6 +540,12 @@ class Result(BaseModel):
     def _error_code_iff_failed(self) -> Self:
         if (self.status is ResultStatus.FAILED) != (self.error_code is not None):
             raise ValueError("error_code is required on failed results, and allowed only there")
+        action_failed = self.source_action is SourceActionDone.FAILED
+        if action_failed != (self.source_action_error_code is not None):
+            raise ValueError(
+                "source_action_error_code is required when source_action is failed,"
+                " and allowed only then"
+            )
         return self
 
     @classmethod
@@ -471,15 +558,19 @@ class Result(BaseModel):
         duration_ms: int,
         attempts: int,
         operation: Operation | None = None,
+        source: SourceReport | None = None,
     ) -> Result:
         """A completed result for ``task``.
 
         Args:
             operation: The one the worker inferred, when the task left it out
                 (also for :meth:`skipped` and :meth:`failed`).
+            source: What became of the source (``on_success`` not keep; also
+                for :meth:`skipped`).
         """
         return cls(
             **_identity(task, operation),
+            **_source_fields(source),
             status=ResultStatus.COMPLETED,
             bytes_transferred=bytes_transferred,
             duration_ms=duration_ms,
@@ -497,9 +588,11 @@ class Result(BaseModel):
         duration_ms: int,
         attempts: int,
         operation: Operation | None = None,
+        source: SourceReport | None = None,
     ) -> Result:
         return cls(
             **_identity(task, operation),
+            **_source_fields(source),
             status=ResultStatus.SKIPPED,
             bytes_transferred=0,
             duration_ms=duration_ms,
@@ -605,6 +698,29 @@ def _identity(task: Task, operation: Operation | None) -> dict[str, Any]:
         "source": task.source,
         "destination": task.destination,
     }
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """What a task did to its source after the destination held the file.
+
+    Attributes:
+        done: The outcome, as published in ``source_action``.
+        error: Why the action failed; set exactly when ``done`` is FAILED.
+    """
+
+    done: SourceActionDone
+    error: PoolerError | None = None
+
+
+def _source_fields(source: SourceReport | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    fields: dict[str, Any] = {"source_action": source.done}
+    if source.error is not None:
+        fields["source_action_error_code"] = source.error.code
+        fields["source_action_error_message"] = source.error.message
+    return fields
 
 
 def task_json_schema() -> dict[str, Any]:

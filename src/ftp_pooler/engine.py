@@ -12,6 +12,7 @@ partial file is never visible under its final name.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -24,7 +25,17 @@ import structlog
 import trio
 
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpected_error
+from ftp_pooler.contract import (
+    ConflictPolicy,
+    MoveTo,
+    Operation,
+    Result,
+    SourceAction,
+    SourceActionDone,
+    SourceReport,
+    Task,
+    unexpected_error,
+)
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
@@ -32,6 +43,8 @@ from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.source_action import LocalFile, RemoteFile, Side, after_failure, after_skip
+from ftp_pooler.source_action import after_transfer, archive_path, may_be_repeat
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -68,6 +81,8 @@ class _Plan:
     remote_path: str
     local_root: LocalRoot
     local_path: Path
+    archive: str | None = None
+    """Where ``move_to`` puts the source: a full remote path (download) or a local one."""
 
 
 @dataclass(eq=False, slots=True)
@@ -102,6 +117,7 @@ class Transfer:
 class _Outcome:
     bytes_transferred: int
     skipped: bool = False
+    source: SourceReport | None = None
 
 
 class TransferEngine:
@@ -196,6 +212,7 @@ class TransferEngine:
                 attempts=transfer.attempts,
                 duration_ms=duration_ms,
                 worker=self._worker,
+                source=outcome.source,
             )
         return Result.completed(
             task,
@@ -204,6 +221,7 @@ class TransferEngine:
             attempts=transfer.attempts,
             duration_ms=duration_ms,
             worker=self._worker,
+            source=outcome.source,
         )
 
     async def _attempt_once(self, transfer: Transfer) -> _Outcome:
@@ -310,9 +328,34 @@ class TransferEngine:
             )
         root = self._local_roots[local.id]
         resolve = root.resolve_existing if operation is Operation.UPLOAD else root.resolve
-        return _Plan(
+        plan = _Plan(
             operation, remote.id, _remote_path(remote, remote_path), root, resolve(local_path)
         )
+        return self._plan_archive(plan, task, remote)
+
+    def _plan_archive(self, plan: _Plan, task: Task, remote: FTPConnection) -> _Plan:
+        """The plan with where ``move_to`` puts the source, checked like the task's own paths.
+
+        Raises:
+            PoolerError: PATH_NOT_ALLOWED for a refused path, or a ``move_to``
+                that is the source's own directory (the file would never leave it).
+        """
+        on_success = task.options.on_success
+        if not isinstance(on_success, MoveTo):
+            return plan
+        target = archive_path(on_success.move_to, task.source.path)
+        if plan.operation is Operation.DOWNLOAD:
+            archive = _remote_path(remote, target)
+            same = posixpath.normpath(archive) == posixpath.normpath(plan.remote_path)
+        else:
+            archive = str(plan.local_root.resolve(target))
+            same = archive == str(plan.local_path)
+        if same:
+            raise PoolerError(
+                ErrorCode.PATH_NOT_ALLOWED,
+                f"move_to {on_success.move_to!r} is the source's own directory",
+            )
+        return dataclasses.replace(plan, archive=archive)
 
     def _connection(self, conn_id: str) -> FTPConnection | LocalConnection:
         try:
@@ -325,9 +368,47 @@ class TransferEngine:
     # -- attempts ----------------------------------------------------------------------
 
     async def _attempt(self, plan: _Plan, task: Task) -> _Outcome:
+        """The transfer, and with ``on_success`` what a skip or a failure means for the source."""
+        if task.options.on_success is SourceAction.KEEP:
+            return await self._transfer(plan, task)
+        try:
+            outcome = await self._transfer(plan, task)
+        except PoolerError as exc:
+            if not may_be_repeat(exc):
+                raise
+            async with self._pool.session(plan.remote_id) as session:
+                report = await after_failure(task.options.on_success, *self._sides(plan, session))
+            if report is None:
+                raise
+            return _Outcome(0, source=report)
+        if not outcome.skipped:
+            return outcome
+        async with self._pool.session(plan.remote_id) as session:
+            report = await after_skip(task.options.on_success, *self._sides(plan, session))
+        return _Outcome(0, skipped=report.done is not SourceActionDone.ALREADY_DONE, source=report)
+
+    async def _transfer(self, plan: _Plan, task: Task) -> _Outcome:
         if plan.operation is Operation.DOWNLOAD:
             return await self._download(plan, task)
         return await self._upload(plan, task)
+
+    def _sides(self, plan: _Plan, session: FTPSession) -> tuple[Side, Side]:
+        """The task's (source, destination) for the source action, through ``session``."""
+        if plan.operation is Operation.DOWNLOAD:
+            remote = RemoteFile(session, plan.remote_path, plan.archive)
+            return remote, LocalFile(plan.local_root, plan.local_path)
+        archive = None if plan.archive is None else Path(plan.archive)
+        return LocalFile(plan.local_root, plan.local_path, archive), RemoteFile(
+            session, plan.remote_path
+        )
+
+    async def _after_transfer(
+        self, plan: _Plan, task: Task, session: FTPSession
+    ) -> SourceReport | None:
+        """Act on the source of a transfer just landed (``on_success``), on its session."""
+        if task.options.on_success is SourceAction.KEEP:
+            return None
+        return await after_transfer(task.options.on_success, *self._sides(plan, session))
 
     async def _download(self, plan: _Plan, task: Task) -> _Outcome:
         options = task.options
@@ -372,7 +453,8 @@ class TransferEngine:
             except BaseException:
                 file.discard()
                 raise
-        return _Outcome(received)
+            source = await self._after_transfer(plan, task, session)
+        return _Outcome(received, source=source)
 
     async def _upload(self, plan: _Plan, task: Task) -> _Outcome:
         options = task.options
@@ -430,10 +512,11 @@ class TransferEngine:
                     stale = isinstance(exc, FTPError) and exc.stale_session  # nothing was stored
                     orphan = not stale and not await _discard_remote(session, temp)
                     raise
+                source = await self._after_transfer(plan, task, session)
         finally:
             if orphan:
                 await self._discard_with_new_session(plan.remote_id, temp)
-        return _Outcome(sent)
+        return _Outcome(sent, source=source)
 
     async def _discard_with_new_session(self, remote_id: str, temp: str) -> None:
         """Delete an upload's temporary file after its session broke (bounded, best effort)."""
