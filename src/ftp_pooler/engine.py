@@ -91,6 +91,8 @@ class Transfer:
     """Pooled sessions found closed by the server and replaced (not attempts)."""
     previous: ErrorCode | None = None
     """The error code of the last failed attempt."""
+    version: int = 0
+    """The connections version its plan was made on (:meth:`TransferEngine.reconfigure`)."""
 
     @property
     def connection(self) -> str:
@@ -141,6 +143,8 @@ class TransferEngine:
             if isinstance(conn, LocalConnection)
         }
         self._remote_dirs: dict[str, set[str]] = {}
+        self._durable = durable
+        self._version = 0
 
     @property
     def pool(self) -> SessionPool:
@@ -163,7 +167,8 @@ class TransferEngine:
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
             return self._failed(task, unexpected_error(exc), task.operation, 0, started)
-        return Transfer(task, plan, self._retry.with_retries(task.options.retry_count), started)
+        policy = self._retry.with_retries(task.options.retry_count)
+        return Transfer(task, plan, policy, started, version=self._version)
 
     async def attempt(self, transfer: Transfer) -> Result | float:
         """Make one attempt of ``transfer``; never raises (but for cancellation).
@@ -176,6 +181,8 @@ class TransferEngine:
             id meanwhile.
         """
         task = transfer.task
+        if transfer.version != self._version and (failed := self._replan(transfer)) is not None:
+            return failed
         token = current_task_id.set(task.task_id)
         try:
             transfer.attempts += 1
@@ -286,6 +293,49 @@ class TransferEngine:
             duration_ms=_ms_since(started),
             worker=self._worker,
         )
+
+    # -- connections changed while running (ftp_pooler.reload) -----------------------
+
+    @property
+    def connections(self) -> Connections:
+        """The connections tasks are planned on now."""
+        return self._connections
+
+    async def reconfigure(self, connections: Connections) -> None:
+        """Switch to a new version of the connections, then close the idle sessions it retires.
+
+        The engine's connections, its local roots and the pool's factories
+        switch in one synchronous step, so no attempt sees half of it: an
+        attempt under way keeps its plan and its session (returned to the
+        pool, a session of a removed or changed connection is closed); every
+        attempt that starts afterwards is planned again on the new version
+        (:meth:`_replan`). A local connection whose ``base_path`` is unchanged
+        keeps its :class:`LocalRoot`. Closing the idle sessions is shielded.
+        """
+        old = self._connections
+        self._local_roots = {
+            conn.id: self._local_roots[conn.id]
+            if old.get(conn.id) == conn
+            else LocalRoot(conn.base_path, durable=self._durable)
+            for conn in connections.values()
+            if isinstance(conn, LocalConnection)
+        }
+        for conn_id in list(self._remote_dirs):
+            if old.get(conn_id) != connections.get(conn_id):
+                del self._remote_dirs[conn_id]
+        self._connections = connections
+        self._version += 1
+        configs = {c.id: c.ftp for c in connections.values() if isinstance(c, FTPConnection)}
+        await self._pool.close_sessions(self._pool.reconfigure(configs))
+
+    def _replan(self, transfer: Transfer) -> Result | None:
+        """Plan a transfer again on the current connections; its failed result if it cannot."""
+        try:
+            transfer.plan = self._plan(transfer.task)
+        except PoolerError as exc:
+            return self.give_up(transfer, exc)
+        transfer.version = self._version
+        return None
 
     # -- planning --------------------------------------------------------------------
 
@@ -437,8 +487,10 @@ class TransferEngine:
 
     async def _discard_with_new_session(self, remote_id: str, temp: str) -> None:
         """Delete an upload's temporary file after its session broke (bounded, best effort)."""
-        remote = self._connections[remote_id]
-        assert isinstance(remote, FTPConnection)
+        remote = self._connections.get(remote_id)
+        if not isinstance(remote, FTPConnection):  # removed while the upload ran
+            log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
+            return
         timeouts = remote.ftp.timeouts
         with trio.CancelScope(shield=True), trio.move_on_after(timeouts.connect + timeouts.reply):
             try:

@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
+from ftp_pooler.ftp.config import FTPConfig
 from ftp_pooler.ftp.session import FTPSession, SessionFactory
 from ftp_pooler.scheduling.breaker import Breaker, BreakerPolicy, BreakerState
 from ftp_pooler.scheduling.scheduler import Allowance
@@ -135,6 +136,8 @@ class _Connection:
     wait_count: int = 0
     last_refusal: float = float("-inf")
     breaker: Breaker = field(default_factory=Breaker)
+    retired: bool = False
+    """Removed by :meth:`SessionPool.reconfigure`: its borrowed sessions close when returned."""
 
     @property
     def cap(self) -> int:
@@ -162,20 +165,14 @@ class SessionPool:
         self.limits = limits
         self._clock = clock
         self._pod = trio.CapacityLimiter(limits.max_sessions_per_pod)
-        self._connections: dict[str, _Connection] = {}
-        for conn_id, factory in factories.items():
-            cap = factory.config.max_sessions or limits.max_sessions_per_connection
-            cap = min(cap, limits.max_sessions_per_pod)
-            self._connections[conn_id] = _Connection(
-                conn_id,
-                factory,
-                cap,
-                trio.CapacityLimiter(cap),
-                trio.CapacityLimiter(limits.max_concurrent_opens),
-                breaker=Breaker(limits.breaker_policy()),
-            )
+        self._connections = {
+            conn_id: self._new_connection(conn_id, factory)
+            for conn_id, factory in factories.items()
+        }
         self._closed = False
         self._closing = 0
+        self._retired: set[_Connection] = set()
+        """Connections removed by :meth:`reconfigure` that still had sessions out."""
 
     def __repr__(self) -> str:
         return f"<SessionPool connections={sorted(self._connections)} open={self.open_sessions}>"
@@ -183,7 +180,8 @@ class SessionPool:
     @property
     def open_sessions(self) -> int:
         """Sessions open, being opened or being closed, over all connections."""
-        return self._closing + sum(c.open + c.opening for c in self._connections.values())
+        connections = [*self._connections.values(), *self._retired]
+        return self._closing + sum(c.open + c.opening for c in connections)
 
     def stats(self) -> dict[str, ConnectionStats]:
         """Per connection id: cap, open/idle/busy/opening sessions, waiters, counters, breaker."""
@@ -211,11 +209,12 @@ class SessionPool:
 
         Its current cap while its breaker is closed; one probe when half-open
         (none while the probe is out); none while open, until the probe time.
-
-        Raises:
-            PoolerError: INVALID_CONFIG for an unknown connection id.
+        An unknown connection id (removed by :meth:`reconfigure` while tasks
+        were queued for it) gets room for them all: each attempt fails at once.
         """
-        conn = self._connection(conn_id)
+        conn = self._connections.get(conn_id)
+        if conn is None:
+            return Allowance(self.limits.max_sessions_per_pod)
         breaker = conn.breaker
         if breaker.open_until is None:
             return Allowance(conn.cap)
@@ -292,6 +291,8 @@ class SessionPool:
         """With both tokens held: reuse an idle session (checked if stale) or open one."""
         if self._closed:
             raise PoolerError(ErrorCode.CONNECTION_ERROR, "session pool is closed")
+        if conn.retired:
+            raise PoolerError(ErrorCode.INVALID_CONFIG, f"unknown connection id {conn.conn_id!r}")
         while conn.idle:
             session = conn.idle.pop()
             if await self._usable(conn, session):
@@ -427,7 +428,9 @@ class SessionPool:
         reply meant for an earlier command.
         """
         try:
-            keep = not (session.broken or session.closed or self._closed)
+            keep = not (
+                session.broken or session.closed or self._closed or self._outdated(conn, session)
+            )
             if keep:
                 keep = await session.check_idle()
         except BaseException:
@@ -486,6 +489,79 @@ class SessionPool:
         for conn in self._connections.values():
             conn.idle = []
         await self._close_all(idle)
+
+    # -- connections changed while running (ftp_pooler.reload) -----------------------
+
+    def _new_connection(self, conn_id: str, factory: SessionFactory) -> _Connection:
+        return _Connection(
+            conn_id,
+            factory,
+            self._cap(factory.config),
+            trio.CapacityLimiter(self._cap(factory.config)),
+            trio.CapacityLimiter(self.limits.max_concurrent_opens),
+            breaker=Breaker(self.limits.breaker_policy()),
+        )
+
+    def _cap(self, config: FTPConfig) -> int:
+        cap = config.max_sessions or self.limits.max_sessions_per_connection
+        return min(cap, self.limits.max_sessions_per_pod)
+
+    def reconfigure(
+        self,
+        configs: Mapping[str, FTPConfig],
+        new_factory: Callable[[FTPConfig], SessionFactory] = SessionFactory,
+    ) -> list[tuple[_Connection, FTPSession]]:
+        """Switch to a new set of FTP connections in one synchronous step.
+
+        Args:
+            configs: Every FTP connection of the new version, by id.
+            new_factory: Builds a factory for a connection added or changed.
+
+        Returns:
+            The idle sessions taken out of the pool, to close with
+            :meth:`close_sessions` (outside this step).
+
+        A connection whose config is unchanged keeps its sessions, cap and
+        breaker. An added one starts empty. A changed one gets a new factory,
+        its configured cap (the slots of the sessions still out carry over),
+        a closed breaker, and loses its idle sessions; sessions borrowed
+        before the change close when returned. A removed one loses its idle
+        sessions and its borrowed ones close when returned; a borrower still
+        waiting for it fails with INVALID_CONFIG ``unknown connection id``.
+        """
+        closing: list[tuple[_Connection, FTPSession]] = []
+        self._retired = {c for c in self._retired if c.open + c.opening > 0}
+        for conn_id in [c for c in self._connections if c not in configs]:
+            conn = self._connections.pop(conn_id)
+            conn.retired = True
+            closing.extend((conn, session) for session in conn.idle)
+            conn.idle = []
+            conn.limiter.total_tokens = self.limits.max_sessions_per_pod  # wake its waiters
+            self._retired.add(conn)
+        for conn_id, config in configs.items():
+            current = self._connections.get(conn_id)
+            if current is None:
+                self._connections[conn_id] = self._new_connection(conn_id, new_factory(config))
+            elif current.factory.config != config:
+                conn = current
+                conn.factory = new_factory(config)
+                conn.configured_cap = self._cap(config)
+                conn.limiter.total_tokens = conn.configured_cap
+                conn.last_refusal = float("-inf")
+                conn.breaker = Breaker(self.limits.breaker_policy())
+                closing.extend((conn, session) for session in conn.idle)
+                conn.idle = []
+        return closing
+
+    async def close_sessions(self, sessions: list[tuple[_Connection, FTPSession]]) -> None:
+        """Close what :meth:`reconfigure` took out, concurrently and shielded from cancellation."""
+        with trio.CancelScope(shield=True):
+            await self._close_all(sessions)
+
+    @staticmethod
+    def _outdated(conn: _Connection, session: FTPSession) -> bool:
+        """A returned session of a connection since removed, or opened with its old settings."""
+        return conn.retired or session.config is not conn.factory.config
 
 
 async def _acquire(limiter: trio.CapacityLimiter, borrower: object) -> None:
