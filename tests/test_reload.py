@@ -39,10 +39,20 @@ def _ftp(conn_id: str, **ftp: Any) -> FTPConnection:
 
 def test_diff_names_added_removed_and_changed_ids() -> None:
     old = Connections(
-        [_ftp("same"), _ftp("pw", password="a"), _ftp("gone"), LocalConnection(id="l", base_path=Path("/a"))]
+        [
+            _ftp("same"),
+            _ftp("pw", password="a"),
+            _ftp("gone"),
+            LocalConnection(id="l", base_path=Path("/a")),
+        ]
     )
     new = Connections(
-        [_ftp("same"), _ftp("pw", password="b"), _ftp("new"), LocalConnection(id="l", base_path=Path("/b"))]
+        [
+            _ftp("same"),
+            _ftp("pw", password="b"),
+            _ftp("new"),
+            LocalConnection(id="l", base_path=Path("/b")),
+        ]
     )
     changes = diff_connections(old, new)
     assert (changes.added, changes.removed, changes.changed) == (("new",), ("gone",), ("l", "pw"))
@@ -65,7 +75,7 @@ def test_watch_step_loads_a_new_version_only_once_it_holds_still() -> None:
 
 
 def _secret_dir(root: Path, text: str) -> Path:
-    """A Kubernetes Secret volume: connections.ini -> ..data/connections.ini, ..data -> ..<stamp>."""
+    """A Kubernetes Secret volume: connections.ini -> ..data/connections.ini -> ..<stamp>/."""
     root.mkdir(exist_ok=True)
     _secret_update(root, text)
     (root / "connections.ini").symlink_to("..data/connections.ini")
@@ -126,10 +136,14 @@ async def test_pool_reconfigure_retires_idle_sessions_and_closes_borrowed_ones_o
         async with pool.session("b"):
             pass
         assert wait_until(lambda: old.connection_count() == 3)
-        closing = pool.reconfigure({"a": _config(new)})  # a changed (port, user, password), b removed
+        closing = pool.reconfigure(
+            {"a": _config(new)}
+        )  # a changed (port, user, password), b removed
         await pool.close_sessions(closing)
         assert len(closing) == 2
-        assert await trio.to_thread.run_sync(lambda: wait_until(lambda: old.connection_count() == 1))
+        assert await trio.to_thread.run_sync(
+            lambda: wait_until(lambda: old.connection_count() == 1)
+        )
         await busy.noop()  # the borrowed session of the old version still works
     assert await trio.to_thread.run_sync(lambda: wait_until(lambda: old.connection_count() == 0))
     async with pool.session("a") as session:
@@ -156,11 +170,10 @@ async def test_pool_reconfigure_fails_a_borrower_waiting_for_a_removed_connectio
         except PoolerError as exc:
             errors.append(exc.code)
 
-    async with pool.session("a"):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(wait_for_a)
-            await trio.testing.wait_all_tasks_blocked()
-            await pool.close_sessions(pool.reconfigure({}))
+    async with pool.session("a"), trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for_a)
+        await trio.testing.wait_all_tasks_blocked()
+        await pool.close_sessions(pool.reconfigure({}))
     assert errors == [ErrorCode.INVALID_CONFIG]
     assert await trio.to_thread.run_sync(lambda: wait_until(lambda: server.connection_count() == 0))
 
@@ -186,8 +199,13 @@ def _section(name: str, server: FTPServer) -> str:
 
 def _task(task_id: str, src_id: str, name: str) -> bytes:
     return json.dumps(
-        {"task_id": task_id, "src_id": src_id, "src_path": f"/src/{name}", "dst_id": "local",
-         "dst_path": f"in/{task_id}"}
+        {
+            "task_id": task_id,
+            "src_id": src_id,
+            "src_path": f"/src/{name}",
+            "dst_id": "local",
+            "dst_path": f"in/{task_id}",
+        }
     ).encode()
 
 
