@@ -18,9 +18,11 @@ import trio.testing
 from pyftpdlib.handlers import ThrottledDTPHandler  # type: ignore[import-untyped]
 
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection, load_connections
+from ftp_pooler.contract import Result, Task
+from ftp_pooler.engine import Transfer, TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig
-from ftp_pooler.ftp.pool import PoolLimits, SessionPool
+from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.reload import ConnectionsWatcher, FileStamp, WatchStep, diff_connections
 from servers import FTPServer, wait_until
@@ -156,26 +158,63 @@ async def test_pool_reconfigure_retires_idle_sessions_and_closes_borrowed_ones_o
     await pool.aclose()
 
 
-async def test_pool_reconfigure_fails_a_borrower_waiting_for_a_removed_connection(
+async def test_a_pinned_connection_keeps_its_settings_after_a_change_or_removal(
     make_pyftpd: MakeServer,
 ) -> None:
-    server = make_pyftpd()
-    pool = SessionPool({"a": SessionFactory(_config(server, max_sessions=1))}, PoolLimits())
-    errors: list[ErrorCode] = []
+    old, new = make_pyftpd(), make_pyftpd(user="other", password="new-secret")
+    pool = SessionPool({"a": SessionFactory(_config(old)), "b": SessionFactory(_config(old))})
+    pinned_a, pinned_b = pool.pin("a"), pool.pin("b")
+    await pool.close_sessions(pool.reconfigure({"a": _config(new)}))
+    for pinned in (pinned_a, pinned_b):  # an attempt planned before the switch
+        async with pool.session(pinned) as session:
+            assert session.config.port == old.port and old.connection_count() == 1
+        assert await trio.to_thread.run_sync(
+            lambda: wait_until(lambda: old.connection_count() == 0)
+        )
+    async with pool.session("a") as session:  # by id: the new version
+        assert session.config.port == new.port
+    with pytest.raises(PoolerError):
+        pool.pin("b")
+    await pool.aclose()
 
-    async def wait_for_a() -> None:
-        try:
-            async with pool.session("a"):
-                pass
-        except PoolerError as exc:
-            errors.append(exc.code)
 
-    async with pool.session("a"), trio.open_nursery() as nursery:
-        nursery.start_soon(wait_for_a)
-        await trio.testing.wait_all_tasks_blocked()
-        await pool.close_sessions(pool.reconfigure({}))
-    assert errors == [ErrorCode.INVALID_CONFIG]
-    assert await trio.to_thread.run_sync(lambda: wait_until(lambda: server.connection_count() == 0))
+def _engine_task(task_id: str) -> Task:
+    return Task.model_validate(
+        {
+            "task_id": task_id,
+            "source": {"connection_id": "p", "path": "/f.txt"},
+            "destination": {"connection_id": "local", "path": f"in/{task_id}"},
+        }
+    )
+
+
+async def test_engine_plans_an_attempt_again_on_the_version_current_when_it_starts(
+    make_pyftpd: MakeServer, tmp_path: Path
+) -> None:
+    roots = {name: tmp_path / name for name in ("old", "new", "local_old", "local_new")}
+    for name, root in roots.items():
+        root.mkdir()
+        (root / "f.txt").write_text(name)
+    old, new = make_pyftpd(root=roots["old"]), make_pyftpd(root=roots["new"])
+
+    def version(server: FTPServer, local: Path) -> Connections:
+        ftp = FTPConnection(id="p", ftp=_config(server))
+        return Connections([ftp, LocalConnection(id="local", base_path=local)])
+
+    first = version(old, roots["local_old"])
+    pool = SessionPool(first.session_factories())
+    engine = TransferEngine(first, pool, worker="w")
+    queued, gone = engine.prepare(_engine_task("t1")), engine.prepare(_engine_task("t2"))
+    assert isinstance(queued, Transfer) and isinstance(gone, Transfer)
+    await engine.reconfigure(version(new, roots["local_new"]))
+    result = await engine.attempt(queued)
+    assert isinstance(result, Result) and result.status.value == "completed"
+    assert (roots["local_new"] / "in" / "t1").read_text() == "new"  # both sides: the new version
+    await engine.reconfigure(Connections([LocalConnection(id="local", base_path=tmp_path)]))
+    failed = await engine.attempt(gone)
+    assert isinstance(failed, Result) and failed.error_code is ErrorCode.INVALID_CONFIG
+    assert failed.attempts == 0 and "unknown connection id" in (failed.error_message or "")
+    await pool.aclose()
 
 
 # -- the worker running, tasks in flight ---------------------------------------------------

@@ -26,7 +26,7 @@ import trio
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpected_error
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
-from ftp_pooler.ftp.pool import SessionPool
+from ftp_pooler.ftp.pool import PinnedConnection, SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
@@ -65,6 +65,8 @@ class _Plan:
 
     operation: Operation
     remote_id: str
+    remote: PinnedConnection
+    """The remote connection as configured when planned: every session of the attempt."""
     remote_path: str
     local_root: LocalRoot
     local_path: Path
@@ -305,12 +307,15 @@ class TransferEngine:
         """Switch to a new version of the connections, then close the idle sessions it retires.
 
         The engine's connections, its local roots and the pool's factories
-        switch in one synchronous step, so no attempt sees half of it: an
-        attempt under way keeps its plan and its session (returned to the
-        pool, a session of a removed or changed connection is closed); every
-        attempt that starts afterwards is planned again on the new version
-        (:meth:`_replan`). A local connection whose ``base_path`` is unchanged
-        keeps its :class:`LocalRoot`. Closing the idle sessions is shielded.
+        switch in one synchronous step, so no attempt sees half of it. An
+        attempt under way keeps its plan, whose pinned connection
+        (:meth:`SessionPool.pin`) lends it sessions with the settings it was
+        planned on, new ones included; the pool closes them when returned.
+        Every attempt that starts afterwards is planned again on the new
+        version (:meth:`_replan`): a task of a removed connection then fails
+        with INVALID_CONFIG ``unknown connection id``. A local connection
+        whose ``base_path`` is unchanged keeps its :class:`LocalRoot`.
+        Closing the idle sessions is shielded from cancellation.
         """
         old = self._connections
         self._local_roots = {
@@ -360,9 +365,9 @@ class TransferEngine:
             )
         root = self._local_roots[local.id]
         resolve = root.resolve_existing if operation is Operation.UPLOAD else root.resolve
-        return _Plan(
-            operation, remote.id, _remote_path(remote, remote_path), root, resolve(local_path)
-        )
+        remote_path = _remote_path(remote, remote_path)
+        pinned = self._pool.pin(remote.id)
+        return _Plan(operation, remote.id, pinned, remote_path, root, resolve(local_path))
 
     def _connection(self, conn_id: str) -> FTPConnection | LocalConnection:
         try:
@@ -389,7 +394,7 @@ class TransferEngine:
                 return _Outcome(0, skipped=True)
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
         await plan.local_root.make_parent(plan.local_path)
-        async with self._pool.session(plan.remote_id) as session:
+        async with self._pool.session(plan.remote) as session:
             file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
             try:
                 sink: Sink = file.write
@@ -432,7 +437,7 @@ class TransferEngine:
         temp = str(target.with_name(temp_name(target.name, self._temp_suffix)))
         orphan = False
         try:
-            async with self._pool.session(plan.remote_id) as session:
+            async with self._pool.session(plan.remote) as session:
                 if conflict is not ConflictPolicy.OVERWRITE and await _remote_exists(
                     session, plan.remote_path
                 ):
@@ -482,22 +487,18 @@ class TransferEngine:
                     raise
         finally:
             if orphan:
-                await self._discard_with_new_session(plan.remote_id, temp)
+                await self._discard_with_new_session(plan.remote, temp)
         return _Outcome(sent)
 
-    async def _discard_with_new_session(self, remote_id: str, temp: str) -> None:
+    async def _discard_with_new_session(self, remote: PinnedConnection, temp: str) -> None:
         """Delete an upload's temporary file after its session broke (bounded, best effort)."""
-        remote = self._connections.get(remote_id)
-        if not isinstance(remote, FTPConnection):  # removed while the upload ran
-            log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
-            return
-        timeouts = remote.ftp.timeouts
+        timeouts = remote.config.timeouts
         with trio.CancelScope(shield=True), trio.move_on_after(timeouts.connect + timeouts.reply):
             try:
-                async with self._pool.session(remote_id) as session:
+                async with self._pool.session(remote) as session:
                     await _discard_remote(session, temp)
             except PoolerError:
-                log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
+                log.warning("transfer.temp_file_left", connection=remote.conn_id, path=temp)
 
     async def _store(
         self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int

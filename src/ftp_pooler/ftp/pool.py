@@ -137,7 +137,7 @@ class _Connection:
     last_refusal: float = float("-inf")
     breaker: Breaker = field(default_factory=Breaker)
     retired: bool = False
-    """Removed by :meth:`SessionPool.reconfigure`: its borrowed sessions close when returned."""
+    """Removed or replaced by :meth:`SessionPool.reconfigure`: its sessions close when returned."""
 
     @property
     def cap(self) -> int:
@@ -232,8 +232,8 @@ class SessionPool:
             ) from None
 
     @asynccontextmanager
-    async def session(self, conn_id: str) -> AsyncIterator[FTPSession]:
-        """Borrow a session to ``conn_id`` for the duration of the block.
+    async def session(self, conn_id: str | PinnedConnection) -> AsyncIterator[FTPSession]:
+        """Borrow a session to ``conn_id`` (or a :meth:`pinned <pin>` one) for the block.
 
         Waits while the connection or the pod is at its cap. A session that
         broke while borrowed is closed on return, never reused.
@@ -243,7 +243,7 @@ class SessionPool:
             FTPError: From connecting or logging in; SERVER_BUSY when the server
                 kept refusing sessions (421) and none of ours was left to wait for.
         """
-        conn = self._connection(conn_id)
+        conn = self._connection(conn_id) if isinstance(conn_id, str) else conn_id._conn
         borrower = object()
         session = await self._acquire(conn, borrower)
         try:
@@ -291,8 +291,6 @@ class SessionPool:
         """With both tokens held: reuse an idle session (checked if stale) or open one."""
         if self._closed:
             raise PoolerError(ErrorCode.CONNECTION_ERROR, "session pool is closed")
-        if conn.retired:
-            raise PoolerError(ErrorCode.INVALID_CONFIG, f"unknown connection id {conn.conn_id!r}")
         while conn.idle:
             session = conn.idle.pop()
             if await self._usable(conn, session):
@@ -428,9 +426,7 @@ class SessionPool:
         reply meant for an earlier command.
         """
         try:
-            keep = not (
-                session.broken or session.closed or self._closed or self._outdated(conn, session)
-            )
+            keep = not (session.broken or session.closed or self._closed or conn.retired)
             if keep:
                 keep = await session.check_idle()
         except BaseException:
@@ -492,19 +488,13 @@ class SessionPool:
 
     # -- connections changed while running (ftp_pooler.reload) -----------------------
 
-    def _new_connection(self, conn_id: str, factory: SessionFactory) -> _Connection:
-        return _Connection(
-            conn_id,
-            factory,
-            self._cap(factory.config),
-            trio.CapacityLimiter(self._cap(factory.config)),
-            trio.CapacityLimiter(self.limits.max_concurrent_opens),
-            breaker=Breaker(self.limits.breaker_policy()),
-        )
+    def pin(self, conn_id: str) -> PinnedConnection:
+        """``conn_id`` as configured now, for :meth:`session` even after :meth:`reconfigure`.
 
-    def _cap(self, config: FTPConfig) -> int:
-        cap = config.max_sessions or self.limits.max_sessions_per_connection
-        return min(cap, self.limits.max_sessions_per_pod)
+        Raises:
+            PoolerError: INVALID_CONFIG for an unknown connection id.
+        """
+        return PinnedConnection(self._connection(conn_id))
 
     def reconfigure(
         self,
@@ -515,53 +505,84 @@ class SessionPool:
 
         Args:
             configs: Every FTP connection of the new version, by id.
-            new_factory: Builds a factory for a connection added or changed.
+            new_factory: Builds the factory of a connection added or changed.
 
         Returns:
             The idle sessions taken out of the pool, to close with
             :meth:`close_sessions` (outside this step).
 
-        A connection whose config is unchanged keeps its sessions, cap and
-        breaker. An added one starts empty. A changed one gets a new factory,
-        its configured cap (the slots of the sessions still out carry over),
-        a closed breaker, and loses its idle sessions; sessions borrowed
-        before the change close when returned. A removed one loses its idle
-        sessions and its borrowed ones close when returned; a borrower still
-        waiting for it fails with INVALID_CONFIG ``unknown connection id``.
+        A connection whose config is unchanged keeps everything. An added one
+        starts empty. A changed or removed one is retired: its idle sessions
+        are taken out, and the sessions borrowed from it close when returned.
+        A changed one is replaced by a new one with the new factory, a closed
+        breaker and its configured cap, sharing the old one's slots (a
+        session still out counts towards the cap) and counters. Borrowing by
+        id reaches the new version only (a removed id: INVALID_CONFIG
+        ``unknown connection id``); a :class:`PinnedConnection` taken before
+        keeps borrowing with the old settings.
         """
         closing: list[tuple[_Connection, FTPSession]] = []
         self._retired = {c for c in self._retired if c.open + c.opening > 0}
         for conn_id in [c for c in self._connections if c not in configs]:
-            conn = self._connections.pop(conn_id)
-            conn.retired = True
-            closing.extend((conn, session) for session in conn.idle)
-            conn.idle = []
-            conn.limiter.total_tokens = self.limits.max_sessions_per_pod  # wake its waiters
-            self._retired.add(conn)
+            self._retire(self._connections.pop(conn_id), closing)
         for conn_id, config in configs.items():
-            current = self._connections.get(conn_id)
-            if current is None:
-                self._connections[conn_id] = self._new_connection(conn_id, new_factory(config))
-            elif current.factory.config != config:
-                conn = current
-                conn.factory = new_factory(config)
-                conn.configured_cap = self._cap(config)
+            old = self._connections.get(conn_id)
+            if old is not None and old.factory.config == config:
+                continue
+            conn = self._connections[conn_id] = self._new_connection(conn_id, new_factory(config))
+            if old is not None:
+                self._retire(old, closing)
+                conn.limiter, conn.opener = old.limiter, old.opener
                 conn.limiter.total_tokens = conn.configured_cap
-                conn.last_refusal = float("-inf")
-                conn.breaker = Breaker(self.limits.breaker_policy())
-                closing.extend((conn, session) for session in conn.idle)
-                conn.idle = []
+                conn.opened_total, conn.closed_total = old.opened_total, old.closed_total
+                conn.refused_total = old.refused_total
+                conn.wait_seconds_total, conn.wait_count = old.wait_seconds_total, old.wait_count
         return closing
+
+    def _retire(self, conn: _Connection, closing: list[tuple[_Connection, FTPSession]]) -> None:
+        conn.retired = True
+        closing.extend((conn, session) for session in conn.idle)
+        conn.idle = []
+        self._retired.add(conn)
 
     async def close_sessions(self, sessions: list[tuple[_Connection, FTPSession]]) -> None:
         """Close what :meth:`reconfigure` took out, concurrently and shielded from cancellation."""
         with trio.CancelScope(shield=True):
             await self._close_all(sessions)
 
-    @staticmethod
-    def _outdated(conn: _Connection, session: FTPSession) -> bool:
-        """A returned session of a connection since removed, or opened with its old settings."""
-        return conn.retired or session.config is not conn.factory.config
+    def _new_connection(self, conn_id: str, factory: SessionFactory) -> _Connection:
+        cap = factory.config.max_sessions or self.limits.max_sessions_per_connection
+        cap = min(cap, self.limits.max_sessions_per_pod)
+        return _Connection(
+            conn_id,
+            factory,
+            cap,
+            trio.CapacityLimiter(cap),
+            trio.CapacityLimiter(self.limits.max_concurrent_opens),
+            breaker=Breaker(self.limits.breaker_policy()),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class PinnedConnection:
+    """One connection id as it was configured when :meth:`SessionPool.pin` was called.
+
+    The transfer engine pins a task's connection when it plans an attempt, so
+    the whole attempt borrows sessions with the settings it was planned on,
+    even if the connections file changed meanwhile (:mod:`ftp_pooler.reload`).
+    """
+
+    _conn: _Connection
+
+    @property
+    def conn_id(self) -> str:
+        """The connection id."""
+        return self._conn.conn_id
+
+    @property
+    def config(self) -> FTPConfig:
+        """The settings its sessions are opened with."""
+        return self._conn.factory.config
 
 
 async def _acquire(limiter: trio.CapacityLimiter, borrower: object) -> None:
