@@ -118,6 +118,33 @@ async def test_watcher_follows_a_kubernetes_symlink_swap_and_refuses_a_broken_ve
     assert results == ["applied", "refused"] and len(applied) == 1
 
 
+async def test_a_version_the_pool_cannot_use_is_refused_and_changes_nothing(
+    make_pyftpd: MakeServer, tmp_path: Path
+) -> None:
+    server = make_pyftpd()
+    path = tmp_path / "connections.ini"
+    path.write_text(_section("p", server) + f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    first = load_connections(path)
+    pool = SessionPool(first.session_factories())
+    engine = TransferEngine(first, pool, worker="w")
+    results: list[str] = []
+    watcher = ConnectionsWatcher(
+        path, first, engine.reconfigure, interval=1, reloaded=results.append
+    )
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with path.open("a") as rewritten:  # in place: same inode, the loader accepts it
+        rewritten.write("[q]\ntype = ftp\nhost = 127.0.0.1\ntls = explicit\nca_file = junk.pem\n")
+    await watcher.check()
+    await watcher.check()
+    assert results == ["refused"]
+    assert engine.connections is first
+    with pytest.raises(PoolerError):
+        pool.pin("q")
+    async with pool.session("p") as session:
+        await session.noop()
+    await pool.aclose()
+
+
 # -- the pool's switch, against a real server ------------------------------------------
 
 

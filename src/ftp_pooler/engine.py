@@ -316,22 +316,28 @@ class TransferEngine:
         with INVALID_CONFIG ``unknown connection id``. A local connection
         whose ``base_path`` is unchanged keeps its :class:`LocalRoot`.
         Closing the idle sessions is shielded from cancellation.
+
+        Raises:
+            Exception: From building a session factory (a CA file that is
+                not PEM: :class:`ssl.SSLError`); nothing has changed then.
         """
         old = self._connections
-        self._local_roots = {
+        local_roots = {
             conn.id: self._local_roots[conn.id]
             if old.get(conn.id) == conn
             else LocalRoot(conn.base_path, durable=self._durable)
             for conn in connections.values()
             if isinstance(conn, LocalConnection)
         }
+        configs = {c.id: c.ftp for c in connections.values() if isinstance(c, FTPConnection)}
+        closing = self._pool.reconfigure(configs)  # first: it may raise, changing nothing
+        self._local_roots = local_roots
         for conn_id in list(self._remote_dirs):
             if old.get(conn_id) != connections.get(conn_id):
                 del self._remote_dirs[conn_id]
         self._connections = connections
         self._version += 1
-        configs = {c.id: c.ftp for c in connections.values() if isinstance(c, FTPConnection)}
-        await self._pool.close_sessions(self._pool.reconfigure(configs))
+        await self._pool.close_sessions(closing)
 
     def _replan(self, transfer: Transfer) -> Result | None:
         """Plan a transfer again on the current connections; its failed result if it cannot."""

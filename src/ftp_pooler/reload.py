@@ -128,7 +128,9 @@ class ConnectionsWatcher:
     Args:
         path: The connections file (the same path as at start-up).
         current: The connections in use now.
-        apply: Switches to a new version (``TransferEngine.reconfigure``).
+        apply: Switches to a new version (``TransferEngine.reconfigure``); if
+            it raises (an ``Exception``), it must have changed nothing, and the
+            version is refused.
         interval: Seconds between two looks at the file.
         environ: Where ``pass_env`` variables are read, as at start-up.
         loaded: Told the file's mtime (seconds since the epoch, None if it was
@@ -174,12 +176,15 @@ class ConnectionsWatcher:
         try:
             new = await trio.to_thread.run_sync(load_connections, self._path, self._environ)
         except ConfigError as exc:
-            log.error("config.reload_refused", path=str(self._path), error=exc.message)
-            self._reloaded("refused")
+            self._refuse(exc.message)
             return
         changes = diff_connections(self._current, new)
         if changes:
-            await self._apply(new)
+            try:
+                await self._apply(new)
+            except Exception as exc:  # e.g. ssl.SSLError: a ca_file that is not PEM
+                self._refuse(f"{self._path}: cannot use it: {type(exc).__name__}: {exc}")
+                return
             self._current = new
             log.info(
                 "config.reloaded",
@@ -190,3 +195,7 @@ class ConnectionsWatcher:
             )
         self._reloaded("applied")
         self._loaded(stamp.mtime)
+
+    def _refuse(self, error: str) -> None:
+        log.error("config.reload_refused", path=str(self._path), error=error)
+        self._reloaded("refused")

@@ -511,6 +511,10 @@ class SessionPool:
             The idle sessions taken out of the pool, to close with
             :meth:`close_sessions` (outside this step).
 
+        Raises:
+            Exception: Whatever ``new_factory`` raises (a CA file that is not
+                PEM: :class:`ssl.SSLError`), before anything has changed.
+
         A connection whose config is unchanged keeps everything. An added one
         starts empty. A changed or removed one is retired: its idle sessions
         are taken out, and the sessions borrowed from it close when returned.
@@ -521,15 +525,19 @@ class SessionPool:
         ``unknown connection id``); a :class:`PinnedConnection` taken before
         keeps borrowing with the old settings.
         """
+        fresh = {
+            conn_id: new_factory(config)
+            for conn_id, config in configs.items()
+            if conn_id not in self._connections
+            or self._connections[conn_id].factory.config != config
+        }
         closing: list[tuple[_Connection, FTPSession]] = []
         self._retired = {c for c in self._retired if c.open + c.opening > 0}
         for conn_id in [c for c in self._connections if c not in configs]:
             self._retire(self._connections.pop(conn_id), closing)
-        for conn_id, config in configs.items():
+        for conn_id, factory in fresh.items():
             old = self._connections.get(conn_id)
-            if old is not None and old.factory.config == config:
-                continue
-            conn = self._connections[conn_id] = self._new_connection(conn_id, new_factory(config))
+            conn = self._connections[conn_id] = self._new_connection(conn_id, factory)
             if old is not None:
                 self._retire(old, closing)
                 conn.limiter, conn.opener = old.limiter, old.opener
