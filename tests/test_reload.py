@@ -360,7 +360,7 @@ def _files(root: Path, **sizes: int) -> dict[str, str]:
 def test_partner_added_used_then_broken_version_refused_then_removed_mid_transfer(
     running: Callable[[str], Running], make_pyftpd: MakeServer, ftp_root: Path
 ) -> None:
-    digests = _files(ftp_root, small=1000, big=1024 * 1024)
+    digests = _files(ftp_root, small=1000, big=2 * 1024 * 1024)
     first, partner = make_pyftpd(), _slow_server(make_pyftpd)
     run = running(_section("a", first))
     before = run.run({"early": _task("early", "b", "small")})["early"]
@@ -374,10 +374,13 @@ def test_partner_added_used_then_broken_version_refused_then_removed_mid_transfe
     assert len(refusals) == 1 and "[b] host" in refusals[0]
     assert run.run({"b2": _task("b2", "b", "small")})["b2"]["status"] == "completed"
 
-    run.topics.produce([_task("b3", "b", "big")])  # ~4 s at the partner's pace
+    run.topics.produce([_task("b3", "b", "big")])  # ~8 s at the partner's pace
     run.wait_in_flight("b3")
-    assert partner.connection_count() >= 1
+    assert run.run({"b2x": _task("b2x", "b", "small")})["b2x"]["status"] == "completed"
+    assert partner.connection_count() == 2  # b3's session, busy; b2x's, idle
     run.update(_section("a", first))  # partner b removed while b3 transfers
+    assert wait_until(lambda: partner.connection_count() == 1, timeout=5)  # the idle one closed
+    assert any(run.local.glob("in/.b3*")), "b3 should still be transferring"
     late = run.run({"b4": _task("b4", "b", "small")})["b4"]
     assert (late["status"], late["error_code"]) == ("failed", "INVALID_CONFIG")
     assert "unknown connection id" in late["error_message"]

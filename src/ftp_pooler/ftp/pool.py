@@ -172,7 +172,7 @@ class SessionPool:
         self._closed = False
         self._closing = 0
         self._retired: set[_Connection] = set()
-        """Connections removed by :meth:`reconfigure` that still had sessions out."""
+        """Connections removed or replaced by :meth:`reconfigure`, until their sessions close."""
 
     def __repr__(self) -> str:
         return f"<SessionPool connections={sorted(self._connections)} open={self.open_sessions}>"
