@@ -24,6 +24,7 @@ from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.scheduling.transfers import ScheduledTransfers
 from ftp_pooler.reload import ConnectionsWatcher, FileStamp, WatchStep, diff_connections
 from servers import FTPServer, wait_until
 from servers.kafka import KafkaBroker
@@ -205,11 +206,11 @@ async def test_a_pinned_connection_keeps_its_settings_after_a_change_or_removal(
     await pool.aclose()
 
 
-def _engine_task(task_id: str) -> Task:
+def _engine_task(task_id: str, path: str = "/f.txt") -> Task:
     return Task.model_validate(
         {
             "task_id": task_id,
-            "source": {"connection_id": "p", "path": "/f.txt"},
+            "source": {"connection_id": "p", "path": path},
             "destination": {"connection_id": "local", "path": f"in/{task_id}"},
         }
     )
@@ -241,6 +242,46 @@ async def test_engine_plans_an_attempt_again_on_the_version_current_when_it_star
     failed = await engine.attempt(gone)
     assert isinstance(failed, Result) and failed.error_code is ErrorCode.INVALID_CONFIG
     assert failed.attempts == 0 and "unknown connection id" in (failed.error_message or "")
+    await pool.aclose()
+
+
+async def test_queued_tasks_of_a_removed_connection_fail_while_its_running_one_finishes(
+    make_pyftpd: MakeServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    _files(ftp_root, small=1000, big=512 * 1024)  # ~2 s at the slow server's pace
+    server = _slow_server(make_pyftpd)
+    conns = Connections(
+        [
+            FTPConnection(id="p", ftp=_config(server, max_sessions=1)),
+            LocalConnection(id="local", base_path=tmp_path),
+        ]
+    )
+    pool = SessionPool(conns.session_factories())
+    engine = TransferEngine(conns, pool, worker="w")
+    results: dict[str, Result] = {}
+
+    def finished(result: Result, token: str, task: Task) -> None:
+        results[token] = result
+
+    def crashed(exc: Exception, token: str, task: Task) -> None:
+        raise AssertionError(f"{token} crashed: {exc!r}")
+
+    transfers: ScheduledTransfers[str] = ScheduledTransfers(
+        engine, runners=4, finished=finished, crashed=crashed
+    )
+    tasks = [_engine_task("big", "/src/big")] + [_engine_task(f"q{i}") for i in range(3)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(transfers.run)
+        for task in tasks:
+            transfers.submit(task, task.task_id)
+        transfers.close()
+        while not any(tmp_path.glob("in/.big*")):  # big runs; the others queue (cap 1)
+            await trio.sleep(0.01)
+        await engine.reconfigure(Connections([LocalConnection(id="local", base_path=tmp_path)]))
+    assert results["big"].status.value == "completed"
+    for queued in ("q0", "q1", "q2"):
+        assert results[queued].error_code is ErrorCode.INVALID_CONFIG, results[queued]
+    assert await trio.to_thread.run_sync(lambda: wait_until(lambda: server.connection_count() == 0))
     await pool.aclose()
 
 
