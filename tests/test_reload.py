@@ -413,6 +413,9 @@ def test_partner_added_used_then_broken_version_refused_then_removed_mid_transfe
     run.update("[b]\ntype = ftp\nhost =\n", result="refused")  # a broken version
     refusals = [line for line in run.log_path.read_text().splitlines() if "reload_refused" in line]
     assert len(refusals) == 1 and "[b] host" in refusals[0]
+    assert _metric(run.worker, "ftp_pooler_config_refused") == 1
+    applied_mtime = _metric(run.worker, "ftp_pooler_config_mtime_seconds")
+    assert 0 < applied_mtime < time.time()  # still the version applied before
     assert run.run({"b2": _task("b2", "b", "small")})["b2"]["status"] == "completed"
 
     run.topics.produce([_task("b3", "b", "big")])  # ~8 s at the partner's pace
@@ -422,6 +425,8 @@ def test_partner_added_used_then_broken_version_refused_then_removed_mid_transfe
     run.update(_section("a", first))  # partner b removed while b3 transfers
     assert wait_until(lambda: partner.connection_count() == 1, timeout=5)  # the idle one closed
     assert any(run.local.glob("in/.b3*")), "b3 should still be transferring"
+    assert _metric(run.worker, "ftp_pooler_config_refused") == 0
+    assert _metric(run.worker, "ftp_pooler_config_mtime_seconds") > applied_mtime
     late = run.run({"b4": _task("b4", "b", "small")})["b4"]
     assert (late["status"], late["error_code"]) == ("failed", "INVALID_CONFIG")
     assert "unknown connection id" in late["error_message"]

@@ -161,6 +161,12 @@ class Metrics:
         )
         for result in ("applied", "refused"):
             self._config_reloads.labels(result)
+        self._config_refused = Gauge(
+            "ftp_pooler_config_refused",
+            "1 while the newest version of the connections file was refused (an older one"
+            " is in use), else 0.",
+            registry=r,
+        )
         self._config_mtime = Gauge(
             "ftp_pooler_config_mtime_seconds",
             "Modification time (Unix seconds) of the connections file version in use.",
@@ -259,6 +265,7 @@ class Metrics:
     def config_reloaded(self, result: str) -> None:
         """A new version of the connections file was ``applied`` or ``refused``."""
         self._config_reloads.labels(result).inc()
+        self._config_refused.set(result == "refused")
 
     def config_loaded(self, mtime: float | None) -> None:
         """The connections version in use has this file mtime (None: unknown, shown as 0)."""
