@@ -119,6 +119,28 @@ async def test_watcher_follows_a_kubernetes_symlink_swap_and_refuses_a_broken_ve
     assert results == ["applied", "refused"] and len(applied) == 1
 
 
+async def test_a_change_between_the_start_up_load_and_the_watcher_is_not_missed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "connections.ini"
+    path.write_text("[a]\ntype = local\nbase_path = /a\n")
+    at_start_up = load_connections(path)
+    applied: list[Connections] = []
+    results: list[str] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    quiet = ConnectionsWatcher(path, at_start_up, apply, interval=1, reloaded=results.append)
+    await quiet.check()
+    assert not applied and not results  # the first look confirms the start-up version
+    path.write_text("[a]\ntype = local\nbase_path = /b\n")  # before the watcher starts
+    watcher = ConnectionsWatcher(path, at_start_up, apply, interval=1, reloaded=results.append)
+    await watcher.check()
+    assert [c["a"].base_path for c in applied] == [Path("/b")]  # type: ignore[union-attr]
+    assert results == ["applied"]
+
+
 async def test_a_version_the_pool_cannot_use_is_refused_and_changes_nothing(
     make_pyftpd: MakeServer, tmp_path: Path
 ) -> None:

@@ -105,11 +105,12 @@ class WatchStep:
     """The watcher's state between two looks at the file (plain data).
 
     Attributes:
-        loaded: The stamp of the version last loaded (applied or refused).
+        loaded: The stamp of the version last loaded (applied or refused);
+            None before the first load.
         seen: The stamp seen at the last look.
     """
 
-    loaded: FileStamp
+    loaded: FileStamp | None
     seen: FileStamp
 
     def look(self, now: FileStamp) -> tuple[WatchStep, bool]:
@@ -137,6 +138,10 @@ class ConnectionsWatcher:
             missing) of the version in use: at once, and after each reload.
         reloaded: Told ``"applied"`` or ``"refused"`` after each new version
             read (a file touched but unchanged counts as applied).
+
+    The file may have changed between its reading at start-up and this
+    watcher's creation, so the first look reads it again: it counts as a
+    reload only if it differs.
     """
 
     def __init__(
@@ -158,7 +163,8 @@ class ConnectionsWatcher:
         self._loaded = loaded
         self._reloaded = reloaded
         stamp = FileStamp.of(path)
-        self._step = WatchStep(stamp, stamp)
+        self._step = WatchStep(None, stamp)
+        self._confirmed = False
         loaded(stamp.mtime)
 
     async def run(self) -> None:
@@ -193,9 +199,12 @@ class ConnectionsWatcher:
                 removed=list(changes.removed),
                 changed=list(changes.changed),
             )
-        self._reloaded("applied")
+        if changes or self._confirmed:
+            self._reloaded("applied")
+        self._confirmed = True
         self._loaded(stamp.mtime)
 
     def _refuse(self, error: str) -> None:
         log.error("config.reload_refused", path=str(self._path), error=error)
         self._reloaded("refused")
+        self._confirmed = True
