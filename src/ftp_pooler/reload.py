@@ -6,15 +6,17 @@ leads to (its inode) changes. Editors and ``mv`` replace the file the same
 way; some tools rewrite it in place (same inode, new size and mtime). A
 small Trio task therefore polls ``os.stat`` (which follows the symlinks)
 every ``worker.connections_reload_seconds`` and compares a :class:`FileStamp`:
-one ``stat`` call per period, robust to each of those, and needing nothing
-from the kernel's change notification (inotify does not follow a symlink
-swapped above the watched file, and on a mounted Secret the events land on
-the ``..data`` link: a watch on the file stays on the old inode). A change is acted on only once the
-stamp has stayed the same for one more period, so a file being written in
-place is not read half-way.
+one ``stat`` call (9 us) per period, and the same code for each of those
+ways. Change notification would not be simpler: an inotify watch on the file
+stays on the old inode after a symlink swap, so one must watch the directory
+and re-arm after each swap; a library that does so (watchfiles) brings a
+dependency and a thread for a file that changes a few times a year. A change
+is acted on only once the stamp has stayed the same for one more period, so
+a file being written in place is not read half-way.
 
 A new version is loaded with the start-up loader
 (:func:`~ftp_pooler.config.load_connections`). A version that does not load
+(or whose session factories cannot be built: a ``ca_file`` that is not PEM)
 is refused with one log line (the loader's message: file, section, key,
 never a password) and ``ftp_pooler_config_reloads_total{result="refused"}``;
 the version in use stays. What changed (:func:`diff_connections`) is decided
