@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO, NoReturn
@@ -28,7 +29,14 @@ import trio
 
 from ftp_pooler import package_version
 from ftp_pooler.batch import CopySummary, copy_tasks
-from ftp_pooler.config import Connections, FTPConnection, Settings, load_connections, load_settings
+from ftp_pooler.config import (
+    Connections,
+    FTPConnection,
+    Settings,
+    connections_path,
+    load_connections,
+    load_settings,
+)
 from ftp_pooler.contract import Result
 from ftp_pooler.engine import Transfer, TransferEngine
 from ftp_pooler.errors import PoolerError
@@ -328,7 +336,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     assert connections is not None
     check_kafka_security(settings.kafka)
     try:
-        trio.run(run_worker, settings, connections)
+        path = connections_path(args.connections)
+        trio.run(partial(run_worker, connections_path=path), settings, connections)
     except KafkaError as exc:
         servers = ",".join(settings.kafka.bootstrap_servers)
         print(f"ftp-pooler: cannot use Kafka at {servers}: {exc}", file=sys.stderr)

@@ -214,6 +214,8 @@ class WorkerSettings(_Section):
     max_buffered_bytes: int = Field(32 * 1024 * 1024, ge=1)
     """The same bound on the bytes of those tasks' messages (the worker only)."""
     drain_seconds: float = Field(25.0, ge=0)
+    connections_reload_seconds: float = Field(5.0, ge=0)
+    """How often the worker looks at the connections file for a new version; 0: never."""
     name: str = Field(default=None, min_length=1, validate_default=True)
     """Names this worker in results; null: ``$POD_NAME``, else ``$HOSTNAME``, else the host name."""
 
@@ -464,6 +466,11 @@ class Connections(Mapping[str, Connection]):
         return described
 
 
+def connections_path(path: Path | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """``path``, else ``$FTP_POOLER_CONNECTIONS``, else ``/etc/ftp-pooler/connections.ini``."""
+    return path or Path(environ.get(CONNECTIONS_ENV) or DEFAULT_CONNECTIONS_PATH)
+
+
 def load_connections(
     path: Path | None = None, environ: Mapping[str, str] = os.environ
 ) -> Connections:
@@ -478,8 +485,7 @@ def load_connections(
         ConfigError: Unreadable or malformed file, or a bad section; the
             message names the file, the ``[section]`` and the key.
     """
-    if path is None:
-        path = Path(environ.get(CONNECTIONS_ENV) or DEFAULT_CONNECTIONS_PATH)
+    path = connections_path(path, environ)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeError) as exc:

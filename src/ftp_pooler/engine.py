@@ -37,7 +37,7 @@ from ftp_pooler.contract import (
     unexpected_error,
 )
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
-from ftp_pooler.ftp.pool import SessionPool
+from ftp_pooler.ftp.pool import PinnedConnection, SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession, Sink
 from ftp_pooler.logs import current_task_id
@@ -78,6 +78,8 @@ class _Plan:
 
     operation: Operation
     remote_id: str
+    remote: PinnedConnection
+    """The remote connection as configured when planned: every session of the attempt."""
     remote_path: str
     local_root: LocalRoot
     local_path: Path
@@ -106,6 +108,8 @@ class Transfer:
     """Pooled sessions found closed by the server and replaced (not attempts)."""
     previous: ErrorCode | None = None
     """The error code of the last failed attempt."""
+    version: int = 0
+    """The connections version its plan was made on (:meth:`TransferEngine.reconfigure`)."""
 
     @property
     def connection(self) -> str:
@@ -157,6 +161,8 @@ class TransferEngine:
             if isinstance(conn, LocalConnection)
         }
         self._remote_dirs: dict[str, set[str]] = {}
+        self._durable = durable
+        self._version = 0
 
     @property
     def pool(self) -> SessionPool:
@@ -179,7 +185,8 @@ class TransferEngine:
         except Exception as exc:
             log.exception("transfer.unexpected_error", task_id=task.task_id)
             return self._failed(task, unexpected_error(exc), task.operation, 0, started)
-        return Transfer(task, plan, self._retry.with_retries(task.options.retry_count), started)
+        policy = self._retry.with_retries(task.options.retry_count)
+        return Transfer(task, plan, policy, started, version=self._version)
 
     async def attempt(self, transfer: Transfer) -> Result | float:
         """Make one attempt of ``transfer``; never raises (but for cancellation).
@@ -192,6 +199,8 @@ class TransferEngine:
             id meanwhile.
         """
         task = transfer.task
+        if transfer.version != self._version and (failed := self._replan(transfer)) is not None:
+            return failed
         token = current_task_id.set(task.task_id)
         try:
             transfer.attempts += 1
@@ -305,6 +314,58 @@ class TransferEngine:
             worker=self._worker,
         )
 
+    # -- connections changed while running (ftp_pooler.reload) -----------------------
+
+    @property
+    def connections(self) -> Connections:
+        """The connections tasks are planned on now."""
+        return self._connections
+
+    async def reconfigure(self, connections: Connections) -> None:
+        """Switch to a new version of the connections, then close the idle sessions it retires.
+
+        The engine's connections, its local roots and the pool's factories
+        switch in one synchronous step, so no attempt sees half of it. An
+        attempt under way keeps its plan, whose pinned connection
+        (:meth:`SessionPool.pin`) lends it sessions with the settings it was
+        planned on, new ones included; the pool closes them when returned.
+        Every attempt that starts afterwards is planned again on the new
+        version (:meth:`_replan`): a task of a removed connection then fails
+        with INVALID_CONFIG ``unknown connection id``. A local connection
+        whose ``base_path`` is unchanged keeps its :class:`LocalRoot`.
+        Closing the idle sessions is shielded from cancellation.
+
+        Raises:
+            Exception: From building a session factory (a CA file that is
+                not PEM: :class:`ssl.SSLError`); nothing has changed then.
+        """
+        old = self._connections
+        local_roots = {
+            conn.id: self._local_roots[conn.id]
+            if old.get(conn.id) == conn
+            else LocalRoot(conn.base_path, durable=self._durable)
+            for conn in connections.values()
+            if isinstance(conn, LocalConnection)
+        }
+        configs = {c.id: c.ftp for c in connections.values() if isinstance(c, FTPConnection)}
+        closing = self._pool.reconfigure(configs)  # first: it may raise, changing nothing
+        self._local_roots = local_roots
+        for conn_id in list(self._remote_dirs):
+            if old.get(conn_id) != connections.get(conn_id):
+                del self._remote_dirs[conn_id]
+        self._connections = connections
+        self._version += 1
+        await self._pool.close_sessions(closing)
+
+    def _replan(self, transfer: Transfer) -> Result | None:
+        """Plan a transfer again on the current connections; its failed result if it cannot."""
+        try:
+            transfer.plan = self._plan(transfer.task)
+        except PoolerError as exc:
+            return self.give_up(transfer, exc)
+        transfer.version = self._version
+        return None
+
     # -- planning --------------------------------------------------------------------
 
     def _plan(self, task: Task) -> _Plan:
@@ -328,9 +389,9 @@ class TransferEngine:
             )
         root = self._local_roots[local.id]
         resolve = root.resolve_existing if operation is Operation.UPLOAD else root.resolve
-        plan = _Plan(
-            operation, remote.id, _remote_path(remote, remote_path), root, resolve(local_path)
-        )
+        remote_path = _remote_path(remote, remote_path)
+        pinned = self._pool.pin(remote.id)
+        plan = _Plan(operation, remote.id, pinned, remote_path, root, resolve(local_path))
         return self._plan_archive(plan, task, remote)
 
     def _plan_archive(self, plan: _Plan, task: Task, remote: FTPConnection) -> _Plan:
@@ -376,14 +437,14 @@ class TransferEngine:
         except PoolerError as exc:
             if not may_be_repeat(exc):
                 raise
-            async with self._pool.session(plan.remote_id) as session:
+            async with self._pool.session(plan.remote) as session:
                 report = await after_failure(task.options.on_success, *self._sides(plan, session))
             if report is None:
                 raise
             return _Outcome(0, source=report)
         if not outcome.skipped:
             return outcome
-        async with self._pool.session(plan.remote_id) as session:
+        async with self._pool.session(plan.remote) as session:
             report = await after_skip(task.options.on_success, *self._sides(plan, session))
         return _Outcome(0, skipped=report.done is not SourceActionDone.ALREADY_DONE, source=report)
 
@@ -420,7 +481,7 @@ class TransferEngine:
                 return _Outcome(0, skipped=True)
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
         await plan.local_root.make_parent(plan.local_path)
-        async with self._pool.session(plan.remote_id) as session:
+        async with self._pool.session(plan.remote) as session:
             file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
             try:
                 sink: Sink = file.write
@@ -464,7 +525,7 @@ class TransferEngine:
         temp = str(target.with_name(temp_name(target.name, self._temp_suffix)))
         orphan = False
         try:
-            async with self._pool.session(plan.remote_id) as session:
+            async with self._pool.session(plan.remote) as session:
                 if conflict is not ConflictPolicy.OVERWRITE and await _remote_exists(
                     session, plan.remote_path
                 ):
@@ -515,20 +576,18 @@ class TransferEngine:
                 source = await self._after_transfer(plan, task, session)
         finally:
             if orphan:
-                await self._discard_with_new_session(plan.remote_id, temp)
+                await self._discard_with_new_session(plan.remote, temp)
         return _Outcome(sent, source=source)
 
-    async def _discard_with_new_session(self, remote_id: str, temp: str) -> None:
+    async def _discard_with_new_session(self, remote: PinnedConnection, temp: str) -> None:
         """Delete an upload's temporary file after its session broke (bounded, best effort)."""
-        remote = self._connections[remote_id]
-        assert isinstance(remote, FTPConnection)
-        timeouts = remote.ftp.timeouts
+        timeouts = remote.config.timeouts
         with trio.CancelScope(shield=True), trio.move_on_after(timeouts.connect + timeouts.reply):
             try:
-                async with self._pool.session(remote_id) as session:
+                async with self._pool.session(remote) as session:
                     await _discard_remote(session, temp)
             except PoolerError:
-                log.warning("transfer.temp_file_left", connection=remote_id, path=temp)
+                log.warning("transfer.temp_file_left", connection=remote.conn_id, path=temp)
 
     async def _store(
         self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int

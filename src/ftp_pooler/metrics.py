@@ -152,6 +152,26 @@ class Metrics:
             registry=r,
         )
         self._queue_wait_series: dict[str, Any] = {}
+        self._config_reloads = Counter(
+            "ftp_pooler_config_reloads_total",
+            "New versions of the connections file read while running: applied, or refused"
+            " (it did not load; the version in use stays).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("applied", "refused"):
+            self._config_reloads.labels(result)
+        self._config_refused = Gauge(
+            "ftp_pooler_config_refused",
+            "1 while the newest version of the connections file was refused (an older one"
+            " is in use), else 0.",
+            registry=r,
+        )
+        self._config_mtime = Gauge(
+            "ftp_pooler_config_mtime_seconds",
+            "Modification time (Unix seconds) of the connections file version in use.",
+            registry=r,
+        )
 
     def bytes_moved(self, operation: Operation, connection: str, count: int) -> None:
         """Count ``count`` bytes the moment they move (the engine's observer hook)."""
@@ -239,6 +259,17 @@ class Metrics:
         """Expose queued tasks per connection (``queues()``, e.g. the runners' ``stats``)
         and breaker states (``pool()``, e.g. ``pool.stats``), read at each scrape."""
         self.registry.register(_SchedulingCollector(queues, pool))
+
+    # -- connections changed while running (issue #16, ftp_pooler.reload) ------------
+
+    def config_reloaded(self, result: str) -> None:
+        """A new version of the connections file was ``applied`` or ``refused``."""
+        self._config_reloads.labels(result).inc()
+        self._config_refused.set(result == "refused")
+
+    def config_loaded(self, mtime: float | None) -> None:
+        """The connections version in use has this file mtime (None: unknown, shown as 0)."""
+        self._config_mtime.set(mtime or 0)
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""

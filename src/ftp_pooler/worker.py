@@ -6,6 +6,7 @@
     ├── HTTP API (Hypercorn + Quart-Trio): /health /ready /metrics
     ├── ResultPublisher: results -> Kafka, acks -> OffsetTracker
     ├── signal watcher: SIGTERM/SIGINT -> drain; a second one exits at once
+    ├── connections watcher: a new connections file -> engine and pool switch
     └── transfers nursery (drained with a deadline at shutdown)
         ├── Dispatcher: intake (queue -> parse -> a queue per FTP connection)
         │   and max_inflight runners (one attempt at a time, by connection)
@@ -25,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -44,6 +46,7 @@ from ftp_pooler.metrics import Metrics
 from ftp_pooler.poller import ABANDON_GRACE_SECONDS, KafkaPoller
 from ftp_pooler.deliveries import Delivery, DeliveryQueue
 from ftp_pooler.publisher import GATHER_SECONDS, RecoveryPolicy, ResultPublisher
+from ftp_pooler.reload import ConnectionsWatcher
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 log = structlog.get_logger(__name__)
@@ -81,7 +84,6 @@ class Dispatcher:
         poller: KafkaPoller,
         publisher: ResultPublisher,
         metrics: Metrics,
-        connections: Connections,
         deliveries: DeliveryQueue,
         *,
         worker: str,
@@ -91,7 +93,7 @@ class Dispatcher:
         self._poller = poller
         self._publisher = publisher
         self._metrics = metrics
-        self._connections = connections
+        self._engine = engine
         self._deliveries = deliveries
         self._boundary = Boundary(worker=worker, max_bytes=max_message_bytes)
         self.transfers: ScheduledTransfers[Delivery] = ScheduledTransfers(
@@ -161,7 +163,7 @@ class Dispatcher:
     def _ftp_side(self, result: Result) -> str:
         for endpoint in (result.source, result.destination):
             if endpoint is not None and isinstance(
-                self._connections.get(endpoint.connection_id), FTPConnection
+                self._engine.connections.get(endpoint.connection_id), FTPConnection
             ):
                 return endpoint.connection_id
         return ""
@@ -186,10 +188,15 @@ async def run_worker(
     settings: Settings,
     connections: Connections,
     *,
+    connections_path: Path | None = None,
     handle_signals: bool = True,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until SIGTERM/SIGINT, then drain and return.
+
+    ``connections`` were loaded from ``connections_path``: when given (and
+    ``worker.connections_reload_seconds`` is not 0), that file is watched and
+    each new version applied while running (:mod:`ftp_pooler.reload`).
 
     ``task_status.started`` receives the API's port once the worker listens.
     Without ``handle_signals`` (tests), cancel the caller's scope to stop it.
@@ -199,12 +206,15 @@ async def run_worker(
             (checked first, before Kafka is contacted).
     """
     with bind_api_socket(settings.api.host, settings.api.port) as api_socket:
-        await _run_worker(settings, connections, api_socket, handle_signals, task_status)
+        await _run_worker(
+            settings, connections, connections_path, api_socket, handle_signals, task_status
+        )
 
 
 async def _run_worker(
     settings: Settings,
     connections: Connections,
+    connections_path: Path | None,
     api_socket: socket.socket,
     handle_signals: bool,
     task_status: Any,
@@ -283,7 +293,6 @@ async def _run_worker(
             poller,
             publisher,
             metrics,
-            connections,
             deliveries,
             worker=settings.worker.name,
             max_inflight=settings.worker.max_inflight,
@@ -307,6 +316,17 @@ async def _run_worker(
             root.start_soon(publisher.run)
             if handle_signals:
                 root.start_soon(_watch_signals, intake, health)
+            reload_seconds = settings.worker.connections_reload_seconds
+            if connections_path is not None and reload_seconds > 0:
+                watcher = ConnectionsWatcher(
+                    connections_path,
+                    connections,
+                    engine.reconfigure,
+                    interval=reload_seconds,
+                    loaded=metrics.config_loaded,
+                    reloaded=metrics.config_reloaded,
+                )
+                root.start_soon(watcher.run)
             log.info(
                 "worker.started", api_port=port, topic=kafka.input_topic, group=kafka.consumer_group
             )

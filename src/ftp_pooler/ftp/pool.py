@@ -25,6 +25,7 @@ import structlog
 import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
+from ftp_pooler.ftp.config import FTPConfig
 from ftp_pooler.ftp.session import FTPSession, SessionFactory
 from ftp_pooler.scheduling.breaker import Breaker, BreakerPolicy, BreakerState
 from ftp_pooler.scheduling.scheduler import Allowance
@@ -135,6 +136,8 @@ class _Connection:
     wait_count: int = 0
     last_refusal: float = float("-inf")
     breaker: Breaker = field(default_factory=Breaker)
+    retired: bool = False
+    """Removed or replaced by :meth:`SessionPool.reconfigure`: its sessions close when returned."""
 
     @property
     def cap(self) -> int:
@@ -162,20 +165,14 @@ class SessionPool:
         self.limits = limits
         self._clock = clock
         self._pod = trio.CapacityLimiter(limits.max_sessions_per_pod)
-        self._connections: dict[str, _Connection] = {}
-        for conn_id, factory in factories.items():
-            cap = factory.config.max_sessions or limits.max_sessions_per_connection
-            cap = min(cap, limits.max_sessions_per_pod)
-            self._connections[conn_id] = _Connection(
-                conn_id,
-                factory,
-                cap,
-                trio.CapacityLimiter(cap),
-                trio.CapacityLimiter(limits.max_concurrent_opens),
-                breaker=Breaker(limits.breaker_policy()),
-            )
+        self._connections = {
+            conn_id: self._new_connection(conn_id, factory)
+            for conn_id, factory in factories.items()
+        }
         self._closed = False
         self._closing = 0
+        self._retired: set[_Connection] = set()
+        """Connections removed or replaced by :meth:`reconfigure`, until their sessions close."""
 
     def __repr__(self) -> str:
         return f"<SessionPool connections={sorted(self._connections)} open={self.open_sessions}>"
@@ -183,7 +180,8 @@ class SessionPool:
     @property
     def open_sessions(self) -> int:
         """Sessions open, being opened or being closed, over all connections."""
-        return self._closing + sum(c.open + c.opening for c in self._connections.values())
+        connections = [*self._connections.values(), *self._retired]
+        return self._closing + sum(c.open + c.opening for c in connections)
 
     def stats(self) -> dict[str, ConnectionStats]:
         """Per connection id: cap, open/idle/busy/opening sessions, waiters, counters, breaker."""
@@ -211,11 +209,12 @@ class SessionPool:
 
         Its current cap while its breaker is closed; one probe when half-open
         (none while the probe is out); none while open, until the probe time.
-
-        Raises:
-            PoolerError: INVALID_CONFIG for an unknown connection id.
+        An unknown connection id (removed by :meth:`reconfigure` while tasks
+        were queued for it) gets room for them all: each attempt fails at once.
         """
-        conn = self._connection(conn_id)
+        conn = self._connections.get(conn_id)
+        if conn is None:
+            return Allowance(self.limits.max_sessions_per_pod)
         breaker = conn.breaker
         if breaker.open_until is None:
             return Allowance(conn.cap)
@@ -233,8 +232,8 @@ class SessionPool:
             ) from None
 
     @asynccontextmanager
-    async def session(self, conn_id: str) -> AsyncIterator[FTPSession]:
-        """Borrow a session to ``conn_id`` for the duration of the block.
+    async def session(self, conn_id: str | PinnedConnection) -> AsyncIterator[FTPSession]:
+        """Borrow a session to ``conn_id`` (or a :meth:`pinned <pin>` one) for the block.
 
         Waits while the connection or the pod is at its cap. A session that
         broke while borrowed is closed on return, never reused.
@@ -244,7 +243,7 @@ class SessionPool:
             FTPError: From connecting or logging in; SERVER_BUSY when the server
                 kept refusing sessions (421) and none of ours was left to wait for.
         """
-        conn = self._connection(conn_id)
+        conn = self._connection(conn_id) if isinstance(conn_id, str) else conn_id._conn
         borrower = object()
         session = await self._acquire(conn, borrower)
         try:
@@ -427,7 +426,7 @@ class SessionPool:
         reply meant for an earlier command.
         """
         try:
-            keep = not (session.broken or session.closed or self._closed)
+            keep = not (session.broken or session.closed or self._closed or conn.retired)
             if keep:
                 keep = await session.check_idle()
         except BaseException:
@@ -486,6 +485,112 @@ class SessionPool:
         for conn in self._connections.values():
             conn.idle = []
         await self._close_all(idle)
+
+    # -- connections changed while running (ftp_pooler.reload) -----------------------
+
+    def pin(self, conn_id: str) -> PinnedConnection:
+        """``conn_id`` as configured now, for :meth:`session` even after :meth:`reconfigure`.
+
+        Raises:
+            PoolerError: INVALID_CONFIG for an unknown connection id.
+        """
+        return PinnedConnection(self._connection(conn_id))
+
+    def reconfigure(
+        self,
+        configs: Mapping[str, FTPConfig],
+        new_factory: Callable[[FTPConfig], SessionFactory] = SessionFactory,
+    ) -> list[tuple[_Connection, FTPSession]]:
+        """Switch to a new set of FTP connections in one synchronous step.
+
+        Args:
+            configs: Every FTP connection of the new version, by id.
+            new_factory: Builds the factory of a connection added or changed.
+
+        Returns:
+            The idle sessions taken out of the pool, to close with
+            :meth:`close_sessions` (outside this step).
+
+        Raises:
+            Exception: Whatever ``new_factory`` raises (a CA file that is not
+                PEM: :class:`ssl.SSLError`), before anything has changed.
+
+        A connection whose config is unchanged keeps everything. An added one
+        starts empty. A changed or removed one is retired: its idle sessions
+        are taken out, and the sessions borrowed from it close when returned.
+        A changed one is replaced by a new one with the new factory, a closed
+        breaker and its configured cap, sharing the old one's slots (a
+        session still out counts towards the cap) and counters. Borrowing by
+        id reaches the new version only (a removed id: INVALID_CONFIG
+        ``unknown connection id``); a :class:`PinnedConnection` taken before
+        keeps borrowing with the old settings.
+        """
+        fresh = {
+            conn_id: new_factory(config)
+            for conn_id, config in configs.items()
+            if conn_id not in self._connections
+            or self._connections[conn_id].factory.config != config
+        }
+        closing: list[tuple[_Connection, FTPSession]] = []
+        self._retired = {c for c in self._retired if c.open + c.opening > 0}
+        for conn_id in [c for c in self._connections if c not in configs]:
+            self._retire(self._connections.pop(conn_id), closing)
+        for conn_id, factory in fresh.items():
+            old = self._connections.get(conn_id)
+            conn = self._connections[conn_id] = self._new_connection(conn_id, factory)
+            if old is not None:
+                self._retire(old, closing)
+                conn.limiter, conn.opener = old.limiter, old.opener
+                conn.limiter.total_tokens = conn.configured_cap
+                conn.opened_total, conn.closed_total = old.opened_total, old.closed_total
+                conn.refused_total = old.refused_total
+                conn.wait_seconds_total, conn.wait_count = old.wait_seconds_total, old.wait_count
+        return closing
+
+    def _retire(self, conn: _Connection, closing: list[tuple[_Connection, FTPSession]]) -> None:
+        conn.retired = True
+        closing.extend((conn, session) for session in conn.idle)
+        conn.idle = []
+        self._retired.add(conn)
+
+    async def close_sessions(self, sessions: list[tuple[_Connection, FTPSession]]) -> None:
+        """Close what :meth:`reconfigure` took out, concurrently and shielded from cancellation."""
+        with trio.CancelScope(shield=True):
+            await self._close_all(sessions)
+
+    def _new_connection(self, conn_id: str, factory: SessionFactory) -> _Connection:
+        cap = factory.config.max_sessions or self.limits.max_sessions_per_connection
+        cap = min(cap, self.limits.max_sessions_per_pod)
+        return _Connection(
+            conn_id,
+            factory,
+            cap,
+            trio.CapacityLimiter(cap),
+            trio.CapacityLimiter(self.limits.max_concurrent_opens),
+            breaker=Breaker(self.limits.breaker_policy()),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class PinnedConnection:
+    """One connection id as it was configured when :meth:`SessionPool.pin` was called.
+
+    The transfer engine pins a task's connection when it plans an attempt, so
+    the whole attempt borrows sessions with the settings it was planned on,
+    even if the connections file changed meanwhile (:mod:`ftp_pooler.reload`).
+    """
+
+    _conn: _Connection
+
+    @property
+    def conn_id(self) -> str:
+        """The connection id."""
+        return self._conn.conn_id
+
+    @property
+    def config(self) -> FTPConfig:
+        """The settings its sessions are opened with."""
+        return self._conn.factory.config
 
 
 async def _acquire(limiter: trio.CapacityLimiter, borrower: object) -> None:
