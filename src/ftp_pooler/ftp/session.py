@@ -36,8 +36,9 @@ import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError, error_for_reply
 from ftp_pooler.ftp import protocol
-from ftp_pooler.ftp.config import FTPConfig, TLSMode
+from ftp_pooler.ftp.config import FTPConfig, Pipelining, TLSMode
 from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
+from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher
 from ftp_pooler.ftp.protocol import Reply, ReplyParser, build_command
 
 log = structlog.get_logger(__name__)
@@ -62,8 +63,9 @@ class Download:
     received: int
     """Bytes written to the sink."""
     announced_size: int | None
-    """The size the server named in its 150 reply (``(1234 bytes)``), if it did (or
-    the SIZE that vouched for a data connection closed without TLS close_notify)."""
+    """The size the server named in its 150 reply (``(1234 bytes)``), if it did, else
+    the SIZE asked with the EPSV (pipelining), or the SIZE that vouched for a data
+    connection closed without TLS close_notify."""
 
 
 @dataclass
@@ -73,6 +75,21 @@ class ServerQuirks:
     epsv: bool = True
     """Cleared when the server refuses EPSV (a 5xx, or a 229 with no port we can read,
     as a server behind a broken NAT helper sends); PASV is used from then on."""
+    pipelining: bool | None = None
+    """Whether commands are sent together (docs/ftp-client.md, "Pipelining"):
+    ``None`` not known yet (``pipelining = auto`` before the first login's check),
+    ``True`` yes, ``False`` one at a time."""
+    pipelining_forced: bool = False
+    """``pipelining = on``: anomalies are handled but never turn pipelining off."""
+    features: dict[str, str] | None = None
+    """FEAT of the last login, so a pipelined login knows whether to send OPTS UTF8."""
+
+    def pipeline_anomaly(self, server: str, what: str) -> None:
+        """The server mishandled commands sent together: one at a time from now on."""
+        if self.pipelining_forced or self.pipelining is False:
+            return
+        self.pipelining = False
+        log.warning("ftp.pipelining_off", server=server, reason=what[:200])
 
 
 class SessionFactory:
@@ -80,7 +97,12 @@ class SessionFactory:
 
     def __init__(self, config: FTPConfig) -> None:
         self.config = config
-        self.quirks = ServerQuirks(epsv=config.epsv)
+        mode = config.pipelining
+        self.quirks = ServerQuirks(
+            epsv=config.epsv,
+            pipelining={Pipelining.ON: True, Pipelining.OFF: False}.get(mode),
+            pipelining_forced=mode is Pipelining.ON,
+        )
         self._ssl_context = config.ssl_context() if config.tls is not TLSMode.NONE else None
 
     async def open(self) -> FTPSession:
@@ -90,6 +112,30 @@ class SessionFactory:
             FTPError: With SERVER_BUSY when the server refuses more sessions (421),
                 AUTH_FAILED, CONNECTION_ERROR, TIMEOUT or TLS_ERROR.
         """
+        pipelined = self.quirks.pipelining is not False
+        try:
+            return await self._open()
+        except FTPError as exc:
+            if not pipelined or exc.code in (ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION_ERROR):
+                raise
+            # The login went out pipelined (or checked pipelining) and failed: once more,
+            # one command at a time; if that works, the pipelining was the trouble.
+            previous = self.quirks.pipelining
+            self.quirks.pipelining = False
+            try:
+                session = await self._open()
+            except BaseException:
+                self.quirks.pipelining = previous
+                raise
+            self.quirks.pipelining = previous
+            self.quirks.pipeline_anomaly(self._server, f"pipelined login failed: {exc.message}")
+            return session
+
+    @property
+    def _server(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    async def _open(self) -> FTPSession:
         session = FTPSession(self.config, self._ssl_context, self.quirks)
         try:
             await session._connect()
@@ -154,19 +200,94 @@ class FTPSession:
             await self._command("AUTH", "TLS")
             with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
+        if self.quirks.pipelining and self.quirks.features is not None:
+            await self._login_pipelined()
+            return
         reply = await self._command("USER", config.user, intermediate=(331,))
         if reply.code == 331:
             await self._command("PASS", config.password.get_secret_value())
         if config.tls is not TLSMode.NONE:
             await self._command("PBSZ", "0")
             await self._command("PROT", "P")
-        feat = await self._exchange(build_command("FEAT"))
+        if self.quirks.pipelining is False:
+            self._take_features(await self._exchange(build_command("FEAT")))
+            if "UTF8" in self.features:
+                await self._exchange(build_command("OPTS", "UTF8", "ON"))
+            await self._command("TYPE", "I")
+            return
+        # Not known yet (auto), or on: FEAT and TYPE I together show whether the
+        # server answers a second command sent before the first one's reply.
+        feat, type_reply = await self._exchange_all(
+            [build_command("FEAT"), build_command("TYPE", "I")]
+        )
+        self._take_features(feat)
+        self._check("TYPE", type_reply)
+        if self.quirks.pipelining is None:
+            self.quirks.pipelining = True
+            log.info("ftp.pipelining_on", server=self._server)
+        if "UTF8" in self.features:
+            await self._exchange(build_command("OPTS", "UTF8", "ON"))
+
+    async def _login_pipelined(self) -> None:
+        """USER, PASS, (PBSZ, PROT,) FEAT, (OPTS UTF8,) TYPE I in one write: one round trip.
+
+        Safe once the server answered commands sent together in order: a
+        refused USER or PASS fails the login as it would alone (the commands
+        after it are refused too, as not logged in, and nothing changes), and
+        FEAT, OPTS and TYPE change nothing but this session's settings.
+        """
+        config = self.config
+        assert self.quirks.features is not None
+        commands = [
+            build_command("USER", config.user),
+            build_command("PASS", config.password.get_secret_value()),
+        ]
+        if config.tls is not TLSMode.NONE:
+            commands += [build_command("PBSZ", "0"), build_command("PROT", "P")]
+        commands.append(build_command("FEAT"))
+        utf8 = "UTF8" in self.quirks.features
+        if utf8:
+            commands.append(build_command("OPTS", "UTF8", "ON"))
+        commands.append(build_command("TYPE", "I"))
+        replies = iter(await self._exchange_all(commands))
+        user = next(replies)
+        password = next(replies)
+        if user.code == 331:
+            self._check("PASS", password)
+        elif not user.is_success:
+            self._check("USER", user)
+        if config.tls is not TLSMode.NONE:
+            self._check("PBSZ", next(replies))
+            self._check("PROT", next(replies))
+        self._take_features(next(replies))
+        if utf8:
+            next(replies)  # OPTS UTF8 ON: a refusal is harmless, as when sent alone
+        self._check("TYPE", next(replies))
+
+    def _take_features(self, feat: Reply) -> None:
         if feat.is_success:
             with self._guard("FEAT"):
                 self.features = protocol.parse_feat(feat)
-        if "UTF8" in self.features:
-            await self._exchange(build_command("OPTS", "UTF8", "ON"))
-        await self._command("TYPE", "I")
+        self.quirks.features = self.features
+
+    def _check(self, verb: str, reply: Reply, intermediate: tuple[int, ...] = ()) -> None:
+        """Raise the error a reply to ``verb`` means unless a 2xx (or in ``intermediate``)."""
+        if not reply.is_success and reply.code not in intermediate:
+            with self._guard(verb):
+                if reply.is_intermediate or reply.is_preliminary:
+                    raise FTPError(
+                        ErrorCode.PROTOCOL_ERROR, f"{verb}: unexpected reply {reply}", None
+                    )
+                raise error_for_reply(reply, verb)
+
+    @property
+    def _server(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether commands go out together on this session now (the server's quirk)."""
+        return self.quirks.pipelining is True
 
     async def _start_tls(self) -> None:
         assert self._stream is not None and self._ssl_context is not None
@@ -356,6 +477,46 @@ class FTPSession:
                 self.reused = False
             return reply
 
+    async def _exchange_all(self, commands: list[bytes]) -> list[Reply]:
+        """Send ``commands`` in one write; their final replies, in order (a pipeline).
+
+        Unasked replies before the batch are drained first, as for one
+        command; once it is out, every reply goes through a
+        :class:`ReplyMatcher`, so a reply to a later command is never taken
+        for an unasked one. A reply out of order, or a later command left
+        unanswered while an earlier one was answered (the server dropped it),
+        is an anomaly: pipelining stops for this server and the error says
+        the session was not at fault (``stale_session``): the task runs
+        again on a fresh session without spending an attempt.
+
+        Raises:
+            FTPError: As :meth:`_exchange`; PROTOCOL_ERROR for an anomaly.
+        """
+        verbs = [protocol.verb_of(command) for command in commands]
+        matcher = ReplyMatcher()
+        replies: list[Reply] = []
+        try:
+            with self._guard(verbs[0]), _FailAfter(self.config.timeouts.reply):
+                await self._send(b"".join(commands))
+                matcher.sent(*verbs)
+                while matcher.waiting:
+                    answer = matcher.match(await self._read_reply())
+                    if answer.final:
+                        replies.append(answer.reply)
+                    elif answer.verb is None:
+                        self._drop_unasked(matcher.waiting[0], answer.reply)
+        except FTPError as exc:
+            dropped = exc.code is ErrorCode.TIMEOUT and 0 < len(replies) < len(commands)
+            if isinstance(exc, PipelineAnomaly) or dropped:
+                what = exc.message if not dropped else f"no reply to {verbs[len(replies)]}"
+                self.quirks.pipeline_anomaly(self._server, what)
+                exc.stale_session = True
+            raise
+        self.last_used = trio.current_time()
+        if all(reply.code != 421 for reply in replies):
+            self.reused = False
+        return replies
+
     async def _command(self, verb: str, *args: str, intermediate: tuple[int, ...] = ()) -> Reply:
         """Send a command; any 2xx (or a code in ``intermediate``) is success.
 
@@ -369,13 +530,7 @@ class FTPSession:
         """
         command = build_command(verb, *args)
         reply = await self._exchange(command)
-        if not reply.is_success and reply.code not in intermediate:
-            with self._guard(verb):
-                if reply.is_intermediate or reply.is_preliminary:
-                    raise FTPError(
-                        ErrorCode.PROTOCOL_ERROR, f"{verb}: unexpected reply {reply}", None
-                    )
-                raise error_for_reply(reply, verb)
+        self._check(verb, reply, intermediate)
         return reply
 
     # -- simple commands -------------------------------------------------------------
@@ -479,25 +634,125 @@ class FTPSession:
                 return refusal
         return refused[-1][1]
 
-    async def rename(self, source: str, target: str) -> None:
-        await self._command("RNFR", source, intermediate=(350,))
+    async def rename(
+        self,
+        source: str,
+        target: str,
+        *,
+        size_check: Callable[[int | None], object] | None = None,
+    ) -> None:
+        """RNFR ``source``, RNTO ``target``; with ``size_check``, SIZE ``source`` first.
+
+        ``size_check`` gets the size the server reports for ``source`` (``None``
+        when it offers no SIZE or refuses it: the transfer's own reply already
+        vouched for the bytes) and raises to stop before RNTO. Pipelined, SIZE
+        and RNFR go out together and RNTO once the size checked out: RNFR
+        changes nothing on the server until RNTO, so a rename stopped there
+        leaves the file where it was (the next command ends the pending RNFR).
+
+        Raises:
+            FTPError: The refusal of RNFR or RNTO; whatever ``size_check`` raises.
+        """
+        check_size = size_check is not None and "SIZE" in self.features
+        if check_size and self.pipelining:
+            size_reply, rnfr = await self._exchange_all(
+                [build_command("SIZE", source), build_command("RNFR", source)]
+            )
+            if rnfr.code != 350 and size_reply.is_success:
+                self._suspect("RNFR", rnfr)
+            assert size_check is not None
+            size_check(self._size_of(size_reply))
+            self._check("RNFR", rnfr, (350,))
+        else:
+            if size_check is not None:
+                size_check(await self._size_or_none(source) if check_size else None)
+            await self._command("RNFR", source, intermediate=(350,))
         await self._command("RNTO", target)
+
+    def _suspect(self, verb: str, reply: Reply) -> None:
+        """A command sent after another in one write was refused while the first worked.
+
+        Servers that reject a command read in the same packet as the one
+        before (``500``/``503`` to the second line), or answer one command
+        twice, look like this, and the session may be out of step: it is
+        broken, the server talked to one command at a time from now on (in
+        ``auto`` mode), and the error is flagged ``stale_session`` so the task
+        runs again on a fresh session without spending an attempt. In ``on``
+        mode the reply is taken as the answer.
+
+        Raises:
+            FTPError: PROTOCOL_ERROR, unless pipelining is forced on.
+        """
+        if self.quirks.pipelining_forced:
+            return
+        what = f"{verb} refused when sent with the command before it: {reply}"
+        self.quirks.pipeline_anomaly(self._server, what)
+        self.broken = True
+        error = FTPError(ErrorCode.PROTOCOL_ERROR, what)
+        self._mark(error)
+        error.stale_session = True
+        raise error
+
+    def _size_of(self, reply: Reply) -> int | None:
+        """The size in a SIZE reply, or ``None`` (logged) when the server refused it or
+        sent a size we cannot read (the reply is one reply all the same: still in step)."""
+        if reply.is_success:
+            try:
+                return protocol.parse_size(reply)
+            except FTPError:
+                pass
+        log.warning(
+            "ftp.size_unavailable",
+            server=self._server,
+            reply=protocol.scrub(str(reply), self._secrets)[:200],
+        )
+        return None
+
+    async def _size_or_none(self, path: str) -> int | None:
+        reply = await self._exchange(build_command("SIZE", path))
+        if reply.code == 421:
+            self._check("SIZE", reply)
+        return self._size_of(reply)
 
     async def delete(self, path: str) -> None:
         await self._command("DELE", path)
 
     # -- data connections --------------------------------------------------------------
 
-    async def _passive_address(self) -> tuple[str, int]:
+    async def _passive_address(self, size_of: str | None = None) -> tuple[str, int, int | None]:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
         answered with a 229 as EPSV; a 5xx, or a 2xx whose port cannot be read
         (``(||38835|)``), counts as EPSV refused: PASV from then on for that
         server, recorded in its quirks.
+
+        With ``size_of`` and pipelining, ``SIZE size_of`` goes out with the
+        EPSV (or PASV) in one write: its answer (the third value, ``None`` if
+        refused or not asked) costs no round trip of its own. Safe: SIZE
+        changes nothing, and the EPSV's reply is read whatever SIZE's was.
         """
+        size: int | None = None
+        prefix: list[bytes] = []
+        if size_of is not None and self.pipelining and "SIZE" in self.features:
+            prefix = [build_command("SIZE", size_of)]
+        if prefix:
+            passive = build_command("EPSV" if self.quirks.epsv else "PASV")
+            size_reply, first = await self._exchange_all([*prefix, passive])
+            size = self._size_of(size_reply)
+            if not first.is_success and first.code != 502:
+                # 502 "not implemented" is about the verb itself, whatever came before it.
+                self._suspect(protocol.verb_of(passive), first)
+        else:
+            first = None
+        host, port = await self._passive_after(first)
+        return host, port, size
+
+    async def _passive_after(self, first: Reply | None) -> tuple[str, int]:
+        """:meth:`_passive_address` from its first reply (``None``: not sent yet)."""
         if self.quirks.epsv:
-            reply = await self._exchange(build_command("EPSV"))
+            reply = first if first is not None else await self._exchange(build_command("EPSV"))
+            first = None
             if reply.code == 227:
                 return self._pasv_target(reply, "EPSV")
             if reply.is_success:
@@ -509,7 +764,11 @@ class FTPSession:
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
-        reply = await self._command("PASV")
+        if first is not None:
+            self._check("PASV", first)
+            reply = first
+        else:
+            reply = await self._command("PASV")
         if reply.code == 229:  # an EPSV answer to PASV (servers behind NAT64)
             with self._guard("PASV"):
                 return self._peer_host, protocol.parse_epsv(reply)
@@ -522,24 +781,27 @@ class FTPSession:
             return host, port
         return self._peer_host, port
 
-    async def _open_data(self) -> tuple[trio.SocketStream, trio.abc.Stream]:
-        """Connect a passive data connection: the TCP stream, and the stream to move bytes on.
+    async def _open_data(
+        self, size_of: str | None = None
+    ) -> tuple[trio.SocketStream, trio.abc.Stream, int | None]:
+        """Connect a passive data connection: the TCP stream, the stream to move bytes on,
+        and the size of ``size_of`` if it was asked alongside (:meth:`_passive_address`).
 
         The address is always numeric, so a plain socket connect does: no
         resolver, no happy-eyeballs nursery (``open_tcp_stream`` costs several
         times more, on every file).
         """
-        host, port = await self._passive_address()
+        host, port, size = await self._passive_address(size_of)
         with self._guard("data connection"), _FailAfter(self.config.timeouts.connect):
             tcp = await _connect(host, port)
         if self.config.tls is TLSMode.NONE:
-            return tcp, tcp
+            return tcp, tcp, size
         assert self._ssl_context is not None and isinstance(self._stream, trio.SSLStream)
         tls = trio.SSLStream(
             _HalfClosingStream(tcp), self._ssl_context, server_hostname=self.config.host
         )
         tls.session = self._stream.session
-        return tcp, tls
+        return tcp, tls, size
 
     async def _start_transfer(self, data: trio.abc.Stream, verb: str, path: str) -> Reply:
         """Send the transfer command and wait for its 1xx, doing the data TLS handshake alongside.
@@ -590,15 +852,22 @@ class FTPSession:
         return reply
 
     async def _transfer(
-        self, verb: str, path: str, move: Callable[[trio.abc.Stream], Awaitable[int]]
-    ) -> tuple[int, Reply]:
+        self,
+        verb: str,
+        path: str,
+        move: Callable[[trio.abc.Stream], Awaitable[int]],
+        *,
+        size_first: bool = False,
+    ) -> tuple[int, Reply, int | None]:
         """Run one data transfer; ``move`` moves the bytes and returns how many.
 
         The final reply is read while the data moves: a server may send 226
         before or after the end of the data, and an early 426/451 stops the
-        transfer at once. Returns the byte count and the 1xx reply.
+        transfer at once. Returns the byte count, the 1xx reply, and the
+        file's SIZE when ``size_first`` and it was asked with the EPSV
+        (pipelining on; else ``None``).
         """
-        tcp, data = await self._open_data()
+        tcp, data, size = await self._open_data(path if size_first else None)
         self._ragged_eof = False
         self._no_data_tls = False
         try:
@@ -629,7 +898,7 @@ class FTPSession:
                 if not final.is_success:
                     raise error_for_reply(final, verb)
             self.last_used = trio.current_time()
-            return moved, preliminary
+            return moved, preliminary, size
         finally:
             tcp.socket.close()  # nothing waits on it any more; aclose would cost two checkpoints
 
@@ -680,13 +949,15 @@ class FTPSession:
                 TLS_ERROR when the TLS ending is missing and the count does not
                 match (or cannot be checked)...
         """
-        received, preliminary = await self._transfer(
-            "RETR", path, lambda data: self._receive("RETR", data, sink)
+        received, preliminary, size = await self._transfer(
+            "RETR", path, lambda data: self._receive("RETR", data, sink), size_first=True
         )
         announced = protocol.announced_size(preliminary, path)
+        if size is not None and announced != received:
+            announced = size  # none in the 150, or one misread from its text: SIZE's word
         if self._ragged_eof:
             expected = announced
-            if expected is None and "SIZE" in self.features:
+            if expected != received and "SIZE" in self.features:
                 with contextlib.suppress(FTPError):  # reported below as the TLS ending
                     expected = await self.size(path)
             if expected != received:
@@ -719,7 +990,7 @@ class FTPSession:
                 raise FTPError(ErrorCode.TIMEOUT, f"STOR: data stalled for {stall:g} s")
             return total
 
-        sent, _ = await self._transfer("STOR", path, move)
+        sent, _, _ = await self._transfer("STOR", path, move)
         return sent
 
     async def _read_listing(self, verb: str, path: str) -> list[str]:
