@@ -658,8 +658,12 @@ class FTPSession:
             size_reply, rnfr = await self._exchange_all(
                 [build_command("SIZE", source), build_command("RNFR", source)]
             )
-            if rnfr.code != 350 and size_reply.is_success:
-                self._suspect("RNFR", rnfr)
+            if rnfr.code != 350 and size_reply.is_success and not self.quirks.pipelining_forced:
+                # Refused when sent with SIZE (a server that rejects or drops a second
+                # line): once more alone. A late answer to the first RNFR can only be a
+                # 350, which RNTO's reading drops as unasked (protocol.is_unsolicited).
+                self.quirks.pipeline_anomaly(self._server, f"RNFR refused pipelined: {rnfr}")
+                rnfr = await self._exchange(build_command("RNFR", source))
             assert size_check is not None
             size_check(self._size_of(size_reply))
             self._check("RNFR", rnfr, (350,))
