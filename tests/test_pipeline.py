@@ -32,6 +32,7 @@ from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts, TLSMode
 from ftp_pooler.ftp.directories import RemoteDirectories
+from ftp_pooler.ftp.opening import STALL_SECONDS, OpeningPolicy
 from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.protocol import Reply, is_unsolicited
@@ -445,3 +446,16 @@ async def test_round_trips_per_file_at_steady_state(
     assert transfer_up.pop("MKD") == 1, up
     assert sum(transfer_up.values()) == 4 * files, up
     assert transfer_up == {"EPSV": files, "STOR": files, "SIZE": files, "RNTO": files}
+
+
+# -- opening sessions: how many at once --------------------------------------------------------
+
+
+def test_opening_grows_by_one_per_quick_connect_and_halves_on_a_stall() -> None:
+    policy = OpeningPolicy(limit=4, ceiling=8)
+    assert [policy.opened(0.01) for _ in range(6)] == [5, 6, 7, 8, 8, 8]
+    assert policy.opened(STALL_SECONDS) == 4, "a SYN retransmit: the backlog overflowed"
+    assert policy.failed() == 2
+    assert policy.failed() == 1
+    assert policy.failed() == 1, "never below one"
+    assert OpeningPolicy(limit=4, ceiling=2).limit == 2, "never above the session cap"

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
+from ftp_pooler.ftp.opening import OpeningPolicy
 from ftp_pooler.ftp.session import FTPSession, SessionFactory
+
+_OPEN_FAILURES = frozenset({ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT})
+"""Failed opens that make the pool open fewer sessions at once (:class:`OpeningPolicy`)."""
 
 
 @dataclass(frozen=True)
@@ -37,10 +41,12 @@ class PoolLimits:
         max_busy_retries: 421s in a row one borrower sits through (waiting for
             a session to free up) before it gives up with SERVER_BUSY.
         max_concurrent_opens: Sessions being opened (connect and login) to one
-            connection at once. Servers take new connections through a short
-            listen backlog (pure-ftpd: 3 + max clients / 8); a burst of
-            connects beyond it waits for TCP retransmits, 1 s, 3 s, 7 s...,
-            sometimes past the connect timeout.
+            connection at once, to begin with. Servers take new connections
+            through a short listen backlog (pure-ftpd: 3 + max clients / 8); a
+            burst of connects beyond it waits for TCP retransmits, 1 s, 3 s,
+            7 s..., sometimes past the connect timeout. From there it adapts
+            per connection (:class:`~ftp_pooler.ftp.opening.OpeningPolicy`):
+            one more after each quick connect, half after a stalled or failed one.
     """
 
     max_sessions_per_pod: int = 64
@@ -84,7 +90,9 @@ class _Connection:
     configured_cap: int
     limiter: trio.CapacityLimiter
     opener: trio.CapacityLimiter
-    """Bounds the sessions being opened at once (see PoolLimits.max_concurrent_opens)."""
+    """Bounds the sessions being opened at once (see PoolLimits.max_concurrent_opens),
+    set by ``opening`` after each open."""
+    opening_policy: OpeningPolicy
     idle: list[FTPSession] = field(default_factory=list)
     """Idle sessions, most recently used last (handed out LIFO)."""
     busy: int = 0
@@ -132,6 +140,7 @@ class SessionPool:
                 cap,
                 trio.CapacityLimiter(cap),
                 trio.CapacityLimiter(limits.max_concurrent_opens),
+                OpeningPolicy(limits.max_concurrent_opens, cap),
             )
         self._closed = False
         self._closing = 0
@@ -245,9 +254,12 @@ class SessionPool:
         except FTPError as exc:
             if exc.code is ErrorCode.SERVER_BUSY:
                 conn.refused_total += 1
+            if exc.code in _OPEN_FAILURES:
+                conn.opener.total_tokens = conn.opening_policy.failed()
             raise
         finally:
             conn.opening -= 1
+        conn.opener.total_tokens = conn.opening_policy.opened(session.connect_seconds)
         conn.opened_total += 1
         conn.busy += 1
         return session

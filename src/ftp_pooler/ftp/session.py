@@ -169,6 +169,8 @@ class FTPSession:
         self._secrets = (config.password.get_secret_value(),)
         self._ragged_eof = False
         self._no_data_tls = False
+        self.connect_seconds = 0.0
+        """Seconds the TCP connect took (for the pool's opening policy)."""
         self.reused = False
         """Set by the pool when it hands out an idle session; cleared by the first
         reply after that. A session the server closed while idle fails its first
@@ -181,8 +183,10 @@ class FTPSession:
     # -- lifecycle ---------------------------------------------------------------
 
     async def _connect(self) -> None:
+        started = trio.current_time()
         with self._guard("connect"), _FailAfter(self.config.timeouts.connect):
             self._tcp = await trio.open_tcp_stream(self.config.host, self.config.port)
+            self.connect_seconds = trio.current_time() - started
             self._peer_host = self._tcp.socket.getpeername()[0]
             self._stream = self._tcp
             if self.config.tls is TLSMode.IMPLICIT:
