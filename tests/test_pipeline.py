@@ -6,9 +6,9 @@
   completes on its first attempt and the server is talked to one command at a
   time afterwards;
 - the four real servers take the pipelined conversation (login in one write,
-  SIZE with EPSV, SIZE and RNFR before RNTO);
+  SIZE, EPSV and RETR together, EPSV with STOR, SIZE and RNFR before RNTO);
 - round trips counted from the latency proxy's transcript: at steady state a
-  download costs 2 waits and an upload 4 (4 and 5 before);
+  download costs 1 wait and an upload 3 (3 and 5 before);
 - mkdir -p runs once for tasks that start together into one new directory.
 """
 
@@ -301,8 +301,8 @@ async def test_pipelined_commands_go_out_together_in_order(
     check_files(local, server)
     assert factory.quirks.pipelining is True
     flow = [c.split(" ", 1)[0] for c in server.commands]
-    # login checked FEAT with TYPE; a download asks SIZE with its EPSV; an upload asks SIZE
-    # and RNFR together after its data, RNTO after that
+    # login checked FEAT with TYPE; a download sends SIZE, EPSV and RETR together; an
+    # upload EPSV and STOR, then SIZE and RNFR after its data, RNTO after that
     assert flow[:4] == ["USER", "PASS", "FEAT", "TYPE"]
     first_retr = flow.index("RETR")
     assert flow[first_retr - 2 : first_retr + 1] == ["SIZE", "EPSV", "RETR"]
@@ -411,8 +411,9 @@ async def test_real_servers_take_the_pipelined_conversation(
 async def test_round_trips_per_file_at_steady_state(
     make_ftp_server: Callable[..., FTPServer], local: Path, tmp_path: Path
 ) -> None:
-    """Pipelined: 2 waits per download (SIZE+EPSV, RETR) and 4 per upload (EPSV, STOR,
-    SIZE+RNFR, RNTO); before: 3 and 5 (SIZE after RETR alone; SIZE, RNFR, RNTO each).
+    """Pipelined: 1 wait per download (SIZE+EPSV+RETR in one write) and 3 per upload
+    (EPSV+STOR, SIZE+RNFR, RNTO); before: 3 and 5 (EPSV, RETR, then SIZE alone; EPSV,
+    STOR, SIZE, RNFR, RNTO each waited for).
     A wait is a command written after a reply arrived, read from the proxy's transcript
     of the control connection: no timing in the assertion."""
     server = make_ftp_server("pure-ftpd", passive_ports=16)
@@ -439,13 +440,15 @@ async def test_round_trips_per_file_at_steady_state(
         both = waits(read_transcript(transcript))
     up = both - down
     login = {"USER", "PASS", "FEAT", "OPTS", "QUIT"}
-    assert sum(n for verb, n in down.items() if verb not in login) == 2 * files, down
-    assert down["SIZE"] == files and down["RETR"] == files
+    # the first file waits for its EPSV's answer before RETR (the server's EPSV is not
+    # known to work yet), every later one is one write: SIZE, EPSV and RETR
+    assert sum(n for verb, n in down.items() if verb not in login) == files + 1, down
+    assert down["SIZE"] == files and down["RETR"] == 1
     transfer_up = {verb: n for verb, n in up.items() if verb not in login}
-    # the first upload makes the directory (one MKD), then 4 per file
+    # the first upload makes the directory (one MKD) and waits for its EPSV before
+    # STOR; then 3 per file
     assert transfer_up.pop("MKD") == 1, up
-    assert sum(transfer_up.values()) == 4 * files, up
-    assert transfer_up == {"EPSV": files, "STOR": files, "SIZE": files, "RNTO": files}
+    assert transfer_up == {"EPSV": files, "STOR": 1, "SIZE": files, "RNTO": files}
 
 
 # -- opening sessions: how many at once --------------------------------------------------------

@@ -83,6 +83,14 @@ class ServerQuirks:
     """``pipelining = on``: anomalies are handled but never turn pipelining off."""
     features: dict[str, str] | None = None
     """FEAT of the last login, so a pipelined login knows whether to send OPTS UTF8."""
+    pipelined_passive: bool = True
+    """With pipelining, whether the transfer command goes out with the EPSV (cleared
+    when a passive reply sent that way could not be used)."""
+    passive_verified: bool = False
+    """Set once the server answered the passive command in use (EPSV, or PASV after a
+    refused EPSV) with an address we could use: only then does a transfer command go
+    out with it. A server given RETR with no listener open may refuse it, wait, or
+    connect back to us (pyftpdlib), so the first transfer never risks it."""
 
     def pipeline_anomaly(self, server: str, what: str) -> None:
         """The server mishandled commands sent together: one at a time from now on."""
@@ -481,8 +489,13 @@ class FTPSession:
                 self.reused = False
             return reply
 
-    async def _exchange_all(self, commands: list[bytes]) -> list[Reply]:
+    async def _exchange_all(
+        self, commands: list[bytes], *, then: bytes | None = None
+    ) -> list[Reply]:
         """Send ``commands`` in one write; their final replies, in order (a pipeline).
+
+        ``then`` (a transfer command) goes out in the same write, after them;
+        its replies are left for the caller to read.
 
         Unasked replies before the batch are drained first, as for one
         command; once it is out, every reply goes through a
@@ -499,11 +512,14 @@ class FTPSession:
         verbs = [protocol.verb_of(command) for command in commands]
         matcher = ReplyMatcher()
         replies: list[Reply] = []
+        later = 0 if then is None else 1
         try:
             with self._guard(verbs[0]), _FailAfter(self.config.timeouts.reply):
-                await self._send(b"".join(commands))
+                await self._send(b"".join(commands) + (then or b""))
                 matcher.sent(*verbs)
-                while matcher.waiting:
+                if then is not None:
+                    matcher.sent(protocol.verb_of(then))
+                while len(matcher.waiting) > later:
                     answer = matcher.match(await self._read_reply())
                     if answer.final:
                         replies.append(answer.reply)
@@ -758,6 +774,11 @@ class FTPSession:
 
     async def _passive_after(self, first: Reply | None) -> tuple[str, int]:
         """:meth:`_passive_address` from its first reply (``None``: not sent yet)."""
+        address = await self._passive_reply_address(first)
+        self.quirks.passive_verified = True
+        return address
+
+    async def _passive_reply_address(self, first: Reply | None) -> tuple[str, int]:
         if self.quirks.epsv:
             reply = first if first is not None else await self._exchange(build_command("EPSV"))
             first = None
@@ -772,6 +793,7 @@ class FTPSession:
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
+            self.quirks.passive_verified = False
         if first is not None:
             self._check("PASV", first)
             reply = first
@@ -800,24 +822,96 @@ class FTPSession:
         times more, on every file).
         """
         host, port, size = await self._passive_address(size_of)
+        tcp, data = await self._connect_data(host, port)
+        return tcp, data, size
+
+    async def _open_data_with(
+        self, command: bytes, size_of: str | None
+    ) -> tuple[trio.SocketStream, trio.abc.Stream, int | None, bool]:
+        """:meth:`_open_data`, with the transfer ``command`` sent in the same write as the
+        EPSV (and SIZE): ``[SIZE path] EPSV RETR path`` is one round trip, not two.
+        Returns the streams, the size, and whether ``command`` is still to be answered
+        (``False``: it was refused, and must be sent again).
+
+        Safe because the server takes commands in order: the transfer command
+        reaches it after the passive listener is open, and it waits for our
+        connect (RFC 959 section 3.2: the server listens after PASV; RFC 2428
+        section 3 for EPSV). If the passive reply cannot be used, the server
+        got the transfer command with no listener open and refuses it (``425
+        Use PORT or PASV first``): that refusal is read, and the usual
+        fallback (PASV after a refused EPSV) runs as without pipelining. Any
+        other answer (a 1xx: the server connects back to us) breaks the
+        session; the task runs again on a fresh one (``stale_session``) and
+        this server's transfers wait for the passive reply from then on
+        (``ServerQuirks.pipelined_passive``).
+        """
+        passive = build_command("EPSV" if self.quirks.epsv else "PASV")
+        verb = protocol.verb_of(passive)
+        batch = [passive]
+        if size_of is not None and "SIZE" in self.features:
+            batch.insert(0, build_command("SIZE", size_of))
+        replies = await self._exchange_all(batch, then=command)
+        size = self._size_of(replies[0]) if len(replies) == 2 else None
+        reply = replies[-1]
+        address = self._usable_address(reply, verb)
+        if address is not None:
+            tcp, data = await self._connect_data(*address)
+            return tcp, data, size, True
+        transfer = protocol.verb_of(command)
+        with self._guard(transfer), _FailAfter(self.config.timeouts.reply):
+            answer = await self._read_answer(transfer)
+        if answer.is_preliminary or answer.is_success:
+            self.quirks.pipelined_passive = False
+            self.broken = True
+            error = FTPError(
+                ErrorCode.PROTOCOL_ERROR,
+                f"{transfer}: answered {answer} after an unusable {verb} reply {reply}",
+            )
+            self._mark(error)
+            error.stale_session = True
+            raise error
+        host, port = await self._passive_after(reply)
+        tcp, data = await self._connect_data(host, port)
+        return tcp, data, size, False
+
+    def _usable_address(self, reply: Reply, verb: str) -> tuple[str, int] | None:
+        """The data address a passive reply gives, or ``None`` (refused, unreadable)."""
+        try:
+            if reply.code == 229 or (verb == "EPSV" and reply.is_success and reply.code != 227):
+                return self._peer_host, protocol.parse_epsv(reply)
+            if not reply.is_success:
+                return None
+            host, port = protocol.parse_pasv(reply)
+        except FTPError:
+            return None
+        if self.config.pasv_use_reply_address and _routable(host):
+            return host, port
+        return self._peer_host, port
+
+    async def _connect_data(
+        self, host: str, port: int
+    ) -> tuple[trio.SocketStream, trio.abc.Stream]:
+        """The data connection to a passive address: TCP, and the stream to move bytes on."""
         with self._guard("data connection"), _FailAfter(self.config.timeouts.connect):
             tcp = await _connect(host, port)
         if self.config.tls is TLSMode.NONE:
-            return tcp, tcp, size
+            return tcp, tcp
         assert self._ssl_context is not None and isinstance(self._stream, trio.SSLStream)
         tls = trio.SSLStream(
             _HalfClosingStream(tcp), self._ssl_context, server_hostname=self.config.host
         )
         tls.session = self._stream.session
-        return tcp, tls, size
+        return tcp, tls
 
-    async def _start_transfer(self, data: trio.abc.Stream, verb: str, path: str) -> Reply:
-        """Send the transfer command and wait for its 1xx, doing the data TLS handshake alongside.
+    async def _start_transfer(
+        self, data: trio.abc.Stream, verb: str, command: bytes, *, sent: bool = False
+    ) -> Reply:
+        """Send the transfer command (unless ``sent`` with the EPSV) and wait for its 1xx,
+        doing the data TLS handshake alongside.
 
         Servers differ on whether they send 150 before or after the data
         connection's TLS handshake, so both run at once.
         """
-        command = build_command(verb, path)
         reply: Reply | None = None
 
         async def handshake() -> None:
@@ -834,7 +928,8 @@ class FTPSession:
                     self._no_data_tls = True
 
         with self._guard(verb), _FailAfter(self.config.timeouts.reply):
-            await self._send(command)
+            if not sent:
+                await self._send(command)
             if isinstance(data, trio.SSLStream):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(handshake)
@@ -875,11 +970,18 @@ class FTPSession:
         file's SIZE when ``size_first`` and it was asked with the EPSV
         (pipelining on; else ``None``).
         """
-        tcp, data, size = await self._open_data(path if size_first else None)
+        command = build_command(verb, path)  # refused before anything is sent
+        size_of = path if size_first else None
+        quirks = self.quirks
+        sent = self.pipelining and quirks.pipelined_passive and quirks.passive_verified
+        if sent:
+            tcp, data, size, sent = await self._open_data_with(command, size_of)
+        else:
+            tcp, data, size = await self._open_data(size_of)
         self._ragged_eof = False
         self._no_data_tls = False
         try:
-            preliminary = await self._start_transfer(data, verb, path)
+            preliminary = await self._start_transfer(data, verb, command, sent=sent)
             final: Reply | None = None
             moved = 0
             with self._guard(verb):
