@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from ftp_pooler.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.engine import TransferEngine
+from ftp_pooler.errors import ErrorCode, FTPError
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts, TLSMode
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.opening import STALL_SECONDS, OpeningPolicy
@@ -462,3 +463,28 @@ def test_opening_grows_by_one_per_quick_connect_and_halves_on_a_stall() -> None:
     assert policy.failed() == 1
     assert policy.failed() == 1, "never below one"
     assert OpeningPolicy(limit=4, ceiling=2).limit == 2, "never above the session cap"
+
+
+async def test_a_refused_password_in_a_pipelined_login_is_not_tried_again(
+    make_scripted_ftp: MakeScripted,
+) -> None:
+    """A 530 is the server's answer, not a pipelining problem: one connection, not two
+    (a second try could count towards an account lockout)."""
+    passwords: list[str] = []
+
+    def password(s: Any, m: Any) -> str:
+        passwords.append(m.group(1))
+        if len(passwords) == 1:
+            s.logged_in = True
+            return "230 Logged in."
+        return "530 Login incorrect."
+
+    server = make_scripted_ftp(rules=[Rule(r"PASS (.*)", password)])
+    factory = SessionFactory(config_for(server))
+    first = await factory.open()  # one command at a time, then FEAT and TYPE together
+    await first.aclose()
+    assert factory.quirks.pipelining is True
+    with pytest.raises(FTPError) as caught:
+        await factory.open()  # the whole login in one write
+    assert caught.value.code is ErrorCode.AUTH_FAILED
+    assert server.sessions == 2 and len(passwords) == 2

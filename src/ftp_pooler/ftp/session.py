@@ -17,6 +17,11 @@ server has closed (EOF, or ``421`` waiting in the socket).
 
 Every error leaving a session has the session's password scrubbed from its
 message and reply: servers echo arguments (``530 ... password hunter2``).
+
+Commands whose replies are not needed before the next one go out together
+when the server copes (pipelining, docs/ftp-client.md): the login, ``SIZE``
+with ``EPSV`` and the transfer command, ``SIZE`` with ``RNFR``. The replies
+are paired with the commands by :class:`~ftp_pooler.ftp.pipeline.ReplyMatcher`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ CHUNK_SIZE = 256 * 1024
 """Largest read from a socket, and the size uploads are sent in."""
 
 _T = TypeVar("_T")
+
+_LOGIN_FAILURES_AS_SUCH = frozenset({ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION_ERROR})
+"""Failed logins not tried again one command at a time: a full server, a lost connection
+(and a ``530``: a refused password, where a second try could count towards a lockout)."""
 
 _TLS_RECORD_WAIT = 0.05
 """Seconds the unasked-reply check waits when the control socket is readable but the
@@ -124,7 +133,8 @@ class SessionFactory:
         try:
             return await self._open()
         except FTPError as exc:
-            if not pipelined or exc.code in (ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION_ERROR):
+            refused = exc.reply is not None and exc.reply.code in (430, 530, 532)
+            if not pipelined or refused or exc.code in _LOGIN_FAILURES_AS_SUCH:
                 raise
             # The login went out pipelined (or checked pipelining) and failed: once more,
             # one command at a time; if that works, the pipelining was the trouble.
@@ -682,7 +692,8 @@ class FTPSession:
                 # Refused when sent with SIZE (a server that rejects or drops a second
                 # line): once more alone. A late answer to the first RNFR can only be a
                 # 350, which RNTO's reading drops as unasked (protocol.is_unsolicited).
-                self.quirks.pipeline_anomaly(self._server, f"RNFR refused pipelined: {rnfr}")
+                what = protocol.scrub(f"RNFR refused pipelined: {rnfr}", self._secrets)
+                self.quirks.pipeline_anomaly(self._server, what)
                 rnfr = await self._exchange(build_command("RNFR", source))
             assert size_check is not None
             size_check(self._size_of(size_reply))
@@ -709,7 +720,9 @@ class FTPSession:
         """
         if self.quirks.pipelining_forced:
             return
-        what = f"{verb} refused when sent with the command before it: {reply}"
+        what = protocol.scrub(
+            f"{verb} refused when sent with the command before it: {reply}", self._secrets
+        )
         self.quirks.pipeline_anomaly(self._server, what)
         self.broken = True
         error = FTPError(ErrorCode.PROTOCOL_ERROR, what)
