@@ -46,6 +46,13 @@ Data-connection and session behaviour are server options:
   first command after S idle seconds gets ``421 Timeout.`` and the session
   closes (the server only notices at the next command).
 
+- ``pipelined="drop"``: a command that arrived in the same read as the one
+  before it is thrown away unanswered, with everything after it in that
+  read (a server that reads one line per packet); ``pipelined="reject"``:
+  answered ``500 Commands sent together are refused.``;
+  ``pipelined_verbs={"EPSV", ...}`` limits either to those verbs. Dropped
+  lines are listed in ``server.dropped``.
+
 ``server.commands`` lists every command line received (all sessions, in
 order; the PASS argument as sent), ``server.sessions`` counts control
 connections accepted; ``server.files`` is the file tree (uploads land there).
@@ -126,6 +133,8 @@ class ScriptedFTPServer:
         idle_timeout_reply: str | None = "421 Timeout.",
         lazy_idle_timeout: float | None = None,
         mtime: datetime = DEFAULT_MTIME,
+        pipelined: str = "ok",
+        pipelined_verbs: set[str] | None = None,
     ) -> None:
         self.files: dict[str, bytes] = dict(files or {})
         self.mtimes: dict[str, datetime] = dict.fromkeys(self.files, mtime)
@@ -146,6 +155,9 @@ class ScriptedFTPServer:
         self.idle_timeout = idle_timeout
         self.idle_timeout_reply = idle_timeout_reply
         self.lazy_idle_timeout = lazy_idle_timeout
+        self.pipelined = pipelined
+        self.pipelined_verbs = pipelined_verbs
+        self.dropped: list[str] = []
         self.commands: list[str] = []
         self.sessions = 0
         self.lock = threading.Lock()
@@ -253,6 +265,8 @@ class ScriptedSession:
         self.passive: socket.socket | None = None
         self.last_command = time.monotonic()
         self.closed = False
+        self.together = False
+        """Whether the last line read came in the same read as the line before it."""
 
     # -- helpers for rules ----------------------------------------------------------
 
@@ -306,6 +320,8 @@ class ScriptedSession:
                     self.send("421 Timeout.")
                     break
                 self.last_command = time.monotonic()
+                if self._refuse_pipelined(line):
+                    continue
                 with self.server.lock:
                     self.server.commands.append(line)
                 if not self._handle(line):
@@ -316,8 +332,25 @@ class ScriptedSession:
             self.close()
             self.server._forget(self)
 
+    def _refuse_pipelined(self, line: str) -> bool:
+        """Drop or reject a line sent together with the one before (``pipelined=``)."""
+        server = self.server
+        verbs = server.pipelined_verbs
+        if server.pipelined == "ok" or not self.together:
+            return False
+        if verbs is not None and line.split(" ", 1)[0].upper() not in verbs:
+            return False
+        if server.pipelined == "drop":
+            with server.lock:
+                server.dropped.append(line)
+            self.buffer = b""
+        else:
+            self.send("500 Commands sent together are refused.")
+        return True
+
     def _read_line(self) -> str | None:
         idle = self.server.idle_timeout
+        self.together = b"\n" in self.buffer
         while b"\n" not in self.buffer:
             self.sock.settimeout(idle if idle is not None else 0.5)
             try:

@@ -534,6 +534,7 @@ def test_describe(tmp_path: Path) -> None:
         "passive": True,
         "epsv": True,
         "pasv_use_reply_address": False,
+        "pipelining": "auto",
         "connect_timeout": 15.0,
         "timeout": 30.0,
         "data_stall_timeout": 60.0,

@@ -167,8 +167,11 @@ class SlowGreetingHandler(FTPHandler):  # type: ignore[misc]
             self.state["pending"] -= 1
 
 
-async def test_sessions_are_opened_a_few_at_a_time(make_pyftpd: MakeServer, ftp_root: Path) -> None:
-    """16 borrowers at once open 16 sessions, but never more than 3 logins in progress."""
+async def test_sessions_are_opened_a_few_at_a_time_then_more(
+    make_pyftpd: MakeServer, ftp_root: Path
+) -> None:
+    """16 borrowers at once open 16 sessions, 3 logins in progress at first, more once
+    quick connects show the server keeps up (issue #15; before: never more than 3)."""
     payloads = fill(ftp_root, 4)
     state = {"pending": 0, "peak": 0}
     server = make_pyftpd(handler_class=type("Slow", (SlowGreetingHandler,), {"state": state}))
@@ -177,7 +180,7 @@ async def test_sessions_are_opened_a_few_at_a_time(make_pyftpd: MakeServer, ftp_
         assert await download_all(pool, "py", payloads, 16) == []
         stats = pool.stats()["py"]
     assert stats.opened_total == 16
-    assert state["peak"] == 3
+    assert 3 < state["peak"] <= 16
 
 
 async def test_server_refusing_every_session_is_server_busy(

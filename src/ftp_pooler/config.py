@@ -526,6 +526,7 @@ _FTP_FIELDS: dict[str, Location] = {
     "passive": ("passive",),
     "epsv": ("epsv",),
     "pasv_use_reply_address": ("pasv_use_reply_address",),
+    "pipelining": ("pipelining",),
     "connect_timeout": ("timeouts", "connect"),
     "timeout": ("timeouts", "reply"),
     "data_stall_timeout": ("timeouts", "data_stall"),

@@ -37,6 +37,7 @@ from ftp_pooler.contract import (
     unexpected_error,
 )
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
+from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.pool import PinnedConnection, SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.session import FTPSession, Sink
@@ -160,7 +161,7 @@ class TransferEngine:
             for conn in connections.values()
             if isinstance(conn, LocalConnection)
         }
-        self._remote_dirs: dict[str, set[str]] = {}
+        self._remote_dirs: dict[str, RemoteDirectories] = {}
         self._durable = durable
         self._version = 0
 
@@ -543,13 +544,11 @@ class TransferEngine:
                             ErrorCode.SIZE_MISMATCH,
                             f"sent {sent} bytes, the file had {local.st_size}",
                         )
-                    if options.verify_size and "SIZE" in session.features:
-                        stored = await _after_transfer(session.size(temp), "SIZE")
-                        if stored is not None and stored != sent:
-                            raise PoolerError(
-                                ErrorCode.SIZE_MISMATCH,
-                                f"sent {sent} bytes, the server stored {stored}",
-                            )
+                    size_check = _SizeCheck(sent) if options.verify_size else None
+                    if size_check is not None and options.preserve_mtime:
+                        if "SIZE" in session.features:  # before MFMT, so not with the RNFR
+                            size_check(await _after_transfer(session.size(temp), "SIZE"))
+                        size_check = None
                     try:
                         if options.preserve_mtime:
                             moment = datetime.fromtimestamp(local.st_mtime, UTC)
@@ -559,6 +558,7 @@ class TransferEngine:
                             temp,
                             plan.remote_path,
                             replace=conflict is ConflictPolicy.OVERWRITE,
+                            size_check=size_check,
                         )
                     except FTPError as exc:
                         if exc.code is not ErrorCode.FILE_NOT_FOUND:
@@ -601,17 +601,16 @@ class TransferEngine:
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
             return await session.store(temp, self._read(remote_id, local, size))
-        known = self._remote_dirs.setdefault(remote_id, set())
-        if directory not in known:
-            await session.makedirs(directory)
-            known.add(directory)
+        known = self._remote_dirs.setdefault(remote_id, RemoteDirectories())
+        if not known.known(directory):
+            await known.ensure(directory, session.makedirs)
             return await session.store(temp, self._read(remote_id, local, size))
         try:
             return await session.store(temp, self._read(remote_id, local, size))
         except FTPError as exc:
             if exc.reply is None:
                 raise
-        known.discard(directory)
+        known.forget(directory)
         return await self._store(session, remote_id, temp, local, size)
 
     def _read(self, remote_id: str, local: Path, size: int) -> AsyncIterator[memoryview]:
@@ -681,10 +680,31 @@ async def _remote_exists(session: FTPSession, path: str) -> bool:
     return True
 
 
-async def _rename_into_place(session: FTPSession, temp: str, final: str, *, replace: bool) -> None:
-    """RNFR/RNTO; when replacing and the server will not rename over a file, delete it first."""
+@dataclass(frozen=True)
+class _SizeCheck:
+    """Raises SIZE_MISMATCH when the server's size of an upload is not the bytes sent."""
+
+    sent: int
+
+    def __call__(self, stored: int | None) -> None:
+        if stored is not None and stored != self.sent:
+            raise PoolerError(
+                ErrorCode.SIZE_MISMATCH, f"sent {self.sent} bytes, the server stored {stored}"
+            )
+
+
+async def _rename_into_place(
+    session: FTPSession,
+    temp: str,
+    final: str,
+    *,
+    replace: bool,
+    size_check: _SizeCheck | None = None,
+) -> None:
+    """RNFR/RNTO (after SIZE, with ``size_check``: see :meth:`FTPSession.rename`); when
+    replacing and the server will not rename over a file, delete it first."""
     try:
-        await session.rename(temp, final)
+        await session.rename(temp, final, size_check=size_check)
         return
     except FTPError as exc:
         if not replace or exc.reply is None or session.broken:

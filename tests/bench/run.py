@@ -9,6 +9,7 @@ measures it and checks what it copied::
         [--tools ftp-pooler,ftp-pooler-worker,rclone,lftp,ftplib] [--parallel 8,32] [--json OUT]
         [--directions download,upload] [--repeat N] [--pin] [--py-spy DIR] [--keep]
         [--volume tmpfs,slowfs] [--durability fsync,none] [--slowfs-delay SECONDS]
+        [--rtt-ms 50 [--ftps] [--count N]]
 
 It needs root (pure-ftpd chroots), rclone and lftp (Debian) and pure-ftpd
 unpacked by ``.ci/run``.  ``--quick`` is a smoke run of under a minute; the
@@ -42,6 +43,21 @@ interval (``/proc/PID/stat``), peak RSS its VmHWM.  After SIGTERM it must exit
 committed offsets must cover every task and the tree must match, as for
 ``copy``.  The table is followed by the worker/copy files-per-second ratios
 (target 0.90).
+
+``--rtt-ms R`` puts the latency proxy (tests/servers/latency_proxy.py) between
+every tool and the server: the tools connect to 127.0.0.2, where the proxy
+listens on the control port and the whole passive range and forwards each
+chunk R/2 ms later each way (a connection costs one R); pure-ftpd names
+127.0.0.2 in its PASV replies (``-P``). The ``RT/file`` column is the round
+trips the tool waited for per file, read from the proxy's transcript of the
+control connections (a command written after a reply arrived; commands
+written together count once), login and listing included. ``--ftps`` adds
+explicit-FTPS rows (``@ftps``) of ftp-pooler, rclone, lftp and lftp-pipelined
+(pure-ftpd with TLS optional; certificate checks off for all of them: the
+test certificate names 127.0.0.1, not the proxy). Tools added for it:
+``lftp-pipelined`` (lftp with ``set ftp:sync-mode off``) and
+``ftp-pooler-nopipe`` (``pipelining = off``: the conversation before issue #15).
+``--count N`` sets the files per set.
 
 Fairness choices (also in the JSON ``settings``):
 
@@ -124,11 +140,15 @@ from mix_row import mix_line, run_mix  # noqa: E402
 from servers import ServerUnavailable
 from servers.kafka import TansuBroker, find_tansu
 from servers.netutil import count_established, free_port
+from servers.certs import make_certs
+from servers.latency_proxy import LatencyProxy, read_transcript, waits
 from servers.pureftpd import PureFTPd, find_pureftpd
 from servers.slowfs import SlowFS
 from servers.vsftpd import ensure_test_user
 
 HOST = "127.0.0.1"
+TARGET = HOST  # where the tools connect: the latency proxy's address with --rtt-ms
+PROXY: LatencyProxy | None = None  # --rtt-ms
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -139,7 +159,11 @@ FULL_SETS: dict[str, tuple[int, int]] = {  # name -> (files, bytes per file)
 }
 QUICK_COUNTS = {"4k": 500, "256k": 200, "2m": 50}
 WORKER_TOOL = "ftp-pooler-worker"
-TOOLS = ("ftplib", "ftp-pooler", WORKER_TOOL, "rclone", "lftp")
+TOOLS = (
+    "ftplib", "ftp-pooler", WORKER_TOOL, "rclone", "lftp", "lftp-pipelined", "ftp-pooler-nopipe",
+)  # fmt: skip
+DEFAULT_TOOLS = ("ftplib", "ftp-pooler", WORKER_TOOL, "rclone", "lftp")
+FTPS_TOOLS = ("ftp-pooler", "rclone", "lftp", "lftp-pipelined")  # get an @ftps row with --ftps
 DIRECTIONS = ("download", "upload")
 TOP_DIRS, SUB_DIRS = 5, 10  # 50 leaf directories, two levels deep
 FTP_POOLER = REPO / ".venv" / "bin" / "ftp-pooler"
@@ -654,20 +678,26 @@ def job_ftplib(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path)
     else:
         remote, dest = b.fresh_upload_dir(f"ftplib-{data.name}")
         args = ["upload", listfile, remote, b.root / data.name]
-    argv = [sys.executable, "-c", FTPLIB_SCRIPT, HOST, str(b.server.port), *map(str, args)]
+    argv = [sys.executable, "-c", FTPLIB_SCRIPT, TARGET, str(b.server.port), *map(str, args)]
     return Job(argv, env, dest, note="1 session, sequential")
 
 
 def pooler_inputs(
-    b: Bench, data: DataSet, direction: str, run_dir: Path, label: str, dst: Path | None = None
+    b: Bench,
+    data: DataSet,
+    direction: str,
+    run_dir: Path,
+    label: str,
+    dst: Path | None = None,
+    ftp_options: str = "",
 ) -> tuple[Path, Path, list[tuple[str, bytes]]]:
     """What ``copy`` and ``worker`` share: connections.ini, the destination to verify,
     and the tasks as (task_id, JSON)."""
     connections = run_dir / "connections.ini"
     dst = dst or b.work / "dst"
     connections.write_text(
-        f"[bench]\ntype = ftp\nhost = {HOST}\nport = {b.server.port}\n"
-        f"user = {b.server.user}\npass = {b.server.password}\n\n"
+        f"[bench]\ntype = ftp\nhost = {TARGET}\nport = {b.server.port}\n"
+        f"user = {b.server.user}\npass = {b.server.password}\n{ftp_options}\n"
         f"[dst]\ntype = local\nbase_path = {dst}\n\n"
         f"[data]\ntype = local\nbase_path = {b.root}\n"
     )
@@ -698,6 +728,8 @@ def job_ftp_pooler(
     run_dir: Path,
     volume: str = "tmpfs",
     durability: str = "fsync",
+    ftps: bool = False,
+    pipelining: str = "auto",
 ) -> Job:
     config = run_dir / "config.yaml"
     tasks = run_dir / "tasks.jsonl"
@@ -710,7 +742,12 @@ def job_ftp_pooler(
         b.slowfs.start()
         dst = b.slowfs.mount / "dst"
         dst.mkdir()
-    connections, dest, lines = pooler_inputs(b, data, direction, run_dir, "ftp-pooler", dst)
+    options = "" if pipelining == "auto" else f"pipelining = {pipelining}\n"
+    if ftps:
+        options += "tls = explicit\nverify = false\n"
+    connections, dest, lines = pooler_inputs(
+        b, data, direction, run_dir, "ftp-pooler", dst, options
+    )
     config.write_text(
         f"pool:\n  max_sessions_per_pod: {par}\n  max_sessions_per_connection: {par}\n"
         f"worker:\n  max_inflight: {par}\n  name: bench\n"
@@ -834,18 +871,23 @@ def by_package(own: Counter[str], total: Counter[str]) -> Counter[str]:
     return packages
 
 
-def job_rclone(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+def job_rclone(
+    b: Bench, data: DataSet, direction: str, par: int, run_dir: Path, ftps: bool = False
+) -> Job:
     conf = run_dir / "rclone.conf"
     conf.write_text("")
     env = {
         **b.env,
         "RCLONE_CONFIG": str(conf),
         "RCLONE_CONFIG_BENCH_TYPE": "ftp",
-        "RCLONE_CONFIG_BENCH_HOST": HOST,
+        "RCLONE_CONFIG_BENCH_HOST": TARGET,
         "RCLONE_CONFIG_BENCH_PORT": str(b.server.port),
         "RCLONE_CONFIG_BENCH_USER": b.server.user,
         "RCLONE_CONFIG_BENCH_PASS": b.rclone_pass,
     }
+    if ftps:
+        env["RCLONE_CONFIG_BENCH_EXPLICIT_TLS"] = "true"
+        env["RCLONE_CONFIG_BENCH_NO_CHECK_CERTIFICATE"] = "true"
     if direction == "download":
         dest = b.work / "dst"
         src, dst = f"bench:/{data.name}", str(dest)
@@ -859,9 +901,23 @@ def job_rclone(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path)
     return Job(argv, env, dest, note="--no-check-dest, sessions up to transfers+checkers")
 
 
-def job_lftp(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -> Job:
+def job_lftp(
+    b: Bench,
+    data: DataSet,
+    direction: str,
+    par: int,
+    run_dir: Path,
+    pipelined: bool = False,
+    ftps: bool = False,
+) -> Job:
+    tls = (
+        "set ftp:ssl-force yes; set ftp:ssl-protect-data yes; set ssl:verify-certificate no; "
+        if ftps
+        else "set ftp:ssl-allow no; "
+    )
     settings = (
-        "set cmd:fail-exit yes; set ftp:ssl-allow no; set net:max-retries 5; "
+        "set cmd:fail-exit yes; " + tls + ("set ftp:sync-mode off; " if pipelined else "") +
+        "set net:max-retries 5; "
         "set net:timeout 30; set net:reconnect-interval-base 1; "
         "set ftp:use-site-utime no; set ftp:use-site-utime2 no; "
     )
@@ -874,7 +930,7 @@ def job_lftp(b: Bench, data: DataSet, direction: str, par: int, run_dir: Path) -
     script = settings + mirror + "; quit"
     argv = [
         "lftp", "-u", f"{b.server.user},{b.server.password}", "-p", str(b.server.port),
-        "-e", script, HOST,
+        "-e", script, TARGET,
     ]  # fmt: skip
     return Job(argv, dict(b.env), dest, note="mirror --no-perms, no SITE UTIME")
 
@@ -905,6 +961,9 @@ VOLUME_TOOLS = {
     if (v, d) != ("tmpfs", "fsync")
 }
 JOBS.update(VOLUME_TOOLS)
+JOBS["lftp-pipelined"] = functools.partial(job_lftp, pipelined=True)
+JOBS["ftp-pooler-nopipe"] = functools.partial(job_ftp_pooler, pipelining="off")
+JOBS.update({f"{tool}@ftps": functools.partial(JOBS[tool], ftps=True) for tool in FTPS_TOOLS})
 
 
 def check_results(job: Job) -> list[str]:
@@ -1301,6 +1360,7 @@ COLUMNS = [  # header, width, row key, format
     ("files/s", 7, "files_per_s", "{:.0f}"),
     ("MB/s", 6, "mb_per_s", "{:.1f}"),
     ("CPU s/1k", 8, "cpu_s_per_1000_files", "{:.2f}"),
+    ("RT/file", 7, "round_trips_per_file", "{:.2f}"),
     ("RSS MiB", 7, "peak_rss_mib", "{:.0f}"),
     ("srv CPU/1k", 10, "server_cpu_s_per_1000_files", "{:.2f}"),
     ("sess", 4, "server_peak_sessions", "{}"),
@@ -1348,6 +1408,8 @@ def run_one(
     dst.mkdir()
     job = JOBS[tool](b, data, direction, par, run_dir)
     b.drain()
+    transcript = PROXY.transcript if PROXY is not None else None
+    transcript_from = len(read_transcript(transcript)) if transcript is not None else 0
     volume_cpu0 = b.slowfs.cpu_seconds() if b.slowfs is not None else 0.0
     load = os.getloadavg()[0]
     worker: WorkerOutcome | None = None
@@ -1376,6 +1438,9 @@ def run_one(
         left = b.drain()
         server_cpu = b.server_cpu() - cpu0
     volume_cpu = b.slowfs.cpu_seconds() - volume_cpu0 if b.slowfs is not None else 0.0
+    round_trips = None
+    if transcript is not None:
+        round_trips = sum(waits(read_transcript(transcript)[transcript_from:]).values())
     # CPU that was neither the tool, the server, the broker nor the harness: other work
     # on the machine competing for the cores (the server part is counted up to the drain).
     foreign = max(0.0, busy - (m.user + m.system) - server_cpu - harness - broker_cpu)
@@ -1399,6 +1464,7 @@ def run_one(
         "cpu_user_s": m.user,
         "cpu_sys_s": m.system,
         "cpu_s_per_1000_files": (m.user + m.system) * 1000 / n,
+        "round_trips_per_file": None if round_trips is None else round_trips / n,
         "peak_rss_mib": None if m.hwm_kib is None else m.hwm_kib / 1024,
         "ru_maxrss_mib": m.maxrss_kib / 1024,
         "server_cpu_s": server_cpu,
@@ -1612,8 +1678,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--tools",
         type=lambda v: _csv(v, TOOLS),
-        default=list(TOOLS),
-help=f"{','.join(TOOLS)} (default: all)",
+        default=list(DEFAULT_TOOLS),
+        help=f"{','.join(TOOLS)} (default: {','.join(DEFAULT_TOOLS)})",
     )
     p.add_argument(
         "--directions",
@@ -1698,6 +1764,18 @@ help=f"{','.join(TOOLS)} (default: all)",
         action="store_true",
         help="keep the work directory on /dev/shm (logs of every failed run)",
     )
+    p.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="put the latency proxy with this round-trip time between the tools and the server",
+    )
+    p.add_argument(
+        "--ftps",
+        action="store_true",
+        help=f"add explicit-FTPS rows of {','.join(FTPS_TOOLS)} (those selected)",
+    )
+    p.add_argument("--count", type=int, default=None, help="files per set (default: by set)")
     args = p.parse_args(argv)
     if args.parallel is None:
         args.parallel = [8] if args.quick else [8, 32]
@@ -1711,6 +1789,8 @@ help=f"{','.join(TOOLS)} (default: all)",
             variants.insert(0, "ftp-pooler")  # the reference of every variant
         at = args.tools.index("ftp-pooler")
         args.tools[at : at + 1] = variants
+    if args.ftps:
+        args.tools += [f"{tool}@ftps" for tool in FTPS_TOOLS if tool in args.tools]
     return args
 
 
@@ -1728,14 +1808,17 @@ def run_timeout(data: DataSet, override: float | None) -> float:
     return 60 + 0.03 * len(data.files) + data.total_bytes / 10e6
 
 
-def make_data_sets(root: Path, names: Sequence[str], quick: bool) -> list[DataSet]:
+def make_data_sets(
+    root: Path, names: Sequence[str], quick: bool, count: int | None = None
+) -> list[DataSet]:
     started = time.perf_counter()
     largest = max(FULL_SETS[name][1] for name in names)
     block = random.Random(20240611).randbytes(largest + MiB)
     sets = []
     for name in names:
-        count, size = FULL_SETS[name]
-        sets.append(make_data_set(root, name, QUICK_COUNTS[name] if quick else count, size, block))
+        files, size = FULL_SETS[name]
+        files = count or (QUICK_COUNTS[name] if quick else files)
+        sets.append(make_data_set(root, name, files, size, block))
     (root / "up").mkdir()
     print(
         f"data: {', '.join(f'{d.name} {len(d.files)} x {d.size // KiB} KiB' for d in sets)}"
@@ -1750,6 +1833,10 @@ def describe_settings(
 ) -> dict[str, object]:
     return {
         "quick": args.quick,
+        "rtt_ms": args.rtt_ms,
+        "ftps": "explicit-FTPS rows (@ftps): pure-ftpd -Y 1, no certificate checks"
+        if args.ftps
+        else False,
         "sets": {d.name: [len(d.files), d.size] for d in sets},
         "tools": args.tools,
         "parallel": args.parallel,
@@ -2075,15 +2162,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_path = Path(args.json)
     try:
         uid, gid = ensure_test_user()
-        sets = make_data_sets(work / "srv", args.sets, args.quick)
-        # Every transfer leaves a TIME_WAIT on a passive port: keep the range wide.
+        sets = make_data_sets(work / "srv", args.sets, args.quick, args.count)
+        global TARGET, PROXY
+        certs = make_certs(work / "certs") if args.ftps else None  # TLS optional (-Y 1)
+        # Every transfer leaves a TIME_WAIT on a passive port: keep the range wide
+        # (narrower behind the proxy, which listens on each port of it).
         server = PureFTPd(
             work / "srv",
             work / "server",
             max_clients=max_clients,
-            passive_ports=max(2048, 8 * max_clients),
+            passive_ports=512 if args.rtt_ms else max(2048, 8 * max_clients),
+            extra_args=["-P", "127.0.0.2"] if args.rtt_ms else None,
+            tls=certs is not None,
+            certs=certs,
         )
         server.start()
+        if args.rtt_ms:
+            low, high = server.passive_ports
+            PROXY = LatencyProxy(
+                [server.port, *range(low, high + 1)],
+                args.rtt_ms / 1000,
+                transcript=work / "transcript.jsonl",
+                control_ports=[server.port],
+            )
+            PROXY.start()
+            TARGET = PROXY.host
+            print(f"latency proxy on {TARGET}: RTT {args.rtt_ms:g} ms", flush=True)
         server.counter.stop()  # the harness samples per run instead (less CPU)
         print(
             f"pure-ftpd on {HOST}:{server.port}, passive {server.passive_ports[0]}-"
@@ -2181,6 +2285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.slowfs.stop()
         if kafka_broker is not None:
             kafka_broker.stop()
+        if PROXY is not None:
+            PROXY.stop()
         if server is not None:
             server.stop()
         if args.keep:

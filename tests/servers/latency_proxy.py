@@ -18,19 +18,32 @@ lock with the test or the benchmark that uses it::
         ...connect to proxy.host, server.port...
 
 or alone: ``python tests/servers/latency_proxy.py --rtt-ms 200 --ports 2121,30000-30063``.
+
+With ``transcript=PATH`` (and ``control_ports``), every chunk read on a control
+connection is written to PATH as one JSON line as it arrives (``conn``
+number, ``dir`` ``">"`` client to server or ``"<"`` back, ``t`` seconds,
+``text``). :func:`read_transcript` reads it back and :func:`waits` counts the
+round trips a client waited for: a client chunk that follows server bytes
+(since its previous chunk) is one wait; commands written together, or sent
+before the previous reply arrived, add none.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 CHUNK = 256 * 1024
 
@@ -43,6 +56,8 @@ class LatencyProxy:
         rtt: Round-trip time to add, in seconds.
         host: Address to listen on.
         upstream: Address to forward to.
+        transcript: File to write control connections' chunks to (JSON lines).
+        control_ports: Which of ``ports`` carry control connections (for the transcript).
     """
 
     def __init__(
@@ -52,11 +67,15 @@ class LatencyProxy:
         *,
         host: str = "127.0.0.2",
         upstream: str = "127.0.0.1",
+        transcript: Path | None = None,
+        control_ports: Iterable[int] = (),
     ) -> None:
         self.ports = sorted(set(ports))
         self.rtt = rtt
         self.host = host
         self.upstream = upstream
+        self.transcript = transcript
+        self.control_ports = sorted(set(control_ports))
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -72,6 +91,16 @@ class LatencyProxy:
                 str(self.rtt * 1000),
                 "--ports",
                 ",".join(map(str, self.ports)),
+                *(
+                    [
+                        "--transcript",
+                        str(self.transcript),
+                        "--control-ports",
+                        ",".join(map(str, self.control_ports)),
+                    ]
+                    if self.transcript is not None
+                    else []
+                ),
             ],
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -109,11 +138,56 @@ class LatencyProxy:
         self.stop()
 
 
+# -- the transcript ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk read on a control connection, as the proxy saw it arrive."""
+
+    conn: int
+    direction: str
+    """``">"``: client to server; ``"<"``: server to client."""
+    t: float
+    text: str
+
+
+def read_transcript(path: Path) -> list[Chunk]:
+    """The chunks of a transcript file, in the order they arrived."""
+    with path.open(encoding="utf-8") as lines:
+        return [Chunk(e["conn"], e["dir"], e["t"], e["text"]) for e in map(json.loads, lines) if e]
+
+
+def waits(chunks: Iterable[Chunk]) -> Counter[str]:
+    """Round trips the clients waited for, by the verb that opened each (see the module doc).
+
+    A wait is a client chunk that arrived after server bytes on the same
+    connection (since that connection's previous client chunk): the client
+    needed an answer before it wrote again. The key is the first command of
+    the chunk (``"SIZE"`` for ``SIZE a\r\nEPSV\r\n``), so login, transfers
+    and renames can be told apart. The total is ``sum(...values())``.
+    """
+    counted: Counter[str] = Counter()
+    heard: dict[int, bool] = {}
+    for chunk in chunks:
+        if chunk.direction == "<":
+            heard[chunk.conn] = True
+        elif heard.pop(chunk.conn, False):
+            counted[chunk.text.split("\r\n", 1)[0].split(" ", 1)[0].upper()] += 1
+    return counted
+
+
 # -- the proxy itself (runs in the subprocess) -------------------------------------------
+
+_Record = Callable[[str, bytes], None]
 
 
 async def _pump(
-    reader: asyncio.StreamReader, writer: Awaitable[asyncio.StreamWriter], delay: float
+    reader: asyncio.StreamReader,
+    writer: Awaitable[asyncio.StreamWriter],
+    delay: float,
+    record: _Record | None = None,
+    direction: str = ">",
 ) -> None:
     """Copy ``reader`` to ``writer`` (once it exists), each chunk ``delay`` s after arrival.
 
@@ -131,6 +205,8 @@ async def _pump(
             except ConnectionError:
                 data = b""
             queue.put_nowait((loop.time() + delay, data))
+            if record is not None and data:
+                record(direction, data)
             if not data:
                 return
 
@@ -159,6 +235,7 @@ async def _serve_one(
     upstream: str,
     port: int,
     rtt: float,
+    record: _Record | None = None,
 ) -> None:
     """One proxied connection: upstream connect one RTT late, RTT/2 each way."""
 
@@ -174,12 +251,12 @@ async def _serve_one(
 
     async def down() -> None:
         up_reader, _ = await upstream_conn
-        await _pump(up_reader, client(), rtt / 2)
+        await _pump(up_reader, client(), rtt / 2, record, "<")
 
     upstream_conn = asyncio.ensure_future(connect())
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(_pump(client_reader, up_writer(), rtt / 2))
+            group.create_task(_pump(client_reader, up_writer(), rtt / 2, record, ">"))
             group.create_task(down())
     except* (ConnectionError, OSError):
         pass
@@ -192,20 +269,42 @@ async def _serve_one(
             upstream_conn.cancel()
 
 
-async def _main(listen: str, upstream: str, ports: Sequence[int], rtt: float) -> None:
+async def _main(
+    listen: str,
+    upstream: str,
+    ports: Sequence[int],
+    rtt: float,
+    transcript: IO[str] | None = None,
+    control_ports: Sequence[int] = (),
+) -> None:
     servers = []
+    numbers = itertools.count(1)
+    loop = asyncio.get_running_loop()
+
+    def recorder(port: int) -> _Record | None:
+        if transcript is None or port not in control_ports:
+            return None
+        conn = next(numbers)
+
+        def record(direction: str, data: bytes) -> None:
+            entry = {"conn": conn, "dir": direction, "t": round(loop.time(), 6)}
+            entry["text"] = data.decode("latin-1")
+            transcript.write(json.dumps(entry) + "\n")
+            transcript.flush()
+
+        return record
+
     for port in ports:
 
         async def handle(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int = port
         ) -> None:
-            await _serve_one(reader, writer, upstream, port, rtt)
+            await _serve_one(reader, writer, upstream, port, rtt, recorder(port))
 
         servers.append(await asyncio.start_server(handle, listen, port, reuse_address=True))
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
     for server in servers:
@@ -226,8 +325,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--upstream", default="127.0.0.1")
     parser.add_argument("--rtt-ms", type=float, required=True)
     parser.add_argument("--ports", type=_ports, required=True, help="e.g. 2121,30000-30063")
+    parser.add_argument("--transcript", type=Path, help="write control chunks here (JSON lines)")
+    parser.add_argument("--control-ports", type=_ports, default=[], help="e.g. 2121")
     args = parser.parse_args(argv)
-    asyncio.run(_main(args.listen, args.upstream, args.ports, args.rtt_ms / 1000))
+    transcript = args.transcript.open("w", encoding="utf-8") if args.transcript else None
+    try:
+        asyncio.run(
+            _main(
+                args.listen,
+                args.upstream,
+                args.ports,
+                args.rtt_ms / 1000,
+                transcript,
+                args.control_ports,
+            )
+        )
+    finally:
+        if transcript is not None:
+            transcript.close()
 
 
 if __name__ == "__main__":

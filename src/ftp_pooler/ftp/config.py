@@ -19,6 +19,20 @@ class TLSMode(StrEnum):
     """TLS from the first byte (usually port 990)."""
 
 
+class Pipelining(StrEnum):
+    """Whether commands whose replies are not needed before the next one go out together."""
+
+    AUTO = "auto"
+    """Find out: log in one command at a time, then send two harmless commands
+    together (``FEAT`` and ``TYPE I``); pipeline if both are answered in order,
+    and stop for good (for this server, in this process) at the first anomaly."""
+    ON = "on"
+    """Pipeline from the first login, without the check; an anomaly is handled for
+    the command it hit (redone alone) but does not turn pipelining off."""
+    OFF = "off"
+    """Wait for each reply before sending the next command."""
+
+
 class Timeouts(BaseModel):
     """Seconds allowed for each kind of wait; each is a Trio cancel scope."""
 
@@ -53,6 +67,8 @@ class FTPConfig(BaseModel):
     Off by default, as in rclone and lftp: servers behind NAT often name an
     unreachable address, and trusting it lets a server aim us at another host.
     """
+    pipelining: Pipelining = Pipelining.AUTO
+    """Send commands together where the replies allow it (docs/ftp-client.md, "Pipelining")."""
     timeouts: Timeouts = Timeouts()
     max_sessions: int | None = Field(None, ge=1)
     """This server's own session cap, instead of the pool's per-connection default

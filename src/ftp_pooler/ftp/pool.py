@@ -26,6 +26,7 @@ import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.config import FTPConfig
+from ftp_pooler.ftp.opening import OpeningPolicy
 from ftp_pooler.ftp.session import FTPSession, SessionFactory
 from ftp_pooler.scheduling.breaker import Breaker, BreakerPolicy, BreakerState
 from ftp_pooler.scheduling.scheduler import Allowance
@@ -36,6 +37,9 @@ DOWN_ERRORS = frozenset({ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT, ErrorCod
 """Failures to open a session that count towards a server's breaker: it did not
 answer, or not in FTP. A refused login, a full server (421) or a TLS
 certificate problem means the server is up."""
+
+_OPEN_FAILURES = frozenset({ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT})
+"""Failed opens that make the pool open fewer sessions at once (:class:`OpeningPolicy`)."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,12 @@ class PoolLimits:
         max_busy_retries: 421s in a row one borrower sits through (waiting for
             a session to free up) before it gives up with SERVER_BUSY.
         max_concurrent_opens: Sessions being opened (connect and login) to one
-            connection at once. Servers take new connections through a short
-            listen backlog (pure-ftpd: 3 + max clients / 8); a burst of
-            connects beyond it waits for TCP retransmits, 1 s, 3 s, 7 s...,
-            sometimes past the connect timeout.
+            connection at once, to begin with. Servers take new connections
+            through a short listen backlog (pure-ftpd: 3 + max clients / 8); a
+            burst of connects beyond it waits for TCP retransmits, 1 s, 3 s,
+            7 s..., sometimes past the connect timeout. From there it adapts
+            per connection (:class:`~ftp_pooler.ftp.opening.OpeningPolicy`):
+            one more after each quick connect, half after a stalled or failed one.
         breaker_failures: Consecutive failed session opens (connect refused or
             timed out, no FTP greeting) that mark a server down.
         breaker_open_seconds: How long a server marked down gets no new session
@@ -123,7 +129,9 @@ class _Connection:
     configured_cap: int
     limiter: trio.CapacityLimiter
     opener: trio.CapacityLimiter
-    """Bounds the sessions being opened at once (see PoolLimits.max_concurrent_opens)."""
+    """Bounds the sessions being opened at once (see PoolLimits.max_concurrent_opens),
+    set by ``opening_policy`` after each open."""
+    opening_policy: OpeningPolicy
     idle: list[FTPSession] = field(default_factory=list)
     """Idle sessions, most recently used last (handed out LIFO)."""
     busy: int = 0
@@ -335,6 +343,8 @@ class SessionPool:
         except FTPError as exc:
             if exc.code is ErrorCode.SERVER_BUSY:
                 conn.refused_total += 1
+            if exc.code in _OPEN_FAILURES:
+                conn.opener.total_tokens = conn.opening_policy.failed()
             if exc.code in DOWN_ERRORS:
                 self._breaker_failed(conn, probe, exc)
             else:
@@ -343,6 +353,7 @@ class SessionPool:
         except BaseException:
             conn.breaker = conn.breaker.abandoned(probe=probe)
             raise
+        conn.opener.total_tokens = conn.opening_policy.opened(session.connect_seconds)
         self._breaker_succeeded(conn)
         return session
 
@@ -567,6 +578,7 @@ class SessionPool:
             cap,
             trio.CapacityLimiter(cap),
             trio.CapacityLimiter(self.limits.max_concurrent_opens),
+            OpeningPolicy(self.limits.max_concurrent_opens, cap),
             breaker=Breaker(self.limits.breaker_policy()),
         )
 

@@ -17,6 +17,11 @@ server has closed (EOF, or ``421`` waiting in the socket).
 
 Every error leaving a session has the session's password scrubbed from its
 message and reply: servers echo arguments (``530 ... password hunter2``).
+
+Commands whose replies are not needed before the next one go out together
+when the server copes (pipelining, docs/ftp-client.md): the login, ``SIZE``
+with ``EPSV`` and the transfer command, ``SIZE`` with ``RNFR``. The replies
+are paired with the commands by :class:`~ftp_pooler.ftp.pipeline.ReplyMatcher`.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ import trio
 
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError, error_for_reply
 from ftp_pooler.ftp import protocol
-from ftp_pooler.ftp.config import FTPConfig, TLSMode
+from ftp_pooler.ftp.config import FTPConfig, Pipelining, TLSMode
 from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
+from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher
 from ftp_pooler.ftp.protocol import Reply, ReplyParser, build_command
 
 log = structlog.get_logger(__name__)
@@ -46,6 +52,10 @@ CHUNK_SIZE = 256 * 1024
 """Largest read from a socket, and the size uploads are sent in."""
 
 _T = TypeVar("_T")
+
+_LOGIN_FAILURES_AS_SUCH = frozenset({ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION_ERROR})
+"""Failed logins not tried again one command at a time: a full server, a lost connection
+(and a ``530``: a refused password, where a second try could count towards a lockout)."""
 
 _TLS_RECORD_WAIT = 0.05
 """Seconds the unasked-reply check waits when the control socket is readable but the
@@ -62,8 +72,9 @@ class Download:
     received: int
     """Bytes written to the sink."""
     announced_size: int | None
-    """The size the server named in its 150 reply (``(1234 bytes)``), if it did (or
-    the SIZE that vouched for a data connection closed without TLS close_notify)."""
+    """The size the server named in its 150 reply (``(1234 bytes)``), if it did, else
+    the SIZE asked with the EPSV (pipelining), or the SIZE that vouched for a data
+    connection closed without TLS close_notify."""
 
 
 @dataclass
@@ -73,6 +84,29 @@ class ServerQuirks:
     epsv: bool = True
     """Cleared when the server refuses EPSV (a 5xx, or a 229 with no port we can read,
     as a server behind a broken NAT helper sends); PASV is used from then on."""
+    pipelining: bool | None = None
+    """Whether commands are sent together (docs/ftp-client.md, "Pipelining"):
+    ``None`` not known yet (``pipelining = auto`` before the first login's check),
+    ``True`` yes, ``False`` one at a time."""
+    pipelining_forced: bool = False
+    """``pipelining = on``: anomalies are handled but never turn pipelining off."""
+    features: dict[str, str] | None = None
+    """FEAT of the last login, so a pipelined login knows whether to send OPTS UTF8."""
+    pipelined_passive: bool = True
+    """With pipelining, whether the transfer command goes out with the EPSV (cleared
+    when a passive reply sent that way could not be used)."""
+    passive_verified: bool = False
+    """Set once the server answered the passive command in use (EPSV, or PASV after a
+    refused EPSV) with an address we could use: only then does a transfer command go
+    out with it. A server given RETR with no listener open may refuse it, wait, or
+    connect back to us (pyftpdlib), so the first transfer never risks it."""
+
+    def pipeline_anomaly(self, server: str, what: str) -> None:
+        """The server mishandled commands sent together: one at a time from now on."""
+        if self.pipelining_forced or self.pipelining is False:
+            return
+        self.pipelining = False
+        log.warning("ftp.pipelining_off", server=server, reason=what[:200])
 
 
 class SessionFactory:
@@ -80,7 +114,12 @@ class SessionFactory:
 
     def __init__(self, config: FTPConfig) -> None:
         self.config = config
-        self.quirks = ServerQuirks(epsv=config.epsv)
+        mode = config.pipelining
+        self.quirks = ServerQuirks(
+            epsv=config.epsv,
+            pipelining={Pipelining.ON: True, Pipelining.OFF: False}.get(mode),
+            pipelining_forced=mode is Pipelining.ON,
+        )
         self._ssl_context = config.ssl_context() if config.tls is not TLSMode.NONE else None
 
     async def open(self) -> FTPSession:
@@ -90,6 +129,31 @@ class SessionFactory:
             FTPError: With SERVER_BUSY when the server refuses more sessions (421),
                 AUTH_FAILED, CONNECTION_ERROR, TIMEOUT or TLS_ERROR.
         """
+        pipelined = self.quirks.pipelining is not False
+        try:
+            return await self._open()
+        except FTPError as exc:
+            refused = exc.reply is not None and exc.reply.code in (430, 530, 532)
+            if not pipelined or refused or exc.code in _LOGIN_FAILURES_AS_SUCH:
+                raise
+            # The login went out pipelined (or checked pipelining) and failed: once more,
+            # one command at a time; if that works, the pipelining was the trouble.
+            previous = self.quirks.pipelining
+            self.quirks.pipelining = False
+            try:
+                session = await self._open()
+            except BaseException:
+                self.quirks.pipelining = previous
+                raise
+            self.quirks.pipelining = previous
+            self.quirks.pipeline_anomaly(self._server, f"pipelined login failed: {exc.message}")
+            return session
+
+    @property
+    def _server(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    async def _open(self) -> FTPSession:
         session = FTPSession(self.config, self._ssl_context, self.quirks)
         try:
             await session._connect()
@@ -123,6 +187,8 @@ class FTPSession:
         self._secrets = (config.password.get_secret_value(),)
         self._ragged_eof = False
         self._no_data_tls = False
+        self.connect_seconds = 0.0
+        """Seconds the TCP connect took (for the pool's opening policy)."""
         self.reused = False
         """Set by the pool when it hands out an idle session; cleared by the first
         reply after that. A session the server closed while idle fails its first
@@ -135,8 +201,10 @@ class FTPSession:
     # -- lifecycle ---------------------------------------------------------------
 
     async def _connect(self) -> None:
+        started = trio.current_time()
         with self._guard("connect"), _FailAfter(self.config.timeouts.connect):
             self._tcp = await trio.open_tcp_stream(self.config.host, self.config.port)
+            self.connect_seconds = trio.current_time() - started
             self._peer_host = self._tcp.socket.getpeername()[0]
             self._stream = self._tcp
             if self.config.tls is TLSMode.IMPLICIT:
@@ -154,19 +222,94 @@ class FTPSession:
             await self._command("AUTH", "TLS")
             with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
+        if self.quirks.pipelining and self.quirks.features is not None:
+            await self._login_pipelined()
+            return
         reply = await self._command("USER", config.user, intermediate=(331,))
         if reply.code == 331:
             await self._command("PASS", config.password.get_secret_value())
         if config.tls is not TLSMode.NONE:
             await self._command("PBSZ", "0")
             await self._command("PROT", "P")
-        feat = await self._exchange(build_command("FEAT"))
+        if self.quirks.pipelining is False:
+            self._take_features(await self._exchange(build_command("FEAT")))
+            if "UTF8" in self.features:
+                await self._exchange(build_command("OPTS", "UTF8", "ON"))
+            await self._command("TYPE", "I")
+            return
+        # Not known yet (auto), or on: FEAT and TYPE I together show whether the
+        # server answers a second command sent before the first one's reply.
+        feat, type_reply = await self._exchange_all(
+            [build_command("FEAT"), build_command("TYPE", "I")]
+        )
+        self._take_features(feat)
+        self._check("TYPE", type_reply)
+        if self.quirks.pipelining is None:
+            self.quirks.pipelining = True
+            log.info("ftp.pipelining_on", server=self._server)
+        if "UTF8" in self.features:
+            await self._exchange(build_command("OPTS", "UTF8", "ON"))
+
+    async def _login_pipelined(self) -> None:
+        """USER, PASS, (PBSZ, PROT,) FEAT, (OPTS UTF8,) TYPE I in one write: one round trip.
+
+        Safe once the server answered commands sent together in order: a
+        refused USER or PASS fails the login as it would alone (the commands
+        after it are refused too, as not logged in, and nothing changes), and
+        FEAT, OPTS and TYPE change nothing but this session's settings.
+        """
+        config = self.config
+        assert self.quirks.features is not None
+        commands = [
+            build_command("USER", config.user),
+            build_command("PASS", config.password.get_secret_value()),
+        ]
+        if config.tls is not TLSMode.NONE:
+            commands += [build_command("PBSZ", "0"), build_command("PROT", "P")]
+        commands.append(build_command("FEAT"))
+        utf8 = "UTF8" in self.quirks.features
+        if utf8:
+            commands.append(build_command("OPTS", "UTF8", "ON"))
+        commands.append(build_command("TYPE", "I"))
+        replies = iter(await self._exchange_all(commands))
+        user = next(replies)
+        password = next(replies)
+        if user.code == 331:
+            self._check("PASS", password)
+        elif not user.is_success:
+            self._check("USER", user)
+        if config.tls is not TLSMode.NONE:
+            self._check("PBSZ", next(replies))
+            self._check("PROT", next(replies))
+        self._take_features(next(replies))
+        if utf8:
+            next(replies)  # OPTS UTF8 ON: a refusal is harmless, as when sent alone
+        self._check("TYPE", next(replies))
+
+    def _take_features(self, feat: Reply) -> None:
         if feat.is_success:
             with self._guard("FEAT"):
                 self.features = protocol.parse_feat(feat)
-        if "UTF8" in self.features:
-            await self._exchange(build_command("OPTS", "UTF8", "ON"))
-        await self._command("TYPE", "I")
+        self.quirks.features = self.features
+
+    def _check(self, verb: str, reply: Reply, intermediate: tuple[int, ...] = ()) -> None:
+        """Raise the error a reply to ``verb`` means unless a 2xx (or in ``intermediate``)."""
+        if not reply.is_success and reply.code not in intermediate:
+            with self._guard(verb):
+                if reply.is_intermediate or reply.is_preliminary:
+                    raise FTPError(
+                        ErrorCode.PROTOCOL_ERROR, f"{verb}: unexpected reply {reply}", None
+                    )
+                raise error_for_reply(reply, verb)
+
+    @property
+    def _server(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    @property
+    def pipelining(self) -> bool:
+        """Whether commands go out together on this session now (the server's quirk)."""
+        return self.quirks.pipelining is True
 
     async def _start_tls(self) -> None:
         assert self._stream is not None and self._ssl_context is not None
@@ -356,6 +499,54 @@ class FTPSession:
                 self.reused = False
             return reply
 
+    async def _exchange_all(
+        self, commands: list[bytes], *, then: bytes | None = None
+    ) -> list[Reply]:
+        """Send ``commands`` in one write; their final replies, in order (a pipeline).
+
+        ``then`` (a transfer command) goes out in the same write, after them;
+        its replies are left for the caller to read.
+
+        Unasked replies before the batch are drained first, as for one
+        command; once it is out, every reply goes through a
+        :class:`ReplyMatcher`, so a reply to a later command is never taken
+        for an unasked one. A reply out of order, or a later command left
+        unanswered while an earlier one was answered (the server dropped it),
+        is an anomaly: pipelining stops for this server and the error says
+        the session was not at fault (``stale_session``): the task runs
+        again on a fresh session without spending an attempt.
+
+        Raises:
+            FTPError: As :meth:`_exchange`; PROTOCOL_ERROR for an anomaly.
+        """
+        verbs = [protocol.verb_of(command) for command in commands]
+        matcher = ReplyMatcher()
+        replies: list[Reply] = []
+        later = 0 if then is None else 1
+        try:
+            with self._guard(verbs[0]), _FailAfter(self.config.timeouts.reply):
+                await self._send(b"".join(commands) + (then or b""))
+                matcher.sent(*verbs)
+                if then is not None:
+                    matcher.sent(protocol.verb_of(then))
+                while len(matcher.waiting) > later:
+                    answer = matcher.match(await self._read_reply())
+                    if answer.final:
+                        replies.append(answer.reply)
+                    elif answer.verb is None:
+                        self._drop_unasked(matcher.waiting[0], answer.reply)
+        except FTPError as exc:
+            dropped = exc.code is ErrorCode.TIMEOUT and 0 < len(replies) < len(commands)
+            if isinstance(exc, PipelineAnomaly) or dropped:
+                what = exc.message if not dropped else f"no reply to {verbs[len(replies)]}"
+                self.quirks.pipeline_anomaly(self._server, what)
+                exc.stale_session = True
+            raise
+        self.last_used = trio.current_time()
+        if all(reply.code != 421 for reply in replies):
+            self.reused = False
+        return replies
+
     async def _command(self, verb: str, *args: str, intermediate: tuple[int, ...] = ()) -> Reply:
         """Send a command; any 2xx (or a code in ``intermediate``) is success.
 
@@ -369,13 +560,7 @@ class FTPSession:
         """
         command = build_command(verb, *args)
         reply = await self._exchange(command)
-        if not reply.is_success and reply.code not in intermediate:
-            with self._guard(verb):
-                if reply.is_intermediate or reply.is_preliminary:
-                    raise FTPError(
-                        ErrorCode.PROTOCOL_ERROR, f"{verb}: unexpected reply {reply}", None
-                    )
-                raise error_for_reply(reply, verb)
+        self._check(verb, reply, intermediate)
         return reply
 
     # -- simple commands -------------------------------------------------------------
@@ -479,25 +664,137 @@ class FTPSession:
                 return refusal
         return refused[-1][1]
 
-    async def rename(self, source: str, target: str) -> None:
-        await self._command("RNFR", source, intermediate=(350,))
+    async def rename(
+        self,
+        source: str,
+        target: str,
+        *,
+        size_check: Callable[[int | None], object] | None = None,
+    ) -> None:
+        """RNFR ``source``, RNTO ``target``; with ``size_check``, SIZE ``source`` first.
+
+        ``size_check`` gets the size the server reports for ``source`` (``None``
+        when it offers no SIZE or refuses it: the transfer's own reply already
+        vouched for the bytes) and raises to stop before RNTO. Pipelined, SIZE
+        and RNFR go out together and RNTO once the size checked out: RNFR
+        changes nothing on the server until RNTO, so a rename stopped there
+        leaves the file where it was (the next command ends the pending RNFR).
+
+        Raises:
+            FTPError: The refusal of RNFR or RNTO; whatever ``size_check`` raises.
+        """
+        check_size = size_check is not None and "SIZE" in self.features
+        if check_size and self.pipelining:
+            size_reply, rnfr = await self._exchange_all(
+                [build_command("SIZE", source), build_command("RNFR", source)]
+            )
+            if rnfr.code != 350 and size_reply.is_success and not self.quirks.pipelining_forced:
+                # Refused when sent with SIZE (a server that rejects or drops a second
+                # line): once more alone. A late answer to the first RNFR can only be a
+                # 350, which RNTO's reading drops as unasked (protocol.is_unsolicited).
+                what = protocol.scrub(f"RNFR refused pipelined: {rnfr}", self._secrets)
+                self.quirks.pipeline_anomaly(self._server, what)
+                rnfr = await self._exchange(build_command("RNFR", source))
+            assert size_check is not None
+            size_check(self._size_of(size_reply))
+            self._check("RNFR", rnfr, (350,))
+        else:
+            if size_check is not None:
+                size_check(await self._size_or_none(source) if check_size else None)
+            await self._command("RNFR", source, intermediate=(350,))
         await self._command("RNTO", target)
+
+    def _suspect(self, verb: str, reply: Reply) -> None:
+        """A command sent after another in one write was refused while the first worked.
+
+        Servers that reject a command read in the same packet as the one
+        before (``500``/``503`` to the second line), or answer one command
+        twice, look like this, and the session may be out of step: it is
+        broken, the server talked to one command at a time from now on (in
+        ``auto`` mode), and the error is flagged ``stale_session`` so the task
+        runs again on a fresh session without spending an attempt. In ``on``
+        mode the reply is taken as the answer.
+
+        Raises:
+            FTPError: PROTOCOL_ERROR, unless pipelining is forced on.
+        """
+        if self.quirks.pipelining_forced:
+            return
+        what = protocol.scrub(
+            f"{verb} refused when sent with the command before it: {reply}", self._secrets
+        )
+        self.quirks.pipeline_anomaly(self._server, what)
+        self.broken = True
+        error = FTPError(ErrorCode.PROTOCOL_ERROR, what)
+        self._mark(error)
+        error.stale_session = True
+        raise error
+
+    def _size_of(self, reply: Reply) -> int | None:
+        """The size in a SIZE reply, or ``None`` (logged) when the server refused it or
+        sent a size we cannot read (the reply is one reply all the same: still in step)."""
+        if reply.is_success:
+            try:
+                return protocol.parse_size(reply)
+            except FTPError:
+                pass
+        log.warning(
+            "ftp.size_unavailable",
+            server=self._server,
+            reply=protocol.scrub(str(reply), self._secrets)[:200],
+        )
+        return None
+
+    async def _size_or_none(self, path: str) -> int | None:
+        reply = await self._exchange(build_command("SIZE", path))
+        if reply.code == 421:
+            self._check("SIZE", reply)
+        return self._size_of(reply)
 
     async def delete(self, path: str) -> None:
         await self._command("DELE", path)
 
     # -- data connections --------------------------------------------------------------
 
-    async def _passive_address(self) -> tuple[str, int]:
+    async def _passive_address(self, size_of: str | None = None) -> tuple[str, int, int | None]:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
         answered with a 229 as EPSV; a 5xx, or a 2xx whose port cannot be read
         (``(||38835|)``), counts as EPSV refused: PASV from then on for that
         server, recorded in its quirks.
+
+        With ``size_of`` and pipelining, ``SIZE size_of`` goes out with the
+        EPSV (or PASV) in one write: its answer (the third value, ``None`` if
+        refused or not asked) costs no round trip of its own. Safe: SIZE
+        changes nothing, and the EPSV's reply is read whatever SIZE's was.
         """
+        size: int | None = None
+        prefix: list[bytes] = []
+        if size_of is not None and self.pipelining and "SIZE" in self.features:
+            prefix = [build_command("SIZE", size_of)]
+        if prefix:
+            passive = build_command("EPSV" if self.quirks.epsv else "PASV")
+            size_reply, first = await self._exchange_all([*prefix, passive])
+            size = self._size_of(size_reply)
+            if not first.is_success and first.code != 502:
+                # 502 "not implemented" is about the verb itself, whatever came before it.
+                self._suspect(protocol.verb_of(passive), first)
+        else:
+            first = None
+        host, port = await self._passive_after(first)
+        return host, port, size
+
+    async def _passive_after(self, first: Reply | None) -> tuple[str, int]:
+        """:meth:`_passive_address` from its first reply (``None``: not sent yet)."""
+        address = await self._passive_reply_address(first)
+        self.quirks.passive_verified = True
+        return address
+
+    async def _passive_reply_address(self, first: Reply | None) -> tuple[str, int]:
         if self.quirks.epsv:
-            reply = await self._exchange(build_command("EPSV"))
+            reply = first if first is not None else await self._exchange(build_command("EPSV"))
+            first = None
             if reply.code == 227:
                 return self._pasv_target(reply, "EPSV")
             if reply.is_success:
@@ -509,7 +806,12 @@ class FTPSession:
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
-        reply = await self._command("PASV")
+            self.quirks.passive_verified = False
+        if first is not None:
+            self._check("PASV", first)
+            reply = first
+        else:
+            reply = await self._command("PASV")
         if reply.code == 229:  # an EPSV answer to PASV (servers behind NAT64)
             with self._guard("PASV"):
                 return self._peer_host, protocol.parse_epsv(reply)
@@ -522,14 +824,87 @@ class FTPSession:
             return host, port
         return self._peer_host, port
 
-    async def _open_data(self) -> tuple[trio.SocketStream, trio.abc.Stream]:
-        """Connect a passive data connection: the TCP stream, and the stream to move bytes on.
+    async def _open_data(
+        self, size_of: str | None = None
+    ) -> tuple[trio.SocketStream, trio.abc.Stream, int | None]:
+        """Connect a passive data connection: the TCP stream, the stream to move bytes on,
+        and the size of ``size_of`` if it was asked alongside (:meth:`_passive_address`).
 
         The address is always numeric, so a plain socket connect does: no
         resolver, no happy-eyeballs nursery (``open_tcp_stream`` costs several
         times more, on every file).
         """
-        host, port = await self._passive_address()
+        host, port, size = await self._passive_address(size_of)
+        tcp, data = await self._connect_data(host, port)
+        return tcp, data, size
+
+    async def _open_data_with(
+        self, command: bytes, size_of: str | None
+    ) -> tuple[trio.SocketStream, trio.abc.Stream, int | None, bool]:
+        """:meth:`_open_data`, with the transfer ``command`` sent in the same write as the
+        EPSV (and SIZE): ``[SIZE path] EPSV RETR path`` is one round trip, not two.
+        Returns the streams, the size, and whether ``command`` is still to be answered
+        (``False``: it was refused, and must be sent again).
+
+        Safe because the server takes commands in order: the transfer command
+        reaches it after the passive listener is open, and it waits for our
+        connect (RFC 959 section 3.2: the server listens after PASV; RFC 2428
+        section 3 for EPSV). If the passive reply cannot be used, the server
+        got the transfer command with no listener open and refuses it (``425
+        Use PORT or PASV first``): that refusal is read, and the usual
+        fallback (PASV after a refused EPSV) runs as without pipelining. Any
+        other answer (a 1xx: the server connects back to us) breaks the
+        session; the task runs again on a fresh one (``stale_session``) and
+        this server's transfers wait for the passive reply from then on
+        (``ServerQuirks.pipelined_passive``).
+        """
+        passive = build_command("EPSV" if self.quirks.epsv else "PASV")
+        verb = protocol.verb_of(passive)
+        batch = [passive]
+        if size_of is not None and "SIZE" in self.features:
+            batch.insert(0, build_command("SIZE", size_of))
+        replies = await self._exchange_all(batch, then=command)
+        size = self._size_of(replies[0]) if len(replies) == 2 else None
+        reply = replies[-1]
+        address = self._usable_address(reply, verb)
+        if address is not None:
+            tcp, data = await self._connect_data(*address)
+            return tcp, data, size, True
+        transfer = protocol.verb_of(command)
+        with self._guard(transfer), _FailAfter(self.config.timeouts.reply):
+            answer = await self._read_answer(transfer)
+        if answer.is_preliminary or answer.is_success:
+            self.quirks.pipelined_passive = False
+            self.broken = True
+            error = FTPError(
+                ErrorCode.PROTOCOL_ERROR,
+                f"{transfer}: answered {answer} after an unusable {verb} reply {reply}",
+            )
+            self._mark(error)
+            error.stale_session = True
+            raise error
+        host, port = await self._passive_after(reply)
+        tcp, data = await self._connect_data(host, port)
+        return tcp, data, size, False
+
+    def _usable_address(self, reply: Reply, verb: str) -> tuple[str, int] | None:
+        """The data address a passive reply gives, or ``None`` (refused, unreadable)."""
+        try:
+            if reply.code == 229 or (verb == "EPSV" and reply.is_success and reply.code != 227):
+                return self._peer_host, protocol.parse_epsv(reply)
+            if not reply.is_success:
+                return None
+            host, port = protocol.parse_pasv(reply)
+        except FTPError:
+            return None
+        if self.config.pasv_use_reply_address and _routable(host):
+            return host, port
+        return self._peer_host, port
+
+    async def _connect_data(
+        self, host: str, port: int
+    ) -> tuple[trio.SocketStream, trio.abc.Stream]:
+        """The data connection to a passive address: TCP, and the stream to move bytes on."""
         with self._guard("data connection"), _FailAfter(self.config.timeouts.connect):
             tcp = await _connect(host, port)
         if self.config.tls is TLSMode.NONE:
@@ -541,13 +916,15 @@ class FTPSession:
         tls.session = self._stream.session
         return tcp, tls
 
-    async def _start_transfer(self, data: trio.abc.Stream, verb: str, path: str) -> Reply:
-        """Send the transfer command and wait for its 1xx, doing the data TLS handshake alongside.
+    async def _start_transfer(
+        self, data: trio.abc.Stream, verb: str, command: bytes, *, sent: bool = False
+    ) -> Reply:
+        """Send the transfer command (unless ``sent`` with the EPSV) and wait for its 1xx,
+        doing the data TLS handshake alongside.
 
         Servers differ on whether they send 150 before or after the data
         connection's TLS handshake, so both run at once.
         """
-        command = build_command(verb, path)
         reply: Reply | None = None
 
         async def handshake() -> None:
@@ -564,7 +941,8 @@ class FTPSession:
                     self._no_data_tls = True
 
         with self._guard(verb), _FailAfter(self.config.timeouts.reply):
-            await self._send(command)
+            if not sent:
+                await self._send(command)
             if isinstance(data, trio.SSLStream):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(handshake)
@@ -590,19 +968,33 @@ class FTPSession:
         return reply
 
     async def _transfer(
-        self, verb: str, path: str, move: Callable[[trio.abc.Stream], Awaitable[int]]
-    ) -> tuple[int, Reply]:
+        self,
+        verb: str,
+        path: str,
+        move: Callable[[trio.abc.Stream], Awaitable[int]],
+        *,
+        size_first: bool = False,
+    ) -> tuple[int, Reply, int | None]:
         """Run one data transfer; ``move`` moves the bytes and returns how many.
 
         The final reply is read while the data moves: a server may send 226
         before or after the end of the data, and an early 426/451 stops the
-        transfer at once. Returns the byte count and the 1xx reply.
+        transfer at once. Returns the byte count, the 1xx reply, and the
+        file's SIZE when ``size_first`` and it was asked with the EPSV
+        (pipelining on; else ``None``).
         """
-        tcp, data = await self._open_data()
+        command = build_command(verb, path)  # refused before anything is sent
+        size_of = path if size_first else None
+        quirks = self.quirks
+        sent = self.pipelining and quirks.pipelined_passive and quirks.passive_verified
+        if sent:
+            tcp, data, size, sent = await self._open_data_with(command, size_of)
+        else:
+            tcp, data, size = await self._open_data(size_of)
         self._ragged_eof = False
         self._no_data_tls = False
         try:
-            preliminary = await self._start_transfer(data, verb, path)
+            preliminary = await self._start_transfer(data, verb, command, sent=sent)
             final: Reply | None = None
             moved = 0
             with self._guard(verb):
@@ -629,7 +1021,7 @@ class FTPSession:
                 if not final.is_success:
                     raise error_for_reply(final, verb)
             self.last_used = trio.current_time()
-            return moved, preliminary
+            return moved, preliminary, size
         finally:
             tcp.socket.close()  # nothing waits on it any more; aclose would cost two checkpoints
 
@@ -680,13 +1072,15 @@ class FTPSession:
                 TLS_ERROR when the TLS ending is missing and the count does not
                 match (or cannot be checked)...
         """
-        received, preliminary = await self._transfer(
-            "RETR", path, lambda data: self._receive("RETR", data, sink)
+        received, preliminary, size = await self._transfer(
+            "RETR", path, lambda data: self._receive("RETR", data, sink), size_first=True
         )
         announced = protocol.announced_size(preliminary, path)
+        if size is not None and announced != received:
+            announced = size  # none in the 150, or one misread from its text: SIZE's word
         if self._ragged_eof:
             expected = announced
-            if expected is None and "SIZE" in self.features:
+            if expected != received and "SIZE" in self.features:
                 with contextlib.suppress(FTPError):  # reported below as the TLS ending
                     expected = await self.size(path)
             if expected != received:
@@ -719,7 +1113,7 @@ class FTPSession:
                 raise FTPError(ErrorCode.TIMEOUT, f"STOR: data stalled for {stall:g} s")
             return total
 
-        sent, _ = await self._transfer("STOR", path, move)
+        sent, _, _ = await self._transfer("STOR", path, move)
         return sent
 
     async def _read_listing(self, verb: str, path: str) -> list[str]:
