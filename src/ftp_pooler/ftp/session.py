@@ -130,14 +130,18 @@ class SessionFactory:
                 AUTH_FAILED, CONNECTION_ERROR, TIMEOUT or TLS_ERROR.
         """
         pipelined = self.quirks.pipelining is not False
+        session = await self._connect()
         try:
-            return await self._open()
+            await session._login()
+            return session
         except FTPError as exc:
+            await session.aclose(quit=False)
             refused = exc.reply is not None and exc.reply.code in (430, 530, 532)
             if not pipelined or refused or exc.code in _LOGIN_FAILURES_AS_SUCH:
                 raise
             # The login went out pipelined (or checked pipelining) and failed: once more,
-            # one command at a time; if that works, the pipelining was the trouble.
+            # one command at a time; if that works, the pipelining was the trouble. (Only
+            # a failed login: a server that does not connect or greet costs one try.)
             previous = self.quirks.pipelining
             self.quirks.pipelining = False
             try:
@@ -148,15 +152,27 @@ class SessionFactory:
             self.quirks.pipelining = previous
             self.quirks.pipeline_anomaly(self._server, f"pipelined login failed: {exc.message}")
             return session
+        except BaseException:
+            await session.aclose(quit=False)
+            raise
 
     @property
     def _server(self) -> str:
         return f"{self.config.host}:{self.config.port}"
 
-    async def _open(self) -> FTPSession:
+    async def _connect(self) -> FTPSession:
+        """A session connected and greeted, not logged in."""
         session = FTPSession(self.config, self._ssl_context, self.quirks)
         try:
             await session._connect()
+        except BaseException:
+            await session.aclose(quit=False)
+            raise
+        return session
+
+    async def _open(self) -> FTPSession:
+        session = await self._connect()
+        try:
             await session._login()
         except BaseException:
             await session.aclose(quit=False)
