@@ -863,7 +863,11 @@ async def test_a_protocol_error_that_repeats_is_tried_twice_then_not_retryable(
     assert result["retryable"] is False
     reply_text = rule.reply if isinstance(rule.reply, str) else ""
     assert reply_text in result["error_message"]
-    assert server.sessions >= 2, "the second try ran on a fresh session"
+    if rule.pattern == "PWD":
+        # One whole reply whose path cannot be read: the session stays in step (H1).
+        assert server.sessions == 1, "the session was kept for the second try"
+    else:
+        assert server.sessions >= 2, "the second try ran on a fresh session"
 
 
 # --- #11 item 7: the password never leaves in an error ----------------------------------------
@@ -890,7 +894,8 @@ async def test_password_echoed_by_the_server_is_scrubbed(
     [result] = results.values()
     assert result["status"] == "failed"
     assert password not in json.dumps(result)
-    assert "***" in result["error_message"]
+    # The reply to PASS keeps its code, never its text (M1).
+    assert result["error_message"].startswith(f"PASS: {echo[:3]} login refused")
     captured = capsys.readouterr()
     assert password not in captured.out + captured.err
     assert f"PASS {password}" in server.commands, "the server really got (and echoed) it"

@@ -10,6 +10,7 @@ partial file is never visible under its final name.
 from __future__ import annotations
 
 import posixpath
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from ftp_pooler.contract import ConflictPolicy, Operation, Result, Task, unexpec
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
-from ftp_pooler.ftp.session import FTPSession, Sink
+from ftp_pooler.ftp.config import UploadTemp
+from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
@@ -284,8 +286,6 @@ class TransferEngine:
         options = task.options
         conflict = options.conflict
         local = stat(plan.local_path)
-        target = PurePosixPath(plan.remote_path)
-        temp = str(target.with_name(temp_name(target.name, self._temp_suffix)))
         orphan = False
         try:
             async with self._pool.session(plan.remote_id) as session:
@@ -297,10 +297,23 @@ class TransferEngine:
                     raise PoolerError(
                         ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server"
                     )
+                form = _temp_form(session.config.upload_temp, session.quirks)
+                temp = _upload_name(plan.remote_path, form, self._temp_suffix)
                 try:
-                    sent = await self._store(
-                        session, plan.remote_id, temp, plan.local_path, local.st_size
-                    )
+                    try:
+                        sent = await self._store(
+                            session, plan.remote_id, temp, plan.local_path, local.st_size
+                        )
+                    except FTPError as exc:
+                        if form is not UploadTemp.HIDDEN or not _refuses_name(exc, session):
+                            raise
+                        # A server refusing dot-files: the visible form, once.
+                        log.warning("transfer.hidden_temp_refused", path=temp, error=exc.message)
+                        temp = _upload_name(plan.remote_path, UploadTemp.VISIBLE, self._temp_suffix)
+                        sent = await self._store(
+                            session, plan.remote_id, temp, plan.local_path, local.st_size
+                        )
+                        session.quirks.hidden_temp = False
                     if sent != local.st_size:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -317,12 +330,13 @@ class TransferEngine:
                         if options.preserve_mtime:
                             moment = datetime.fromtimestamp(local.st_mtime, UTC)
                             await session.set_mtime(temp, moment)
-                        await _rename_into_place(
-                            session,
-                            temp,
-                            plan.remote_path,
-                            replace=conflict is ConflictPolicy.OVERWRITE,
-                        )
+                        if temp != plan.remote_path:
+                            await _rename_into_place(
+                                session,
+                                temp,
+                                plan.remote_path,
+                                replace=conflict is ConflictPolicy.OVERWRITE,
+                            )
                     except FTPError as exc:
                         if exc.code is not ErrorCode.FILE_NOT_FOUND:
                             raise
@@ -334,7 +348,9 @@ class TransferEngine:
                         ) from exc
                 except BaseException as exc:
                     stale = isinstance(exc, FTPError) and exc.stale_session  # nothing was stored
-                    orphan = not stale and not await _discard_remote(session, temp)
+                    # The final name itself (upload_temp = none) is ours only once STOR began.
+                    ours = temp != plan.remote_path or session.transfer_began
+                    orphan = ours and not stale and not await _discard_remote(session, temp)
                     raise
         finally:
             if orphan:
@@ -364,14 +380,14 @@ class TransferEngine:
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await session.store(temp, self._read(remote_id, local, size))
+            return await _stor(session, temp, self._read(remote_id, local, size))
         known = self._remote_dirs.setdefault(remote_id, set())
         if directory not in known:
             await session.makedirs(directory)
             known.add(directory)
-            return await session.store(temp, self._read(remote_id, local, size))
+            return await _stor(session, temp, self._read(remote_id, local, size))
         try:
-            return await session.store(temp, self._read(remote_id, local, size))
+            return await _stor(session, temp, self._read(remote_id, local, size))
         except FTPError as exc:
             if exc.reply is None:
                 raise
@@ -403,8 +419,19 @@ async def _counted_chunks(
         observer.bytes_moved(Operation.UPLOAD, remote_id, count)
 
 
+_SEPARATORS = re.compile(r"[/\\]")
+"""What separates a remote path's segments: ``/``, and ``\\`` too, which Windows
+servers (IIS FTP and others) accept as a separator."""
+
+
 def _remote_path(connection: FTPConnection, path: str) -> str:
-    if ".." in path.split("/"):
+    """``path`` under the connection's ``base_path``, checked before anything is sent.
+
+    Raises:
+        PoolerError: PATH_NOT_ALLOWED for a ``..`` segment (between ``/`` or ``\\``:
+            it could leave base_path), CR, LF or NUL, or a path too long to send.
+    """
+    if ".." in _SEPARATORS.split(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
@@ -436,13 +463,57 @@ async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:
+    """Whether SIZE finds ``path``: a 2xx (even one whose size we cannot read) says yes."""
     try:
         await session.size(path)
     except FTPError as exc:
         if exc.code is ErrorCode.FILE_NOT_FOUND:
             return False
+        if exc.reply is not None and exc.reply.is_success:
+            return True
         raise
     return True
+
+
+def _temp_form(configured: UploadTemp, quirks: ServerQuirks) -> UploadTemp:
+    """The temporary name to upload under: the configured one, but the visible
+    form for a server known to refuse hidden names (:attr:`ServerQuirks.hidden_temp`)."""
+    if configured is UploadTemp.HIDDEN and not quirks.hidden_temp:
+        return UploadTemp.VISIBLE
+    return configured
+
+
+def _upload_name(final: str, form: UploadTemp, suffix: str) -> str:
+    """Where an upload to ``final`` is stored first (``final`` itself for ``none``)."""
+    if form is UploadTemp.NONE:
+        return final
+    target = PurePosixPath(final)
+    return str(target.with_name(temp_name(target.name, suffix, hidden=form is UploadTemp.HIDDEN)))
+
+
+def _refuses_name(exc: FTPError, session: FTPSession) -> bool:
+    """Whether STOR was refused for lack of rights (a 55x: ``553 Prohibited file name``
+    from pure-ftpd ``-x``, ``550 Permission denied.`` from vsftpd ``deny_file``),
+    with nothing stored and the session still in step."""
+    reply = exc.reply
+    return (
+        exc.code is ErrorCode.PERMISSION_DENIED
+        and reply is not None
+        and reply.code // 10 == 55
+        and not session.broken
+        and not session.transfer_began
+    )
+
+
+async def _stor(session: FTPSession, path: str, source: AsyncIterator[memoryview]) -> int:
+    """``session.store``; a refusal names the path refused (``550 Permission denied.``
+    does not, and the path is a temporary name the task never mentioned)."""
+    try:
+        return await session.store(path, source)
+    except FTPError as exc:
+        if exc.reply is not None and path not in exc.message:
+            exc.set_message(f"{exc.message} (path: {path})")
+        raise
 
 
 async def _rename_into_place(session: FTPSession, temp: str, final: str, *, replace: bool) -> None:

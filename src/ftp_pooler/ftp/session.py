@@ -3,9 +3,11 @@
 One :class:`FTPSession` is one logged-in control connection. Its methods
 send commands and read replies; transfers open a passive data connection
 each. Any failure that leaves the conversation out of step (a timeout, a
-dropped connection, a cancellation, a reply we cannot parse) marks the
-session ``broken``: it is closed and never reused. A plain error reply
-(``550 No such file``) leaves it usable.
+dropped connection, a cancellation, bytes that are not a reply) marks the
+session ``broken``: it is closed and never reused; so does a reply that ends
+the session (``421``, or ``530`` after the login). A plain error reply
+(``550 No such file``), or a whole reply whose content we cannot read
+(``213 garbage``), leaves it usable.
 
 Before each command, complete replies that arrived unasked (a second 230,
 a late 226) are read and dropped, found without a round trip: the parser's
@@ -16,7 +18,8 @@ The same check, run by the pool on an idle session, finds sessions the
 server has closed (EOF, or ``421`` waiting in the socket).
 
 Every error leaving a session has the session's password scrubbed from its
-message and reply: servers echo arguments (``530 ... password hunter2``).
+message and reply: servers echo arguments (``530 ... password hunter2``),
+in other spellings too; the text of a reply to PASS is not kept at all.
 """
 
 from __future__ import annotations
@@ -70,9 +73,15 @@ class Download:
 class ServerQuirks:
     """What one server taught us, shared by all sessions to it."""
 
+    hidden_temp: bool = True
+    """Cleared when the server refused to STOR an upload's hidden temporary name
+    (``.name.<hex>.part``) with a permission 55x and took the visible form: a
+    server hiding or refusing dot-files (pure-ftpd ``-x``/``-X``, vsftpd
+    ``deny_file={.*}``). Read and set by the engine's upload."""
     epsv: bool = True
-    """Cleared when the server refuses EPSV (a 5xx, or a 229 with no port we can read,
-    as a server behind a broken NAT helper sends); PASV is used from then on."""
+    """Cleared when the server refuses EPSV (:func:`protocol.refuses_epsv`, or a 229 with
+    no port we can read, as a server behind a broken NAT helper sends); PASV is used
+    from then on."""
 
 
 class SessionFactory:
@@ -97,6 +106,7 @@ class SessionFactory:
         except BaseException:
             await session.aclose(quit=False)
             raise
+        session.logged_in = True
         return session
 
     def __repr__(self) -> str:
@@ -124,9 +134,15 @@ class FTPSession:
         self._ragged_eof = False
         self._no_data_tls = False
         self.reused = False
-        """Set by the pool when it hands out an idle session; cleared by the first
-        reply after that. A session the server closed while idle fails its first
-        command with ``stale_session`` set on the error (see :class:`FTPError`)."""
+        """Set by the pool when it hands out an idle session. A reused session the
+        server closed (EOF, 421) before a transfer began fails with ``stale_session``
+        set on the error (see :class:`FTPError`)."""
+        self.logged_in = False
+        """Set once the login finished: a 530 from then on means the server forgot it."""
+        self.transfer_began = False
+        """Whether a transfer's 1xx came since the session was last idle (reset by
+        :meth:`check_idle`, which the pool runs on every session it hands out):
+        from then on bytes may have moved, and a failure is never ``stale_session``."""
 
     def __repr__(self) -> str:
         state = "broken" if self.broken else "open"
@@ -150,15 +166,14 @@ class FTPSession:
     async def _login(self) -> None:
         config = self.config
         if config.tls is TLSMode.EXPLICIT:
-            # RFC 4217 says 234; some servers say 200 and start the handshake all the same.
-            await self._command("AUTH", "TLS")
+            await self._auth()
             with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
         reply = await self._command("USER", config.user, intermediate=(331,))
         if reply.code == 331:
             await self._command("PASS", config.password.get_secret_value())
         if config.tls is not TLSMode.NONE:
-            await self._command("PBSZ", "0")
+            await self._pbsz()
             await self._command("PROT", "P")
         feat = await self._exchange(build_command("FEAT"))
         if feat.is_success:
@@ -167,6 +182,31 @@ class FTPSession:
         if "UTF8" in self.features:
             await self._exchange(build_command("OPTS", "UTF8", "ON"))
         await self._command("TYPE", "I")
+
+    async def _auth(self) -> None:
+        """``AUTH TLS``; refused as unknown (:data:`protocol.NOT_UNDERSTOOD`), ``AUTH SSL`` once.
+
+        RFC 4217 says 234; some servers say 200 and start the handshake all
+        the same. Older servers know only the pre-RFC 4217 name ``SSL`` (curl
+        tries the other name when the first is refused, ``lib/ftp.c``).
+        """
+        reply = await self._exchange(build_command("AUTH", "TLS"))
+        if reply.code in protocol.NOT_UNDERSTOOD:
+            await self._command("AUTH", "SSL")
+        elif not reply.is_success:
+            self._refused("AUTH", reply)
+
+    async def _pbsz(self) -> None:
+        """``PBSZ 0``, whose refusal is ignored: ``PROT P`` decides (RFC 4217 section 9 wants
+        PBSZ first; servers that refuse it still take PROT, and curl ignores PBSZ's reply).
+        A 421 is not ignored: the server is closing the session."""
+        reply = await self._exchange(build_command("PBSZ", "0"))
+        if reply.code == 421:
+            self._refused("PBSZ", reply)
+
+    def _refused(self, verb: str, reply: Reply) -> None:
+        with self._guard(verb):
+            raise error_for_reply(reply, verb)
 
     async def _start_tls(self) -> None:
         assert self._stream is not None and self._ssl_context is not None
@@ -205,27 +245,48 @@ class FTPSession:
     def closed(self) -> bool:
         return self._stream is None
 
-    def _mark(self, error: FTPError) -> None:
-        """Scrub the password from an error leaving the session; flag a stale pooled session."""
+    def _mark(self, error: FTPError, verb: str | None = None) -> None:
+        """Scrub the password from an error leaving the session; flag a stale session.
+
+        The text of a reply to ``verb`` is dropped where it may echo the password
+        (:func:`protocol.withholds_text`). Stale (``stale_session``), when no
+        transfer began since the session was handed out: a reused session the
+        server closed (EOF, 421), or any session the server logged out (530
+        after the login: a re-authentication timeout).
+        """
+        if protocol.withholds_text(verb, self._secrets[0]):
+            if error.reply is not None:
+                error.reply = protocol.withheld(error.reply)
+                error.set_message(f"{verb}: {error.reply}")
+            elif error.code is ErrorCode.PROTOCOL_ERROR:
+                error.set_message(f"{verb}: unexpected reply (text not kept)")
         message = protocol.scrub(error.message, self._secrets)
         if message != error.message:
             error.set_message(message)
         if error.reply is not None:
             error.reply = protocol.scrub_reply(error.reply, self._secrets)
-        dead = error.code is ErrorCode.CONNECTION_ERROR or (
-            error.reply is not None and error.reply.code == 421
+        reply = error.reply
+        closed = error.code is ErrorCode.CONNECTION_ERROR or (
+            reply is not None and reply.code == 421
         )
-        if self.reused and dead:
+        logged_out = reply is not None and reply.code == 530 and self.logged_in
+        if not self.transfer_began and ((self.reused and closed) or logged_out):
             error.stale_session = True
+
+    def _ends_session(self, reply: Reply) -> bool:
+        """Whether an error reply leaves the session unusable: 421 (the server is closing
+        it) or 530 after the login (RFC 959: not logged in; the server forgot the login)."""
+        return reply.code == 421 or (reply.code == 530 and self.logged_in)
 
     # -- control channel -----------------------------------------------------------
 
     def _guard(self, what: str) -> _Guard:
         """Translate transport failures into :class:`FTPError` and mark the session broken.
 
-        An :class:`FTPError` that carries a reply other than 421 leaves the session
-        usable; anything else, cancellation included, breaks it. Errors that a
-        nursery wrapped in an exception group come out unwrapped.
+        An :class:`FTPError` that carries a reply leaves the session usable, unless
+        the reply ends it (:meth:`_ends_session`); anything else, cancellation
+        included, breaks it. Errors that a nursery wrapped in an exception group
+        come out unwrapped.
         """
         return _Guard(self, what)
 
@@ -319,6 +380,7 @@ class FTPSession:
         """
         if self.broken or self._stream is None:
             return False
+        self.transfer_began = False
         if not self._has_unread():
             return True
         try:
@@ -352,8 +414,6 @@ class FTPSession:
                     f"{verb}: unexpected reply {dropped}, and no other reply followed",
                 ) from None
             self.last_used = trio.current_time()
-            if reply.code != 421:  # a 421 says the server is closing the session
-                self.reused = False
             return reply
 
     async def _command(self, verb: str, *args: str, intermediate: tuple[int, ...] = ()) -> Reply:
@@ -398,9 +458,14 @@ class FTPSession:
         return self._parsed(protocol.parse_mdtm, await self._command("MDTM", path), "MDTM")
 
     def _parsed(self, parse: Callable[[Reply], _T], reply: Reply, verb: str) -> _T:
-        """``parse(reply)``; a reply that does not parse is a protocol error (session broken)."""
+        """``parse(reply)``. A reply that does not parse is a PROTOCOL_ERROR carrying it;
+        it was one whole, well-framed reply, so the session stays in step and usable."""
         with self._guard(verb):
-            return parse(reply)
+            try:
+                return parse(reply)
+            except FTPError as exc:
+                exc.reply = reply
+                raise
 
     async def set_mtime(self, path: str, moment: datetime) -> None:
         """Set a file's modification time with MFMT, or vsftpd's two-argument MDTM.
@@ -492,9 +557,11 @@ class FTPSession:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
-        answered with a 229 as EPSV; a 5xx, or a 2xx whose port cannot be read
+        answered with a 229 as EPSV; a "not implemented" reply
+        (:func:`protocol.refuses_epsv`), or a 2xx whose port cannot be read
         (``(||38835|)``), counts as EPSV refused: PASV from then on for that
-        server, recorded in its quirks.
+        server, recorded in its quirks. Any other refusal (530, 421, 4xx) is
+        the session's error, not EPSV's.
         """
         if self.quirks.epsv:
             reply = await self._exchange(build_command("EPSV"))
@@ -505,7 +572,7 @@ class FTPSession:
                     return self._peer_host, protocol.parse_epsv(reply)
                 except FTPError:
                     pass
-            elif reply.code // 100 != 5:
+            elif not protocol.refuses_epsv(reply):
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
@@ -603,6 +670,7 @@ class FTPSession:
         self._no_data_tls = False
         try:
             preliminary = await self._start_transfer(data, verb, path)
+            self.transfer_began = True
             final: Reply | None = None
             moved = 0
             with self._guard(verb):
@@ -825,9 +893,9 @@ class _Guard:
         session = self._session
         what = self._what
         if isinstance(exc, FTPError):
-            if exc.reply is None or exc.reply.code == 421:
+            if exc.reply is None or session._ends_session(exc.reply):
                 session.broken = True
-            session._mark(exc)
+            session._mark(exc, what)
             if exc is raised:
                 return False
             raise exc from None
@@ -842,7 +910,7 @@ class _Guard:
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
             detail = str(exc) or type(exc).__name__
             error = FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}")
-            session._mark(error)
+            session._mark(error, what)
             raise error from exc
         return False
 
