@@ -4,7 +4,9 @@ A task is planned first (which side is local, where exactly its path lies),
 then attempted until it succeeds, fails for good, or runs out of retries.
 Both directions are atomic: bytes go to a hidden temporary name next to the
 destination and are renamed into place only after the size checks out, so a
-partial file is never visible under its final name.
+partial file is never visible under its final name. On FTP servers the
+temporary name is a per-connection setting (``upload_temp``: hidden, visible
+for servers refusing dot-files, or none: the final name, not atomic).
 """
 
 from __future__ import annotations

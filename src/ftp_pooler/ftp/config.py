@@ -31,8 +31,8 @@ class UploadTemp(StrEnum):
     picking up every file sees the temporary name until the rename."""
     NONE = "none"
     """STOR the final name directly, no rename: not atomic. A reader may see a
-    partial file while it is written, and a failed upload leaves the part sent
-    there until it is deleted (or, if the session broke, replaced by a retry)."""
+    partial file while it is written; a failed upload's partial file is deleted
+    once STOR began (never a file STOR did not touch), as a temporary one is."""
 
 
 class Timeouts(BaseModel):
