@@ -303,7 +303,7 @@ class TransferEngine:
                 temp = _upload_name(plan.remote_path, form, self._temp_suffix)
                 try:
                     try:
-                        sent = await self._store(
+                        sent = await self._store_named(
                             session, plan.remote_id, temp, plan.local_path, local.st_size
                         )
                     except FTPError as exc:
@@ -312,7 +312,7 @@ class TransferEngine:
                         # A server refusing dot-files: the visible form, once.
                         log.warning("transfer.hidden_temp_refused", path=temp, error=exc.message)
                         temp = _upload_name(plan.remote_path, UploadTemp.VISIBLE, self._temp_suffix)
-                        sent = await self._store(
+                        sent = await self._store_named(
                             session, plan.remote_id, temp, plan.local_path, local.st_size
                         )
                         session.quirks.hidden_temp = False
@@ -382,14 +382,14 @@ class TransferEngine:
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await _stor(session, temp, self._read(remote_id, local, size))
+            return await session.store(temp, self._read(remote_id, local, size))
         known = self._remote_dirs.setdefault(remote_id, set())
         if directory not in known:
             await session.makedirs(directory)
             known.add(directory)
-            return await _stor(session, temp, self._read(remote_id, local, size))
+            return await session.store(temp, self._read(remote_id, local, size))
         try:
-            return await _stor(session, temp, self._read(remote_id, local, size))
+            return await session.store(temp, self._read(remote_id, local, size))
         except FTPError as exc:
             if exc.reply is None:
                 raise
@@ -402,6 +402,18 @@ class TransferEngine:
         if self._observer is None:
             return chunks
         return _counted_chunks(chunks, self._observer, remote_id)
+
+    async def _store_named(
+        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int
+    ) -> int:
+        """:meth:`_store`; a refusal names the path refused (``550 Permission denied.``
+        does not, and the path is a temporary name the task never mentioned)."""
+        try:
+            return await self._store(session, remote_id, temp, local, size)
+        except FTPError as exc:
+            if exc.reply is not None and temp not in exc.message:
+                exc.set_message(f"{exc.message} (path: {temp})")
+            raise
 
 
 def _counted_sink(write: Sink, observer: TransferObserver, remote_id: str) -> Sink:
@@ -477,6 +489,34 @@ async def _remote_exists(session: FTPSession, path: str) -> bool:
     return True
 
 
+async def _rename_into_place(session: FTPSession, temp: str, final: str, *, replace: bool) -> None:
+    """RNFR/RNTO; when replacing and the server will not rename over a file, delete it first."""
+    try:
+        await session.rename(temp, final)
+        return
+    except FTPError as exc:
+        if not replace or exc.reply is None or session.broken:
+            raise
+    try:
+        await session.delete(final)
+    except FTPError as exc:
+        if exc.code is not ErrorCode.FILE_NOT_FOUND:
+            raise
+    await session.rename(temp, final)
+
+
+async def _discard_remote(session: FTPSession, temp: str) -> bool:
+    """Delete an upload's temp file if the session is still in step; whether that was possible."""
+    if session.broken or session.closed:
+        return False
+    with trio.CancelScope(shield=True), trio.move_on_after(session.config.timeouts.reply):
+        try:
+            await session.delete(temp)
+        except FTPError as exc:
+            return exc.reply is not None
+    return not session.broken
+
+
 def _temp_form(configured: UploadTemp, quirks: ServerQuirks) -> UploadTemp:
     """The temporary name to upload under: the configured one, but the visible
     form for a server known to refuse hidden names (:attr:`ServerQuirks.hidden_temp`)."""
@@ -505,45 +545,6 @@ def _refuses_name(exc: FTPError, session: FTPSession) -> bool:
         and not session.broken
         and not session.transfer_began
     )
-
-
-async def _stor(session: FTPSession, path: str, source: AsyncIterator[memoryview]) -> int:
-    """``session.store``; a refusal names the path refused (``550 Permission denied.``
-    does not, and the path is a temporary name the task never mentioned)."""
-    try:
-        return await session.store(path, source)
-    except FTPError as exc:
-        if exc.reply is not None and path not in exc.message:
-            exc.set_message(f"{exc.message} (path: {path})")
-        raise
-
-
-async def _rename_into_place(session: FTPSession, temp: str, final: str, *, replace: bool) -> None:
-    """RNFR/RNTO; when replacing and the server will not rename over a file, delete it first."""
-    try:
-        await session.rename(temp, final)
-        return
-    except FTPError as exc:
-        if not replace or exc.reply is None or session.broken:
-            raise
-    try:
-        await session.delete(final)
-    except FTPError as exc:
-        if exc.code is not ErrorCode.FILE_NOT_FOUND:
-            raise
-    await session.rename(temp, final)
-
-
-async def _discard_remote(session: FTPSession, temp: str) -> bool:
-    """Delete an upload's temp file if the session is still in step; whether that was possible."""
-    if session.broken or session.closed:
-        return False
-    with trio.CancelScope(shield=True), trio.move_on_after(session.config.timeouts.reply):
-        try:
-            await session.delete(temp)
-        except FTPError as exc:
-            return exc.reply is not None
-    return not session.broken
 
 
 def _ms_since(started: float) -> int:

@@ -19,6 +19,16 @@ class TLSMode(StrEnum):
     """TLS from the first byte (usually port 990)."""
 
 
+class Timeouts(BaseModel):
+    """Seconds allowed for each kind of wait; each is a Trio cancel scope."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connect: float = Field(15.0, gt=0, description="TCP connect plus greeting plus TLS handshake.")
+    reply: float = Field(30.0, gt=0, description="Each reply to a command.")
+    data_stall: float = Field(60.0, gt=0, description="No byte moved on a data connection.")
+
+
 class UploadTemp(StrEnum):
     """Where an upload's bytes go before they are complete (docs/configuration.md)."""
 
@@ -33,16 +43,6 @@ class UploadTemp(StrEnum):
     """STOR the final name directly, no rename: not atomic. A reader may see a
     partial file while it is written; a failed upload's partial file is deleted
     once STOR began (never a file STOR did not touch), as a temporary one is."""
-
-
-class Timeouts(BaseModel):
-    """Seconds allowed for each kind of wait; each is a Trio cancel scope."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    connect: float = Field(15.0, gt=0, description="TCP connect plus greeting plus TLS handshake.")
-    reply: float = Field(30.0, gt=0, description="Each reply to a command.")
-    data_stall: float = Field(60.0, gt=0, description="No byte moved on a data connection.")
 
 
 class FTPConfig(BaseModel):

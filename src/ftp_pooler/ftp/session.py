@@ -79,9 +79,8 @@ class ServerQuirks:
     server hiding or refusing dot-files (pure-ftpd ``-x``/``-X``, vsftpd
     ``deny_file={.*}``). Read and set by the engine's upload."""
     epsv: bool = True
-    """Cleared when the server refuses EPSV (:func:`protocol.refuses_epsv`, or a 229 with
-    no port we can read, as a server behind a broken NAT helper sends); PASV is used
-    from then on."""
+    """Cleared when the server refuses EPSV (a 5xx, or a 229 with no port we can read,
+    as a server behind a broken NAT helper sends); PASV is used from then on."""
 
 
 class SessionFactory:
@@ -558,10 +557,10 @@ class FTPSession:
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
         answered with a 229 as EPSV; a "not implemented" reply
-        (:func:`protocol.refuses_epsv`), or a 2xx whose port cannot be read
+        (:func:`protocol.refuses_epsv`: a 530, 421 or 4xx is the session's
+        error, not EPSV's), or a 2xx whose port cannot be read
         (``(||38835|)``), counts as EPSV refused: PASV from then on for that
-        server, recorded in its quirks. Any other refusal (530, 421, 4xx) is
-        the session's error, not EPSV's.
+        server, recorded in its quirks.
         """
         if self.quirks.epsv:
             reply = await self._exchange(build_command("EPSV"))
@@ -646,6 +645,7 @@ class FTPSession:
                 if reply.is_success:
                     raise FTPError(ErrorCode.PROTOCOL_ERROR, f"{verb}: no data was sent: {reply}")
                 raise error_for_reply(reply, verb)
+        self.transfer_began = True
         return reply
 
     async def _read_answer(self, verb: str) -> Reply:
@@ -670,7 +670,6 @@ class FTPSession:
         self._no_data_tls = False
         try:
             preliminary = await self._start_transfer(data, verb, path)
-            self.transfer_began = True
             final: Reply | None = None
             moved = 0
             with self._guard(verb):
