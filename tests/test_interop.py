@@ -1114,6 +1114,54 @@ async def test_h2_session_the_server_logged_out_is_never_reused(
     assert not commands(server, "PASV"), "EPSV stays in use"
 
 
+@pytest.mark.parametrize("verb", ["MKD .*", "STOR .*", "SIZE /d2/up.bin"])
+async def test_h2_upload_meeting_a_530_before_its_stor_began_gets_a_fresh_session(
+    make_scripted_ftp: MakeScripted, local: Path, verb: str
+) -> None:
+    """H2 on the upload path: the existence check (SIZE), ``mkdir -p`` (MKD) or the
+    STOR itself answered 530: a fresh session, no attempt spent."""
+    server = make_scripted_ftp(rules=[Rule(verb, times=0 if "d2" in verb else 1)])
+    server.rules.append(Rule(verb, logs_out, times=1))
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            upload("in/up.bin", "/d1/up.bin", if_exists="skip"),
+            upload("in/up.bin", "/d2/up.bin", if_exists="skip", retry_count=0),
+        ],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert server.files["/d1/up.bin"] == server.files["/d2/up.bin"] == UP_BIN
+    assert server.sessions == 2
+
+
+async def test_h2_mkdir_p_stops_at_a_530_on_a_fresh_session(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """``mkdir -p`` goes on past a refused MKD, but not past one that ended the session."""
+    server = make_scripted_ftp(rules=[Rule(r"MKD .*", logs_out, times=1)])
+    results = await copy(
+        local, {"partner": server}, [upload("in/up.bin", "/d1/d2/up.bin", retry_count=0)]
+    )
+    assert outcome(results["ul /d1/d2/up.bin"]) == COMPLETED_ONCE
+    assert server.files["/d1/d2/up.bin"] == UP_BIN
+    assert server.sessions == 2
+
+
+async def test_h2_a_530_after_the_stor_spends_an_attempt_but_is_retried(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """After the bytes moved a 530 is no longer stale; still AUTH_FAILED, but retryable:
+    the login worked, the server dropped it."""
+    server = make_scripted_ftp(rules=[Rule(r"RNFR .*", logs_out, times=1)])
+    results = await copy(
+        local, {"partner": server}, [upload("in/up.bin", "/data/up.bin", retry_count=1)]
+    )
+    assert outcome(results["ul /data/up.bin"]) == ("completed", None, 2)
+    assert sorted(server.files) == ["/data/up.bin"], "the first temporary file was removed"
+    assert server.sessions == 2
+
+
 async def test_h2_530_on_a_fresh_session_gets_another_one(
     make_scripted_ftp: MakeScripted, local: Path
 ) -> None:
@@ -1135,10 +1183,11 @@ async def test_h2_a_530_that_never_ends_fails_after_a_bounded_number_of_sessions
 
     server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, rules=[Rule(r"RETR .*", logs_out)])
     results = await copy(
-        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=3)]
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=1)]
     )
-    assert outcome(results["dl /data/a.bin"]) == ("failed", "AUTH_FAILED", 1)
-    assert server.sessions == MAX_STALE_SESSIONS + 1
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "AUTH_FAILED", 2)
+    assert results["dl /data/a.bin"]["retryable"] is True
+    assert server.sessions == MAX_STALE_SESSIONS + 2
 
 
 @pytest.mark.parametrize("direction", ["download", "upload"])

@@ -391,7 +391,7 @@ class TransferEngine:
         try:
             return await session.store(temp, self._read(remote_id, local, size))
         except FTPError as exc:
-            if exc.reply is None:
+            if exc.reply is None or session.broken:
                 raise
         known.discard(directory)
         return await self._store(session, remote_id, temp, local, size)

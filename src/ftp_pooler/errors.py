@@ -77,6 +77,12 @@ class PoolerError(Exception):
     def retryable(self) -> bool:
         return self.code.retryable if self._retryable is None else self._retryable
 
+    @retryable.setter
+    def retryable(self, value: bool) -> None:
+        """Override the code's own flag after the fact (a 530 after the login is
+        AUTH_FAILED, yet the login worked: another try on a new session may too)."""
+        self._retryable = value
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}, {self.message!r})"
 

@@ -17,9 +17,9 @@ dropped too, so one unasked reply never shifts every later one by one.
 The same check, run by the pool on an idle session, finds sessions the
 server has closed (EOF, or ``421`` waiting in the socket).
 
-Every error leaving a session has the session's password scrubbed from its
-message and reply: servers echo arguments (``530 ... password hunter2``),
-in other spellings too; the text of a reply to PASS is not kept at all.
+The text of a reply to PASS is never kept, and every other error leaving a
+session has the session's password, in any spelling, scrubbed from its
+message and reply: servers echo arguments (``530 ... password hunter2``).
 """
 
 from __future__ import annotations
@@ -251,7 +251,8 @@ class FTPSession:
         (:func:`protocol.withholds_text`). Stale (``stale_session``), when no
         transfer began since the session was handed out: a reused session the
         server closed (EOF, 421), or any session the server logged out (530
-        after the login: a re-authentication timeout).
+        after the login: a re-authentication timeout). Such a 530 is
+        AUTH_FAILED but retryable: the credentials worked.
         """
         if protocol.withholds_text(verb, self._secrets[0]):
             if error.reply is not None:
@@ -269,6 +270,8 @@ class FTPSession:
             reply is not None and reply.code == 421
         )
         logged_out = reply is not None and reply.code == 530 and self.logged_in
+        if logged_out:
+            error.retryable = True  # the login worked; the server dropped it
         if not self.transfer_began and ((self.reused and closed) or logged_out):
             error.stale_session = True
 
@@ -498,7 +501,7 @@ class FTPSession:
             await self.mkd(path)
             return
         except FTPError as exc:
-            if exc.reply is None:
+            if exc.reply is None or self.broken:
                 raise
             whole = exc
         parts = [p for p in path.split("/") if p]
@@ -511,7 +514,7 @@ class FTPSession:
                 await self.mkd(prefix)
                 created_last = True
             except FTPError as exc:
-                if exc.reply is None:
+                if exc.reply is None or self.broken:
                     raise
                 refused.append((prefix, exc))
                 created_last = False
@@ -525,7 +528,7 @@ class FTPSession:
         try:
             await self.cwd(path)
         except FTPError as exc:
-            if exc.reply is None:
+            if exc.reply is None or self.broken:
                 raise
             cause = await self._first_missing(refused)
             await self.cwd(here)
@@ -538,7 +541,7 @@ class FTPSession:
             try:
                 await self.cwd(directory)
             except FTPError as exc:
-                if exc.reply is None:
+                if exc.reply is None or self.broken:
                     raise
                 return refusal
         return refused[-1][1]
