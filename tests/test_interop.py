@@ -1488,3 +1488,20 @@ async def test_l11_pasv_port_0_is_a_protocol_error_not_four_connection_errors(
     results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
     assert outcome(results["dl /data/a.bin"]) == ("failed", "PROTOCOL_ERROR", 2)
     assert "port 0" in results["dl /data/a.bin"]["error_message"]
+
+
+async def test_m2_user_reply_loses_its_text_when_the_password_is_too_short_to_scrub(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A 3-character password equal to the user name: USER's reply echoes it, and it is
+    too short to be searched for, so that reply keeps its code only."""
+    server = make_scripted_ftp(
+        user="bob", password="bob", rules=[Rule(r"USER (?P<u>.*)", "530 No access for {u}.")]
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    [result] = results.values()
+    assert outcome(result) == ("failed", "AUTH_FAILED", 1)
+    assert result["error_message"].startswith("USER: 530 login refused"), result
+    assert "bob" not in json.dumps(result)
