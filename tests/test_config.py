@@ -20,7 +20,7 @@ from ftp_pooler.config import (
     load_settings,
 )
 from ftp_pooler.errors import ErrorCode
-from ftp_pooler.ftp.config import FTPConfig, Timeouts, TLSMode
+from ftp_pooler.ftp.config import FTPConfig, Timeouts, TLSMode, UploadTemp
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
 SECRET = "s3cr3t-Pa55w0rd"
@@ -295,6 +295,7 @@ connect_timeout = 5
 timeout = 7.5
 data_stall_timeout = 90
 max_sessions = 3
+upload_temp = visible
 base_path = /outgoing
 """,
     )
@@ -312,9 +313,17 @@ base_path = /outgoing
             pasv_use_reply_address=True,
             timeouts=Timeouts(connect=5, reply=7.5, data_stall=90),
             max_sessions=3,
+            upload_temp=UploadTemp.VISIBLE,
         ),
         base_path="/outgoing",
     )
+
+
+@pytest.mark.parametrize("value", ["hidden", "visible", "none", "Visible"])
+def test_upload_temp(tmp_path: Path, value: str) -> None:
+    conn = connections(tmp_path, f"[a]\ntype = ftp\nhost = h\nupload_temp = {value}\n")["a"]
+    assert isinstance(conn, FTPConnection)
+    assert conn.ftp.upload_temp is UploadTemp(value.lower())
 
 
 def test_ftp_defaults(tmp_path: Path) -> None:
@@ -433,6 +442,10 @@ def test_pass_env(tmp_path: Path) -> None:
         ("type = ftp\nhost = h\nca_file = nowhere.pem", "[a] ca_file: no such file"),
         ("type = ftp\nhost = h\npassive = false", "[a] passive: active mode is not supported"),
         ("type = ftp\nhost = h\nmax_sessions = 0", "[a] max_sessions: Input should be greater"),
+        (
+            "type = ftp\nhost = h\nupload_temp = dot",
+            "[a] upload_temp: Input should be 'hidden', 'visible' or 'none'",
+        ),
         ("type = ftp\nhost = h\ntimeout = -1", "[a] timeout: Input should be greater than 0"),
         (
             "type = ftp\nhost = h\nconnect_timeout = soon",
@@ -539,6 +552,7 @@ def test_describe(tmp_path: Path) -> None:
         "timeout": 30.0,
         "data_stall_timeout": 60.0,
         "max_sessions": None,
+        "upload_temp": "hidden",
         "base_path": "/out",
     }
     assert (described["b"]["password"], described["b"]["epsv"]) == ("(not set)", False)

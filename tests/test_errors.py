@@ -181,3 +181,13 @@ def test_retryable_can_be_overridden_per_error() -> None:
     assert PoolerError(ErrorCode.PROTOCOL_ERROR, "x").retryable is True
     final = PoolerError(ErrorCode.PROTOCOL_ERROR, "x", retryable=False)
     assert final.retryable is False and final.code is ErrorCode.PROTOCOL_ERROR
+
+
+def test_retryable_can_be_set_after_the_fact() -> None:
+    """A 530 after the login is AUTH_FAILED yet worth another try (the session sets it)."""
+    from ftp_pooler.errors import FTPError
+
+    error = FTPError(ErrorCode.AUTH_FAILED, "RETR: 530 Please log in again.")
+    assert error.retryable is False
+    error.retryable = True
+    assert error.retryable is True and error.code is ErrorCode.AUTH_FAILED

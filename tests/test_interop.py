@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
@@ -62,12 +63,16 @@ async def copy(
     tasks: list[dict[str, Any]],
     *,
     limits: PoolLimits | None = None,
+    base_path: str = "",
     **ftp: Any,
 ) -> dict[str, dict[str, Any]]:
     """Run ``tasks`` (one at a time, in order) like ``ftp-pooler copy``; result lines by task id."""
     conns = Connections(
         [
-            *(FTPConnection(id=name, ftp=config_for(s, **ftp)) for name, s in servers.items()),
+            *(
+                FTPConnection(id=name, ftp=config_for(s, **ftp), base_path=base_path)
+                for name, s in servers.items()
+            ),
             LocalConnection(id="local", base_path=local),
         ]
     )
@@ -168,6 +173,7 @@ async def test_a2_229_with_a_delimiter_missing_falls_back_to_pasv_for_good(
         "227 Entering Passive Mode 127,0,0,1,{p1},{p2}",
         "227 Entering passive mode [127,0,0,1,{p1},{p2}]",
         "227 Entering Passive Mode (127,000,000,001,{p1},{p2}",
+        "227 Entering Passive Mode (127,0,0,1,{p1:05d},{p2:05d})",
         "200 PASV ok: 127,0,0,1,{p1},{p2} (port {port})",
         "227-listen socket created\n227 (127,0,0,1,{p1},{p2})",
         "229 Entering Extended Passive Mode (|||{port}|)",
@@ -866,7 +872,11 @@ async def test_a_protocol_error_that_repeats_is_tried_twice_then_not_retryable(
     assert result["retryable"] is False
     reply_text = rule.reply if isinstance(rule.reply, str) else ""
     assert reply_text in result["error_message"]
-    assert server.sessions >= 2, "the second try ran on a fresh session"
+    if rule.pattern == "PWD":
+        # One whole reply whose path cannot be read: the session stays in step (H1).
+        assert server.sessions == 1, "the session was kept for the second try"
+    else:
+        assert server.sessions >= 2, "the second try ran on a fresh session"
 
 
 # --- #11 item 7: the password never leaves in an error ----------------------------------------
@@ -893,7 +903,8 @@ async def test_password_echoed_by_the_server_is_scrubbed(
     [result] = results.values()
     assert result["status"] == "failed"
     assert password not in json.dumps(result)
-    assert "***" in result["error_message"]
+    # The reply to PASS keeps its code, never its text (M1).
+    assert result["error_message"].startswith(f"PASS: {echo[:3]} login refused")
     captured = capsys.readouterr()
     assert password not in captured.out + captured.err
     assert f"PASS {password}" in server.commands, "the server really got (and echoed) it"
@@ -1004,3 +1015,497 @@ def test_unasked_replies_never_shift_the_sessions_answers(
         await session._stream.aclose()
 
     trio.run(main)
+
+
+# --- Tester findings (FINDINGS.md, 2026-11-30) ---------------------------------------------------
+
+
+def sized(fmt: str) -> Callable[[Any, Any], str]:
+    """A SIZE answer in ``fmt`` (``{n}``: the file's size) for files the server has."""
+
+    def answer(s: Any, m: Any) -> str:
+        data = s.server.files.get(m["p"])
+        return fmt.format(n=len(data)) if data is not None else "550 No such file."
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    ["213 {n} bytes", "213 garbage", "213-Size follows\n213 {n}", "213-File status\n213 End"],
+    ids=["n-bytes", "garbage", "multi-line", "multi-line-no-size"],
+)
+async def test_h1_upload_with_a_size_reply_we_cannot_read_completes(
+    make_scripted_ftp: MakeScripted, local: Path, fmt: str
+) -> None:
+    """H1: a whole 213 whose size does not parse leaves the session in step; the
+    upload completes on its first attempt, on one session, uploaded once."""
+    server = make_scripted_ftp(rules=[Rule(r"SIZE (?P<p>.*)", sized(fmt))])
+    results = await copy(
+        local,
+        {"partner": server},
+        [upload("in/up.bin", "/data/up.bin"), upload("in/up.bin", "/data/again.bin")],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert server.files["/data/up.bin"] == server.files["/data/again.bin"] == UP_BIN
+    assert len(commands(server, "STOR")) == 2
+    assert server.sessions == 1, "the session stayed in step and was reused"
+
+
+@pytest.mark.parametrize("fmt", ["213 5 bytes", "213-Size follows\n213 5"])
+async def test_h1_a_size_read_from_words_or_lines_is_still_checked(
+    make_scripted_ftp: MakeScripted, local: Path, fmt: str
+) -> None:
+    server = make_scripted_ftp(rules=[Rule(r"SIZE .*", fmt)])
+    results = await copy(local, {"partner": server}, [upload("in/up.bin", "/data/up.bin")])
+    assert outcome(results["ul /data/up.bin"]) == ("failed", "SIZE_MISMATCH", 4)
+    assert "the server stored 5" in results["ul /data/up.bin"]["error_message"]
+
+
+async def test_h1_an_unreadable_size_still_says_the_file_exists(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """``if_exists: skip``: SIZE answered with a 2xx means the file is there."""
+    server = make_scripted_ftp(
+        files={"/data/there.bin": b"old"}, rules=[Rule(r"SIZE (?P<p>.*)", sized("213 garbage"))]
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            upload("in/up.bin", "/data/there.bin", if_exists="skip"),
+            upload("in/up.bin", "/data/new.bin", if_exists="skip"),
+        ],
+    )
+    assert outcome(results["ul /data/there.bin"]) == ("skipped", None, 1)
+    assert outcome(results["ul /data/new.bin"]) == COMPLETED_ONCE
+    assert server.files["/data/there.bin"] == b"old"
+    assert server.files["/data/new.bin"] == UP_BIN
+
+
+def logs_out(s: Any, m: Any) -> str:
+    """A server whose login expired (a re-authentication timeout): it answers 530."""
+    s.logged_in = False
+    return "530 Please log in again."
+
+
+@pytest.mark.parametrize("verb", ["EPSV", "RETR .*", "MDTM .*"])
+async def test_h2_session_the_server_logged_out_is_never_reused(
+    make_scripted_ftp: MakeScripted, local: Path, verb: str
+) -> None:
+    """H2: a 530 after the login closes the session; the task meeting it before a
+    transfer began runs again on a fresh session without spending an attempt (one
+    meeting it at MDTM, after the bytes, completes without the time); a 530 to EPSV
+    is no EPSV refusal."""
+    files = {f"/f{i}.bin": os.urandom(3000 + i) for i in range(4)}
+    server = make_scripted_ftp(
+        files=files, rules=[Rule(verb, times=1), Rule(verb, logs_out, times=1)]
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            download(p, f"out/f{i}.bin", retry_count=0, preserve_mtime=True)
+            for i, p in enumerate(files)
+        ],
+        limits=PoolLimits(max_sessions_per_connection=1),
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 4, results
+    for i, (_, data) in enumerate(files.items()):
+        assert (local / "out" / f"f{i}.bin").read_bytes() == data
+    assert server.sessions == 2
+    assert not commands(server, "PASV"), "EPSV stays in use"
+
+
+@pytest.mark.parametrize("verb", ["MKD .*", "STOR .*", "SIZE /d2/up.bin"])
+async def test_h2_upload_meeting_a_530_before_its_stor_began_gets_a_fresh_session(
+    make_scripted_ftp: MakeScripted, local: Path, verb: str
+) -> None:
+    """H2 on the upload path: the existence check (SIZE), ``mkdir -p`` (MKD) or the
+    STOR itself answered 530: a fresh session, no attempt spent."""
+    server = make_scripted_ftp(rules=[Rule(verb, times=0 if "d2" in verb else 1)])
+    server.rules.append(Rule(verb, logs_out, times=1))
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            upload("in/up.bin", "/d1/up.bin", if_exists="skip"),
+            upload("in/up.bin", "/d2/up.bin", if_exists="skip", retry_count=0),
+        ],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert server.files["/d1/up.bin"] == server.files["/d2/up.bin"] == UP_BIN
+    assert server.sessions == 2
+
+
+async def test_h2_mkdir_p_stops_at_a_530_on_a_fresh_session(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """``mkdir -p`` goes on past a refused MKD, but not past one that ended the session."""
+    server = make_scripted_ftp(rules=[Rule(r"MKD .*", logs_out, times=1)])
+    results = await copy(
+        local, {"partner": server}, [upload("in/up.bin", "/d1/d2/up.bin", retry_count=0)]
+    )
+    assert outcome(results["ul /d1/d2/up.bin"]) == COMPLETED_ONCE
+    assert server.files["/d1/d2/up.bin"] == UP_BIN
+    assert server.sessions == 2
+
+
+async def test_h2_a_530_after_the_stor_spends_an_attempt_but_is_retried(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """After the bytes moved a 530 is no longer stale; still AUTH_FAILED, but retryable:
+    the login worked, the server dropped it."""
+    server = make_scripted_ftp(rules=[Rule(r"RNFR .*", logs_out, times=1)])
+    results = await copy(
+        local, {"partner": server}, [upload("in/up.bin", "/data/up.bin", retry_count=1)]
+    )
+    assert outcome(results["ul /data/up.bin"]) == ("completed", None, 2)
+    assert sorted(server.files) == ["/data/up.bin"], "the first temporary file was removed"
+    assert server.sessions == 2
+
+
+async def test_h2_530_on_a_fresh_session_gets_another_one(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """FINDINGS D-530: the first RETR of a new session answered ``530 Not logged in.``"""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN}, rules=[Rule(r"RETR .*", "530 Not logged in.", times=1)]
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert server.sessions == 2
+
+
+async def test_h2_a_530_that_never_ends_fails_after_a_bounded_number_of_sessions(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    from ftp_pooler.engine import MAX_STALE_SESSIONS
+
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, rules=[Rule(r"RETR .*", logs_out)])
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=1)]
+    )
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "AUTH_FAILED", 2)
+    assert results["dl /data/a.bin"]["retryable"] is True
+    assert server.sessions == MAX_STALE_SESSIONS + 2
+
+
+@pytest.mark.parametrize("direction", ["download", "upload"])
+async def test_m4_pooled_session_closed_at_the_transfer_command_is_stale(
+    make_scripted_ftp: MakeScripted, local: Path, direction: str
+) -> None:
+    """M4: a reused session closed with no reply at RETR/STOR, nothing moved: a fresh
+    session, no attempt spent (``retry_count: 0`` still completes)."""
+    verb = "RETR" if direction == "download" else "STOR"
+    server = make_scripted_ftp(
+        files={"/a.bin": A_BIN, "/b.bin": A_BIN},
+        rules=[Rule(rf"{verb} .*", times=1), Rule(rf"{verb} .*", lambda s, m: s.close(), times=1)],
+    )
+    if direction == "download":
+        tasks = [download("/a.bin", "out/a.bin"), download("/b.bin", "out/b.bin", retry_count=0)]
+    else:
+        tasks = [upload("in/up.bin", "/u1.bin"), upload("in/up.bin", "/u2.bin", retry_count=0)]
+    results = await copy(local, {"partner": server}, tasks)
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert server.sessions == 2
+
+
+async def test_m4_a_session_closed_after_the_transfer_began_spends_an_attempt(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """The other side of M4's line: after the 150, bytes may have moved: not stale."""
+
+    def start_then_close(s: Any, m: Any) -> None:
+        s.send("150 Opening BINARY mode data connection.")
+        s.close()
+
+    server = make_scripted_ftp(
+        files={"/a.bin": A_BIN, "/b.bin": A_BIN},
+        rules=[Rule(r"RETR .*", times=1), Rule(r"RETR .*", start_then_close, times=1)],
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/a.bin", "out/a.bin"), download("/b.bin", "out/b.bin", retry_count=0)],
+        pipelining="off",  # pipelined, RETR goes out with EPSV: the close beats our data connection
+    )
+    assert outcome(results["dl /b.bin"]) == ("failed", "CONNECTION_ERROR", 1)
+
+
+async def test_m4_black_holed_pooled_session_is_a_timeout_and_a_retry(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """Documented decision (docs/ftp-client.md, "The pool"): a pooled session that
+    stops answering is not told from a slow server without waiting the reply
+    timeout; it is a TIMEOUT, the attempt counts, the retry runs on a new session."""
+    server = make_scripted_ftp(
+        files={"/a.bin": A_BIN, "/b.bin": A_BIN},
+        rules=[Rule(r"EPSV", times=1), Rule(r"EPSV", lambda s, m: None, times=1)],
+    )
+    quick = Timeouts(connect=5.0, reply=0.5, data_stall=5.0)
+    results = await copy(
+        local,
+        {"partner": server},
+        [download("/a.bin", "out/a.bin"), download("/b.bin", "out/b.bin", retry_count=1)],
+        timeouts=quick,
+    )
+    assert outcome(results["dl /b.bin"]) == ("completed", None, 2)
+    assert server.sessions == 2
+
+
+DOT_NAMES = r"STOR (?P<p>(?:.*/)?\.[^/]*)"
+"""A STOR of a name starting with a dot (the hidden temporary name)."""
+
+
+async def test_h3_server_refusing_dot_files_gets_the_visible_temporary_name(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """H3 (pure-ftpd -x wording): the hidden name refused once, then the visible form,
+    remembered for the server."""
+    server = make_scripted_ftp(rules=[Rule(DOT_NAMES, "553 Prohibited file name: {p}")])
+    results = await copy(
+        local,
+        {"partner": server},
+        [upload("in/up.bin", "/data/up.bin"), upload("in/up.bin", "/data/two.bin")],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert server.files["/data/up.bin"] == server.files["/data/two.bin"] == UP_BIN
+    assert sorted(server.files) == ["/data/two.bin", "/data/up.bin"], "no temporary file left"
+    stors = commands(server, "STOR")
+    assert len(stors) == 3 and "/data/.up.bin." in stors[0]
+    assert stors[1].startswith("STOR /data/up.bin.") and stors[1].endswith(".part")
+    assert stors[2].startswith("STOR /data/two.bin."), "the server's refusal is remembered"
+
+
+async def test_h3_a_directory_refusing_every_name_fails_naming_the_path(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(rules=[Rule(r"STOR .*", "550 Permission denied.")])
+    results = await copy(
+        local,
+        {"partner": server},
+        [upload("in/up.bin", "/data/up.bin"), upload("in/up.bin", "/data/two.bin")],
+    )
+    for name in ("up", "two"):
+        result = results[f"ul /data/{name}.bin"]
+        assert outcome(result) == ("failed", "PERMISSION_DENIED", 1)
+        assert f"(path: /data/{name}.bin." in result["error_message"]
+    stors = commands(server, "STOR")
+    assert any("/data/.two.bin." in c for c in stors), "a refusal of both names teaches nothing"
+
+
+@pytest.mark.parametrize("form", ["visible", "none"])
+async def test_h3_upload_temp_setting(
+    make_scripted_ftp: MakeScripted, local: Path, form: str
+) -> None:
+    server = make_scripted_ftp(files={"/data/up.bin": b"old"})
+    results = await copy(
+        local, {"partner": server}, [upload("in/up.bin", "/data/up.bin")], upload_temp=form
+    )
+    assert outcome(results["ul /data/up.bin"]) == COMPLETED_ONCE
+    assert sorted(server.files) == ["/data/up.bin"] and server.files["/data/up.bin"] == UP_BIN
+    [stor] = commands(server, "STOR")
+    if form == "none":
+        assert stor == "STOR /data/up.bin" and not commands(server, "RNFR")
+    else:
+        assert stor.startswith("STOR /data/up.bin.") and commands(server, "RNTO")
+
+
+async def test_h3_upload_temp_none_deletes_its_partial_file_but_never_a_file_it_did_not_touch(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    refused = make_scripted_ftp(
+        files={"/data/up.bin": b"old"}, rules=[Rule(r"STOR .*", "553 Could not create file.")]
+    )
+    aborted = make_scripted_ftp(
+        transfer_replies={"STOR": ("150 Ok to send data.", "451 Aborted: disk error.")}
+    )
+    results = await copy(
+        local,
+        {"refused": refused, "aborted": aborted},
+        [
+            upload("in/up.bin", "/data/up.bin", conn="refused", retry_count=0),
+            {**upload("in/up.bin", "/data/up.bin", conn="aborted", retry_count=0), "task_id": "ab"},
+        ],
+        upload_temp="none",
+    )
+    assert outcome(results["ul /data/up.bin"]) == ("failed", "PERMISSION_DENIED", 1)
+    assert refused.files["/data/up.bin"] == b"old" and not commands(refused, "DELE")
+    assert outcome(results["ab"]) == ("failed", "TRANSIENT", 1)
+    assert commands(aborted, "DELE") == ["DELE /data/up.bin"]
+    assert "/data/up.bin" not in aborted.files
+
+
+@pytest.mark.parametrize("flag", ["-x", "-X"])
+async def test_h3_pureftpd_refusing_dot_files(
+    make_pureftpd: Callable[..., FTPServer], ftp_root: Path, local: Path, flag: str
+) -> None:
+    """Real pure-ftpd: ``-x`` forbids writing dot-files, ``-X`` any access to them."""
+    server = make_pureftpd(extra_args=[flag])
+    results = await copy(
+        local,
+        {"partner": server},
+        [upload("in/up.bin", "/up.bin"), upload("in/up.bin", "/sub/two.bin", preserve_mtime=True)],
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert (ftp_root / "up.bin").read_bytes() == (ftp_root / "sub" / "two.bin").read_bytes()
+    assert (ftp_root / "up.bin").read_bytes() == UP_BIN
+    assert sorted(p.name for p in ftp_root.rglob("*") if p.is_file()) == ["two.bin", "up.bin"]
+
+
+@pytest.mark.vsftpd
+@pytest.mark.parametrize("form", ["hidden", "none"])
+async def test_h3_vsftpd_deny_file_dot_names(
+    make_vsftpd: Callable[..., FTPServer], ftp_root: Path, local: Path, form: str
+) -> None:
+    """Real vsftpd with ``deny_file={.*}``: by fallback (default) or by setting."""
+    server = make_vsftpd(extra_config={"deny_file": "{.*}"})
+    results = await copy(
+        local,
+        {"partner": server},
+        [upload("in/up.bin", "/up.bin"), upload("in/up.bin", "/two.bin")],
+        upload_temp=form,
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert (ftp_root / "up.bin").read_bytes() == (ftp_root / "two.bin").read_bytes() == UP_BIN
+    assert sorted(p.name for p in ftp_root.iterdir()) == ["two.bin", "up.bin"]
+
+
+@pytest.mark.parametrize(
+    ("password", "echo", "kept"),
+    [
+        ("s3cr3t pw/\u00fc!", lambda pw: f"530 Login incorrect for {quote(pw, safe='')}", None),
+        ("hunter2secret", lambda pw: f"530 LOGIN INCORRECT FOR {pw.upper()}", None),
+        ("a", lambda pw: f"530 Login incorrect for {pw}", None),
+        ("hunter2secret", None, "RETR: 550 no access for user with *** (session ***)"),
+        ("5", None, "RETR: 550 Failed to open file."),
+        ("a", None, "RETR: 550 /data/banana.bin: Permission denied"),
+    ],
+    ids=["pct-echo", "upper-echo", "one-char-echo", "retr-echo", "digit-pw", "one-char"],
+)
+async def test_m1_m2_password_in_other_spellings_and_short_passwords(
+    make_scripted_ftp: MakeScripted,
+    local: Path,
+    capsys: pytest.CaptureFixture[str],
+    password: str,
+    echo: Callable[[str], str] | None,
+    kept: str | None,
+) -> None:
+    """M1: a PASS reply keeps its code, never its text; other replies lose every
+    spelling of the password. M2: a password under 4 characters is not cut out
+    of every message (``******0``)."""
+    rules = (
+        [Rule(r"PASS (?P<pw>.*)", lambda s, m: echo(m["pw"]))]
+        if echo is not None
+        else [
+            Rule(
+                r"RETR .*",
+                {
+                    "5": "550 Failed to open file.",
+                    "a": "550 /data/banana.bin: Permission denied",
+                }.get(
+                    password,
+                    f"550 no access for user with {quote(password)} (session {password.upper()})",
+                ),
+            )
+        ]
+    )
+    server = make_scripted_ftp(files={"/data/banana.bin": A_BIN}, password=password, rules=rules)
+    results = await copy(
+        local, {"partner": server}, [download("/data/banana.bin", "out/b.bin", retry_count=0)]
+    )
+    [result] = results.values()
+    message = result["error_message"]
+    if kept is None:
+        assert outcome(result) == ("failed", "AUTH_FAILED", 1)
+        assert message.startswith("PASS: 530 login refused"), message
+    else:
+        assert message == kept
+    if len(password) > 1:
+        captured = capsys.readouterr()
+        everything = json.dumps(result) + captured.out + captured.err
+        for form in (password, quote(password, safe=""), quote(password), password.upper()):
+            assert form not in everything
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["..\\..\\windows\\win.ini", "sub\\..\\..\\x.bin", "sub/..\\x", "..\\x", "a\\..", "a/../b"],
+)
+async def test_m10_dot_dot_between_backslashes_never_leaves_base_path(
+    make_scripted_ftp: MakeScripted, local: Path, path: str
+) -> None:
+    """M10: Windows servers (IIS FTP) take ``\\`` as a separator too."""
+    server = make_scripted_ftp(files={"/outgoing/a.bin": A_BIN})
+    results = await copy(
+        local,
+        {"partner": server},
+        [download(path, "out/x.bin"), upload("in/up.bin", path)],
+        base_path="/outgoing",
+    )
+    for result in results.values():
+        assert outcome(result) == ("failed", "PATH_NOT_ALLOWED", 0), result
+    assert server.sessions == 0, "refused before any session was borrowed"
+
+
+async def test_l2_auth_tls_not_understood_tries_auth_ssl(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        tls=True, files={"/data/a.bin": A_BIN}, rules=[Rule(r"AUTH TLS", "504 Unknown AUTH type.")]
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert server.commands[:2] == ["AUTH TLS", "AUTH SSL"]
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+
+
+async def test_l3_pbsz_refused_still_goes_on_with_prot_p(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    server = make_scripted_ftp(
+        tls=True, files={"/data/a.bin": A_BIN}, rules=[Rule(r"PBSZ .*", "500 PBSZ not understood.")]
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
+    assert "PROT P" in server.commands
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+
+
+@pytest.mark.parametrize(
+    "pasv",
+    [
+        "227 Entering Passive Mode (127,0,0,1,0,0)",
+        "227 Entering Passive Mode (127,0,0,1,000,00000)",
+    ],
+)
+async def test_l11_pasv_port_0_is_a_protocol_error_not_four_connection_errors(
+    make_scripted_ftp: MakeScripted, local: Path, pasv: str
+) -> None:
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        rules=[Rule(r"EPSV", "500 EPSV not understood."), Rule(r"PASV", pasv)],
+    )
+    results = await copy(local, {"partner": server}, [download("/data/a.bin", "out/a.bin")])
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "PROTOCOL_ERROR", 2)
+    assert "port 0" in results["dl /data/a.bin"]["error_message"]
+
+
+async def test_m2_user_reply_loses_its_text_when_the_password_is_too_short_to_scrub(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A 3-character password equal to the user name: USER's reply echoes it, and it is
+    too short to be searched for, so that reply keeps its code only."""
+    server = make_scripted_ftp(
+        user="bob", password="bob", rules=[Rule(r"USER (?P<u>.*)", "530 No access for {u}.")]
+    )
+    results = await copy(
+        local, {"partner": server}, [download("/data/a.bin", "out/a.bin", retry_count=0)]
+    )
+    [result] = results.values()
+    assert outcome(result) == ("failed", "AUTH_FAILED", 1)
+    assert result["error_message"].startswith("USER: 530 login refused"), result
+    assert "bob" not in json.dumps(result)

@@ -50,8 +50,10 @@ def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     return [data[a:b] for a, b in pairwise(bounds)]
 
 
-def reply(line: str) -> Reply:
-    return Reply(int(line[:3]), (line,))
+def reply(text: str) -> Reply:
+    """A reply from its lines as sent (joined by newlines); the code is the last line's."""
+    lines = tuple(text.split("\n"))
+    return Reply(int(lines[-1][:3]), lines)
 
 
 # --- ReplyParser: single-line replies ---------------------------------------------------------
@@ -545,6 +547,8 @@ def test_verb_of(verb: str, args: tuple[str, ...]) -> None:
         ("227 Entering Passive Mode 10,0,0,1,4,1", ("10.0.0.1", 1025)),
         ("227 =10,0,0,1,0,21", ("10.0.0.1", 21)),
         ("227 Entering Passive Mode (0,0,0,0,255,255)", ("0.0.0.0", 65535)),
+        ("227 Entering Passive Mode (127,0,0,1,00188,00137)", ("127.0.0.1", 48265)),
+        ("227 Entering Passive Mode (00127,0000,0,01,0,00021)", ("127.0.0.1", 21)),
     ],
 )
 def test_parse_pasv(line: str, expected: tuple[str, int]) -> None:
@@ -562,6 +566,9 @@ def test_parse_pasv(line: str, expected: tuple[str, int]) -> None:
         "227 Entering Passive Mode (10,0,0,1,4)",
         "227 Entering Passive Mode",
         "227 Entering Passive Mode (a,b,c,d,e,f)",
+        "227 Entering Passive Mode (127,0,0,1,0,0)",
+        "227 Entering Passive Mode (127,0,0,1,000,0000)",
+        "227 Entering Passive Mode (127,0,0,1,00256,00001)",
     ],
 )
 def test_parse_pasv_refuses(line: str) -> None:
@@ -612,14 +619,39 @@ def test_parse_epsv_refuses(line: str) -> None:
 
 @pytest.mark.parametrize(
     ("line", "size"),
-    [("213 0", 0), ("213 1234", 1234), ("213 4294967297", 4294967297), ("213 1234 ", 1234)],
+    [
+        ("213 0", 0),
+        ("213 1234", 1234),
+        ("213 4294967297", 4294967297),
+        ("213 1234 ", 1234),
+        ("213 120000 bytes", 120000),
+        ("213 120000 Bytes.", 120000),
+        ("213-Size follows\n213 120000", 120000),
+        ("213-120000\n213 End", 120000),
+        ("213-File status:\n 120000\n213 End of status", 120000),
+    ],
 )
 def test_parse_size(line: str, size: int) -> None:
+    """RFC 3659's bare number, or a number then words, on the first line that has one."""
     assert parse_size(reply(line)) == size
 
 
 @pytest.mark.parametrize(
-    "line", ["213 ", "213", "213 12a", "213 -1", "213 1.5", "213 1 234", "213 ¹²³", "213 １２"]
+    "line",
+    [
+        "213 ",
+        "213",
+        "213 12a",
+        "213 -1",
+        "213 1.5",
+        "213 1 234",
+        "213 1,234 bytes",
+        "213 ¹²³",
+        "213 １２",
+        "213 garbage",
+        "213 size 1234",
+        "213-Size follows\n213 unknown",
+    ],
 )
 def test_parse_size_refuses(line: str) -> None:
     with pytest.raises(FTPProtocolError):
@@ -915,14 +947,14 @@ octet = st.integers(min_value=0, max_value=255)
 
 @given(
     st.lists(octet, min_size=4, max_size=4),
-    st.integers(min_value=0, max_value=65535),
+    st.integers(min_value=1, max_value=65535),
     around,
     around,
     st.sampled_from(["()", "[]", "<>", "", "(", "=", "{}"]),
     spaces,
     spaces,
     st.sampled_from([227, 200, 229]),
-    st.booleans(),
+    st.integers(min_value=0, max_value=6),
 )
 def test_parse_pasv_finds_the_address_in_any_text(
     host: list[int],
@@ -933,10 +965,10 @@ def test_parse_pasv_finds_the_address_in_any_text(
     space_before: str,
     space_after: str,
     code: int,
-    zero_pad: bool,
+    zero_pad: int,
 ) -> None:
     numbers = [*host, port // 256, port % 256]
-    shown = [f"{n:03d}" if zero_pad else str(n) for n in numbers]
+    shown = [f"{n:0{zero_pad}d}" if zero_pad else str(n) for n in numbers]
     inner = f"{space_before},{space_after}".join(shown)
     opening, closing = (brackets + "  ")[0].strip(), (brackets + "  ")[1].strip()
     line = f"{code} {before}{opening}{inner}{closing}{after}"
@@ -1130,6 +1162,75 @@ def test_scrub_replaces_every_secret() -> None:
     assert "hunter2" not in str(scrub_reply(sent, ("hunter2",)))
     unchanged = Reply(200, ("200 OK",))
     assert scrub_reply(unchanged, ("hunter2",)) is unchanged
+
+
+@pytest.mark.parametrize(
+    ("secret", "echo"),
+    [
+        ("s3cr3t pw/\u00fc!", "s3cr3t%20pw%2F%C3%BC%21"),  # quote(safe="")
+        ("s3cr3t pw/\u00fc!", "s3cr3t%20pw/%C3%BC%21"),  # quote()
+        ("s3cr3t pw/\u00fc!", "s3cr3t+pw%2F%C3%BC%21"),  # quote_plus
+        ("s3cr3t pw/\u00fc!", "s3cr3t%20pw%2f%c3%bc%21"),  # lower-case hex
+        ("s3cr3t pw/\u00fc!", "s3cr3t pw/\u00c3\u00bc!"),  # UTF-8 bytes read as Latin-1
+        ("hunter2secret", "HUNTER2SECRET"),
+        ("Hunter2Secret", "hunter2secret"),
+        ("Stra\u00dfe-pw", "STRASSE-PW"),
+        ("p@ss.*(w)rd[1]+$^|{2}", "p@ss.*(w)rd[1]+$^|{2}"),
+    ],
+)
+def test_scrub_finds_the_password_in_other_spellings(secret: str, echo: str) -> None:
+    """M1: servers echo the password percent-encoded or case-folded."""
+    from ftp_pooler.ftp.protocol import scrub
+
+    assert scrub(f"530 Login incorrect for {echo}.", (secret,)) == "530 Login incorrect for ***."
+
+
+@pytest.mark.parametrize("secret", ["5", "a", "ab", "abc", "550"])
+def test_scrub_leaves_text_alone_for_a_password_too_short_to_find(secret: str) -> None:
+    """M2: a 1-3 character password would be found inside codes and words and spelled
+    out by the masking (``******0``); replies to USER/PASS lose their text instead."""
+    from ftp_pooler.ftp.protocol import scrub, withholds_text
+
+    text = "550 /data/banana.bin: Failed to open file."
+    assert scrub(text, (secret,)) == text
+    assert withholds_text("PASS", secret) and withholds_text("USER", secret)
+    assert not withholds_text("RETR", secret)
+
+
+def test_text_of_replies_to_pass_is_never_kept() -> None:
+    from ftp_pooler.ftp.protocol import withheld, withholds_text
+
+    assert withholds_text("PASS", "long-enough-secret")
+    assert withholds_text("acct", "long-enough-secret")
+    assert not withholds_text("USER", "long-enough-secret")  # long: scrubbed instead
+    assert not withholds_text("USER", "")  # no password at all: nothing to echo
+    assert not withholds_text(None, "abc")
+    kept = withheld(Reply(530, ("530-Login incorrect for hunter2", "530 Bye hunter2")))
+    assert kept.code == 530 and "hunter2" not in str(kept)
+    assert str(kept).startswith("530 login refused")
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [
+        (500, True),
+        (501, True),
+        (502, True),
+        (504, True),
+        (522, True),
+        (530, False),
+        (421, False),
+        (425, False),
+        (550, False),
+        (534, False),
+    ],
+)
+def test_only_not_implemented_replies_refuse_epsv(code: int, refused: bool) -> None:
+    """RFC 959 4.2 (500/501/502/504) and RFC 2428 (522) say "no EPSV here"; a 530 says
+    the session is no longer logged in, a 421/4xx that it is closing or busy."""
+    from ftp_pooler.ftp.protocol import refuses_epsv
+
+    assert refuses_epsv(Reply(code, (f"{code} no",))) is refused
 
 
 def test_command_longer_than_servers_accept_is_refused_before_sending() -> None:

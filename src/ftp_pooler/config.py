@@ -531,6 +531,7 @@ _FTP_FIELDS: dict[str, Location] = {
     "timeout": ("timeouts", "reply"),
     "data_stall_timeout": ("timeouts", "data_stall"),
     "max_sessions": ("max_sessions",),
+    "upload_temp": ("upload_temp",),
 }
 _FTP_NEGATIONS: dict[str, Location] = {
     "no_check_certificate": ("verify",),

@@ -7,13 +7,16 @@ between attempts a task holds neither a runner nor a session, and the engine
 still builds exactly one result per task.
 Both directions are atomic: bytes go to a hidden temporary name next to the
 destination and are renamed into place only after the size checks out, so a
-partial file is never visible under its final name.
+partial file is never visible under its final name. On FTP servers the
+temporary name is a per-connection setting (``upload_temp``: hidden, visible
+for servers refusing dot-files, or none: the final name, not atomic).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import posixpath
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -40,7 +43,8 @@ from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.pool import PinnedConnection, SessionPool
 from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
-from ftp_pooler.ftp.session import FTPSession, Sink
+from ftp_pooler.ftp.config import UploadTemp
+from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
 from ftp_pooler.retry import RetryPolicy
@@ -522,8 +526,6 @@ class TransferEngine:
         options = task.options
         conflict = options.conflict
         local = stat(plan.local_path)
-        target = PurePosixPath(plan.remote_path)
-        temp = str(target.with_name(temp_name(target.name, self._temp_suffix)))
         orphan = False
         try:
             async with self._pool.session(plan.remote) as session:
@@ -535,10 +537,23 @@ class TransferEngine:
                     raise PoolerError(
                         ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server"
                     )
+                form = _temp_form(session.config.upload_temp, session.quirks)
+                temp = _upload_name(plan.remote_path, form, self._temp_suffix)
                 try:
-                    sent = await self._store(
-                        session, plan.remote_id, temp, plan.local_path, local.st_size
-                    )
+                    try:
+                        sent = await self._store_named(
+                            session, plan.remote_id, temp, plan.local_path, local.st_size
+                        )
+                    except FTPError as exc:
+                        if form is not UploadTemp.HIDDEN or not _refuses_name(exc, session):
+                            raise
+                        # A server refusing dot-files: the visible form, once.
+                        log.warning("transfer.hidden_temp_refused", path=temp, error=exc.message)
+                        temp = _upload_name(plan.remote_path, UploadTemp.VISIBLE, self._temp_suffix)
+                        sent = await self._store_named(
+                            session, plan.remote_id, temp, plan.local_path, local.st_size
+                        )
+                        session.quirks.hidden_temp = False
                     if sent != local.st_size:
                         raise PoolerError(
                             ErrorCode.SIZE_MISMATCH,
@@ -553,13 +568,17 @@ class TransferEngine:
                         if options.preserve_mtime:
                             moment = datetime.fromtimestamp(local.st_mtime, UTC)
                             await session.set_mtime(temp, moment)
-                        await _rename_into_place(
-                            session,
-                            temp,
-                            plan.remote_path,
-                            replace=conflict is ConflictPolicy.OVERWRITE,
-                            size_check=size_check,
-                        )
+                        if temp != plan.remote_path:
+                            await _rename_into_place(
+                                session,
+                                temp,
+                                plan.remote_path,
+                                replace=conflict is ConflictPolicy.OVERWRITE,
+                                size_check=size_check,
+                            )
+                        elif size_check is not None and "SIZE" in session.features:
+                            # upload_temp = none: no rename to check the size with
+                            size_check(await _after_transfer(session.size(temp), "SIZE"))
                     except FTPError as exc:
                         if exc.code is not ErrorCode.FILE_NOT_FOUND:
                             raise
@@ -571,7 +590,9 @@ class TransferEngine:
                         ) from exc
                 except BaseException as exc:
                     stale = isinstance(exc, FTPError) and exc.stale_session  # nothing was stored
-                    orphan = not stale and not await _discard_remote(session, temp)
+                    # The final name itself (upload_temp = none) is ours only once STOR began.
+                    ours = temp != plan.remote_path or session.transfer_began
+                    orphan = ours and not stale and not await _discard_remote(session, temp)
                     raise
                 source = await self._after_transfer(plan, task, session)
         finally:
@@ -608,7 +629,7 @@ class TransferEngine:
         try:
             return await session.store(temp, self._read(remote_id, local, size))
         except FTPError as exc:
-            if exc.reply is None:
+            if exc.reply is None or session.broken:
                 raise
         known.forget(directory)
         return await self._store(session, remote_id, temp, local, size)
@@ -619,6 +640,18 @@ class TransferEngine:
         if self._observer is None:
             return chunks
         return _counted_chunks(chunks, self._observer, remote_id)
+
+    async def _store_named(
+        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int
+    ) -> int:
+        """:meth:`_store`; a refusal names the path refused (``550 Permission denied.``
+        does not, and the path is a temporary name the task never mentioned)."""
+        try:
+            return await self._store(session, remote_id, temp, local, size)
+        except FTPError as exc:
+            if exc.reply is not None and temp not in exc.message:
+                exc.set_message(f"{exc.message} (path: {temp})")
+            raise
 
 
 def _counted_sink(write: Sink, observer: TransferObserver, remote_id: str) -> Sink:
@@ -638,8 +671,19 @@ async def _counted_chunks(
         observer.bytes_moved(Operation.UPLOAD, remote_id, count)
 
 
+_SEPARATORS = re.compile(r"[/\\]")
+"""What separates a remote path's segments: ``/``, and ``\\`` too, which Windows
+servers (IIS FTP and others) accept as a separator."""
+
+
 def _remote_path(connection: FTPConnection, path: str) -> str:
-    if ".." in path.split("/"):
+    """``path`` under the connection's ``base_path``, checked before anything is sent.
+
+    Raises:
+        PoolerError: PATH_NOT_ALLOWED for a ``..`` segment (between ``/`` or ``\\``:
+            it could leave base_path), CR, LF or NUL, or a path too long to send.
+    """
+    if ".." in _SEPARATORS.split(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
@@ -671,11 +715,14 @@ async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:
+    """Whether SIZE finds ``path``: a 2xx (even one whose size we cannot read) says yes."""
     try:
         await session.size(path)
     except FTPError as exc:
         if exc.code is ErrorCode.FILE_NOT_FOUND:
             return False
+        if exc.reply is not None and exc.reply.is_success:
+            return True
         raise
     return True
 
@@ -727,6 +774,36 @@ async def _discard_remote(session: FTPSession, temp: str) -> bool:
         except FTPError as exc:
             return exc.reply is not None
     return not session.broken
+
+
+def _temp_form(configured: UploadTemp, quirks: ServerQuirks) -> UploadTemp:
+    """The temporary name to upload under: the configured one, but the visible
+    form for a server known to refuse hidden names (:attr:`ServerQuirks.hidden_temp`)."""
+    if configured is UploadTemp.HIDDEN and not quirks.hidden_temp:
+        return UploadTemp.VISIBLE
+    return configured
+
+
+def _upload_name(final: str, form: UploadTemp, suffix: str) -> str:
+    """Where an upload to ``final`` is stored first (``final`` itself for ``none``)."""
+    if form is UploadTemp.NONE:
+        return final
+    target = PurePosixPath(final)
+    return str(target.with_name(temp_name(target.name, suffix, hidden=form is UploadTemp.HIDDEN)))
+
+
+def _refuses_name(exc: FTPError, session: FTPSession) -> bool:
+    """Whether STOR was refused for lack of rights (a 55x: ``553 Prohibited file name``
+    from pure-ftpd ``-x``, ``550 Permission denied.`` from vsftpd ``deny_file``),
+    with nothing stored and the session still in step."""
+    reply = exc.reply
+    return (
+        exc.code is ErrorCode.PERMISSION_DENIED
+        and reply is not None
+        and reply.code // 10 == 55
+        and not session.broken
+        and not session.transfer_began
+    )
 
 
 def _ms_since(started: float) -> int:

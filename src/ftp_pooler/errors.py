@@ -77,6 +77,12 @@ class PoolerError(Exception):
     def retryable(self) -> bool:
         return self.code.retryable if self._retryable is None else self._retryable
 
+    @retryable.setter
+    def retryable(self, value: bool) -> None:
+        """Override the code's own flag after the fact (a 530 after the login is
+        AUTH_FAILED, yet the login worked: another try on a new session may too)."""
+        self._retryable = value
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}, {self.message!r})"
 
@@ -84,10 +90,11 @@ class PoolerError(Exception):
 class FTPError(PoolerError):
     """An error raised by the FTP client; ``reply`` is set when a server reply caused it.
 
-    ``stale_session`` is set when a session taken from the pool turned out to
-    be closed by the server on its first command after the pool handed it
-    out, before any byte of a file moved: the task did not really start, so
-    it may run again on a fresh session without spending an attempt.
+    ``stale_session`` is set when the session turned out to be dead before
+    any transfer of the task began (no 1xx to RETR/STOR yet): a session taken
+    from the pool that the server had closed (EOF, 421), or any session whose
+    login the server dropped (530 after the login). The task did not really
+    start, so it may run again on a fresh session without spending an attempt.
     """
 
     def __init__(self, code: ErrorCode, message: str, reply: Reply | None = None) -> None:

@@ -427,9 +427,10 @@ def _write_all(fd: int, chunk: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def temp_name(name: str, suffix: str) -> str:
-    """A hidden, unique name beside ``name`` for bytes still in transit (both sides use it)."""
-    return f".{name}.{secrets.token_hex(4)}{suffix}"
+def temp_name(name: str, suffix: str, *, hidden: bool = True) -> str:
+    """A unique name beside ``name`` for bytes still in transit (both sides use it):
+    ``.name.<hex><suffix>``, or without the leading dot when not ``hidden``."""
+    return f"{'.' if hidden else ''}{name}.{secrets.token_hex(4)}{suffix}"
 
 
 class AtomicFile:

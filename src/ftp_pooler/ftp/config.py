@@ -43,6 +43,22 @@ class Timeouts(BaseModel):
     data_stall: float = Field(60.0, gt=0, description="No byte moved on a data connection.")
 
 
+class UploadTemp(StrEnum):
+    """Where an upload's bytes go before they are complete (docs/configuration.md)."""
+
+    HIDDEN = "hidden"
+    """``.name.<hex>.part`` beside the target, renamed into place when complete:
+    atomic, and hidden from ``ls`` and most pollers. A server that refuses the name
+    with a permission 55x gets the visible form instead (remembered per server)."""
+    VISIBLE = "visible"
+    """``name.<hex>.part``: as atomic, for servers that refuse dot-files; a poller
+    picking up every file sees the temporary name until the rename."""
+    NONE = "none"
+    """STOR the final name directly, no rename: not atomic. A reader may see a
+    partial file while it is written; a failed upload's partial file is deleted
+    once STOR began (never a file STOR did not touch), as a temporary one is."""
+
+
 class FTPConfig(BaseModel):
     """One FTP server and how to talk to it."""
 
@@ -73,6 +89,8 @@ class FTPConfig(BaseModel):
     max_sessions: int | None = Field(None, ge=1)
     """This server's own session cap, instead of the pool's per-connection default
     (never above the pod's cap)."""
+    upload_temp: UploadTemp = UploadTemp.HIDDEN
+    """The temporary name uploads are written under (:class:`UploadTemp`)."""
 
     @field_validator("passive")
     @classmethod
@@ -80,6 +98,11 @@ class FTPConfig(BaseModel):
         if not value:
             raise ValueError("active mode is not supported; use passive = true")
         return value
+
+    @field_validator("upload_temp", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context for this server (build once and reuse: it loads the CA store)."""

@@ -14,7 +14,9 @@ reply text that is kept in errors.
 
 from __future__ import annotations
 
+import functools
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -246,9 +248,11 @@ def _expect_success(reply: Reply, usual: int) -> None:
         raise FTPProtocolError(f"expected reply {usual} (or another 2xx), got {reply}")
 
 
+_PASV_NUMBER = r"0*(\d{1,3})"
+"""One of the six numbers, zero-padded to any width (``00188``: seen in the field)."""
 _PASV = re.compile(
-    r"(?<!\d)(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})"
-    r"\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})(?!\d)"
+    rf"(?<!\d){_PASV_NUMBER}\s*,\s*{_PASV_NUMBER}\s*,\s*{_PASV_NUMBER}\s*,\s*{_PASV_NUMBER}"
+    rf"\s*,\s*{_PASV_NUMBER}\s*,\s*{_PASV_NUMBER}(?!\d)"
 )
 
 
@@ -258,11 +262,12 @@ def parse_pasv(reply: Reply) -> tuple[str, int]:
     The six numbers are found anywhere in the text, with or without brackets
     and with spaces around the commas (RFC 959 section 4.1.2 leaves the text
     around them free; ``227 =h1,h2,...`` (Microsoft), ``(h1, h2, ...)`` and
-    no brackets at all are all seen). Any 2xx code is read, so a 227 given in
-    answer to EPSV works too.
+    no brackets at all are all seen), each number zero-padded to any width
+    (``00188``). Any 2xx code is read, so a 227 given in answer to EPSV works too.
 
     Raises:
-        FTPProtocolError: Not a 2xx, no six numbers, or a number above 255.
+        FTPProtocolError: Not a 2xx, no six numbers, a number above 255, or port 0
+            (nothing can connect to it: as unreadable as no port at all).
     """
     _expect_success(reply, 227)
     match = _PASV.search(reply.text)
@@ -271,8 +276,11 @@ def parse_pasv(reply: Reply) -> tuple[str, int]:
     numbers = [int(n) for n in match.groups()]
     if any(n > 255 for n in numbers):
         raise FTPProtocolError(f"bad address in PASV reply: {reply}")
+    port = numbers[4] * 256 + numbers[5]
+    if port == 0:
+        raise FTPProtocolError(f"port 0 in PASV reply: {reply}")
     host = ".".join(str(n) for n in numbers[:4])
-    return host, numbers[4] * 256 + numbers[5]
+    return host, port
 
 
 _EPSV_BODY = r"([!-+\--/:-~])(?:(?!\1).)*\1(?:(?!\1).)*\1\s*(\d{1,5})\s*\1"
@@ -304,13 +312,28 @@ def parse_epsv(reply: Reply) -> int:
     raise FTPProtocolError(f"no port in EPSV reply: {reply}")
 
 
+_SIZE = re.compile(r"([0-9]+)(?:\s+[^\s0-9.,].*)?")
+"""A byte count, alone or followed by words (``120000 bytes``); never a number
+followed by more digits or a separator (``1 234``, ``1.5``), which could be misread."""
+
+
 def parse_size(reply: Reply) -> int:
-    """Byte count of a 213 reply to SIZE (RFC 3659 section 4); any 2xx is read."""
+    """Byte count of a 213 reply to SIZE (RFC 3659 section 4); any 2xx is read.
+
+    RFC 3659 wants the bare number; servers add a unit (``213 120000 bytes``)
+    or send a multi-line reply (``213-Size follows`` / ``213 120000``): the
+    first line whose text is a number, or a number then words, counts.
+
+    Raises:
+        FTPProtocolError: Not a 2xx, or no line reads as a byte count.
+    """
     _expect_success(reply, 213)
-    text = reply.text.strip()
-    if not text.isdigit() or not text.isascii():
-        raise FTPProtocolError(f"bad SIZE reply: {reply}")
-    return int(text)
+    for line in reply.lines:
+        text = line[4:] if _line_code(line.encode("utf-8", "replace")) else line
+        match = _SIZE.fullmatch(text.strip())
+        if match is not None:
+            return int(match.group(1))
+    raise FTPProtocolError(f"bad SIZE reply: {reply}")
 
 
 _TIME_VAL = re.compile(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d+))?")
@@ -462,15 +485,61 @@ def is_unsolicited(verb: str, reply: Reply) -> bool:
     return owners is not None and verb.upper() not in owners
 
 
+NOT_UNDERSTOOD = frozenset({500, 501, 502, 504})
+"""Codes that say the server does not know or does not implement a command, or
+that argument of it (RFC 959 section 4.2: 500 command unrecognized, 501 syntax
+error in parameters, 502 command not implemented, 504 not implemented for that
+parameter; RFC 2228 section 4 uses 502 and 504 for an unknown AUTH mechanism)."""
+
+
+def refuses_epsv(reply: Reply) -> bool:
+    """Whether a reply to EPSV says the server does not do EPSV (use PASV from then on).
+
+    :data:`NOT_UNDERSTOOD`, and 522 (RFC 2428 section 3: network protocol
+    not supported). Any other code is about the session, not the command: a
+    ``530`` (no longer logged in), ``421`` (closing) or 4xx (try again) says
+    nothing about EPSV.
+    """
+    return reply.code in NOT_UNDERSTOOD or reply.code == 522
+
+
+MIN_SCRUBBED_SECRET = 4
+"""Shortest secret :func:`scrub` looks for in reply text. A shorter one would be
+found inside reply codes, numbers and words (password ``5`` in ``550``, ``a`` in
+every path) and the masking would spell it out; the replies that can echo it,
+to USER and PASS, lose their text instead (:func:`withholds_text`)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _spellings(secret: str) -> re.Pattern[str]:
+    """Every form of ``secret`` a server may echo, case-insensitively: as sent,
+    upper/lower/case-folded, percent-encoded (``%20``, ``%2F``, ``+`` for space), and
+    its UTF-8 bytes read as Latin-1 (a reply decoded by :func:`decode_text`'s fallback)."""
+    forms = {
+        secret,
+        secret.upper(),
+        secret.lower(),
+        secret.casefold(),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret),
+        urllib.parse.quote_plus(secret),
+        secret.encode("utf-8", "surrogatepass").decode("latin-1"),
+    }
+    alternatives = sorted(forms, key=len, reverse=True)  # the longest spelling wins
+    return re.compile("|".join(re.escape(form) for form in alternatives), re.IGNORECASE)
+
+
 def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every occurrence of each non-empty secret replaced by ``***``.
+    """``text`` with each secret of :data:`MIN_SCRUBBED_SECRET` characters or more,
+    in any of its spellings (:func:`_spellings`), replaced by ``***``.
 
     Servers echo command arguments in replies (``530 Login incorrect for
-    password hunter2``); reply text kept in errors and logs goes through here.
+    password hunter2``), percent-encoded or upper-cased by some; reply text
+    kept in errors and logs goes through here.
     """
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+        if len(secret) >= MIN_SCRUBBED_SECRET:
+            text = _spellings(secret).sub("***", text)
     return text
 
 
@@ -478,3 +547,27 @@ def scrub_reply(reply: Reply, secrets: tuple[str, ...]) -> Reply:
     """``reply`` with :func:`scrub` applied to each line (the same object if nothing changed)."""
     lines = tuple(scrub(line, secrets) for line in reply.lines)
     return reply if lines == reply.lines else Reply(reply.code, lines)
+
+
+_ECHOING_VERBS = frozenset({"PASS", "ACCT"})
+"""Commands whose reply text is never kept: the server has just read the password
+(``530 Login incorrect for s3cr3t%20pw``); no scrubbing is sure to catch every form."""
+
+
+def withholds_text(verb: str | None, secret: str) -> bool:
+    """Whether the text of a reply to ``verb`` must not be kept (:func:`withheld`).
+
+    Always for PASS and ACCT; for USER too when ``secret`` is too short to be
+    scrubbed (under :data:`MIN_SCRUBBED_SECRET`): a user name equal to the
+    password is echoed in USER's reply.
+    """
+    name = (verb or "").upper()
+    return name in _ECHOING_VERBS or (name == "USER" and 0 < len(secret) < MIN_SCRUBBED_SECRET)
+
+
+def withheld(reply: Reply) -> Reply:
+    """``reply`` with its code and a fixed text instead of the server's."""
+    return Reply(
+        reply.code,
+        (f"{reply.code} login refused (server text not kept: it may echo the password)",),
+    )

@@ -3,9 +3,11 @@
 One :class:`FTPSession` is one logged-in control connection. Its methods
 send commands and read replies; transfers open a passive data connection
 each. Any failure that leaves the conversation out of step (a timeout, a
-dropped connection, a cancellation, a reply we cannot parse) marks the
-session ``broken``: it is closed and never reused. A plain error reply
-(``550 No such file``) leaves it usable.
+dropped connection, a cancellation, bytes that are not a reply) marks the
+session ``broken``: it is closed and never reused; so does a reply that ends
+the session (``421``, or ``530`` after the login). A plain error reply
+(``550 No such file``), or a whole reply whose content we cannot read
+(``213 garbage``), leaves it usable.
 
 Before each command, complete replies that arrived unasked (a second 230,
 a late 226) are read and dropped, found without a round trip: the parser's
@@ -15,7 +17,8 @@ dropped too, so one unasked reply never shifts every later one by one.
 The same check, run by the pool on an idle session, finds sessions the
 server has closed (EOF, or ``421`` waiting in the socket).
 
-Every error leaving a session has the session's password scrubbed from its
+The text of a reply to PASS is never kept, and every other error leaving a
+session has the session's password, in any spelling, scrubbed from its
 message and reply: servers echo arguments (``530 ... password hunter2``).
 
 Commands whose replies are not needed before the next one go out together
@@ -81,6 +84,11 @@ class Download:
 class ServerQuirks:
     """What one server taught us, shared by all sessions to it."""
 
+    hidden_temp: bool = True
+    """Cleared when the server refused to STOR an upload's hidden temporary name
+    (``.name.<hex>.part``) with a permission 55x and took the visible form: a
+    server hiding or refusing dot-files (pure-ftpd ``-x``/``-X``, vsftpd
+    ``deny_file={.*}``). Read and set by the engine's upload."""
     epsv: bool = True
     """Cleared when the server refuses EPSV (a 5xx, or a 229 with no port we can read,
     as a server behind a broken NAT helper sends); PASV is used from then on."""
@@ -133,6 +141,7 @@ class SessionFactory:
         session = await self._connect()
         try:
             await session._login()
+            session.logged_in = True
             return session
         except FTPError as exc:
             await session.aclose(quit=False)
@@ -177,6 +186,7 @@ class SessionFactory:
         except BaseException:
             await session.aclose(quit=False)
             raise
+        session.logged_in = True
         return session
 
     def __repr__(self) -> str:
@@ -206,9 +216,15 @@ class FTPSession:
         self.connect_seconds = 0.0
         """Seconds the TCP connect took (for the pool's opening policy)."""
         self.reused = False
-        """Set by the pool when it hands out an idle session; cleared by the first
-        reply after that. A session the server closed while idle fails its first
-        command with ``stale_session`` set on the error (see :class:`FTPError`)."""
+        """Set by the pool when it hands out an idle session. A reused session the
+        server closed (EOF, 421) before a transfer began fails with ``stale_session``
+        set on the error (see :class:`FTPError`)."""
+        self.logged_in = False
+        """Set once the login finished: a 530 from then on means the server forgot it."""
+        self.transfer_began = False
+        """Whether a transfer's 1xx came since the session was last idle (reset by
+        :meth:`check_idle`, which the pool runs on every session it hands out):
+        from then on bytes may have moved, and a failure is never ``stale_session``."""
 
     def __repr__(self) -> str:
         state = "broken" if self.broken else "open"
@@ -234,8 +250,7 @@ class FTPSession:
     async def _login(self) -> None:
         config = self.config
         if config.tls is TLSMode.EXPLICIT:
-            # RFC 4217 says 234; some servers say 200 and start the handshake all the same.
-            await self._command("AUTH", "TLS")
+            await self._auth()
             with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
         if self.quirks.pipelining and self.quirks.features is not None:
@@ -245,7 +260,7 @@ class FTPSession:
         if reply.code == 331:
             await self._command("PASS", config.password.get_secret_value())
         if config.tls is not TLSMode.NONE:
-            await self._command("PBSZ", "0")
+            await self._pbsz()
             await self._command("PROT", "P")
         if self.quirks.pipelining is False:
             self._take_features(await self._exchange(build_command("FEAT")))
@@ -295,7 +310,9 @@ class FTPSession:
         elif not user.is_success:
             self._check("USER", user)
         if config.tls is not TLSMode.NONE:
-            self._check("PBSZ", next(replies))
+            pbsz = next(replies)
+            if pbsz.code == 421:  # a refused PBSZ is ignored, as when sent alone (_pbsz)
+                self._refused("PBSZ", pbsz)
             self._check("PROT", next(replies))
         self._take_features(next(replies))
         if utf8:
@@ -326,6 +343,31 @@ class FTPSession:
     def pipelining(self) -> bool:
         """Whether commands go out together on this session now (the server's quirk)."""
         return self.quirks.pipelining is True
+
+    async def _auth(self) -> None:
+        """``AUTH TLS``; refused as unknown (:data:`protocol.NOT_UNDERSTOOD`), ``AUTH SSL`` once.
+
+        RFC 4217 says 234; some servers say 200 and start the handshake all
+        the same. Older servers know only the pre-RFC 4217 name ``SSL`` (curl
+        tries the other name when the first is refused, ``lib/ftp.c``).
+        """
+        reply = await self._exchange(build_command("AUTH", "TLS"))
+        if reply.code in protocol.NOT_UNDERSTOOD:
+            await self._command("AUTH", "SSL")
+        elif not reply.is_success:
+            self._refused("AUTH", reply)
+
+    async def _pbsz(self) -> None:
+        """``PBSZ 0``, whose refusal is ignored: ``PROT P`` decides (RFC 4217 section 9 wants
+        PBSZ first; servers that refuse it still take PROT, and curl ignores PBSZ's reply).
+        A 421 is not ignored: the server is closing the session."""
+        reply = await self._exchange(build_command("PBSZ", "0"))
+        if reply.code == 421:
+            self._refused("PBSZ", reply)
+
+    def _refused(self, verb: str, reply: Reply) -> None:
+        with self._guard(verb):
+            raise error_for_reply(reply, verb)
 
     async def _start_tls(self) -> None:
         assert self._stream is not None and self._ssl_context is not None
@@ -364,27 +406,51 @@ class FTPSession:
     def closed(self) -> bool:
         return self._stream is None
 
-    def _mark(self, error: FTPError) -> None:
-        """Scrub the password from an error leaving the session; flag a stale pooled session."""
+    def _mark(self, error: FTPError, verb: str | None = None) -> None:
+        """Scrub the password from an error leaving the session; flag a stale session.
+
+        The text of a reply to ``verb`` is dropped where it may echo the password
+        (:func:`protocol.withholds_text`). Stale (``stale_session``), when no
+        transfer began since the session was handed out: a reused session the
+        server closed (EOF, 421), or any session the server logged out (530
+        after the login: a re-authentication timeout). Such a 530 is
+        AUTH_FAILED but retryable: the credentials worked.
+        """
+        if protocol.withholds_text(verb, self._secrets[0]):
+            if error.reply is not None:
+                error.reply = protocol.withheld(error.reply)
+                error.set_message(f"{verb}: {error.reply}")
+            elif error.code is ErrorCode.PROTOCOL_ERROR:
+                error.set_message(f"{verb}: unexpected reply (text not kept)")
         message = protocol.scrub(error.message, self._secrets)
         if message != error.message:
             error.set_message(message)
         if error.reply is not None:
             error.reply = protocol.scrub_reply(error.reply, self._secrets)
-        dead = error.code is ErrorCode.CONNECTION_ERROR or (
-            error.reply is not None and error.reply.code == 421
+        reply = error.reply
+        closed = error.code is ErrorCode.CONNECTION_ERROR or (
+            reply is not None and reply.code == 421
         )
-        if self.reused and dead:
+        logged_out = reply is not None and reply.code == 530 and self.logged_in
+        if logged_out:
+            error.retryable = True  # the login worked; the server dropped it
+        if not self.transfer_began and ((self.reused and closed) or logged_out):
             error.stale_session = True
+
+    def _ends_session(self, reply: Reply) -> bool:
+        """Whether an error reply leaves the session unusable: 421 (the server is closing
+        it) or 530 after the login (RFC 959: not logged in; the server forgot the login)."""
+        return reply.code == 421 or (reply.code == 530 and self.logged_in)
 
     # -- control channel -----------------------------------------------------------
 
     def _guard(self, what: str) -> _Guard:
         """Translate transport failures into :class:`FTPError` and mark the session broken.
 
-        An :class:`FTPError` that carries a reply other than 421 leaves the session
-        usable; anything else, cancellation included, breaks it. Errors that a
-        nursery wrapped in an exception group come out unwrapped.
+        An :class:`FTPError` that carries a reply leaves the session usable, unless
+        the reply ends it (:meth:`_ends_session`); anything else, cancellation
+        included, breaks it. Errors that a nursery wrapped in an exception group
+        come out unwrapped.
         """
         return _Guard(self, what)
 
@@ -478,6 +544,7 @@ class FTPSession:
         """
         if self.broken or self._stream is None:
             return False
+        self.transfer_began = False
         if not self._has_unread():
             return True
         try:
@@ -511,8 +578,6 @@ class FTPSession:
                     f"{verb}: unexpected reply {dropped}, and no other reply followed",
                 ) from None
             self.last_used = trio.current_time()
-            if reply.code != 421:  # a 421 says the server is closing the session
-                self.reused = False
             return reply
 
     async def _exchange_all(
@@ -559,8 +624,6 @@ class FTPSession:
                 exc.stale_session = True
             raise
         self.last_used = trio.current_time()
-        if all(reply.code != 421 for reply in replies):
-            self.reused = False
         return replies
 
     async def _command(self, verb: str, *args: str, intermediate: tuple[int, ...] = ()) -> Reply:
@@ -599,9 +662,14 @@ class FTPSession:
         return self._parsed(protocol.parse_mdtm, await self._command("MDTM", path), "MDTM")
 
     def _parsed(self, parse: Callable[[Reply], _T], reply: Reply, verb: str) -> _T:
-        """``parse(reply)``; a reply that does not parse is a protocol error (session broken)."""
+        """``parse(reply)``. A reply that does not parse is a PROTOCOL_ERROR carrying it;
+        it was one whole, well-framed reply, so the session stays in step and usable."""
         with self._guard(verb):
-            return parse(reply)
+            try:
+                return parse(reply)
+            except FTPError as exc:
+                exc.reply = reply
+                raise
 
     async def set_mtime(self, path: str, moment: datetime) -> None:
         """Set a file's modification time with MFMT, or vsftpd's two-argument MDTM.
@@ -635,7 +703,7 @@ class FTPSession:
             await self.mkd(path)
             return
         except FTPError as exc:
-            if exc.reply is None:
+            if exc.reply is None or self.broken:
                 raise
             whole = exc
         parts = [p for p in path.split("/") if p]
@@ -648,7 +716,7 @@ class FTPSession:
                 await self.mkd(prefix)
                 created_last = True
             except FTPError as exc:
-                if exc.reply is None:
+                if exc.reply is None or self.broken:
                     raise
                 refused.append((prefix, exc))
                 created_last = False
@@ -662,7 +730,7 @@ class FTPSession:
         try:
             await self.cwd(path)
         except FTPError as exc:
-            if exc.reply is None:
+            if exc.reply is None or self.broken:
                 raise
             cause = await self._first_missing(refused)
             await self.cwd(here)
@@ -675,7 +743,7 @@ class FTPSession:
             try:
                 await self.cwd(directory)
             except FTPError as exc:
-                if exc.reply is None:
+                if exc.reply is None or self.broken:
                     raise
                 return refusal
         return refused[-1][1]
@@ -776,7 +844,9 @@ class FTPSession:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
-        answered with a 229 as EPSV; a 5xx, or a 2xx whose port cannot be read
+        answered with a 229 as EPSV; a "not implemented" reply
+        (:func:`protocol.refuses_epsv`: a 530, 421 or 4xx is the session's
+        error, not EPSV's), or a 2xx whose port cannot be read
         (``(||38835|)``), counts as EPSV refused: PASV from then on for that
         server, recorded in its quirks.
 
@@ -793,8 +863,9 @@ class FTPSession:
             passive = build_command("EPSV" if self.quirks.epsv else "PASV")
             size_reply, first = await self._exchange_all([*prefix, passive])
             size = self._size_of(size_reply)
-            if not first.is_success and first.code != 502:
-                # 502 "not implemented" is about the verb itself, whatever came before it.
+            if not first.is_success and first.code != 502 and not self._ends_session(first):
+                # 502 "not implemented" is about the verb itself, whatever came before it;
+                # a 421 or a 530 after the login ends the session, pipelined or not.
                 self._suspect(protocol.verb_of(passive), first)
         else:
             first = None
@@ -818,7 +889,7 @@ class FTPSession:
                     return self._peer_host, protocol.parse_epsv(reply)
                 except FTPError:
                     pass
-            elif reply.code // 100 != 5:
+            elif not protocol.refuses_epsv(reply):
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
@@ -973,6 +1044,7 @@ class FTPSession:
                 if reply.is_success:
                     raise FTPError(ErrorCode.PROTOCOL_ERROR, f"{verb}: no data was sent: {reply}")
                 raise error_for_reply(reply, verb)
+        self.transfer_began = True
         return reply
 
     async def _read_answer(self, verb: str) -> Reply:
@@ -1235,9 +1307,9 @@ class _Guard:
         session = self._session
         what = self._what
         if isinstance(exc, FTPError):
-            if exc.reply is None or exc.reply.code == 421:
+            if exc.reply is None or session._ends_session(exc.reply):
                 session.broken = True
-            session._mark(exc)
+            session._mark(exc, what)
             if exc is raised:
                 return False
             raise exc from None
@@ -1252,7 +1324,7 @@ class _Guard:
         if isinstance(exc, (OSError, trio.BrokenResourceError, trio.ClosedResourceError)):
             detail = str(exc) or type(exc).__name__
             error = FTPError(ErrorCode.CONNECTION_ERROR, f"{what}: {detail}")
-            session._mark(error)
+            session._mark(error, what)
             raise error from exc
         return False
 
