@@ -129,7 +129,7 @@ async def _get(port: int, path: str, method: str = "GET") -> Response:
     """One request on a fresh connection, which the server must close after the response."""
     async with await trio.open_tcp_stream(HOST, port) as stream:
         response = await _request(stream, path, method, keep_alive=False)
-        with trio.fail_after(1):
+        with trio.fail_after(5):  # closed at all is the claim, not how fast on a busy machine
             assert await stream.receive_some() == b""
     return response
 

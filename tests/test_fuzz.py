@@ -733,7 +733,7 @@ def test_10000_hostile_messages_through_the_worker(
             cases, results, local_root=local_root, ftp_root=ftp_root, by_offset=True
         )
         assert kinds["blank"] > 0 and kinds["valid download"] > 0
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # a condition: the last commit may be late under load
         while topics.committed()[0] != len(cases) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert topics.committed()[0] == len(cases)

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from ftp_pooler.kafka_oauth import TokenFile, TokenFileError
 from ftp_pooler.kafka_security import ProbeFailure, check_kafka_security, judge, tls_context
 from servers import FTPServer
 from servers.kafka_tls import CertFiles, TLSKafkaBroker, TLSTansuBroker, issue_cert
-from servers.netutil import free_port
+from test_worker import Worker
 
 SECRET = "key-password-3f1c9a"
 
@@ -282,7 +280,7 @@ def base_env(tmp_path: Path, broker: TLSKafkaBroker, **kafka: str) -> dict[str, 
         "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
         "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "0.5",
         "FTP_POOLER__API__HOST": "127.0.0.1",
-        "FTP_POOLER__API__PORT": str(free_port()),
+        "FTP_POOLER__API__PORT": "0",
         "FTP_POOLER__LOGGING__LEVEL": "WARNING",
         **{f"FTP_POOLER__KAFKA__{key.upper()}": value for key, value in kafka.items()},
     }
@@ -321,24 +319,9 @@ def test_worker_and_submit_over_mtls_with_an_encrypted_key(
                     "dst_id": "local", "dst_path": name}).encode() + b"\n"
         for name in names
     )  # fmt: skip
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "ftp_pooler.cli", "worker"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    worker = Worker(tmp_path, env, "worker")
     try:
-        ready_url = f"http://127.0.0.1:{env['FTP_POOLER__API__PORT']}/ready"
-        deadline = time.monotonic() + 60
-        while True:
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            try:
-                with urllib.request.urlopen(ready_url, timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "worker never became ready"
-            time.sleep(0.1)
+        worker.wait_ready()
         done = run_cli("submit", "-", "--results", "--timeout", "60", env=env, stdin=tasks)
         assert done.returncode == 0, done.stderr.decode()
         assert b"submitted 10 tasks; 10 results, 0 failed" in done.stderr
@@ -346,13 +329,9 @@ def test_worker_and_submit_over_mtls_with_an_encrypted_key(
         assert sorted(r["task_id"] for r in results) == names
         for name in names:
             assert (local / name).read_bytes() == name.encode() * 100
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(60) == 0
+        assert worker.stop() == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
-        log.close()
+        worker.kill()
     assert SECRET not in (tmp_path / "worker.log").read_text()
 
 

@@ -19,6 +19,27 @@ MAX_INFLIGHT = 2
 MAX_POLL_RECORDS = 10
 
 
+class BeatLog(Health):
+    """:class:`Health` that also counts the poller's heartbeats (one per poll)."""
+
+    polls = 0
+
+    def heartbeat(self, name: str) -> None:
+        super().heartbeat(name)
+        if name == "poller":
+            self.polls += 1
+
+
+async def polls_go_on(health: BeatLog, count: int) -> None:
+    """Wait until the poller has polled ``count`` more times (paused: one per
+    ``PAUSED_POLL_SECONDS``). A condition, not a sleep: on a loaded machine a paused
+    poll in its thread may be late, and a fixed age bound on the last heartbeat fails."""
+    until = health.polls + count
+    with trio.fail_after(30):
+        while health.polls < until:
+            await trio.sleep(0.05)
+
+
 async def test_backpressure_pauses_at_the_limit_and_resumes_as_results_are_acknowledged(
     kafka_broker: KafkaBroker,
 ) -> None:
@@ -43,7 +64,7 @@ async def test_backpressure_pauses_at_the_limit_and_resumes_as_results_are_ackno
         }
     )
     consumer = KafkaConsumer(**consumer_config(settings))
-    health = Health()
+    health = BeatLog()
     deliveries = DeliveryQueue()
     poller = KafkaPoller(
         consumer, deliveries, topic=topic,
@@ -68,9 +89,9 @@ async def test_backpressure_pauses_at_the_limit_and_resumes_as_results_are_ackno
             # Paused at max_inflight + one poll's worth, at most one more poll over it.
             held = len(taken)
             assert MAX_INFLIGHT + MAX_POLL_RECORDS <= held < MAX_INFLIGHT + 2 * MAX_POLL_RECORDS
-            await trio.sleep(2 * PAUSED_POLL_SECONDS)
-            assert poller.paused and len(taken) == held == poller.inflight
-            assert health.alive(1.5 * PAUSED_POLL_SECONDS)[0], "stopped polling while paused"
+            await polls_go_on(health, 2)  # still polling while paused...
+            assert poller.paused and len(taken) == held == poller.inflight  # ...taking nothing
+            assert health.alive(10 * PAUSED_POLL_SECONDS)[0]
 
             acknowledged = 0
             with trio.fail_after(30):
@@ -111,10 +132,11 @@ async def test_the_byte_bound_pauses_too_and_acknowledgements_free_the_bytes(
     )
     consumer = KafkaConsumer(**consumer_config(settings))
     deliveries = DeliveryQueue()
+    health = BeatLog()
     poller = KafkaPoller(
         consumer, deliveries, topic=topic, bound=BufferBound(10_000, 12_000, 2),
         max_poll_records=5, commit_interval=1.0, revoke_timeout=1.0,
-        health=Health(), metrics=Metrics(),
+        health=health, metrics=Metrics(),
     )  # fmt: skip
     taken: list[Delivery] = []
 
@@ -129,11 +151,11 @@ async def test_the_byte_bound_pauses_too_and_acknowledgements_free_the_bytes(
             with trio.fail_after(30):
                 while not poller.paused:
                     await trio.sleep(0.05)
-            await trio.sleep(PAUSED_POLL_SECONDS)
+            await polls_go_on(health, 1)
             held = len(taken)
             assert 12 <= held < 12 + 5 and poller.buffered_bytes == 1000 * held
             poller.acknowledged(taken[: held - 10])  # 10,000 bytes left: not a quarter free
-            await trio.sleep(PAUSED_POLL_SECONDS)
+            await polls_go_on(health, 2)  # a paused poll after the acknowledgement
             assert poller.paused and len(taken) == held
             poller.acknowledged(taken[held - 10 : held])
             with trio.fail_after(30):

@@ -47,7 +47,6 @@ from ftp_pooler.retry import RetryPolicy
 from ftp_pooler.source_action import archive_path, is_repeat, same_file
 from servers import FTPServer
 from servers.kafka import KafkaBroker
-from servers.netutil import free_port
 
 MakeServer = Callable[..., FTPServer]
 KINDS = ("pyftpdlib", "vsftpd", "pure-ftpd")
@@ -674,7 +673,7 @@ def test_worker_killed_before_its_commit_redelivers_and_every_repeat_completes(
         with (tmp_path / f"{name}.log").open("wb") as log:  # the child keeps its own copy
             return subprocess.Popen(
                 [sys.executable, "-m", "ftp_pooler.cli", "worker"],
-                env={**env, "FTP_POOLER__API__PORT": str(free_port()),
+                env={**env, "FTP_POOLER__API__HOST": "127.0.0.1", "FTP_POOLER__API__PORT": "0",
                      "FTP_POOLER__WORKER__NAME": name},
                 stdout=subprocess.DEVNULL, stderr=log,
             )

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from servers import FTPServer
 from servers.kafka import KafkaBroker
-from servers.netutil import free_port
+from servers.netutil import free_port, listening_ports
 
 MakeServer = Callable[..., FTPServer]
 
@@ -81,20 +81,41 @@ class Topics:
 
 
 class Worker:
-    """``ftp-pooler worker`` as a child process."""
+    """``ftp-pooler worker`` as a child process.
+
+    Its API listens on 127.0.0.1 port 0: the kernel picks a free port at the
+    worker's bind and :attr:`port` reads it back from ``/proc``. (A port chosen
+    here beforehand can be taken by another process before the worker binds it:
+    the worker then exits with status 2 at start-up.)
+    """
 
     def __init__(self, workdir: Path, env: dict[str, str], name: str) -> None:
-        self.port = free_port()
-        env = {**env, "FTP_POOLER__API__PORT": str(self.port), "FTP_POOLER__WORKER__NAME": name}
+        env = {
+            **env,
+            "FTP_POOLER__API__HOST": "127.0.0.1",
+            "FTP_POOLER__API__PORT": "0",
+            "FTP_POOLER__WORKER__NAME": name,
+        }
+        self._port: int | None = None
         self.log = (workdir / f"{name}.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ftp_pooler.cli", "worker"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
+    @property
+    def port(self) -> int:
+        """The API's port; raises ``LookupError`` while the worker does not listen yet."""
+        if self._port is None:
+            ports = listening_ports(self.process.pid)
+            if not ports:
+                raise LookupError("the worker does not listen yet")
+            (self._port,) = ports
+        return self._port
+
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as reply:
                 return reply.status, json.loads(reply.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
@@ -106,13 +127,13 @@ class Worker:
             try:
                 if self.get("/ready")[0] == 200:
                     return
-            except OSError:
+            except (OSError, LookupError):
                 pass
             time.sleep(0.1)
         raise AssertionError("worker never became ready")
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as reply:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as reply:
             return reply.read().decode()
 
     def stop(self, timeout: float = 60.0) -> int:
@@ -137,11 +158,13 @@ class Worker:
 def setup(
     kafka_broker: KafkaBroker, make_vsftpd: MakeServer, ftp_root: Path, tmp_path: Path
 ) -> Iterator[Callable[..., tuple[Topics, FTPServer, Callable[[str], Worker], dict[str, str]]]]:
-    """``setup(partitions=1, drain=25, server=None, **overrides)`` -> (topics, server, start_worker, env)."""
+    """``setup(partitions=1, drain=25, server=None, **overrides)``
+    -> (topics, server, start_worker, env)."""
     workers: list[Worker] = []
 
-    def make(partitions: int = 1, drain: float = 25.0, server: FTPServer | None = None, **config: str
-             ) -> tuple[Topics, FTPServer, Callable[[str], Worker], dict[str, str]]:
+    def make(
+        partitions: int = 1, drain: float = 25.0, server: FTPServer | None = None, **config: str
+    ) -> tuple[Topics, FTPServer, Callable[[str], Worker], dict[str, str]]:
         topics = Topics(kafka_broker, partitions)
         server = server or make_vsftpd(passive_ports=400)
         local = tmp_path / "local"
@@ -249,7 +272,8 @@ def test_malformed_messages_get_failure_results_and_are_committed(
         b'{"task_id": "escape", "src_id": "ftp", "src_path": "/src/d0/f0.bin", "dst_id": "local",'
         b' "dst_path": "../../../tmp/escape"}',
     ]
-    mixed = [value for pair in zip(good, bad + [b""] * len(good)) for value in pair if value]
+    padded = bad + [b""] * len(good)
+    mixed = [value for pair in zip(good, padded, strict=False) for value in pair if value]
     worker = start("w1")
     worker.wait_ready()
     topics.produce(mixed)
@@ -264,7 +288,7 @@ def test_malformed_messages_get_failure_results_and_are_committed(
     assert all(r["error_code"] == "INVALID_MESSAGE" and "offset" in r["input"] for r in anonymous)
     assert len(results) == len(mixed)
     check_files(tmp_path / "local", digests)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30  # a condition: commits every 0.5 s, later under load
     while topics.committed()[0] != len(mixed) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert topics.committed()[0] == len(mixed)
@@ -423,3 +447,43 @@ def test_a_taken_api_port_is_a_one_line_error_before_kafka(tmp_path: Path) -> No
         f"127.0.0.1:{port}: Address already in use"
     ]
     assert time.monotonic() - started < 10  # did not wait for the (absent) broker
+
+
+def test_the_worker_fixture_takes_no_port_another_process_can_hold(
+    kafka_broker: KafkaBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port a free-port helper hands out is taken by someone else (on the wildcard
+    address, as another process could between the choice and the worker's bind) before
+    the worker starts: the worker still listens, on a port the kernel gave it at its own
+    bind, and answers there. (A worker told a port chosen beforehand exited with 2.)"""
+    connections = tmp_path / "connections.ini"
+    connections.write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    (tmp_path / "none.yaml").write_text("{}\n")
+    topics = Topics(kafka_broker, 1)
+    env = {
+        **os.environ,
+        "FTP_POOLER_CONNECTIONS": str(connections),
+        "FTP_POOLER_CONFIG": str(tmp_path / "none.yaml"),
+        "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+        "FTP_POOLER__KAFKA__INPUT_TOPIC": topics.tasks,
+        "FTP_POOLER__KAFKA__RESULT_TOPIC": topics.results,
+        "FTP_POOLER__KAFKA__FAIL_TOPIC": topics.failures,
+        "FTP_POOLER__KAFKA__CONSUMER_GROUP": topics.group,
+        "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
+        "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+        "FTP_POOLER__LOGGING__LEVEL": "WARNING",
+    }
+    with socket.socket() as other:  # what a test that picked a free port would pick
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("0.0.0.0", free_port()))
+        other.listen()
+        taken = other.getsockname()[1]
+        monkeypatch.setattr(sys.modules[__name__], "free_port", lambda host="": taken)
+        worker = Worker(tmp_path, env, "w1")
+        try:
+            worker.wait_ready()
+            assert worker.port != taken
+            assert worker.port in listening_ports(worker.process.pid)
+            assert worker.stop() == 0
+        finally:
+            worker.kill()

@@ -7,6 +7,9 @@
   be bound (the last 8000 ports handed out in this process are remembered).
   :func:`passive_range` turns a port count into such a range (inclusive).
 * :func:`wait_for_port` polls until something accepts TCP connections.
+* :func:`listening_ports` names the ports a child process listens on: start a
+  child on port 0 and read its port back, instead of choosing a port for it
+  (which another process can take between the choice and the child's bind).
 * :func:`count_established` counts the *server side* of ESTABLISHED TCP
   connections on a local port by reading ``/proc/net/tcp`` and ``tcp6``.
 * :class:`ConnectionSampler` runs :func:`count_established` in a background
@@ -44,6 +47,7 @@ __all__ = [
     "free_port_range",
     "is_listening",
     "is_port_bindable",
+    "listening_ports",
     "passive_range",
     "wait_for_listen",
     "wait_for_port",
@@ -112,7 +116,9 @@ def free_port_range(count: int, host: str = LOCALHOST, *, attempts: int = 200) -
         with _alloc_lock:
             if any(p in _handed_out for p in ports):
                 continue
-            if all(is_port_bindable(p, host) for p in ports):
+            # Free on every local address, not only ``host``: a listener elsewhere on
+            # the port (a proxy on 127.0.0.2, a server on 0.0.0.0) shows it in use.
+            if all(is_port_bindable(p, host) and is_port_bindable(p, "0.0.0.0") for p in ports):
                 for p in ports:
                     _handed_out[p] = None
                 while len(_handed_out) > _HANDED_OUT_MAX:
@@ -275,6 +281,29 @@ def is_listening(port: int, host: str = LOCALHOST) -> bool:
         if len(fields) >= 4 and fields[3] == _TCP_LISTEN and fields[1].endswith(suffix):
             return True
     return False
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on now (any address, IPv4 and IPv6).
+
+    Matches the socket inodes among ``/proc/<pid>/fd`` with the LISTEN lines
+    of ``/proc/<pid>/net/tcp{,6}``. Empty if the process is gone.
+    """
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+    except OSError:
+        return set()
+    ports = set()
+    for line in _iter_proc_lines((f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6")):
+        fields = line.split()
+        if len(fields) >= 10 and fields[3] == _TCP_LISTEN and fields[9] in inodes:
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def wait_for_listen(
