@@ -177,6 +177,7 @@ def test_worker_without_kafka_exits_with_a_clear_error(
     env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
     env["FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS"] = "2000"
     env["FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS"] = "500"
+    env["FTP_POOLER__KAFKA__REQUEST_TIMEOUT_MS"] = "2000"  # also the bootstrap wait
     done = ftp_pooler("worker", env=env)
     assert done.returncode == 3, done.stderr.decode()[-2000:]
     assert f"cannot use Kafka at 127.0.0.1:{port}".encode() in done.stderr
