@@ -108,7 +108,7 @@ def submit_tasks(
     report = SubmitReport(waited=wait_for_results)
     started = datetime.now(UTC)
     producer = KafkaProducer(
-        **producer_config(settings), bootstrap_timeout_ms=int(connect_timeout * 1000)
+        **{**producer_config(settings), "bootstrap_timeout_ms": int(connect_timeout * 1000)}
     )
 
     def taken(_metadata: object) -> None:  # on the producer's sender thread
