@@ -112,7 +112,8 @@ def test_a_signal_drains_running_transfers_then_exits_128_plus_signal(
     landed = sorted(p.name for p in local.iterdir())
     assert landed == sorted(f"{r['task_id'].replace('t', 'f')}.bin" for r in results)
     assert not _parts(local)
-    assert b"2 tasks: 2 completed" in stderr
+    # The summary counts the tasks that never started (M6).
+    assert b"6 tasks: 2 completed, 0 skipped, 0 failed, 0 cancelled, 4 not started" in stderr
 
 
 def test_drain_deadline_cancels_transfers_and_removes_their_temp_files(
@@ -133,7 +134,7 @@ def test_drain_deadline_cancels_transfers_and_removes_their_temp_files(
     assert b"Traceback" not in stderr
     assert stdout == b""  # cancelled transfers have no result
     assert not _parts(tmp_path / "local")
-    assert b"0 tasks: 0 completed" in stderr
+    assert b"2 tasks: 0 completed, 0 skipped, 0 failed, 2 cancelled, 0 not started" in stderr
 
 
 def test_a_second_signal_stops_at_once(
@@ -424,7 +425,7 @@ def test_copy_as_pid_1_drains_on_sigterm(
     os.kill(_pid_1_of(proc), signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr.decode()
-    assert b"Traceback" not in stderr and b"2 tasks: 2 completed" in stderr
+    assert b"Traceback" not in stderr and b"6 tasks: 2 completed" in stderr
     assert len(out.read_bytes().splitlines()) == 2 and not _parts(local)
 
 
