@@ -304,6 +304,8 @@ class BatchCopy:
         if line.size == len(line.head) and not line.head.strip():
             return
         self._lines += 1
+        if self._stopping:  # the rest of a read after a stop from a results write error
+            return
         size = line.size if line.size > len(line.head) else None
         message = Message(line.head, line=number, size=size)
         admitted = self._boundary.admit(message)
