@@ -215,13 +215,8 @@ class SourceActionDone(StrEnum):
 
 
 class TransferOptions(BaseModel):
-    """How to move the file.
-
-    Booleans and integers are strict (JSON ``true``/``false``, whole numbers):
-    ``"no"``, ``"3"``, ``3.0`` or ``true`` for a count are refused, not
-    converted: a producer's ``"verify_size": "off"`` must not silently mean
-    ``false``.
-    """
+    """How to move the file. Booleans and integers are strict: JSON true/false and
+    whole numbers only; "no", "3", 3.0 or true for a count are refused, not converted."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
