@@ -774,3 +774,25 @@ def test_a_connections_file_without_connections_is_refused(tmp_path: Path) -> No
     (line,) = done.stderr.decode().splitlines()
     assert line == "ftp-pooler: /dev/null: no connection defined (a [name] section per connection)"
     assert done.stdout == b""
+
+
+def test_a_signal_while_the_producer_keeps_stdin_open_stops_cleanly(tmp_path: Path) -> None:
+    """M6 for stdin: the read waiting on the pipe is abandoned (no "Fatal Python error:
+    could not acquire lock" at exit) and the summary says what it cannot know."""
+    (tmp_path / "l.ini").write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    env = dict(os.environ, FTP_POOLER_CONNECTIONS=str(tmp_path / "l.ini"))
+    line = {"task_id": "t", "src_id": "local", "src_path": "a", "dst_id": "local", "dst_path": "b"}
+    proc = _start("copy", "-", "--stats", "0", env=env, stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write((json.dumps(line) + "\n").encode())
+        proc.stdin.flush()
+        assert b'"task_id":"t"' in proc.stdout.readline()  # read and done; stdin stays open
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    stderr = proc.stderr.read().decode()
+    assert "Fatal" not in stderr and "Traceback" not in stderr, stderr
+    assert "1+ tasks: 0 completed, 0 skipped, 1 failed, 0 cancelled, unknown not started" in stderr

@@ -6,8 +6,11 @@ signals, the progress display and the exit status.
 
 from __future__ import annotations
 
+import io
+import os
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -97,10 +100,26 @@ class LineSplitter:
         self._size += stop - start
 
 
+def reader(source: BinaryIO) -> Callable[[], bytes]:
+    """A blocking read of what ``source`` has now (up to :data:`READ_BYTES`; ``b""`` at its end).
+
+    ``os.read`` on its file descriptor when it has one: a thread abandoned while
+    waiting on a pipe (a stopped copy) then holds no lock of the file object,
+    which the interpreter takes at exit (holding it aborts the process with
+    "could not acquire lock ... at interpreter shutdown"). Else ``read1``.
+    """
+    try:
+        fd = source.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return partial(source.read1, READ_BYTES)  # type: ignore[attr-defined]
+    return partial(os.read, fd, READ_BYTES)
+
+
 def read_lines(source: BinaryIO, limit: int = MAX_MESSAGE_BYTES) -> Iterator[Line]:
     """Every line of ``source`` (blank ones too), read in chunks (see :class:`LineSplitter`)."""
     splitter = LineSplitter(limit)
-    while data := source.read1(READ_BYTES):  # type: ignore[attr-defined]
+    read = reader(source)
+    while data := read():
         yield from splitter.feed(data)
     last = splitter.end()
     if last is not None:
@@ -283,12 +302,9 @@ class BatchCopy:
 
     async def _read(self) -> None:
         splitter = LineSplitter(self._boundary.max_bytes)
+        read = reader(self._source)
         number = 0
-        while data := await trio.to_thread.run_sync(
-            self._source.read1,  # type: ignore[attr-defined]
-            READ_BYTES,
-            abandon_on_cancel=True,
-        ):
+        while data := await trio.to_thread.run_sync(read, abandon_on_cancel=True):
             for line in splitter.feed(data):
                 number += 1
                 if number % SUBMIT_BATCH == 0:
