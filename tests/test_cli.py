@@ -787,6 +787,7 @@ def test_a_signal_while_the_producer_keeps_stdin_open_stops_cleanly(tmp_path: Pa
     try:
         proc.stdin.write((json.dumps(line) + "\n").encode())
         proc.stdin.flush()
+        assert select.select([proc.stdout], [], [], 20)[0], "no result while stdin is open"
         assert b'"task_id":"t"' in proc.stdout.readline()  # read and done; stdin stays open
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 143
