@@ -80,7 +80,6 @@ EXIT_BAD_CONFIG = EXIT_USAGE
 EXIT_KAFKA_UNAVAILABLE = 3
 EXIT_RESULTS_UNWRITABLE = 4
 EXIT_SIGINT = 128 + signal.SIGINT
-EXIT_SIGTERM = 128 + signal.SIGTERM
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 """What a shell reports for a process killed by SIGPIPE, as ``cat`` is by ``| head``."""
 
