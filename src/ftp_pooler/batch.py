@@ -100,27 +100,45 @@ class LineSplitter:
         self._size += stop - start
 
 
-def reader(source: BinaryIO) -> Callable[[], bytes]:
-    """A blocking read of what ``source`` has now (up to :data:`READ_BYTES`; ``b""`` at its end).
+class ChunkReader:
+    """Reads what ``source`` has now (up to :data:`READ_BYTES`) into one reusable buffer.
 
-    ``os.read`` on its file descriptor when it has one: a thread abandoned while
-    waiting on a pipe (a stopped copy) then holds no lock of the file object,
-    which the interpreter takes at exit (holding it aborts the process with
-    "could not acquire lock ... at interpreter shutdown"). Else ``read1``.
+    :meth:`fill` blocks (run it in a thread); :meth:`chunk` copies what it read
+    out, on the caller's thread. The thread allocates nothing: each thread's
+    allocations would land in its own malloc arena, and a big input read by a
+    changing set of threads kept tens of megabytes in them. ``os.readv`` on
+    the file descriptor when there is one: a thread abandoned while waiting on
+    a pipe (a stopped copy) then holds no lock of the file object, which the
+    interpreter takes at exit (holding it aborted the process with "could not
+    acquire lock ... at interpreter shutdown"); else ``readinto1``.
     """
-    try:
-        fd = source.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return partial(source.read1, READ_BYTES)  # type: ignore[attr-defined]
-    return partial(os.read, fd, READ_BYTES)
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._buffer = bytearray(READ_BYTES)
+        self._view = memoryview(self._buffer)
+        self._fill: Callable[[], int]
+        try:
+            fd = source.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            self._fill = partial(source.readinto1, self._buffer)  # type: ignore[attr-defined]
+        else:
+            self._fill = partial(os.readv, fd, [self._buffer])
+
+    def fill(self) -> int:
+        """Read into the buffer; the bytes read (0 at the end of the input)."""
+        return self._fill()
+
+    def chunk(self, count: int) -> bytes:
+        """The ``count`` bytes :meth:`fill` read, copied out."""
+        return bytes(self._view[:count])
 
 
 def read_lines(source: BinaryIO, limit: int = MAX_MESSAGE_BYTES) -> Iterator[Line]:
     """Every line of ``source`` (blank ones too), read in chunks (see :class:`LineSplitter`)."""
     splitter = LineSplitter(limit)
-    read = reader(source)
-    while data := read():
-        yield from splitter.feed(data)
+    chunks = ChunkReader(source)
+    while count := chunks.fill():
+        yield from splitter.feed(chunks.chunk(count))
     last = splitter.end()
     if last is not None:
         yield last
@@ -302,10 +320,10 @@ class BatchCopy:
 
     async def _read(self) -> None:
         splitter = LineSplitter(self._boundary.max_bytes)
-        read = reader(self._source)
+        chunks = ChunkReader(self._source)
         number = 0
-        while data := await trio.to_thread.run_sync(read, abandon_on_cancel=True):
-            for line in splitter.feed(data):
+        while count := await trio.to_thread.run_sync(chunks.fill, abandon_on_cancel=True):
+            for line in splitter.feed(chunks.chunk(count)):
                 number += 1
                 if number % SUBMIT_BATCH == 0:
                     await trio.lowlevel.checkpoint()  # let the runners start meanwhile
