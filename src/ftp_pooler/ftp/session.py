@@ -265,12 +265,12 @@ class FTPSession:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
         await self._drain_unasked()
         if logs.debug_enabled:
-            log.debug("ftp.command", host=self.config.host, command=self._shown(command.decode()))
+            for line in command.decode(errors="replace").splitlines():  # one write may hold several
+                log.debug("ftp.command", host=self.config.host, command=self._shown(line))
         await self._stream.send_all(command)
 
     def _shown(self, line: str) -> str:
         """A line of the dialogue for a debug log: secrets scrubbed, PASS/ACCT's argument hidden."""
-        line = line.rstrip("\r\n")
         if line[:5].upper() in ("PASS ", "ACCT "):
             return line[:5] + "***"
         return protocol.scrub(line, self._secrets)
