@@ -133,7 +133,7 @@ async def test_a_result_that_cannot_be_encoded_becomes_one_that_can() -> None:
 async def test_parsing_that_raises_something_unexpected_is_contained(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken_parse(raw: bytes, *, max_bytes: int) -> Task:
+    def broken_parse(raw: bytes, *, max_bytes: int, size: int | None) -> Task:
         raise AssertionError("a bug in the parser")
 
     monkeypatch.setattr("ftp_pooler.boundary.parse_task", broken_parse)

@@ -23,6 +23,7 @@ import pytest
 from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
 
 from servers import FTPServer
+from servers.dead import closed_port
 from test_copy import ftp_pooler, write_config
 
 MakeServer = Callable[..., FTPServer]
@@ -112,7 +113,8 @@ def test_a_signal_drains_running_transfers_then_exits_128_plus_signal(
     landed = sorted(p.name for p in local.iterdir())
     assert landed == sorted(f"{r['task_id'].replace('t', 'f')}.bin" for r in results)
     assert not _parts(local)
-    assert b"2 tasks: 2 completed" in stderr
+    # The summary counts the tasks that never started (M6).
+    assert b"6 tasks: 2 completed, 0 skipped, 0 failed, 0 cancelled, 4 not started" in stderr
 
 
 def test_drain_deadline_cancels_transfers_and_removes_their_temp_files(
@@ -133,7 +135,7 @@ def test_drain_deadline_cancels_transfers_and_removes_their_temp_files(
     assert b"Traceback" not in stderr
     assert stdout == b""  # cancelled transfers have no result
     assert not _parts(tmp_path / "local")
-    assert b"0 tasks: 0 completed" in stderr
+    assert b"2 tasks: 0 completed, 0 skipped, 0 failed, 2 cancelled, 0 not started" in stderr
 
 
 def test_a_second_signal_stops_at_once(
@@ -424,7 +426,7 @@ def test_copy_as_pid_1_drains_on_sigterm(
     os.kill(_pid_1_of(proc), signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr.decode()
-    assert b"Traceback" not in stderr and b"2 tasks: 2 completed" in stderr
+    assert b"Traceback" not in stderr and b"6 tasks: 2 completed" in stderr
     assert len(out.read_bytes().splitlines()) == 2 and not _parts(local)
 
 
@@ -447,3 +449,352 @@ def test_sigterm_as_pid_1_before_any_drain_exits_at_once(
     proc.communicate(timeout=30)
     assert proc.returncode == 143
     assert time.monotonic() - started < 5
+
+
+# -- results as tasks end, lines as they arrive, line size, unwritable results (M9, M7, M8) --
+
+
+def test_a_result_is_on_disk_as_its_task_ends_and_a_piped_line_starts_at_once(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """M9: the producer keeps stdin open after one line; that task runs and its result
+    is in the -o file (flushed) while the copy goes on, and survives a SIGKILL."""
+    (ftp_root / "f0.bin").write_bytes(b"zero")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    out = tmp_path / "results.jsonl"
+    proc = _start(
+        "copy", "-", "-o", str(out), "--stats", "0", env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(_downloads(1).encode())
+        proc.stdin.flush()
+        _wait_for(lambda: out.exists() and out.read_bytes().endswith(b"\n"), timeout=20)
+        assert proc.poll() is None  # still reading stdin
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    (result,) = [json.loads(line) for line in out.read_bytes().splitlines()]
+    assert (result["task_id"], result["status"]) == ("t0", "completed")
+
+
+def test_results_on_stdout_come_as_tasks_end(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """M9: the same with results on a pipe (stdout) rather than a file."""
+    (ftp_root / "f0.bin").write_bytes(b"zero")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    proc = _start("copy", "-", "--stats", "0", env=env, stdin=subprocess.PIPE,
+                  stderr=subprocess.DEVNULL)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(_downloads(1).encode())
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        assert ready, "no result while stdin stays open"
+        assert b'"task_id":"t0"' in proc.stdout.readline()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def _wait4_maxrss_kib(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """Wait for ``proc`` and return its own peak RSS (KiB), not other children's."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return int(usage.ru_maxrss)
+        assert time.monotonic() < deadline, "copy did not end"
+        time.sleep(0.05)
+
+
+def test_a_huge_line_costs_no_more_than_the_size_limit_in_memory(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """M7: a 100 MB line (a big file given by mistake) is refused with its true size,
+    without being held in memory (it used to cost about 4x its size), and the next
+    line runs."""
+    (ftp_root / "f0.bin").write_bytes(b"zero")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    tasks = tmp_path / "tasks.jsonl"
+    with tasks.open("wb") as f:
+        f.write(b'{"task_id": "big", "pad": "')
+        for _ in range(100):
+            f.write(b"x" * 1_000_000)
+        f.write(b'"}\n' + _downloads(1).encode())
+    size = tasks.stat().st_size - len(_downloads(1).encode()) - 1
+    out = tmp_path / "results.jsonl"
+    proc = _start("copy", str(tasks), "-o", str(out), "--stats", "0", env=env,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    maxrss_kib = _wait4_maxrss_kib(proc)
+    assert proc.returncode == 1
+    results = {r.get("task_id"): r for r in map(json.loads, out.read_bytes().splitlines())}
+    assert results["t0"]["status"] == "completed"
+    big = results["big"]
+    assert big["error_code"] == "INVALID_MESSAGE"
+    assert big["error_message"] == f"line 1: message is {size} bytes, over the limit of 1048576"
+    assert big["input"]["size"] == size and big["input"]["truncated"] is True
+    # About 76 MB here (the interpreter, its imports, an FTP session); it was 440 MB.
+    assert maxrss_kib < 160_000, maxrss_kib
+
+
+def test_results_that_cannot_be_written_stop_the_copy_in_one_line_exit_4(
+    slow_setup: tuple[dict[str, str], Path, Path],
+) -> None:
+    """M8: -o /dev/full: one line, the copy stops as on SIGTERM (running transfers
+    finish, no new one starts), exit 4, no traceback."""
+    env, tasks, local = slow_setup
+    started = time.monotonic()
+    done = ftp_pooler("copy", str(tasks), "-o", "/dev/full", "-j", "2", "--stats", "0", env=env)
+    stderr = done.stderr.decode()
+    assert done.returncode == 4, stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr
+    lines = stderr.splitlines()
+    assert lines[0] == "ftp-pooler: cannot write results to /dev/full: No space left on device"
+    assert re.match(r"6 tasks: 2 completed, 0 skipped, 0 failed, 0 cancelled, 4 not started;",
+                    lines[-1]), lines  # fmt: skip
+    assert len(list(local.iterdir())) == 2 and not _parts(local)
+    assert time.monotonic() - started < 5.5  # six tasks, two at a time, take 6 s
+
+
+def test_a_closed_stdout_pipe_ends_the_copy_quietly_with_141(tmp_path: Path) -> None:
+    """M8: results to a pipe whose reader went away (| head): exit 128 + SIGPIPE, no
+    traceback, no "Exception ignored" from the interpreter's last flush."""
+    (tmp_path / "l.ini").write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    env = dict(os.environ, FTP_POOLER_CONNECTIONS=str(tmp_path / "l.ini"))
+    line = {"task_id": "t", "src_id": "local", "src_path": "a", "dst_id": "local", "dst_path": "b"}
+    (tmp_path / "tasks.jsonl").write_text((json.dumps(line) + "\n") * 2000)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ftp_pooler.cli", "copy", str(tmp_path / "tasks.jsonl"),
+             "--stats", "0"],
+            env=env, stdout=write_end, stderr=subprocess.PIPE, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    stderr = done.stderr.decode()
+    assert done.returncode == 141, stderr
+    assert "Traceback" not in stderr and "Exception" not in stderr and "Error" not in stderr
+    (summary,) = stderr.splitlines()
+    pattern = r"2000 tasks: 0 completed, 0 skipped, \d+ failed, 0 cancelled, \d+ not started"
+    assert re.match(pattern, summary), summary
+
+
+# -- stopping (M6), dry run (M3), start-up (L1) -------------------------------------------
+
+
+def test_a_task_waiting_for_a_retry_is_cancelled_by_a_signal_and_counted(
+    pyftpd_server: FTPServer, tmp_path: Path
+) -> None:
+    """M6: once stopping, no new attempt starts: a task in its backoff ends at once,
+    counted as cancelled (it used to go on retrying through the drain)."""
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    (tmp_path / "connections.ini").write_text(
+        (tmp_path / "connections.ini").read_text()
+        + f"\n[dead]\ntype = ftp\nhost = 127.0.0.1\nport = {closed_port()}\nuser = u\npass = p\n"
+    )
+    (tmp_path / "config.yaml").write_text(
+        "logging:\n  level: WARNING\ntransfer:\n  initial_backoff_seconds: 2\n"
+        "  max_backoff_seconds: 2\n"
+    )
+    task = {"task_id": "d", "src_id": "dead", "src_path": "/x", "dst_id": "local",
+            "dst_path": "x", "options": {"retry_count": 10}}  # fmt: skip
+    err = tmp_path / "stderr"
+    with err.open("wb") as stderr_file:
+        proc = _start("copy", "-", "-v", "--stats", "0", "--log-format", "console", env=env,
+                      stdin=subprocess.PIPE, stderr=stderr_file)  # fmt: skip
+    assert proc.stdin is not None
+    proc.stdin.write((json.dumps(task) + "\n").encode())
+    proc.stdin.close()
+    _wait_for(lambda: b"transfer.retry" in err.read_bytes())
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    assert proc.stdout is not None
+    stdout = proc.stdout.read()
+    stderr = err.read_bytes().decode()
+    assert proc.returncode == 143, stderr
+    assert time.monotonic() - started < 1.5  # not another backoff, not another attempt
+    assert stderr.count("transfer.retry") == 1, stderr
+    assert stdout == b""
+    assert "1 tasks: 0 completed, 0 skipped, 0 failed, 1 cancelled, 0 not started" in stderr
+
+
+def test_dry_run_refuses_what_planning_refuses(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """M3: paths and connections the real run refuses before any transfer are
+    would-fail in a dry run, each named with its line."""
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    (local / "sub" / "out").symlink_to("/etc")
+    env = write_config(tmp_path, pyftpd_server, local)
+
+    def task(n: int, **fields: str) -> str:
+        base = {"task_id": f"t{n}", "src_id": "remote", "src_path": "/f0.bin",
+                "dst_id": "local", "dst_path": "ok.bin"}  # fmt: skip
+        return json.dumps({**base, **fields})
+
+    lines = [
+        task(1),
+        task(2, dst_path="../escape.bin"),
+        task(3, dst_path="/etc/passwd"),
+        task(4, dst_path="sub/out/passwd"),
+        task(5, src_path="/a\r\nDELE /x"),
+        task(6, src_id="mars"),
+        task(7, dst_path="dir/"),
+    ]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("\n".join(lines) + "\n")
+    done = ftp_pooler("copy", str(tasks), "--dry-run", env=env)
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    for number, code in [(2, "PATH_NOT_ALLOWED"), (3, "PATH_NOT_ALLOWED"),
+                         (4, "PATH_NOT_ALLOWED"), (5, "PATH_NOT_ALLOWED"),
+                         (6, "INVALID_CONFIG"), (7, "PATH_NOT_ALLOWED")]:  # fmt: skip
+        assert f"line {number}: {code}: " in err, (number, err)
+    assert "line 1:" not in err
+    assert "dry run: 7 tasks, 6 would fail before any transfer" in err
+    assert not list(local.rglob("*.bin"))
+
+
+def test_ctrl_c_while_starting_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    """L1: SIGINT during the imports (caught here as libssl is mapped, when trio imports
+    ssl: a few hundred milliseconds before main() runs)."""
+    (tmp_path / "l.ini").write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    (tmp_path / "tasks.jsonl").write_text("")
+    proc = _start("copy", str(tmp_path / "tasks.jsonl"), "--connections",
+                  str(tmp_path / "l.ini"), env=dict(os.environ))  # fmt: skip
+    maps = Path(f"/proc/{proc.pid}/maps")
+    _wait_for(lambda: "libssl.so" in maps.read_text(), timeout=20)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr.decode()
+    assert stderr == b"" and stdout == b""
+
+
+# -- task options (L5), paths (L6), check-connection (L7), logs (L8), help (L9, M5), config (L10)
+
+
+def test_option_types_are_strict(pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path) -> None:
+    """L5: "no" is not false and true is not 1: such tasks are INVALID_MESSAGE, not run."""
+    (ftp_root / "f0.bin").write_bytes(b"zero")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    options = [
+        {"verify_size": "no"},
+        {"retry_count": True},
+        {"retry_count": "3"},
+        {"retry_count": 3.0},
+        {"overwrite": 0},
+        {"retry_count": 2, "verify_size": False},
+    ]
+    lines = [
+        json.dumps({"task_id": f"t{i}", "src_id": "remote", "src_path": "/f0.bin",
+                    "dst_id": "local", "dst_path": f"f{i}.bin", "options": option})
+        for i, option in enumerate(options)
+    ]  # fmt: skip
+    done = ftp_pooler("copy", "-", "--stats", "0", env=env, stdin="\n".join(lines).encode())
+    results = {r["task_id"]: r for r in map(json.loads, done.stdout.splitlines())}
+    assert results.pop("t5")["status"] == "completed"
+    assert {r["error_code"] for r in results.values()} == {"INVALID_MESSAGE"}, results
+    assert "options.verify_size" in results["t0"]["error_message"]
+    assert "options.retry_count" in results["t1"]["error_message"]
+
+
+def test_a_local_path_ending_in_a_slash_is_refused(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """L6: "out/newdir/" used to write a file named out/newdir."""
+    (ftp_root / "f0.bin").write_bytes(b"zero")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    task = {"task_id": "t", "src_id": "remote", "src_path": "/f0.bin", "dst_id": "local",
+            "dst_path": "out/newdir/"}  # fmt: skip
+    done = ftp_pooler("copy", "-", "--stats", "0", env=env, stdin=json.dumps(task).encode())
+    (result,) = map(json.loads, done.stdout.splitlines())
+    assert result["error_code"] == "PATH_NOT_ALLOWED"
+    assert result["error_message"] == "'out/newdir/' names a directory, not a file"
+    assert not (tmp_path / "local" / "out" / "newdir").exists()
+
+
+def test_check_connection_shows_what_worked_before_the_failing_step(
+    pyftpd_server: FTPServer, tmp_path: Path
+) -> None:
+    """L7: the listing fails; the login and features lines are out first."""
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    done = ftp_pooler("check-connection", "remote", "--path", "/nonexistent", env=env)
+    assert done.returncode == 1
+    out = done.stdout.decode()
+    assert out.startswith("logged in to ") and "\nfeatures: " in out, out
+    assert len(done.stderr.splitlines()) == 1 and b"/nonexistent" not in done.stdout
+
+
+def test_debug_level_shows_the_ftp_dialogue_without_the_password(
+    pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path
+) -> None:
+    """L8: -vv (from WARNING) logs each command and the first line of each reply."""
+    (ftp_root / "f0.bin").write_bytes(b"zero")
+    env = write_config(tmp_path, pyftpd_server, tmp_path / "local")
+    done = ftp_pooler("copy", "-", "-vv", "--stats", "0", "-o", str(tmp_path / "r.jsonl"),
+                      env=env, stdin=_downloads(1).encode())  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith(b"{")]
+    commands = [e["command"] for e in events if e["event"] == "ftp.command"]
+    replies = [e["reply"] for e in events if e["event"] == "ftp.reply"]
+    assert f"USER {pyftpd_server.user}" in commands and "PASS ***" in commands
+    assert "RETR /f0.bin" in commands
+    assert any(reply.startswith("230 ") for reply in replies)
+    assert any(reply.startswith("226 ") for reply in replies)
+    assert pyftpd_server.password.encode() not in done.stderr
+    quiet = ftp_pooler("copy", "-", "-v", "--stats", "0", "-o", str(tmp_path / "r.jsonl"),
+                       env=env, stdin=_downloads(1).encode())  # fmt: skip
+    assert b"ftp.command" not in quiet.stderr
+
+
+def test_help_is_plain_text_and_states_every_exit_status(tmp_path: Path) -> None:
+    """L9: no reST markup; M5: the worker's 0 after a clean drain is said, as are 4 and 141."""
+    done = ftp_pooler("--help", env=dict(os.environ))
+    text = done.stdout.decode()
+    assert done.returncode == 0
+    assert "``" not in text and ":class:" not in text
+    assert "0 done (the worker: also after a clean drain on SIGTERM" in " ".join(text.split())
+    for status in ("4 copy could not write", "141 copy's results"):
+        assert status in " ".join(text.split()), status
+
+
+def test_a_connections_file_without_connections_is_refused(tmp_path: Path) -> None:
+    """L10: check-config (or any command) with an empty connections file: one line, exit 2."""
+    done = ftp_pooler("check-config", "--connections", "/dev/null", env=dict(os.environ))
+    assert done.returncode == 2, done.stdout
+    (line,) = done.stderr.decode().splitlines()
+    assert line == "ftp-pooler: /dev/null: no connection defined (a [name] section per connection)"
+    assert done.stdout == b""
+
+
+def test_a_signal_while_the_producer_keeps_stdin_open_stops_cleanly(tmp_path: Path) -> None:
+    """M6 for stdin: the read waiting on the pipe is abandoned (no "Fatal Python error:
+    could not acquire lock" at exit) and the summary says what it cannot know."""
+    (tmp_path / "l.ini").write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    env = dict(os.environ, FTP_POOLER_CONNECTIONS=str(tmp_path / "l.ini"))
+    line = {"task_id": "t", "src_id": "local", "src_path": "a", "dst_id": "local", "dst_path": "b"}
+    proc = _start("copy", "-", "--stats", "0", env=env, stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write((json.dumps(line) + "\n").encode())
+        proc.stdin.flush()
+        assert select.select([proc.stdout], [], [], 20)[0], "no result while stdin is open"
+        assert b'"task_id":"t"' in proc.stdout.readline()  # read and done; stdin stays open
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    stderr = proc.stderr.read().decode()
+    assert "Fatal" not in stderr and "Traceback" not in stderr, stderr
+    assert "1+ tasks: 0 completed, 0 skipped, 1 failed, 0 cancelled, unknown not started" in stderr

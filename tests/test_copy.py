@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ftp_pooler.batch import copy_tasks
+import pytest
+
+from ftp_pooler.batch import Line, LineSplitter, copy_tasks, count_task_lines
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Result
 from ftp_pooler.engine import Transfer, TransferEngine
@@ -254,3 +256,31 @@ async def test_copy_tasks_turns_an_engine_bug_into_one_result_per_task(tmp_path:
             assert result["error_message"] == f"ExceptionGroup: KeyError: '{result['task_id']}'"
         else:
             assert result["status"] == "completed"
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 1000])
+def test_line_splitter_cuts_lines_at_the_limit_whatever_the_chunks(chunk: int) -> None:
+    """M7, the pure part: lines over ``limit`` keep ``limit + 1`` bytes and their size;
+    the rest are whole; a last line without ``\\n`` comes from end()."""
+    data = b"short\n\n" + b"x" * 25 + b"\n" + b"y" * 11 + b"\nexact-ten!\ntail"
+    splitter = LineSplitter(limit=10)
+    lines = []
+    for start in range(0, len(data), chunk):
+        lines.extend(splitter.feed(data[start : start + chunk]))
+    last = splitter.end()
+    assert last is not None and splitter.end() is None
+    lines.append(last)
+    assert lines == [
+        Line(b"short", 5),
+        Line(b"", 0),
+        Line(b"x" * 11, 25),
+        Line(b"y" * 11, 11),
+        Line(b"exact-ten!", 10),
+        Line(b"tail", 4),
+    ]
+
+
+def test_count_task_lines_skips_blank_lines_and_reads_long_ones_in_pieces() -> None:
+    data = b"a\n \r\n\n" + b"z" * 600_000 + b"\n" + b" " * 300_000 + b"\nlast"
+    assert count_task_lines(io.BytesIO(data)) == 3
+    assert count_task_lines(io.BytesIO(b"")) == 0

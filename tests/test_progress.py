@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ftp_pooler.batch import CopySummary
+from ftp_pooler.batch import CopySummary, Line
 from ftp_pooler.checks import check_task_lines
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Operation
+from ftp_pooler.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.config import FTPConfig
+from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.logs import shifted_level
 from ftp_pooler.progress import (
     RATE_WINDOW_SECONDS,
@@ -113,9 +115,14 @@ def test_dry_run_task_checks_name_line_numbers(tmp_path: Path) -> None:
 
     lines = [task("ftp", "local"), b"\n", b"{not json", task("mars", "local"),
              task("ftp", "ftp2"), task("local", "ftp2"), task("ftp", "local")]  # fmt: skip
-    check = check_task_lines(lines, connections)
+    factories = connections.session_factories()
+    engine = TransferEngine(connections, SessionPool(factories), worker="w")
+    raw = [line.removesuffix(b"\n") for line in lines]
+    check = check_task_lines([Line(line, len(line)) for line in raw], engine.prepare)
     assert check.tasks == 6
-    assert [p.split(":")[0] for p in check.problems] == ["line 3", "line 4", "line 5"]
+    assert [p.split(":")[0] for p in check.problems] == ["line 3", "line 4", "line 5", "line 6"]
     assert "INVALID_MESSAGE" in check.problems[0] and "'mars'" in check.problems[1]
     assert "one side must be local" in check.problems[2]
-    assert check.ftp_connections == ["ftp", "ftp2"]
+    # Planned as the run plans it: the upload's local "/a" lies outside base_path.
+    assert check.problems[3] == f"line 6: PATH_NOT_ALLOWED: '/a' is outside {tmp_path}"
+    assert check.ftp_connections == ["ftp"]

@@ -41,12 +41,15 @@ class Message:
         partition, offset: Where it was read (Kafka).
         line: Where it was read (a line of ``copy``'s tasks file, from 1): an
             ``INVALID_MESSAGE`` error then starts with ``line N:``.
+        size: Bytes in the whole message when ``raw`` holds only its start
+            (``copy`` keeps no more than the size limit + 1 of a line).
     """
 
     raw: bytes
     partition: int | None = None
     offset: int | None = None
     line: int | None = None
+    size: int | None = None
 
 
 class Boundary:
@@ -61,6 +64,11 @@ class Boundary:
         self._worker = worker
         self._max_bytes = max_bytes
 
+    @property
+    def max_bytes(self) -> int:
+        """Messages larger than this are refused unread."""
+        return self._max_bytes
+
     def admit(self, message: Message) -> Task | Result:
         """Parse ``message``: its task, or its one result now. Never raises.
 
@@ -71,7 +79,7 @@ class Boundary:
             when parsing raised anything else; a result returned here is settled.
         """
         try:
-            return parse_task(message.raw, max_bytes=self._max_bytes)
+            return parse_task(message.raw, max_bytes=self._max_bytes, size=message.size)
         except InvalidTaskError as exc:
             if message.line is not None:
                 exc = InvalidTaskError(f"line {message.line}: {exc.message}", task_id=exc.task_id)
@@ -88,6 +96,7 @@ class Boundary:
                     worker=self._worker,
                     partition=message.partition,
                     offset=message.offset,
+                    size=message.size,
                 )
             except Exception as crash:
                 return self.crashed(crash, message, None)

@@ -1,19 +1,22 @@
 """Checks that move no file: ``copy --dry-run`` and ``check-connection``.
 
-:func:`check_task_lines` is pure: it parses every line of a task file and
-says which are invalid (with their line numbers), which name an unknown
-connection or two of one kind, and which FTP connections the valid ones use.
-:func:`try_login` and :func:`probe_connection` then talk to the servers:
-log in; or log in, read FEAT and list a directory, for setting up a partner.
+:func:`check_task_lines` parses every line of a task file and plans each
+task as a run would (connections, paths), without a session: it says which
+lines would fail before any transfer (with their line numbers) and which FTP
+connections the others use. :func:`try_login` and :func:`probe_connection`
+then talk to the servers: log in; or log in, read FEAT and list a directory,
+for setting up a partner.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.contract import InvalidTaskError, parse_task
+from ftp_pooler.batch import Line
+from ftp_pooler.config import FTPConnection
+from ftp_pooler.contract import InvalidTaskError, Result, Task, parse_task
+from ftp_pooler.engine import Transfer
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.session import SessionFactory
 
@@ -27,8 +30,8 @@ class TaskCheck:
 
     Attributes:
         tasks: Non-blank lines.
-        problems: ``line N: ...`` for each line that would fail before any transfer.
-        ftp_connections: The FTP connection ids the valid tasks use, in order of first use.
+        problems: ``line N: CODE: ...`` for each line that would fail before any transfer.
+        ftp_connections: The FTP connection ids the other tasks use, in order of first use.
     """
 
     tasks: int = 0
@@ -36,40 +39,31 @@ class TaskCheck:
     ftp_connections: list[str] = field(default_factory=list)
 
 
-def check_task_lines(lines: Iterable[bytes], connections: Connections) -> TaskCheck:
-    """Parse every line as a task and check its connections exist and pair one local
-    side with one FTP side (as the transfer engine's planning does). Blank lines are
-    skipped but counted for line numbers, which start at 1."""
+def check_task_lines(
+    lines: Iterable[Line], prepare: Callable[[Task], Transfer | Result]
+) -> TaskCheck:
+    """Parse every line as a task and plan it with ``prepare``
+    (:meth:`TransferEngine.prepare <ftp_pooler.engine.TransferEngine.prepare>`:
+    unknown connections, two of one kind, paths refused: ``..``, outside
+    ``base_path``, a symlink leading out, CR/LF in a remote path). Blank lines
+    are skipped but counted for line numbers, which start at 1."""
     check = TaskCheck()
     used: dict[str, None] = {}
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
+    for number, line in enumerate(lines, start=1):
+        if line.size == len(line.head) and not line.head.strip():
             continue
         check.tasks += 1
         try:
-            task = parse_task(raw)
+            task = parse_task(line.head, size=line.size)
         except InvalidTaskError as exc:
             check.problems.append(f"line {number}: {exc.code.value}: {exc.message}")
             continue
-        kinds = []
-        for endpoint in (task.source, task.destination):
-            connection = connections.get(endpoint.connection_id)
-            if connection is None:
-                check.problems.append(
-                    f"line {number}: INVALID_CONFIG: unknown connection id"
-                    f" {endpoint.connection_id!r}"
-                )
-                break
-            kinds.append(connection)
+        planned = prepare(task)
+        if isinstance(planned, Result):
+            code = planned.error_code.value if planned.error_code is not None else "?"
+            check.problems.append(f"line {number}: {code}: {planned.error_message}")
         else:
-            ftp = [c for c in kinds if isinstance(c, FTPConnection)]
-            local = [c for c in kinds if isinstance(c, LocalConnection)]
-            if len(ftp) != 1 or len(local) != 1:
-                check.problems.append(
-                    f"line {number}: INVALID_CONFIG: one side must be local and the other FTP"
-                )
-            else:
-                used.setdefault(ftp[0].id, None)
+            used.setdefault(planned.connection, None)
     check.ftp_connections = list(used)
     return check
 
@@ -84,9 +78,12 @@ async def try_login(factory: SessionFactory) -> str | None:
     return None
 
 
-async def probe_connection(connection: FTPConnection, path: str | None) -> list[str]:
+async def probe_connection(
+    connection: FTPConnection, path: str | None, emit: Callable[[str], None]
+) -> None:
     """Log in, read the features, list ``path`` (default: the connection's base_path,
-    else the login directory) and return what was seen, one line each.
+    else the login directory), and ``emit`` what was seen, one line each, as each
+    step succeeds: when a step fails, the lines of those before it are out.
 
     Raises:
         FTPError: The first step that failed (CONNECTION_ERROR, AUTH_FAILED,
@@ -95,18 +92,15 @@ async def probe_connection(connection: FTPConnection, path: str | None) -> list[
     ftp = connection.ftp
     session = await SessionFactory(ftp).open()
     try:
-        lines = [
-            f"logged in to {ftp.host}:{ftp.port} as {ftp.user} (tls: {ftp.tls.value})",
-            "features: " + (" ".join(sorted(session.features)) or "(none: no FEAT)"),
-        ]
+        emit(f"logged in to {ftp.host}:{ftp.port} as {ftp.user} (tls: {ftp.tls.value})")
+        emit("features: " + (" ".join(sorted(session.features)) or "(none: no FEAT)"))
         where = path or connection.base_path or await session.pwd()
         entries = await session.list_dir(where)
-        lines.append(f"listed {where}: {len(entries)} entries")
+        emit(f"listed {where}: {len(entries)} entries")
         for entry in entries[:LISTED_ENTRIES]:
             size = "" if entry.size is None else f" {entry.size}"
-            lines.append(f"  {entry.type} {entry.name}{size}")
+            emit(f"  {entry.type} {entry.name}{size}")
         if len(entries) > LISTED_ENTRIES:
-            lines.append(f"  ... and {len(entries) - LISTED_ENTRIES} more")
-        return lines
+            emit(f"  ... and {len(entries) - LISTED_ENTRIES} more")
     finally:
         await session.aclose()

@@ -1,34 +1,50 @@
-"""``ftp-pooler``: the command line.
+"""``ftp-pooler``: the command line (:data:`DESCRIPTION` is what ``--help`` shows).
 
-Subcommands: ``worker`` (the Kafka worker), ``copy`` (batch mode, no Kafka),
-``submit`` (tasks from a file to Kafka), ``check-config`` and
-``check-connection``.
-
-Exit status: 0 done; 1 a task failed (or would, with ``--dry-run``; or a
-connection check failed); 2 a usage or configuration error, reported in one
-line; 3 Kafka unreachable; 130 and 143 stopped by SIGINT and SIGTERM.
+Until :func:`main` runs, SIGINT and SIGTERM end the process at once and
+quietly with 130 and 143: importing the modules below takes a few hundred
+milliseconds, and a Ctrl-C in that time would otherwise print a
+``KeyboardInterrupt`` traceback. So the handlers are installed before those
+imports.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
+from types import FrameType
+
+
+def _exit_at_once(signum: int, frame: FrameType | None) -> None:
+    """Exit with 128 + ``signum`` now, as SIG_DFL does for any process but PID 1.
+
+    As PID 1 (a container without an init) the kernel ignores SIGTERM unless
+    the process handles it. ``copy`` and ``worker`` replace this handler with
+    their own draining while they run; before and after, and in the other
+    commands, there is nothing to drain.
+    """
+    os._exit(128 + signum)
+
+
+signal.signal(signal.SIGINT, _exit_at_once)
+signal.signal(signal.SIGTERM, _exit_at_once)
+
+# ruff: noqa: E402 (the imports below come after the signal handlers, on purpose)
+import argparse
+import errno
+import json
 import stat
 import sys
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import FrameType
 from typing import Any, BinaryIO, NoReturn
 
 import trio
 
 from ftp_pooler import package_version
-from ftp_pooler.batch import CopySummary, copy_tasks
+from ftp_pooler.batch import BatchCopy, CopySummary, count_task_lines
 from ftp_pooler.config import (
     Connections,
     FTPConnection,
@@ -44,12 +60,28 @@ from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.logs import configure_logging, default_format, shifted_level
 from ftp_pooler.progress import CopyProgress, LiveDisplay, StatsLines, show_progress
 
+DESCRIPTION = """\
+ftp-pooler: copy files between FTP/FTPS servers and local disk.
+
+Commands: worker (the Kafka worker), copy (tasks from a JSON-lines file, no
+Kafka), submit (tasks from a file to Kafka), check-config and check-connection.
+
+Exit status: 0 done (the worker: also after a clean drain on SIGTERM or
+SIGINT); 1 a task failed (or would, with --dry-run; or a connection check
+failed); 2 a usage or configuration error, reported in one line; 3 Kafka
+unreachable; 4 copy could not write its results (full disk, ...); 130 and 143
+copy stopped by SIGINT and SIGTERM (any command, by a second signal); 141 copy's
+results went to a pipe that was closed (| head).
+"""
+
 EXIT_FAILED_TASKS = 1
 EXIT_USAGE = 2
 EXIT_BAD_CONFIG = EXIT_USAGE
 EXIT_KAFKA_UNAVAILABLE = 3
+EXIT_RESULTS_UNWRITABLE = 4
 EXIT_SIGINT = 128 + signal.SIGINT
-EXIT_SIGTERM = 128 + signal.SIGTERM
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+"""What a shell reports for a process killed by SIGPIPE, as ``cat`` is by ``| head``."""
 
 LIVE_REFRESH_SECONDS = 0.25
 """How often the live display on a terminal is redrawn."""
@@ -59,99 +91,50 @@ class UsageError(Exception):
     """A problem with the command line or the files it names; exit 2 with this one line."""
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Exit at once with 143, as SIG_DFL does for any process but PID 1.
-
-    As PID 1 (a container without an init) the kernel ignores SIGTERM unless
-    the process handles it. ``copy`` and ``worker`` replace this handler with
-    their own draining while they run; before and after, and in the other
-    commands, there is nothing to drain.
-    """
-    os._exit(EXIT_SIGTERM)
-
-
 # -- copy ---------------------------------------------------------------------------
 
 
-class _DrainingEngine(TransferEngine):
-    """The engine, with a gate in front: after :meth:`stop`, no attempt starts (the
-    runner waits to be cancelled; a task queued or between retries gets no result),
-    while the running ones go on. Counts the running ones for the progress display."""
+class _CountingEngine(TransferEngine):
+    """The engine, counting the attempts running now for the progress display."""
 
     def __init__(self, *args: Any, progress: CopyProgress, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._progress = progress
-        self.stopping = False
-        self.idle = trio.Event()
 
     async def attempt(self, transfer: Transfer) -> Result | float:
-        if self.stopping:
-            await trio.sleep_forever()
         self._progress.in_flight += 1
         try:
             return await super().attempt(transfer)
         finally:
             self._progress.in_flight -= 1
-            if self.stopping and not self._progress.in_flight:
-                self.idle.set()
-
-    @property
-    def running(self) -> int:
-        return self._progress.in_flight
-
-    def stop(self) -> None:
-        self.stopping = True
-        if not self._progress.in_flight:
-            self.idle.set()
 
 
 @dataclass
 class _CopyRun:
-    """What a copy did: its summary (the last one seen) and the signal that stopped it."""
+    """What a copy did: its summary, the signal that stopped it, a results write error."""
 
     summary: CopySummary = field(default_factory=CopySummary)
     signal: int | None = None
-
-
-async def _drain(engine: _DrainingEngine, scope: trio.CancelScope) -> None:
-    await engine.idle.wait()
-    scope.cancel()
+    write_error: OSError | None = None
 
 
 async def _watch_signals(
-    engine: _DrainingEngine,
+    stop: Callable[[str], None],
     scope: trio.CancelScope,
-    drain_seconds: float,
     run: _CopyRun,
-    nursery: trio.Nursery,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """First SIGINT/SIGTERM: take no more tasks, let running ones finish until the
-    deadline, then cancel the rest (their temporary files are removed). Second: cancel now."""
+    """First SIGINT/SIGTERM: ``stop``; second: cancel ``scope`` now."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
             name = signal.Signals(signum).name
             if run.signal is None:
                 run.signal = signum
-                print(
-                    f"ftp-pooler: {name}: taking no more tasks; letting {engine.running}"
-                    f" running ones finish (up to {drain_seconds:g} s); {name} again stops at once",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                engine.stop()
-                scope.deadline = min(scope.deadline, trio.current_time() + drain_seconds)
-                nursery.start_soon(_drain, engine, scope)
+                stop(name)
             else:
                 print(f"ftp-pooler: {name} again: stopping now", file=sys.stderr, flush=True)
                 scope.cancel()
-
-
-def _count_task_lines(path: Path) -> int:
-    """Non-blank lines of a task file (a second, cheap read: page-cached, no parsing)."""
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 async def _copy(
@@ -160,6 +143,7 @@ async def _copy(
     source: BinaryIO,
     results: BinaryIO,
     *,
+    output_name: str,
     concurrency: int,
     drain_seconds: float,
     display: LiveDisplay | StatsLines | None,
@@ -169,7 +153,7 @@ async def _copy(
     run = _CopyRun()
     progress = CopyProgress()
     async with open_session_pool(connections.session_factories(), settings.pool.limits()) as pool:
-        engine = _DrainingEngine(
+        engine = _CountingEngine(
             connections,
             pool,
             retry=settings.transfer.retry_policy(),
@@ -179,14 +163,45 @@ async def _copy(
             progress=progress,
             durable=settings.transfer.durability == "fsync",
         )
+        copying = trio.CancelScope()
 
-        def finished(summary: CopySummary) -> None:
-            run.summary = summary
-            progress.task_finished(summary)
+        def stop(reason: str) -> None:
+            """Take no more tasks; let running ones finish until the deadline, then cancel
+            them (their temporary files are removed)."""
+            if not copy.stopping:
+                print(
+                    f"ftp-pooler: {reason}: taking no more tasks; letting {progress.in_flight}"
+                    f" running ones finish (up to {drain_seconds:g} s); a signal again stops"
+                    " at once",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            copy.stop()
+            copying.deadline = min(copying.deadline, trio.current_time() + drain_seconds)
 
+        def write_failed(exc: OSError) -> None:
+            run.write_error = exc
+            if exc.errno == errno.EPIPE:
+                stop("results pipe closed")
+            else:
+                reason = exc.strerror or type(exc).__name__
+                print(f"ftp-pooler: cannot write results to {output_name}: {reason}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                stop("results unwritable")
+
+        copy = BatchCopy(
+            source,
+            results,
+            engine,
+            concurrency=concurrency,
+            worker=settings.worker.name,
+            on_result=progress.task_finished,
+            on_write_error=write_failed,
+            max_buffered=settings.worker.max_buffered_tasks,
+            total_lines=None if count_path is None else lambda: _count_task_lines(count_path),
+        )
         async with trio.open_nursery() as nursery:
-            copying = trio.CancelScope()
-            await nursery.start(_watch_signals, engine, copying, drain_seconds, run, nursery)
+            await nursery.start(_watch_signals, stop, copying, run)
             if display is not None:
                 display.start()
                 nursery.start_soon(show_progress, progress, display, interval)
@@ -194,21 +209,19 @@ async def _copy(
                 nursery.start_soon(_set_total, progress, count_path)
             try:
                 with copying:
-                    await copy_tasks(
-                        source,
-                        results,
-                        engine,
-                        concurrency=concurrency,
-                        worker=settings.worker.name,
-                        on_result=finished,
-                        max_buffered=settings.worker.max_buffered_tasks,
-                    )
+                    await copy.run()
             finally:
-                results.flush()
                 if display is not None:
                     display.stop()
             nursery.cancel_scope.cancel()
+    run.summary = copy.summary
     return run
+
+
+def _count_task_lines(path: Path) -> int:
+    """Non-blank lines of a task file (a second, cheap read: page-cached, no parsing)."""
+    with open(path, "rb") as f:
+        return count_task_lines(f)
 
 
 async def _set_total(progress: CopyProgress, path: Path) -> None:
@@ -228,12 +241,29 @@ def _open_tasks(name: str, stack: ExitStack) -> tuple[BinaryIO, Path | None]:
 
 
 def _open_output(name: str | None, stack: ExitStack) -> BinaryIO:
+    """The results stream: stdout, or a file closed by ``stack`` (quietly: after a
+    write error, closing fails again on the bytes still buffered)."""
     if name in (None, "-"):
         return sys.stdout.buffer
     try:
-        return stack.enter_context(Path(name).open("wb"))
+        output = Path(name).open("wb")  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise UsageError(f"cannot write the output file {name}: {exc.strerror}") from None
+    stack.callback(_close_quietly, output)
+    return output
+
+
+def _close_quietly(stream: BinaryIO) -> None:
+    with suppress(OSError):
+        stream.close()
+
+
+def _forget_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's flush at exit of bytes a
+    closed pipe or a full disk refused raises nothing (Python's advice for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _display(args: argparse.Namespace) -> tuple[LiveDisplay | StatsLines | None, float]:
@@ -253,10 +283,11 @@ def _cmd_copy(args: argparse.Namespace) -> int:
     settings, connections = _load(args, need_connections=True)
     assert connections is not None
     concurrency = args.concurrency or settings.pool.max_sessions_per_pod
+    to_stdout = args.output in (None, "-")
     with ExitStack() as stack:
         source, path = _open_tasks(args.tasks, stack)
         if args.dry_run:
-            return _dry_run(source, connections)
+            return _dry_run(source, connections, settings)
         results = _open_output(args.output, stack)
         display, interval = _display(args)
         run = trio.run(
@@ -265,6 +296,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
                 connections,
                 source,
                 results,
+                output_name="stdout" if to_stdout else args.output,
                 concurrency=concurrency,
                 drain_seconds=args.drain_seconds,
                 display=display,
@@ -273,36 +305,46 @@ def _cmd_copy(args: argparse.Namespace) -> int:
             )
         )
     print(run.summary.line(), file=sys.stderr)
+    if run.write_error is not None:
+        if to_stdout:
+            _forget_stdout()
+        if run.write_error.errno == errno.EPIPE:
+            return EXIT_BROKEN_PIPE
+        return EXIT_RESULTS_UNWRITABLE
     if run.signal is not None:
         return 128 + run.signal
     return EXIT_FAILED_TASKS if run.summary.failed else 0
 
 
-def _dry_run(source: BinaryIO, connections: Connections) -> int:
+def _dry_run(source: BinaryIO, connections: Connections, settings: Settings) -> int:
+    from ftp_pooler.batch import read_lines
     from ftp_pooler.checks import check_task_lines, try_login
+    from ftp_pooler.ftp.pool import SessionPool
 
-    check = check_task_lines(source, connections)
     factories = connections.session_factories()
 
-    async def logins() -> list[tuple[str, str | None]]:
+    async def check() -> tuple[Any, list[tuple[str, str | None]]]:
+        # Planning (paths, connections) needs no session: the pool is never used.
+        engine = TransferEngine(connections, SessionPool(factories), worker=settings.worker.name)
+        found = check_task_lines(read_lines(source), engine.prepare)
         outcomes: list[tuple[str, str | None]] = []
-        for conn_id in check.ftp_connections:
+        for conn_id in found.ftp_connections:
             outcomes.append((conn_id, await try_login(factories[conn_id])))
-        return outcomes
+        return found, outcomes
 
-    outcomes = trio.run(logins)
-    for problem in check.problems:
+    found, outcomes = trio.run(check)
+    for problem in found.problems:
         print(f"ftp-pooler: {problem}", file=sys.stderr)
     for conn_id, error in outcomes:
         state = "logged in" if error is None else f"cannot log in: {error}"
         print(f"ftp-pooler: connection {conn_id}: {state}", file=sys.stderr)
     failed_logins = sum(error is not None for _, error in outcomes)
     print(
-        f"dry run: {check.tasks} tasks, {len(check.problems)} invalid;"
+        f"dry run: {found.tasks} tasks, {len(found.problems)} would fail before any transfer;"
         f" {len(outcomes)} FTP connections, {failed_logins} failed to log in; nothing moved",
         file=sys.stderr,
     )
-    return EXIT_FAILED_TASKS if check.problems or failed_logins else 0
+    return EXIT_FAILED_TASKS if found.problems or failed_logins else 0
 
 
 # -- the other commands ---------------------------------------------------------------
@@ -317,6 +359,9 @@ def _load(
     """Settings (and connections), then logging as the settings and flags say."""
     settings = load_settings(args.config)
     connections = load_connections(args.connections) if need_connections else None
+    if connections is not None and not len(connections):
+        path = connections_path(args.connections)
+        raise UsageError(f"{path}: no connection defined (a [name] section per connection)")
     level = shifted_level(settings.logging.level, args.verbose - args.quiet)
     fmt = args.log_format
     if fmt is None:
@@ -397,12 +442,15 @@ def _cmd_check_connection(args: argparse.Namespace) -> int:
     if not isinstance(connection, FTPConnection):
         raise UsageError(f"connection {args.connection!r} is local: nothing to log in to")
     try:
-        lines = trio.run(probe_connection, connection, args.path)
+        trio.run(probe_connection, connection, args.path, _print_now)
     except PoolerError as exc:
         print(f"ftp-pooler: {args.connection}: {exc.code.value}: {exc.message}", file=sys.stderr)
         return EXIT_FAILED_TASKS
-    print("\n".join(lines))
     return 0
+
+
+def _print_now(line: str) -> None:
+    print(line, flush=True)
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -459,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="ftp-pooler",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ftp-pooler {package_version()}")
@@ -553,7 +601,9 @@ def _caught(exc: BaseException, kind: type[BaseException]) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status. Never shows a traceback for a usage
     error, a configuration error or a signal."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # The imports are done: Ctrl-C is a KeyboardInterrupt again (caught below) and
+    # SIGTERM keeps exiting at once, until a command installs its own draining.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         args = build_parser().parse_args(argv)
         return int(args.run(args))

@@ -27,6 +27,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     Discriminator,
     Tag,
     ValidationError,
@@ -213,17 +215,20 @@ class SourceActionDone(StrEnum):
 
 
 class TransferOptions(BaseModel):
-    """How to move the file."""
+    """How to move the file. Booleans and integers are strict: JSON true/false and
+    whole numbers only; "no", "3", 3.0 or true for a count are refused, not converted."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    overwrite: bool = Field(
+    overwrite: StrictBool = Field(
         True, description="false is the same as if_exists = fail; if_exists wins when given."
     )
     if_exists: ConflictPolicy | None = None
-    retry_count: int = Field(3, ge=0, le=100, description="Retries after the first attempt.")
-    verify_size: bool = Field(True, description="Compare the size written with the size read.")
-    preserve_mtime: bool = False
+    retry_count: StrictInt = Field(3, ge=0, le=100, description="Retries after the first attempt.")
+    verify_size: StrictBool = Field(
+        True, description="Compare the size written with the size read."
+    )
+    preserve_mtime: StrictBool = False
     on_success: OnSuccess = Field(
         SourceAction.KEEP,
         description=(
@@ -338,7 +343,9 @@ _JSON_TYPES = {
 }
 
 
-def parse_task(raw: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Task:
+def parse_task(
+    raw: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES, size: int | None = None
+) -> Task:
     """Validate one task message.
 
     Strict JSON (RFC 8259) in UTF-8: bytes that are not UTF-8, ``NaN`` and
@@ -351,13 +358,16 @@ def parse_task(raw: bytes | str, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Task:
     Args:
         raw: The message value, UTF-8 JSON.
         max_bytes: Larger messages are refused unread.
+        size: Bytes in the whole message when ``raw`` is only its start (a
+            reader that kept ``max_bytes + 1`` bytes of a longer line).
 
     Raises:
         InvalidTaskError: The message is too large, not JSON, not a JSON object,
             or not a valid task; the message names each failing field. Nothing
             else, whatever ``raw`` holds.
     """
-    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
+    if size is None:
+        size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "replace"))
     if size > max_bytes:
         raise InvalidTaskError(
             f"message is {size} bytes, over the limit of {max_bytes}",
@@ -459,13 +469,20 @@ class TaskInput(BaseModel):
 
     @classmethod
     def from_raw(
-        cls, raw: bytes | str, *, partition: int | None = None, offset: int | None = None
+        cls,
+        raw: bytes | str,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        size: int | None = None,
     ) -> TaskInput:
+        """``raw``'s start; ``size``: the whole message's bytes when ``raw`` is only its start."""
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "replace")
+        size = len(data) if size is None else size
         return cls(
             payload_base64=base64.b64encode(data[:MAX_INPUT_ECHO_BYTES]).decode("ascii"),
-            size=len(data),
-            truncated=len(data) > MAX_INPUT_ECHO_BYTES,
+            size=size,
+            truncated=size > MAX_INPUT_ECHO_BYTES,
             partition=partition,
             offset=offset,
         )
@@ -635,9 +652,11 @@ class Result(BaseModel):
         worker: str,
         partition: int | None = None,
         offset: int | None = None,
+        size: int | None = None,
     ) -> Result:
-        """The failure result for a message :func:`parse_task` refused."""
-        return cls._not_run(error, raw, error.task_id, worker, partition, offset)
+        """The failure result for a message :func:`parse_task` refused (``size``: as
+        :meth:`TaskInput.from_raw`)."""
+        return cls._not_run(error, raw, error.task_id, worker, partition, offset, size)
 
     @classmethod
     def crashed(
@@ -666,6 +685,7 @@ class Result(BaseModel):
         worker: str,
         partition: int | None,
         offset: int | None,
+        size: int | None = None,
     ) -> Result:
         return cls(
             task_id=task_id,
@@ -678,7 +698,7 @@ class Result(BaseModel):
             error_code=error.code,
             error_message=error.message,
             retryable=error.retryable,
-            input=TaskInput.from_raw(raw, partition=partition, offset=offset),
+            input=TaskInput.from_raw(raw, partition=partition, offset=offset, size=size),
         )
 
     def to_json(self) -> bytes:

@@ -325,7 +325,8 @@ class LocalRoot:
         """The real location of a task path.
 
         An absolute path must lie inside ``base_path``; a relative one is taken
-        from it. ``..`` components, NUL bytes and symlinks leading out of
+        from it. ``..`` components, NUL bytes, a trailing ``/`` (a directory:
+        the file's name is not guessed) and symlinks leading out of
         ``base_path`` are refused. (String operations, not ``pathlib``: this
         runs for every file.)
 
@@ -336,6 +337,8 @@ class LocalRoot:
             raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"bad local path {path!r}")
         if ".." in path.split("/"):
             raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in local path {path!r}")
+        if path.endswith("/"):
+            raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} names a directory, not a file")
         joined = path if path.startswith("/") else f"{self._base_slash}{path}"
         candidate = os.path.normpath(joined)
         if candidate == self._base:

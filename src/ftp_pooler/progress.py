@@ -99,7 +99,7 @@ class CopyProgress:
 
     Attributes:
         total: Task lines in the input, once known (``None`` for stdin).
-        in_flight: Tasks being transferred now (set by the CLI's gate).
+        in_flight: Attempts running now (counted by the CLI's engine).
     """
 
     total: int | None = None

@@ -42,6 +42,7 @@ from typing import Any, Literal, TypeVar
 import structlog
 import trio
 
+from ftp_pooler import logs
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError, error_for_reply
 from ftp_pooler.ftp import protocol
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, TLSMode
@@ -461,6 +462,8 @@ class FTPSession:
     async def _read_reply_from(self, stream: trio.abc.Stream) -> Reply:
         while (reply := self._parser.next_reply()) is None:
             self._parser.feed(await self._receive_control(stream))
+        if logs.debug_enabled:
+            log.debug("ftp.reply", host=self.config.host, reply=self._shown(reply.lines[0]))
         return reply
 
     @staticmethod
@@ -486,7 +489,16 @@ class FTPSession:
         if self._stream is None or self.broken:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
         await self._drain_unasked()
+        if logs.debug_enabled:
+            for line in command.decode(errors="replace").splitlines():  # one write may hold several
+                log.debug("ftp.command", host=self.config.host, command=self._shown(line))
         await self._stream.send_all(command)
+
+    def _shown(self, line: str) -> str:
+        """A line of the dialogue for a debug log: secrets scrubbed, PASS/ACCT's argument hidden."""
+        if line[:5].upper() in ("PASS ", "ACCT "):
+            return line[:5] + "***"
+        return protocol.scrub(line, self._secrets)
 
     def _has_unread(self) -> bool:
         """Whether bytes wait in the parser or the control socket (no round trip, no wait)."""
