@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
 
 from ftp_pooler import config
 from ftp_pooler.config import (
@@ -275,7 +276,8 @@ def connections(tmp_path: Path, ini: str, environ: dict[str, str] | None = None)
 
 
 def test_ftp_connection_with_every_key(tmp_path: Path) -> None:
-    ca_file = write(tmp_path / "ca.pem", "pem")
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
     conns = connections(
         tmp_path,
         f"""
@@ -440,6 +442,7 @@ def test_pass_env(tmp_path: Path) -> None:
             "[a] explicit_tls: conflicts",
         ),
         ("type = ftp\nhost = h\nca_file = nowhere.pem", "[a] ca_file: no such file"),
+        ("type = ftp\nhost = h\nca_file = connections.ini", "not a PEM bundle of CA certificates"),
         ("type = ftp\nhost = h\npassive = false", "[a] passive: active mode is not supported"),
         ("type = ftp\nhost = h\nmax_sessions = 0", "[a] max_sessions: Input should be greater"),
         (

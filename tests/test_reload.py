@@ -155,7 +155,7 @@ async def test_a_version_the_pool_cannot_use_is_refused_and_changes_nothing(
         path, first, engine.reconfigure, interval=1, reloaded=results.append
     )
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    with path.open("a") as rewritten:  # in place: same inode, the loader accepts it
+    with path.open("a") as rewritten:  # in place: same inode; the loader refuses the CA file
         rewritten.write("[q]\ntype = ftp\nhost = 127.0.0.1\ntls = explicit\nca_file = junk.pem\n")
     await watcher.check()
     await watcher.check()

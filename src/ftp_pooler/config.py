@@ -13,6 +13,7 @@ from __future__ import annotations
 import configparser
 import os
 import socket
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, TypeVar
@@ -583,6 +584,7 @@ class _IniSection:
         if (tls := self._tls()) is not None:
             given[("tls",)] = tls
         if (ca_file := self._file("ca_file")) is not None:
+            self._check_ca_bundle(*ca_file)
             given[("ca_file",)] = ca_file
         ftp: dict[str, Any] = {}
         for loc, (_, value) in given.items():
@@ -628,6 +630,16 @@ class _IniSection:
         if not path.is_file():
             raise self.error(key, f"no such file: {path}")
         return key, path
+
+    def _check_ca_bundle(self, key: str, path: Path) -> None:
+        """Load ``path`` as the TLS client does, so a file that is no CA bundle is a
+        configuration error here, not a traceback when the first session opens."""
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+            message = f"{path}: not a PEM bundle of CA certificates ({reason})"
+            raise self.error(key, message) from None
 
     def _password(self, environ: Mapping[str, str]) -> tuple[str, str] | None:
         given = [key for key in _PASSWORD_KEYS if key in self._items]
