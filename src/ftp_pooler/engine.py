@@ -569,13 +569,9 @@ class TransferEngine:
                             moment = datetime.fromtimestamp(local.st_mtime, UTC)
                             await session.set_mtime(temp, moment)
                         if temp != plan.remote_path:
-                            await _rename_into_place(
-                                session,
-                                temp,
-                                plan.remote_path,
-                                replace=conflict is ConflictPolicy.OVERWRITE,
-                                size_check=size_check,
-                            )
+                            replace = conflict is ConflictPolicy.OVERWRITE
+                            rename = session.rename_over if replace else session.rename
+                            await rename(temp, plan.remote_path, size_check=size_check)
                         elif size_check is not None and "SIZE" in session.features:
                             # upload_temp = none: no rename to check the size with
                             size_check(await _after_transfer(session.size(temp), "SIZE"))
@@ -738,30 +734,6 @@ class _SizeCheck:
             raise PoolerError(
                 ErrorCode.SIZE_MISMATCH, f"sent {self.sent} bytes, the server stored {stored}"
             )
-
-
-async def _rename_into_place(
-    session: FTPSession,
-    temp: str,
-    final: str,
-    *,
-    replace: bool,
-    size_check: _SizeCheck | None = None,
-) -> None:
-    """RNFR/RNTO (after SIZE, with ``size_check``: see :meth:`FTPSession.rename`); when
-    replacing and the server will not rename over a file, delete it first."""
-    try:
-        await session.rename(temp, final, size_check=size_check)
-        return
-    except FTPError as exc:
-        if not replace or exc.reply is None or session.broken:
-            raise
-    try:
-        await session.delete(final)
-    except FTPError as exc:
-        if exc.code is not ErrorCode.FILE_NOT_FOUND:
-            raise
-    await session.rename(temp, final)
 
 
 async def _discard_remote(session: FTPSession, temp: str) -> bool:

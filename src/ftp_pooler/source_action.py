@@ -294,18 +294,7 @@ class RemoteFile:
                 gone = f"{exc.message} (the source is gone)"
                 raise FTPError(ErrorCode.FILE_NOT_FOUND, gone) from exc
         await session.makedirs(posixpath.dirname(self._archive) or "/")
-        try:
-            await session.rename(self._path, self._archive)
-            return
-        except FTPError as exc:
-            if exc.reply is None or session.broken:
-                raise
-        try:
-            await session.delete(self._archive)
-        except FTPError as exc:
-            if exc.code is not ErrorCode.FILE_NOT_FOUND:
-                raise
-        await session.rename(self._path, self._archive)
+        await session.rename_over(self._path, self._archive)
 
     async def make_durable(self) -> None:
         """Nothing to do: the server's reply to RNTO is all a client can know."""

@@ -850,6 +850,35 @@ class FTPSession:
     async def delete(self, path: str) -> None:
         await self._command("DELE", path)
 
+    async def rename_over(
+        self,
+        source: str,
+        target: str,
+        *,
+        size_check: Callable[[int | None], object] | None = None,
+    ) -> None:
+        """:meth:`rename`, replacing ``target``: a server that will not rename over an
+        existing file (RNTO refused) gets ``DELE target`` and the rename once more.
+
+        A refusal without a reply, or one that broke the session, is raised as it is;
+        ``target`` already gone is fine.
+
+        Raises:
+            FTPError: The last refusal; whatever ``size_check`` raises.
+        """
+        try:
+            await self.rename(source, target, size_check=size_check)
+            return
+        except FTPError as exc:
+            if exc.reply is None or self.broken:
+                raise
+        try:
+            await self.delete(target)
+        except FTPError as exc:
+            if exc.code is not ErrorCode.FILE_NOT_FOUND:
+                raise
+        await self.rename(source, target)
+
     # -- data connections --------------------------------------------------------------
 
     async def _passive_address(self, size_of: str | None = None) -> tuple[str, int, int | None]:
