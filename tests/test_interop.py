@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 from ftp_pooler.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.engine import TransferEngine
-from ftp_pooler.ftp.config import FTPConfig, Timeouts, TLSMode
+from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.retry import RetryPolicy
+from clients import ftp_config
 from scripted_server import Rule, ScriptedFTPServer
 from servers import FTPServer
 
@@ -44,17 +45,8 @@ UP_BIN = os.urandom(120_000)
 
 
 def config_for(server: ScriptedFTPServer | FTPServer, **overrides: Any) -> FTPConfig:
-    values: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": server.password,
-        "tls": TLSMode.EXPLICIT if server.tls else TLSMode.NONE,
-        "ca_file": server.ca_file,
-        "timeouts": TIMEOUTS,
-    }
-    values.update(overrides)
-    return FTPConfig(**values)
+    """:func:`clients.ftp_config` with this module's timeouts."""
+    return ftp_config(server, **{"timeouts": TIMEOUTS, **overrides})  # type: ignore[arg-type]
 
 
 async def copy(

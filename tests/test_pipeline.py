@@ -31,7 +31,7 @@ from ftp_pooler.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode, FTPError
-from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts, TLSMode
+from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.opening import STALL_SECONDS, OpeningPolicy
 from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher
@@ -39,6 +39,7 @@ from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.protocol import Reply, is_unsolicited
 from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.retry import RetryPolicy
+from clients import ftp_config
 from scripted_server import Rule, ScriptedFTPServer
 from servers import FTPServer
 from servers.latency_proxy import LatencyProxy, read_transcript, waits
@@ -202,17 +203,8 @@ async def test_a_failed_make_is_tried_again_by_the_next_waiter() -> None:
 
 
 def config_for(server: ScriptedFTPServer | FTPServer, **overrides: Any) -> FTPConfig:
-    values: dict[str, Any] = {
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": server.password,
-        "tls": TLSMode.EXPLICIT if server.tls else TLSMode.NONE,
-        "ca_file": server.ca_file,
-        "timeouts": TIMEOUTS,
-    }
-    values.update(overrides)
-    return FTPConfig(**values)
+    """:func:`clients.ftp_config` with this module's timeouts."""
+    return ftp_config(server, **{"timeouts": TIMEOUTS, **overrides})  # type: ignore[arg-type]
 
 
 async def run_tasks(
