@@ -708,17 +708,7 @@ def test_10000_hostile_messages_through_the_worker(
     )
     (tmp_path / "none.yaml").write_text("{}\n")
     env = {
-        **os.environ,
-        "FTP_POOLER_CONNECTIONS": str(tmp_path / "connections.ini"),
-        "FTP_POOLER_CONFIG": str(tmp_path / "none.yaml"),
-        "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-        "FTP_POOLER__KAFKA__INPUT_TOPIC": topics.tasks,
-        "FTP_POOLER__KAFKA__RESULT_TOPIC": topics.results,
-        "FTP_POOLER__KAFKA__FAIL_TOPIC": topics.failures,
-        "FTP_POOLER__KAFKA__CONSUMER_GROUP": topics.group,
-        "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
-        "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "0.5",
+        **topics.worker_env(tmp_path / "connections.ini", tmp_path / "none.yaml"),
         "FTP_POOLER__POOL__MAX_SESSIONS_PER_CONNECTION": "8",
         "FTP_POOLER__TRANSFER__INITIAL_BACKOFF_SECONDS": "0.01",
         "FTP_POOLER__LOGGING__LEVEL": "WARNING",

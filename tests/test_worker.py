@@ -39,6 +39,22 @@ class Topics:
         self.group = f"workers-{suffix}"
         self.partitions = partitions
 
+    def worker_env(self, connections: Path, config: Path) -> dict[str, str]:
+        """The environment of a worker on these topics (short group timeouts, quick commits)."""
+        return {
+            **os.environ,
+            "FTP_POOLER_CONNECTIONS": str(connections),
+            "FTP_POOLER_CONFIG": str(config),
+            "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
+            "FTP_POOLER__KAFKA__INPUT_TOPIC": self.tasks,
+            "FTP_POOLER__KAFKA__RESULT_TOPIC": self.results,
+            "FTP_POOLER__KAFKA__FAIL_TOPIC": self.failures,
+            "FTP_POOLER__KAFKA__CONSUMER_GROUP": self.group,
+            "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
+            "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
+            "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "0.5",
+        }
+
     def produce(self, values: list[bytes]) -> None:
         producer = KafkaProducer(
             bootstrap_servers=self.broker.bootstrap_servers, max_request_size=4 * 1024 * 1024
@@ -178,17 +194,7 @@ def setup(
             f"[local]\ntype = local\nbase_path = {local}\n"
         )
         env = {
-            **os.environ,
-            "FTP_POOLER_CONNECTIONS": str(tmp_path / "connections.ini"),
-            "FTP_POOLER_CONFIG": str(tmp_path / "none.yaml"),
-            "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-            "FTP_POOLER__KAFKA__INPUT_TOPIC": topics.tasks,
-            "FTP_POOLER__KAFKA__RESULT_TOPIC": topics.results,
-            "FTP_POOLER__KAFKA__FAIL_TOPIC": topics.failures,
-            "FTP_POOLER__KAFKA__CONSUMER_GROUP": topics.group,
-            "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
-            "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-            "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "0.5",
+            **topics.worker_env(tmp_path / "connections.ini", tmp_path / "none.yaml"),
             "FTP_POOLER__WORKER__DRAIN_SECONDS": str(drain),
             "FTP_POOLER__POOL__MAX_SESSIONS_PER_CONNECTION": "16",
             "FTP_POOLER__TRANSFER__INITIAL_BACKOFF_SECONDS": "0.2",

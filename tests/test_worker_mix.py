@@ -10,7 +10,6 @@ and at the end (everything committed, each task one result).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,17 +42,7 @@ PARTITIONS = 2
 
 def settings_env(topics: Topics, tmp_path: Path) -> dict[str, str]:
     env = {
-        **os.environ,
-        "FTP_POOLER_CONNECTIONS": str(tmp_path / "connections.ini"),
-        "FTP_POOLER_CONFIG": str(tmp_path / "config.yaml"),
-        "FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": topics.broker.bootstrap_servers,
-        "FTP_POOLER__KAFKA__INPUT_TOPIC": topics.tasks,
-        "FTP_POOLER__KAFKA__RESULT_TOPIC": topics.results,
-        "FTP_POOLER__KAFKA__FAIL_TOPIC": topics.failures,
-        "FTP_POOLER__KAFKA__CONSUMER_GROUP": topics.group,
-        "FTP_POOLER__KAFKA__SESSION_TIMEOUT_MS": "2000",
-        "FTP_POOLER__KAFKA__HEARTBEAT_INTERVAL_MS": "500",
-        "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "0.5",
+        **topics.worker_env(tmp_path / "connections.ini", tmp_path / "config.yaml"),
         "FTP_POOLER__KAFKA__FETCH_MAX_WAIT_MS": "100",
         "FTP_POOLER__WORKER__MAX_INFLIGHT": "32",
     }
