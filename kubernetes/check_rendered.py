@@ -656,7 +656,7 @@ def cmd_config(args: argparse.Namespace) -> None:
                 f"a probe uses port {port} ({number}), api.port is {settings['api']['port']}"
             )
     # After the drain, results of finished transfers may take this long to be acknowledged.
-    from ftp_pooler.worker import ACK_WAIT_SECONDS
+    from ftp_pooler.service.worker import ACK_WAIT_SECONDS
 
     grace = pod.get("terminationGracePeriodSeconds", 30)
     needed = settings["worker"]["drain_seconds"] + ACK_WAIT_SECONDS

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from trio.testing import MockClock
 
-from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
+from ftp_pooler.service.api import Health, bind_api_socket, create_app, serve_api
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.pool import ConnectionStats
 from ftp_pooler.metrics import Metrics

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftp_pooler.backpressure import BufferBound
+from ftp_pooler.scheduling.backpressure import BufferBound
 
 
 def test_full_at_either_bound_and_room_only_below_both_with_slack() -> None:

@@ -16,7 +16,7 @@ import pytest
 import trio
 from structlog.testing import capture_logs
 
-from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.transfer.boundary import Boundary, Message
 from ftp_pooler.contract import Result, Task
 from ftp_pooler.errors import ErrorCode
 
@@ -136,7 +136,7 @@ async def test_parsing_that_raises_something_unexpected_is_contained(
     def broken_parse(raw: bytes, *, max_bytes: int, size: int | None) -> Task:
         raise AssertionError("a bug in the parser")
 
-    monkeypatch.setattr("ftp_pooler.boundary.parse_task", broken_parse)
+    monkeypatch.setattr("ftp_pooler.transfer.boundary.parse_task", broken_parse)
     result, logs = await settle(VALID, finishes)
     assert (result.task_id, result.error_code) == (None, ErrorCode.UNKNOWN_ERROR)
     assert result.error_message == "AssertionError: a bug in the parser"

@@ -177,7 +177,7 @@ def test_a_broker_that_lost_its_state_gets_new_results_and_a_small_log(
 def test_sigterm_while_the_broker_is_frozen_exits_within_the_drain_and_a_constant(
     outage: Outage, ftp_root: Path
 ) -> None:
-    from ftp_pooler.worker import SHUTDOWN_SECONDS
+    from ftp_pooler.service.worker import SHUTDOWN_SECONDS
 
     drain = 2.0
     digests = remote_files(ftp_root, 300, size=100_000)
@@ -204,13 +204,13 @@ async def test_a_consumer_whose_commits_fail_is_reported_and_its_close_is_bounde
     import trio
     from kafka import KafkaConsumer
 
-    from ftp_pooler.api import Health
-    from ftp_pooler.backpressure import BufferBound
+    from ftp_pooler.service.api import Health
+    from ftp_pooler.scheduling.backpressure import BufferBound
     from ftp_pooler.config import Settings
-    from ftp_pooler.deliveries import DeliveryQueue
-    from ftp_pooler.kafka_clients import consumer_config
+    from ftp_pooler.kafka.deliveries import DeliveryQueue
+    from ftp_pooler.kafka.clients import consumer_config
     from ftp_pooler.metrics import Metrics
-    from ftp_pooler.poller import ABANDON_GRACE_SECONDS, KafkaPoller
+    from ftp_pooler.kafka.poller import ABANDON_GRACE_SECONDS, KafkaPoller
 
     outage.topics.produce([b"task"] * 5)
     settings = Settings.model_validate(

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from ftp_pooler.batch import Line, LineSplitter, copy_tasks, count_task_lines
+from ftp_pooler.cli.batch import Line, LineSplitter, copy_tasks, count_task_lines
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Result
-from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.ftp.config import FTPConfig
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.session import SessionFactory

@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from ftp_pooler.deliveries import Delivery, DeliveryQueue
+from ftp_pooler.kafka.deliveries import Delivery, DeliveryQueue
 
 
 def _deliveries(*offsets: int) -> list[Delivery]:

@@ -15,11 +15,11 @@ from pyftpdlib.handlers import FTPHandler
 from clients import ftp_config
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from servers import FTPServer
 from servers.pyftpd import DropControlMidTransferHandler
 

@@ -47,12 +47,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from clients import ftp_config
 from conftest import _scratch_base
-from ftp_pooler.batch import copy_tasks
+from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.ftp.config import Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from servers import FTPServer
 from servers.kafka import KafkaBroker
 from test_copy import ftp_pooler, write_config

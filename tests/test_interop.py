@@ -2,7 +2,7 @@
 
 Each handed case (A1 ... G1) replays its dialogue with the scripted server
 (tests/scripted_server.py) or a real vsftpd (F1) and runs ``copy`` in-process
-(:func:`ftp_pooler.batch.copy_tasks` with the engine); each asserts the result
+(:func:`ftp_pooler.cli.batch.copy_tasks` with the engine); each asserts the result
 lines (status, error_code, attempts) and the bytes on disk. The variants after
 each case are other servers' forms of the same kind.
 """
@@ -24,13 +24,13 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftp_pooler.batch import copy_tasks
+from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from clients import ftp_config
 from scripted_server import Rule, ScriptedFTPServer
 from servers import FTPServer
@@ -1174,7 +1174,7 @@ async def test_h2_530_on_a_fresh_session_gets_another_one(
 async def test_h2_a_530_that_never_ends_fails_after_a_bounded_number_of_sessions(
     make_scripted_ftp: MakeScripted, local: Path
 ) -> None:
-    from ftp_pooler.engine import MAX_STALE_SESSIONS
+    from ftp_pooler.transfer.engine import MAX_STALE_SESSIONS
 
     server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, rules=[Rule(r"RETR .*", logs_out)])
     results = await copy(

@@ -20,9 +20,9 @@ import trustme
 from kafka.net.sasl.oauth import SaslMechanismOAuth
 
 from ftp_pooler.config import ConfigError, KafkaSettings, Settings, load_settings
-from ftp_pooler.kafka_clients import consumer_config, producer_config
-from ftp_pooler.kafka_oauth import TokenFile, TokenFileError
-from ftp_pooler.kafka_security import ProbeFailure, check_kafka_security, judge, tls_context
+from ftp_pooler.kafka.clients import consumer_config, producer_config
+from ftp_pooler.kafka.oauth import TokenFile, TokenFileError
+from ftp_pooler.kafka.security import ProbeFailure, check_kafka_security, judge, tls_context
 from servers import FTPServer
 from servers.kafka_tls import CertFiles, TLSKafkaBroker, TLSTansuBroker, issue_cert
 from test_worker import Worker

@@ -22,12 +22,12 @@ from clients import ftp_config
 from conftest import unavailable
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.localfs import error_for_os_error, quoted
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.localfs import error_for_os_error, quoted
+from ftp_pooler.transfer.retry import RetryPolicy
 from servers import FTPServer
 from test_copy import ftp_pooler, write_config
 

@@ -20,9 +20,9 @@ import trio
 from conftest import unavailable
 from trio.testing import wait_all_tasks_blocked
 
-from ftp_pooler import localfs
+from ftp_pooler.transfer import localfs
 from ftp_pooler.errors import ErrorCode, PoolerError
-from ftp_pooler.localfs import LocalIO, LocalRoot, OffloadPolicy
+from ftp_pooler.transfer.localfs import LocalIO, LocalRoot, OffloadPolicy
 from servers import ServerUnavailable
 from servers.slowfs import SlowFS
 

@@ -8,8 +8,8 @@ non-ASCII letters in both directions, a 0-byte file in both directions, and
 no transfer at all when TLS is demanded but the certificate is not trusted or
 the server has no TLS.
 
-Every case runs its tasks through :func:`ftp_pooler.batch.copy_tasks` with a
-:class:`~ftp_pooler.engine.TransferEngine` over a session pool -- the code
+Every case runs its tasks through :func:`ftp_pooler.cli.batch.copy_tasks` with a
+:class:`~ftp_pooler.transfer.engine.TransferEngine` over a session pool -- the code
 path of ``ftp-pooler copy`` -- and asserts the result line and the bytes on
 both sides.  One server per (server, TLS) for the whole module; each case
 works in its own directory of it.  Test ids read ``[server-tls-case]``.
@@ -30,13 +30,13 @@ import pytest
 import trustme
 
 from clients import ftp_config
-from ftp_pooler.batch import copy_tasks
+from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.ftp.config import TLSMode
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from servers import FTPServer
 
 SERVERS = [

@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients import ftp_config
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import InvalidTaskError, Operation, Result, Task, parse_task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.pool import ConnectionStats, PoolLimits, open_session_pool
 from ftp_pooler.metrics import SESSION_STATES, Metrics
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 
 WORKER = "pod-1"
 SECRET = "hunter2"

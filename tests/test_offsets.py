@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftp_pooler.offsets import OffsetTracker
+from ftp_pooler.kafka.offsets import OffsetTracker
 
 
 def test_commits_only_the_contiguous_done_prefix() -> None:

@@ -10,8 +10,8 @@ from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 from servers.kafka import KafkaBroker, unique_name
 
 from ftp_pooler.config import Settings
-from ftp_pooler.kafka_clients import producer_config
-from ftp_pooler.partitioner import KeyHashPartitioner, murmur2
+from ftp_pooler.kafka.clients import producer_config
+from ftp_pooler.kafka.partitioner import KeyHashPartitioner, murmur2
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed 32-bit in Java)
 JAVA_VECTORS = {

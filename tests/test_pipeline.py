@@ -27,9 +27,9 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ftp_pooler.batch import copy_tasks
+from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode, FTPError
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts
 from ftp_pooler.ftp.directories import RemoteDirectories
@@ -38,7 +38,7 @@ from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.protocol import Reply, is_unsolicited
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from clients import ftp_config
 from scripted_server import Rule, ScriptedFTPServer
 from servers import FTPServer

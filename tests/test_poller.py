@@ -6,13 +6,13 @@ import trio
 from kafka import KafkaConsumer, KafkaProducer
 from servers.kafka import KafkaBroker, unique_name
 
-from ftp_pooler.api import Health
-from ftp_pooler.backpressure import BufferBound
+from ftp_pooler.service.api import Health
+from ftp_pooler.scheduling.backpressure import BufferBound
 from ftp_pooler.config import Settings
-from ftp_pooler.deliveries import Delivery, DeliveryQueue
-from ftp_pooler.kafka_clients import consumer_config
+from ftp_pooler.kafka.deliveries import Delivery, DeliveryQueue
+from ftp_pooler.kafka.clients import consumer_config
 from ftp_pooler.metrics import Metrics
-from ftp_pooler.poller import PAUSED_POLL_SECONDS, KafkaPoller
+from ftp_pooler.kafka.poller import PAUSED_POLL_SECONDS, KafkaPoller
 
 MESSAGES = 100
 MAX_INFLIGHT = 2

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ftp_pooler.batch import CopySummary, Line
-from ftp_pooler.checks import check_task_lines
+from ftp_pooler.cli.batch import CopySummary, Line
+from ftp_pooler.cli.checks import check_task_lines
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Operation
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.config import FTPConfig
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.logs import shifted_level
-from ftp_pooler.progress import (
+from ftp_pooler.cli.progress import (
     RATE_WINDOW_SECONDS,
     CopyProgress,
     StatsLines,

@@ -28,8 +28,8 @@ from structlog.testing import capture_logs
 
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.errors import ErrorCode, PoolerError
-from ftp_pooler.deliveries import Delivery
-from ftp_pooler.publisher import (
+from ftp_pooler.kafka.deliveries import Delivery
+from ftp_pooler.kafka.publisher import (
     PublishState,
     Recovery,
     RecoveryPolicy,

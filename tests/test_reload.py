@@ -19,13 +19,13 @@ from pyftpdlib.handlers import ThrottledDTPHandler  # type: ignore[import-untype
 
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection, load_connections
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig
 from ftp_pooler.ftp.pool import SessionPool
 from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
-from ftp_pooler.reload import ConnectionsWatcher, FileStamp, WatchStep, diff_connections
+from ftp_pooler.service.reload import ConnectionsWatcher, FileStamp, WatchStep, diff_connections
 from servers import FTPServer, wait_until
 from servers.kafka import KafkaBroker
 from test_worker import Topics, Worker

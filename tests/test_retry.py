@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 
 
 def test_backoff_grows_exponentially_up_to_the_cap_without_jitter() -> None:

@@ -39,12 +39,12 @@ from ftp_pooler.contract import (
     result_json_schema,
     task_json_schema,
 )
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
-from ftp_pooler.source_action import archive_path, is_repeat, same_file
+from ftp_pooler.transfer.retry import RetryPolicy
+from ftp_pooler.transfer.source_action import archive_path, is_repeat, same_file
 from servers import FTPServer
 from servers.kafka import KafkaBroker
 

@@ -20,12 +20,12 @@ import trio
 from clients import ftp_config
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.batch import copy_tasks
-from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.cli.batch import copy_tasks
+from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 from servers import FTPServer
 from servers.dead import MuteServer, closed_port

@@ -35,7 +35,7 @@ from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
 from ftp_pooler.ftp.pool import PoolLimits
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.retry import RetryPolicy
+from ftp_pooler.transfer.retry import RetryPolicy
 from ftp_pooler.validation import Location, describe_validation_error, dotted
 
 CONFIG_ENV = "FTP_POOLER_CONFIG"
@@ -139,7 +139,7 @@ def _security_problem(kafka: KafkaSettings) -> str | None:
     Settings another protocol or mechanism would use are refused rather than
     ignored: an ``ssl_cafile`` under PLAINTEXT most likely means a forgotten
     ``security_protocol: SSL``, which would otherwise send everything in clear.
-    Files are checked at start-up (:mod:`ftp_pooler.kafka_security`), not here:
+    Files are checked at start-up (:mod:`ftp_pooler.kafka.security`), not here:
     they come from Secrets that exist only where the worker runs.
     """
     protocol = kafka.security_protocol
@@ -230,7 +230,7 @@ class WorkerSettings(_Section):
 
 
 class TransferSettings(_Section):
-    """Retry backoff (defaults from :class:`~ftp_pooler.retry.RetryPolicy`), temp names and
+    """Retry backoff (defaults from :class:`~ftp_pooler.transfer.retry.RetryPolicy`), temp names and
     durability."""
 
     initial_backoff_seconds: float = Field(RetryPolicy.initial_backoff, ge=0)

@@ -7,7 +7,7 @@ gauges and counters are not pushed by the pool: a collector reads
 pool knows nothing of Prometheus. Scrapes therefore read pool state and must
 run on the Trio thread, as the API's ``/metrics`` handler does. Bytes and
 retries come from the transfer engine as they happen: :class:`Metrics` is a
-:class:`~ftp_pooler.engine.TransferObserver`.
+:class:`~ftp_pooler.transfer.engine.TransferObserver`.
 
 The registry also holds prometheus-client's standard process (``process_*``,
 Linux only), Python (``python_info``) and garbage collector
@@ -260,7 +260,7 @@ class Metrics:
         and breaker states (``pool()``, e.g. ``pool.stats``), read at each scrape."""
         self.registry.register(_SchedulingCollector(queues, pool))
 
-    # -- connections changed while running (issue #16, ftp_pooler.reload) ------------
+    # -- connections changed while running (issue #16, ftp_pooler.service.reload) ------------
 
     def config_reloaded(self, result: str) -> None:
         """A new version of the connections file was ``applied`` or ``refused``."""

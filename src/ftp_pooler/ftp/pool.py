@@ -497,7 +497,7 @@ class SessionPool:
             conn.idle = []
         await self._close_all(idle)
 
-    # -- connections changed while running (ftp_pooler.reload) -----------------------
+    # -- connections changed while running (ftp_pooler.service.reload) -----------------------
 
     def pin(self, conn_id: str) -> PinnedConnection:
         """``conn_id`` as configured now, for :meth:`session` even after :meth:`reconfigure`.
@@ -589,7 +589,7 @@ class PinnedConnection:
 
     The transfer engine pins a task's connection when it plans an attempt, so
     the whole attempt borrows sessions with the settings it was planned on,
-    even if the connections file changed meanwhile (:mod:`ftp_pooler.reload`).
+    even if the connections file changed meanwhile (:mod:`ftp_pooler.service.reload`).
     """
 
     _conn: _Connection

@@ -10,4 +10,6 @@
   for work, run one attempt, and park until something changes.
 - :mod:`.transfers`: tasks through the transfer engine on those runners, one
   result each (what ``copy`` and the worker share).
+- :mod:`.backpressure`: how much consumed, unfinished work the worker holds
+  before it stops fetching (pure policy).
 """

@@ -21,7 +21,7 @@ import structlog
 import trio
 
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.scheduling.runners import Runners
 from ftp_pooler.scheduling.scheduler import QueueStats
@@ -52,7 +52,7 @@ class ScheduledTransfers(Generic[T]):
         crashed: Receives, instead, what planning or an attempt raised that
             nothing expected (a bug), with the token and the task; it makes the
             task's one result (:meth:`Boundary.crashed
-            <ftp_pooler.boundary.Boundary.crashed>`).
+            <ftp_pooler.transfer.boundary.Boundary.crashed>`).
         claim: Asked once before a task's first attempt (or its expiry); False
             drops the task without a result (the worker: its partition was
             revoked, the task is redelivered to the new owner).

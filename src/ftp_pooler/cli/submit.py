@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from ftp_pooler.config import Settings
-from ftp_pooler.kafka_clients import consumer_config, producer_config
+from ftp_pooler.kafka.clients import consumer_config, producer_config
 
 
 @dataclass

@@ -5,8 +5,8 @@ object, one at a time, the blocking ones in a worker thread via
 ``trio.to_thread``; nothing else touches the consumer, which is not
 thread-safe (the rebalance listener runs while a poll is in progress and
 only queues an asynchronous commit). Records go into a
-:class:`~ftp_pooler.deliveries.DeliveryQueue` for the dispatcher. Offsets are
-committed from the :class:`~ftp_pooler.offsets.OffsetTracker`: periodically,
+:class:`~ftp_pooler.kafka.deliveries.DeliveryQueue` for the dispatcher. Offsets are
+committed from the :class:`~ftp_pooler.kafka.offsets.OffsetTracker`: periodically,
 when partitions are revoked, and at shutdown, never past an offset whose
 result is not yet acknowledged.
 """
@@ -25,11 +25,11 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from trio_util import AsyncValue
 
-from ftp_pooler.api import Health
-from ftp_pooler.backpressure import BufferBound
+from ftp_pooler.service.api import Health
+from ftp_pooler.scheduling.backpressure import BufferBound
 from ftp_pooler.metrics import Metrics
-from ftp_pooler.offsets import OffsetTracker
-from ftp_pooler.deliveries import Delivery, DeliveryQueue
+from ftp_pooler.kafka.offsets import OffsetTracker
+from ftp_pooler.kafka.deliveries import Delivery, DeliveryQueue
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -55,7 +55,7 @@ class KafkaPoller:
         deliveries: Where consumed records go (the dispatcher reads it).
         bound: Consumed tasks (and their bytes) not yet acknowledged; when it is
             reached the assigned partitions are paused (see
-            :mod:`ftp_pooler.backpressure`).
+            :mod:`ftp_pooler.scheduling.backpressure`).
         revoke_timeout: How long a revocation waits for the partitions' running
             tasks to finish and their results to be acknowledged.
     """
@@ -227,7 +227,7 @@ class KafkaPoller:
 
         kafka-python gives up on the commit after ``timeout`` seconds; its thread is
         abandoned :data:`ABANDON_GRACE_SECONDS` later if it has not. From a failure to the
-        next success, the commits wait in :class:`~ftp_pooler.api.Health` (``"commits"``):
+        next success, the commits wait in :class:`~ftp_pooler.service.api.Health` (``"commits"``):
         failing for too long fails liveness.
 
         Returns:

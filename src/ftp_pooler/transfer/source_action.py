@@ -47,7 +47,7 @@ import structlog
 from ftp_pooler.contract import MoveTo, OnSuccess, SourceAction, SourceActionDone, SourceReport
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.session import FTPSession
-from ftp_pooler.localfs import LocalRoot, error_for_os_error, quoted
+from ftp_pooler.transfer.localfs import LocalRoot, error_for_os_error, quoted
 
 log = structlog.get_logger(__name__)
 

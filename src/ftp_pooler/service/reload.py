@@ -21,7 +21,7 @@ is refused with one log line (the loader's message: file, section, key,
 never a password) and ``ftp_pooler_config_reloads_total{result="refused"}``;
 the version in use stays. What changed (:func:`diff_connections`) is decided
 on plain data; applying it is :meth:`TransferEngine.reconfigure
-<ftp_pooler.engine.TransferEngine.reconfigure>`.
+<ftp_pooler.transfer.engine.TransferEngine.reconfigure>`.
 """
 
 from __future__ import annotations

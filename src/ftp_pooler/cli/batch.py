@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 import trio
 
-from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.transfer.boundary import Boundary, Message
 from ftp_pooler.contract import MAX_MESSAGE_BYTES, Result, Task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 READ_BYTES = 256 * 1024
@@ -235,7 +235,7 @@ class BatchCopy:
     a valid task yields a failure result with ``INVALID_MESSAGE`` whose message
     starts with its line number (of a line over the 1 MiB limit only the
     first 1 MiB + 1 byte is kept in memory); one whose handling raised,
-    ``UNKNOWN_ERROR`` (see :class:`~ftp_pooler.boundary.Boundary`).
+    ``UNKNOWN_ERROR`` (see :class:`~ftp_pooler.transfer.boundary.Boundary`).
 
     Args:
         on_result: Told the summary after each result.

@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, NoReturn
 import trio
 
 from ftp_pooler import package_version
-from ftp_pooler.batch import BatchCopy, CopySummary, count_task_lines
+from ftp_pooler.cli.batch import BatchCopy, CopySummary, count_task_lines
 from ftp_pooler.config import (
     Connections,
     FTPConnection,
@@ -54,11 +54,11 @@ from ftp_pooler.config import (
     load_settings,
 )
 from ftp_pooler.contract import Result
-from ftp_pooler.engine import Transfer, TransferEngine
+from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.pool import open_session_pool
 from ftp_pooler.logs import configure_logging, default_format, shifted_level
-from ftp_pooler.progress import CopyProgress, LiveDisplay, StatsLines, show_progress
+from ftp_pooler.cli.progress import CopyProgress, LiveDisplay, StatsLines, show_progress
 
 DESCRIPTION = """\
 ftp-pooler: copy files between FTP/FTPS servers and local disk.
@@ -317,8 +317,8 @@ def _cmd_copy(args: argparse.Namespace) -> int:
 
 
 def _dry_run(source: BinaryIO, connections: Connections, settings: Settings) -> int:
-    from ftp_pooler.batch import read_lines
-    from ftp_pooler.checks import check_task_lines, try_login
+    from ftp_pooler.cli.batch import read_lines
+    from ftp_pooler.cli.checks import check_task_lines, try_login
     from ftp_pooler.ftp.pool import SessionPool
 
     factories = connections.session_factories()
@@ -374,8 +374,8 @@ def _load(
 def _cmd_worker(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
-    from ftp_pooler.kafka_security import check_kafka_security
-    from ftp_pooler.worker import run_worker
+    from ftp_pooler.kafka.security import check_kafka_security
+    from ftp_pooler.service.worker import run_worker
 
     settings, connections = _load(args, need_connections=True)
     assert connections is not None
@@ -395,8 +395,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
     from kafka.errors import KafkaError
 
-    from ftp_pooler.kafka_security import check_kafka_security
-    from ftp_pooler.submit import submit_tasks
+    from ftp_pooler.kafka.security import check_kafka_security
+    from ftp_pooler.cli.submit import submit_tasks
 
     settings, _ = _load(args, need_connections=False)
     if not args.verbose:
@@ -431,7 +431,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_connection(args: argparse.Namespace) -> int:
-    from ftp_pooler.checks import probe_connection
+    from ftp_pooler.cli.checks import probe_connection
 
     _, connections = _load(args, need_connections=True)
     assert connections is not None
@@ -617,7 +617,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _caught(exc, KeyboardInterrupt):
             return EXIT_SIGINT
         raise
-
-
-if __name__ == "__main__":
-    sys.exit(main())

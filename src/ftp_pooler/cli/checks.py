@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ftp_pooler.batch import Line
+from ftp_pooler.cli.batch import Line
 from ftp_pooler.config import FTPConnection
 from ftp_pooler.contract import InvalidTaskError, Result, Task, parse_task
-from ftp_pooler.engine import Transfer
+from ftp_pooler.transfer.engine import Transfer
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.session import SessionFactory
 
@@ -43,7 +43,7 @@ def check_task_lines(
     lines: Iterable[Line], prepare: Callable[[Task], Transfer | Result]
 ) -> TaskCheck:
     """Parse every line as a task and plan it with ``prepare``
-    (:meth:`TransferEngine.prepare <ftp_pooler.engine.TransferEngine.prepare>`:
+    (:meth:`TransferEngine.prepare <ftp_pooler.transfer.engine.TransferEngine.prepare>`:
     unknown connections, two of one kind, paths refused: ``..``, outside
     ``base_path``, a symlink leading out, CR/LF in a remote path). Blank lines
     are skipped but counted for line numbers, which start at 1."""

@@ -20,7 +20,7 @@ names the setting to fix (INVALID_CONFIG, exit status 2):
    went wrong into the setting to blame. A broker that cannot be reached says
    nothing about the settings: the Kafka clients then wait and report it as
    they always do.
-3. The OAUTHBEARER token file is read once (:class:`~ftp_pooler.kafka_oauth.TokenFile`).
+3. The OAUTHBEARER token file is read once (:class:`~ftp_pooler.kafka.oauth.TokenFile`).
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def check_kafka_security(kafka: KafkaSettings, timeout: float = PROBE_TIMEOUT_SE
         ConfigError: A setting that cannot work, named in the message.
     """
     if kafka.sasl_oauth_token_file is not None:
-        from ftp_pooler.kafka_oauth import TokenFile, TokenFileError
+        from ftp_pooler.kafka.oauth import TokenFile, TokenFileError
 
         try:
             TokenFile(kafka.sasl_oauth_token_file).token()

@@ -12,8 +12,8 @@ from typing import Any
 from kafka.errors import IllegalStateError, KafkaTimeoutError, ProducerFencedError
 
 from ftp_pooler.config import KafkaSettings, Settings
-from ftp_pooler.kafka_oauth import TokenFile
-from ftp_pooler.partitioner import KeyHashPartitioner
+from ftp_pooler.kafka.oauth import TokenFile
+from ftp_pooler.kafka.partitioner import KeyHashPartitioner
 
 FETCH_OVERHEAD_BYTES = 64 * 1024
 """Room above ``max_message_bytes`` for record-batch headers, so an oversized task still

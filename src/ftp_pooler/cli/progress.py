@@ -1,7 +1,7 @@
 """Progress of ``ftp-pooler copy``: counted as tasks finish and bytes move, shown while it runs.
 
 :class:`CopyProgress` holds the counts. The engine reports bytes to it as
-they move (it is a :class:`~ftp_pooler.engine.TransferObserver`), the copy
+they move (it is a :class:`~ftp_pooler.transfer.engine.TransferObserver`), the copy
 loop reports each finished task, and the CLI sets the total once it has
 counted the task file's lines. :meth:`CopyProgress.snapshot` turns the counts
 into what is shown (rates over a sliding window, an ETA) as a pure step.
@@ -35,7 +35,7 @@ from ftp_pooler.contract import Operation
 from ftp_pooler.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from ftp_pooler.batch import CopySummary
+    from ftp_pooler.cli.batch import CopySummary
 
 RATE_WINDOW_SECONDS = 10.0
 """Rates and the ETA are measured over this much of the recent past."""

@@ -33,20 +33,20 @@ import structlog
 import trio
 from kafka import KafkaConsumer, KafkaProducer
 
-from ftp_pooler.api import Health, bind_api_socket, create_app, serve_api
-from ftp_pooler.backpressure import BufferBound
+from ftp_pooler.service.api import Health, bind_api_socket, create_app, serve_api
+from ftp_pooler.scheduling.backpressure import BufferBound
 from ftp_pooler.config import Connections, FTPConnection, Settings
-from ftp_pooler.boundary import Boundary, Message
+from ftp_pooler.transfer.boundary import Boundary, Message
 from ftp_pooler.contract import Result, Task
-from ftp_pooler.engine import TransferEngine
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import open_session_pool
-from ftp_pooler.kafka_clients import consumer_config, producer_config
+from ftp_pooler.kafka.clients import consumer_config, producer_config
 from ftp_pooler.metrics import Metrics
-from ftp_pooler.poller import ABANDON_GRACE_SECONDS, KafkaPoller
-from ftp_pooler.deliveries import Delivery, DeliveryQueue
-from ftp_pooler.publisher import GATHER_SECONDS, RecoveryPolicy, ResultPublisher
-from ftp_pooler.reload import ConnectionsWatcher
+from ftp_pooler.kafka.poller import ABANDON_GRACE_SECONDS, KafkaPoller
+from ftp_pooler.kafka.deliveries import Delivery, DeliveryQueue
+from ftp_pooler.kafka.publisher import GATHER_SECONDS, RecoveryPolicy, ResultPublisher
+from ftp_pooler.service.reload import ConnectionsWatcher
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 log = structlog.get_logger(__name__)
@@ -196,7 +196,7 @@ async def run_worker(
 
     ``connections`` were loaded from ``connections_path``: when given (and
     ``worker.connections_reload_seconds`` is not 0), that file is watched and
-    each new version applied while running (:mod:`ftp_pooler.reload`).
+    each new version applied while running (:mod:`ftp_pooler.service.reload`).
 
     ``task_status.started`` receives the API's port once the worker listens.
     Without ``handle_signals`` (tests), cancel the caller's scope to stop it.

@@ -46,10 +46,10 @@ from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
 from ftp_pooler.ftp.config import UploadTemp
 from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
-from ftp_pooler.localfs import LocalRoot, read_chunks, stat, temp_name
-from ftp_pooler.retry import RetryPolicy
-from ftp_pooler.source_action import LocalFile, RemoteFile, Side, after_failure, after_skip
-from ftp_pooler.source_action import after_transfer, archive_path, may_be_repeat
+from ftp_pooler.transfer.localfs import LocalRoot, read_chunks, stat, temp_name
+from ftp_pooler.transfer.retry import RetryPolicy
+from ftp_pooler.transfer.source_action import LocalFile, RemoteFile, Side, after_failure, after_skip
+from ftp_pooler.transfer.source_action import after_transfer, archive_path, may_be_repeat
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -319,7 +319,7 @@ class TransferEngine:
             worker=self._worker,
         )
 
-    # -- connections changed while running (ftp_pooler.reload) -----------------------
+    # -- connections changed while running (ftp_pooler.service.reload) -----------------------
 
     @property
     def connections(self) -> Connections:

@@ -1,7 +1,7 @@
 """The per-message boundary: any message in, exactly one result out, safe to publish.
 
-Both the worker (:class:`~ftp_pooler.worker.Dispatcher`) and ``ftp-pooler
-copy`` (:func:`~ftp_pooler.batch.copy_tasks`) pass every message through
+Both the worker (:class:`~ftp_pooler.service.worker.Dispatcher`) and ``ftp-pooler
+copy`` (:func:`~ftp_pooler.cli.batch.copy_tasks`) pass every message through
 :class:`Boundary`, so what a hostile message, a bug in the engine or an
 unencodable result can do is decided here, once: it ends as one failure
 result for that message, never as a dead process. Tasks are scheduled

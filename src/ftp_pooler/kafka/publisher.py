@@ -52,8 +52,8 @@ import trio
 from kafka.errors import KafkaError
 
 from ftp_pooler.contract import Result, ResultStatus
-from ftp_pooler.deliveries import Delivery
-from ftp_pooler.kafka_clients import FATAL_SEND_ERRORS, close_producer, producer_failure
+from ftp_pooler.kafka.deliveries import Delivery
+from ftp_pooler.kafka.clients import FATAL_SEND_ERRORS, close_producer, producer_failure
 
 log = structlog.get_logger(__name__)
 
@@ -558,7 +558,7 @@ class ResultPublisher:
 
 
 async def _close_bounded(producer: Any, timeout: float) -> None:
-    """:func:`~ftp_pooler.kafka_clients.close_producer` in a thread, abandoned if it overruns."""
+    """:func:`~ftp_pooler.kafka.clients.close_producer` in a thread, abandoned if it overruns."""
     with trio.move_on_after(timeout + 1.0):
         try:
             await trio.to_thread.run_sync(close_producer, producer, timeout, abandon_on_cancel=True)
