@@ -11,7 +11,7 @@ import structlog
 import trio
 import trio.testing
 
-from ftp_pooler.logs import configure_logging, current_task_id
+from ftp_pooler.logs import RepeatLimiter, configure_logging, current_task_id
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +51,47 @@ def test_level_filters_our_own_events(capsys: pytest.CaptureFixture[str]) -> Non
     structlog.get_logger("ftp_pooler.test").warning("shown")
     err = capsys.readouterr().err
     assert "shown" in err and "hidden" not in err
+
+
+def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+
+
+def test_a_repeating_library_message_passes_once_per_interval_and_counts_the_rest() -> None:
+    now = [100.0]
+    limiter = RepeatLimiter(interval=30.0, clock=lambda: now[0])
+    template = "<BrokerConnection node_id=%s host=%s>: connect attempt returned error %s"
+    passed = []
+    for second in range(120):  # two minutes of an outage, 4 lines a second
+        now[0] = 100.0 + second
+        for node in range(4):
+            record = _record("kafka.conn", template, node, "b:9092", 111)
+            if limiter.filter(record):
+                passed.append((second, getattr(record, "suppressed", 0)))
+    assert passed == [(0, 0), (30, 119), (60, 119), (90, 119)]
+    # another template or another logger is its own key
+    assert limiter.filter(_record("kafka.client", template, 1, "b:9092", 111))
+    assert limiter.filter(_record("kafka.conn", "metadata request failed: %s", "x"))
+
+
+def test_library_repeats_are_dropped_from_stderr_with_a_count(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr("ftp_pooler.logs.time.monotonic", lambda: now[0])
+    configure_logging("INFO", "json")
+    for attempt in range(50):
+        logging.getLogger("kafka.conn").warning("connect to %s failed (%d)", "b1", attempt)
+    logging.getLogger("kafka.client").warning("node not ready")
+    now[0] = 31.0
+    logging.getLogger("kafka.conn").warning("connect to %s failed (%d)", "b1", 50)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "connect to b1 failed (0)",
+        "node not ready",
+        "connect to b1 failed (50)",
+    ]
+    assert "suppressed" not in lines[0] and lines[2]["suppressed"] == 49
 
 
 def test_unknown_level_is_refused() -> None:

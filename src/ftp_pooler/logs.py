@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -79,11 +80,77 @@ def default_format(stream: Any = None) -> str:
     return "console" if stream.isatty() else "json"
 
 
+LIBRARY_REPEAT_SECONDS = 30.0
+"""How often one library message may repeat (see :class:`RepeatLimiter`)."""
+
+
+class RepeatLimiter(logging.Filter):
+    """Lets one record per logger and message template through every ``interval`` seconds.
+
+    While a broker is down kafka-python logs the same few lines (connection
+    refused, node not ready, metadata failed) several times a second for as
+    long as the outage lasts; nothing new is said after the first. This filter
+    keys a record on its logger name and its *unformatted* message (``%s``
+    template), so lines that differ only in a broker address or an attempt
+    count are one key. The first record of a key passes; later ones are
+    dropped until ``interval`` seconds have passed, and the next one that
+    passes carries ``suppressed``: how many were dropped since.
+
+    Our own structlog lines do not go through it (they do not go through
+    ``logging``); their rates are bounded where they are logged.
+
+    Args:
+        interval: Seconds between two records of one key, > 0.
+        clock: Monotonic seconds (default ``time.monotonic``; a fake one in tests).
+    """
+
+    def __init__(
+        self,
+        interval: float = LIBRARY_REPEAT_SECONDS,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock or time.monotonic
+        self._last: dict[tuple[str, str], float] = {}
+        self._dropped: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True to write ``record`` (with ``record.suppressed`` set when some were dropped)."""
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return False
+        if len(self._last) >= 1024:  # bounded: templates are few; forget the oldest
+            oldest = min(self._last, key=self._last.__getitem__)
+            del self._last[oldest]
+            self._dropped.pop(oldest, None)
+        self._last[key] = now
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.suppressed = dropped
+        return True
+
+
+def _add_suppressed(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    record = event.get("_record")
+    suppressed = getattr(record, "suppressed", None)
+    if suppressed:
+        event["suppressed"] = suppressed
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library's logging (kafka-python, Hypercorn) to stderr.
 
     Library records go through the same renderer, so a log pipeline sees one
-    format. Libraries log at WARNING and above unless ``level`` is stricter.
+    format. Libraries log at WARNING and above unless ``level`` is stricter,
+    and a library line that repeats is written at most once every
+    :data:`LIBRARY_REPEAT_SECONDS` (:class:`RepeatLimiter`).
 
     Args:
         level: One of LEVELS (any case).
@@ -113,7 +180,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[*_SHARED, structlog.stdlib.add_logger_name, _add_suppressed],
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
@@ -121,6 +188,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             ],
         )
     )
+    handler.addFilter(RepeatLimiter())
     global debug_enabled
     debug_enabled = numeric <= logging.DEBUG
     root = logging.getLogger()
