@@ -31,7 +31,7 @@ test:
 
 # Style and types of the package (ruff, mypy --strict with the pydantic plugin).
 lint:
-	.venv/bin/ruff check src
+	.venv/bin/ruff check src tests
 	.venv/bin/ruff format --check src
 	.venv/bin/mypy src
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,10 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:  # `servers` must import whatever pytest's import mode
-    sys.path.insert(0, _TESTS_DIR)
 
 from servers import FTPServer, ServerUnavailable
 from servers.certs import TLSCerts, make_certs

@@ -576,8 +576,7 @@ def test_sample_connections_file(tmp_path: Path) -> None:
 
 
 def test_pass_env_loses_a_trailing_newline_like_pass_file(tmp_path: Path) -> None:
-    conn = connections(
-        tmp_path, "[a]\ntype = ftp\nhost = h\npass_env = A_PASSWORD\n", {"A_PASSWORD": SECRET + "\n"}
-    )["a"]
+    text = "[a]\ntype = ftp\nhost = h\npass_env = A_PASSWORD\n"
+    conn = connections(tmp_path, text, {"A_PASSWORD": SECRET + "\n"})["a"]
     assert isinstance(conn, FTPConnection)
     assert conn.ftp.password.get_secret_value() == SECRET

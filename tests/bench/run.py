@@ -134,9 +134,9 @@ if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
 from freed_pages import reported_kib  # tests/bench, this script's directory
-from mix_row import FULL as MIX_FULL  # noqa: E402 -- tests/bench/mix_row.py
-from mix_row import QUICK as MIX_QUICK  # noqa: E402
-from mix_row import mix_line, run_mix  # noqa: E402
+from mix_row import FULL as MIX_FULL  # tests/bench/mix_row.py
+from mix_row import QUICK as MIX_QUICK
+from mix_row import mix_line, run_mix
 from servers import ServerUnavailable
 from servers.kafka import TansuBroker, find_tansu
 from servers.netutil import count_established, free_port

@@ -51,7 +51,8 @@ def main() -> None:
     (ftp_root / "outgoing").mkdir(parents=True)
     (local / "reports").mkdir(parents=True)
     for index in range(5):
-        (ftp_root / "outgoing" / f"invoice-{index}.csv").write_text(f"id,amount\n{index},{index * 10}\n")
+        invoice = ftp_root / "outgoing" / f"invoice-{index}.csv"
+        invoice.write_text(f"id,amount\n{index},{index * 10}\n")
     (local / "reports" / "summary.txt").write_text("uploaded by ftp-pooler\n")
 
     broker = TansuBroker(base / "tansu").start()

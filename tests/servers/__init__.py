@@ -93,7 +93,7 @@ class ConnectionCounter(Protocol):
 def wait_until(
     predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01
 ) -> bool:
-    """Poll ``predicate()`` until it is true or ``timeout`` passes; return whether it became true."""
+    """Poll ``predicate()`` until it is true or ``timeout`` passes; return whether it became so."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
@@ -391,7 +391,7 @@ class FTPLauncher(Launcher):
     log_file: Path | None = None
 
     def _session_caps(self) -> tuple[int, int]:
-        """``(max_cons, max_cons_per_ip)`` for :class:`FTPServer` (each server names them its way)."""
+        """``(max_cons, max_cons_per_ip)`` for :class:`FTPServer` (each server names them so)."""
         raise NotImplementedError
 
     def info(self) -> FTPServer:

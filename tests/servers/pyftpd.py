@@ -29,7 +29,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
 
@@ -95,10 +95,8 @@ def _abort_socket(sock: socket.socket | None) -> None:
     """Make the next close() send an RST."""
     if sock is None:
         return
-    try:
+    with suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
 
 
 class _DropDTPMixin:
