@@ -29,12 +29,8 @@ from structlog.testing import capture_logs
 from ftp_pooler.contract import InvalidTaskError, Result, parse_task
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.kafka.deliveries import Delivery
-from ftp_pooler.kafka.publisher import (
-    PublishState,
-    Recovery,
-    RecoveryPolicy,
-    ResultPublisher,
-)
+from ftp_pooler.kafka.publisher import ResultPublisher
+from ftp_pooler.kafka.recovery import PublishState, Recovery, RecoveryPolicy
 
 PARTITION = TopicPartition("tasks", 0)
 

@@ -8,5 +8,6 @@
 - :mod:`.deliveries`: consumed messages on their way to the transfer runners.
 - :mod:`.offsets`: which offsets may be committed (pure bookkeeping).
 - :mod:`.publisher`: results to Kafka, acknowledgements back, a stalled
-  producer replaced; :mod:`.partitioner` picks a result's partition.
+  producer replaced (when: :mod:`.recovery`, pure decisions);
+  :mod:`.partitioner` picks a result's partition.
 """

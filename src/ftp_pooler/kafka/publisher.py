@@ -31,20 +31,20 @@ one producer at most ``ack_timeout`` seconds; past that, or as soon as the
 producer is in its fatal state, the publisher closes it (bounded, in a thread)
 and makes a new one, then sends every unacknowledged result again (consumers
 key on ``task_id``: a duplicate is harmless, a loss is not). Replacements
-back off (:class:`RecoveryPolicy`). The decisions are :class:`Recovery`, a
-pure value; the state changes (healthy -> stalled -> recreating -> healthy)
-are logged once each, refusals at most once per :data:`REPORT_SECONDS`.
+back off (:class:`~ftp_pooler.kafka.recovery.RecoveryPolicy`). The decisions
+are :class:`~ftp_pooler.kafka.recovery.Recovery`, a pure value; the state
+changes (healthy -> stalled -> recreating -> healthy) are logged once each,
+refusals at most once per :data:`REPORT_SECONDS`.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import enum
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -54,6 +54,7 @@ from kafka.errors import KafkaError
 from ftp_pooler.contract import Result, ResultStatus
 from ftp_pooler.kafka.deliveries import Delivery
 from ftp_pooler.kafka.clients import FATAL_SEND_ERRORS, close_producer, producer_failure
+from ftp_pooler.kafka.recovery import PublishState, Recovery, RecoveryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -68,118 +69,6 @@ REPORT_SECONDS = 30.0
 """Refused results are logged at most once per this many seconds (with a count)."""
 CLOSE_SECONDS = 2.0
 """Longest a replaced producer's close may take before its thread is abandoned."""
-STALL_SECONDS = 5.0
-"""A result unacknowledged this long (or half the ack timeout, if less) means "stalled"."""
-
-
-# -- the decisions: pure, on plain values --------------------------------------------------
-
-
-class PublishState(enum.Enum):
-    HEALTHY = "healthy"
-    """Results are acknowledged in time (or none wait)."""
-    STALLED = "stalled"
-    """Results wait longer than :attr:`RecoveryPolicy.stall_after`, or the producer failed
-    and the next replacement is not due yet."""
-    RECREATING = "recreating"
-    """The producer was replaced; the new one has not had a result acknowledged yet."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveryPolicy:
-    """When the producer counts as stalled, when it is replaced, how soon again.
-
-    Attributes:
-        ack_timeout: Seconds a result may wait on one producer for its
-            acknowledgement before that producer is replaced. Above kafka-python's
-            ``delivery_timeout_ms``, so a producer that still works has reported
-            every result (acknowledged or failed) by then.
-        stall_after: Seconds a result may wait before the publisher reports itself stalled.
-        initial_backoff: Seconds between the first and the second replacement
-            without an acknowledgement in between; doubles for each further one.
-        max_backoff: Upper bound of that pause.
-    """
-
-    ack_timeout: float
-    stall_after: float = STALL_SECONDS
-    initial_backoff: float = 1.0
-    max_backoff: float = 30.0
-
-    @classmethod
-    def for_ack_timeout(cls, ack_timeout: float) -> RecoveryPolicy:
-        """The default policy for ``ack_timeout``: stalled after :data:`STALL_SECONDS`, or
-        half of ``ack_timeout`` when that is shorter."""
-        return cls(ack_timeout=ack_timeout, stall_after=min(STALL_SECONDS, ack_timeout / 2))
-
-    def backoff(self, attempts: int) -> float:
-        """Seconds between replacement ``attempts`` and the next (none before the first)."""
-        if attempts == 0:
-            return 0.0
-        return min(self.max_backoff, self.initial_backoff * 2.0 ** (attempts - 1))
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    """Where the publisher stands; each step returns a new value (times: Trio's clock, s).
-
-    Attributes:
-        state: See :class:`PublishState`.
-        reason: Why the state is not healthy (empty when it is).
-        attempts: Producers replaced since the last acknowledgement.
-        replaced_at: When the producer was last replaced.
-        acked_at: When a result was last acknowledged.
-    """
-
-    state: PublishState = PublishState.HEALTHY
-    reason: str = ""
-    attempts: int = 0
-    replaced_at: float = -math.inf
-    acked_at: float = -math.inf
-
-    def acknowledged(self, now: float) -> Recovery:
-        """A result was acknowledged: the producer works, replacements back off no more."""
-        return replace(self, attempts=0, acked_at=now)
-
-    def step(
-        self, now: float, *, oldest_wait: float | None, failure: str | None, policy: RecoveryPolicy
-    ) -> tuple[Recovery, bool]:
-        """The state after a look at the producer, and whether to replace it now.
-
-        Args:
-            now: The current time.
-            oldest_wait: How long the oldest result unacknowledged on the current
-                producer has waited since it was first sent on it; None: none waits.
-            failure: Why the producer is broken for good (its fatal state), or None.
-            policy: The bounds.
-        """
-        replace_it = False
-        if failure is not None:
-            trouble: str | None = f"producer failed: {failure}"
-            replace_it = True
-        elif oldest_wait is not None and oldest_wait >= policy.ack_timeout:
-            trouble = f"a result unacknowledged for {oldest_wait:.1f} s"
-            replace_it = True
-        elif oldest_wait is not None and oldest_wait >= policy.stall_after:
-            trouble = f"a result unacknowledged for {oldest_wait:.1f} s"
-        else:
-            trouble = None
-        if replace_it and now >= self.replaced_at + policy.backoff(self.attempts):
-            assert trouble is not None
-            recreating = PublishState.RECREATING
-            return replace(
-                self, state=recreating, reason=trouble, attempts=self.attempts + 1, replaced_at=now
-            ), True
-        if trouble is not None:
-            if self.state is PublishState.HEALTHY:
-                return replace(self, state=PublishState.STALLED, reason=trouble), False
-            return self, False
-        unproven = self.state is PublishState.RECREATING and self.acked_at < self.replaced_at
-        if self.state is PublishState.HEALTHY or (unproven and oldest_wait is not None):
-            return self, False
-        return replace(self, state=PublishState.HEALTHY, reason=""), False
-
-
-# -- the publisher ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ from ftp_pooler.kafka.clients import consumer_config, producer_config
 from ftp_pooler.metrics import Metrics
 from ftp_pooler.kafka.poller import ABANDON_GRACE_SECONDS, KafkaPoller
 from ftp_pooler.kafka.deliveries import Delivery, DeliveryQueue
-from ftp_pooler.kafka.publisher import GATHER_SECONDS, RecoveryPolicy, ResultPublisher
+from ftp_pooler.kafka.publisher import GATHER_SECONDS, ResultPublisher
+from ftp_pooler.kafka.recovery import RecoveryPolicy
 from ftp_pooler.service.reload import ConnectionsWatcher
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
