@@ -208,7 +208,8 @@ class FTPSession:
         self._ssl_context = ssl_context
         self._tcp: trio.SocketStream | None = None
         self._stream: trio.abc.Stream | None = None
-        self._parser = ReplyParser()
+        self._charset = config.wire_charset
+        self._parser = ReplyParser(self._charset)
         self._peer_host = config.host
         self._buffer = bytearray(CHUNK_SIZE)
         self._secrets = (config.password.get_secret_value(),)
@@ -265,7 +266,7 @@ class FTPSession:
             await self._command("PROT", "P")
         if self.quirks.pipelining is False:
             self._take_features(await self._exchange(build_command("FEAT")))
-            if "UTF8" in self.features:
+            if self._opts_utf8(self.features):
                 await self._exchange(build_command("OPTS", "UTF8", "ON"))
             await self._command("TYPE", "I")
             return
@@ -279,7 +280,7 @@ class FTPSession:
         if self.quirks.pipelining is None:
             self.quirks.pipelining = True
             log.info("ftp.pipelining_on", server=self._server)
-        if "UTF8" in self.features:
+        if self._opts_utf8(self.features):
             await self._exchange(build_command("OPTS", "UTF8", "ON"))
 
     async def _login_pipelined(self) -> None:
@@ -293,13 +294,13 @@ class FTPSession:
         config = self.config
         assert self.quirks.features is not None
         commands = [
-            build_command("USER", config.user),
-            build_command("PASS", config.password.get_secret_value()),
+            self._build("USER", config.user),
+            self._build("PASS", config.password.get_secret_value()),
         ]
         if config.tls is not TLSMode.NONE:
             commands += [build_command("PBSZ", "0"), build_command("PROT", "P")]
         commands.append(build_command("FEAT"))
-        utf8 = "UTF8" in self.quirks.features
+        utf8 = self._opts_utf8(self.quirks.features)
         if utf8:
             commands.append(build_command("OPTS", "UTF8", "ON"))
         commands.append(build_command("TYPE", "I"))
@@ -319,6 +320,22 @@ class FTPSession:
         if utf8:
             next(replies)  # OPTS UTF8 ON: a refusal is harmless, as when sent alone
         self._check("TYPE", next(replies))
+
+    def _build(self, verb: str, *args: str) -> bytes:
+        """:func:`build_command` in the connection's charset (``FTPConfig.charset``).
+
+        Raises:
+            FTPError: PATH_NOT_ALLOWED, as :func:`build_command`.
+        """
+        return build_command(verb, *args, charset=self._charset)
+
+    def _opts_utf8(self, features: dict[str, str]) -> bool:
+        """Whether the login sends ``OPTS UTF8 ON`` (RFC 2640 section 3.2): with ``charset =
+        auto`` when FEAT lists ``UTF8``; with ``utf-8`` always (servers that switch to UTF-8
+        only when asked, without listing it); with any other charset never."""
+        if self._charset is None:
+            return "UTF8" in features
+        return self._charset == "utf-8"
 
     def _take_features(self, feat: Reply) -> None:
         if feat.is_success:
@@ -490,7 +507,8 @@ class FTPSession:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
         await self._drain_unasked()
         if logs.debug_enabled:
-            for line in command.decode(errors="replace").splitlines():  # one write may hold several
+            text = protocol.decode_text(command, self._charset)
+            for line in text.splitlines():  # one write may hold several
                 log.debug("ftp.command", host=self.config.host, command=self._shown(line))
         await self._stream.send_all(command)
 
@@ -649,7 +667,7 @@ class FTPSession:
             FTPError: The mapped error of a 4xx/5xx; PROTOCOL_ERROR for a 1xx/3xx
                 the command does not allow.
         """
-        command = build_command(verb, *args)
+        command = self._build(verb, *args)
         reply = await self._exchange(command)
         self._check(verb, reply, intermediate)
         return reply
@@ -782,7 +800,7 @@ class FTPSession:
         check_size = size_check is not None and "SIZE" in self.features
         if check_size and self.pipelining:
             size_reply, rnfr = await self._exchange_all(
-                [build_command("SIZE", source), build_command("RNFR", source)]
+                [self._build("SIZE", source), self._build("RNFR", source)]
             )
             if rnfr.code != 350 and size_reply.is_success and not self.quirks.pipelining_forced:
                 # Refused when sent with SIZE (a server that rejects or drops a second
@@ -790,7 +808,7 @@ class FTPSession:
                 # 350, which RNTO's reading drops as unasked (protocol.is_unsolicited).
                 what = protocol.scrub(f"RNFR refused pipelined: {rnfr}", self._secrets)
                 self.quirks.pipeline_anomaly(self._server, what)
-                rnfr = await self._exchange(build_command("RNFR", source))
+                rnfr = await self._exchange(self._build("RNFR", source))
             assert size_check is not None
             size_check(self._size_of(size_reply))
             self._check("RNFR", rnfr, (350,))
@@ -842,7 +860,7 @@ class FTPSession:
         return None
 
     async def _size_or_none(self, path: str) -> int | None:
-        reply = await self._exchange(build_command("SIZE", path))
+        reply = await self._exchange(self._build("SIZE", path))
         if reply.code == 421:
             self._check("SIZE", reply)
         return self._size_of(reply)
@@ -899,7 +917,7 @@ class FTPSession:
         size: int | None = None
         prefix: list[bytes] = []
         if size_of is not None and self.pipelining and "SIZE" in self.features:
-            prefix = [build_command("SIZE", size_of)]
+            prefix = [self._build("SIZE", size_of)]
         if prefix:
             passive = build_command("EPSV" if self.quirks.epsv else "PASV")
             size_reply, first = await self._exchange_all([*prefix, passive])
@@ -990,7 +1008,7 @@ class FTPSession:
         verb = protocol.verb_of(passive)
         batch = [passive]
         if size_of is not None and "SIZE" in self.features:
-            batch.insert(0, build_command("SIZE", size_of))
+            batch.insert(0, self._build("SIZE", size_of))
         replies = await self._exchange_all(batch, then=command)
         size = self._size_of(replies[0]) if len(replies) == 2 else None
         reply = replies[-1]
@@ -1112,7 +1130,7 @@ class FTPSession:
         file's SIZE when ``size_first`` and it was asked with the EPSV
         (pipelining on; else ``None``).
         """
-        command = build_command(verb, path)  # refused before anything is sent
+        command = self._build(verb, path)  # refused before anything is sent
         size_of = path if size_first else None
         quirks = self.quirks
         sent = self.pipelining and quirks.pipelined_passive and quirks.passive_verified
@@ -1255,7 +1273,9 @@ class FTPSession:
         await self._transfer(verb, path, lambda data: self._receive(verb, data, sink))
         lines = b"".join(chunks).split(b"\n")
         return [
-            protocol.decode_text(line.removesuffix(b"\r")) for line in lines if line.strip(b"\r")
+            protocol.decode_text(line.removesuffix(b"\r"), self._charset)
+            for line in lines
+            if line.strip(b"\r")
         ]
 
     async def list_dir(self, path: str) -> list[ListingEntry]:

@@ -42,7 +42,7 @@ from ftp_pooler.contract import (
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.pool import PinnedConnection, SessionPool
-from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
+from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, encodable, is_safe_argument, path_fits
 from ftp_pooler.ftp.config import UploadTemp
 from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
@@ -677,7 +677,9 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
 
     Raises:
         PoolerError: PATH_NOT_ALLOWED for a ``..`` segment (between ``/`` or ``\\``:
-            it could leave base_path), CR, LF or NUL, or a path too long to send.
+            it could leave base_path), CR, LF or NUL, characters the connection's
+            ``charset`` cannot encode (sent any other way, the server would store
+            or look for another name), or a path too long to send.
     """
     if ".." in _SEPARATORS.split(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
@@ -686,7 +688,14 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
     full = path
     if connection.base_path:
         full = f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
-    if not path_fits(full):
+    charset = connection.ftp.wire_charset
+    if not encodable(full, charset):
+        raise PoolerError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"remote path {path!r} has characters the connection's charset"
+            f" {connection.ftp.charset} cannot encode",
+        )
+    if not path_fits(full, charset):
         raise PoolerError(
             ErrorCode.PATH_NOT_ALLOWED,
             f"remote path longer than {MAX_PATH_BYTES} bytes (servers refuse longer command lines)",
