@@ -1218,16 +1218,23 @@ def test_text_of_replies_to_pass_is_never_kept() -> None:
         (502, True),
         (504, True),
         (522, True),
+        (425, True),
+        (450, True),
+        (451, True),
+        (534, True),
+        (550, True),
+        (553, True),
         (530, False),
         (421, False),
-        (425, False),
-        (550, False),
-        (534, False),
+        (229, False),
+        (150, False),
+        (350, False),
     ],
 )
-def test_only_not_implemented_replies_refuse_epsv(code: int, refused: bool) -> None:
-    """RFC 959 4.2 (500/501/502/504) and RFC 2428 (522) say "no EPSV here"; a 530 says
-    the session is no longer logged in, a 421/4xx that it is closing or busy."""
+def test_any_error_but_session_gone_refuses_epsv(code: int, refused: bool) -> None:
+    """RFC 959 4.2 (500/501/502/504), RFC 2428 (522) and what NAT'd or misconfigured
+    servers send (550, 534, 425, 451) mean "PASV instead"; a 530 says the session is no
+    longer logged in, a 421 that it is closing: nothing about EPSV."""
     from ftp_pooler.ftp.protocol import refuses_epsv
 
     assert refuses_epsv(Reply(code, (f"{code} no",))) is refused

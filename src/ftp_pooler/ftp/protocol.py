@@ -598,15 +598,26 @@ error in parameters, 502 command not implemented, 504 not implemented for that
 parameter; RFC 2228 section 4 uses 502 and 504 for an unknown AUTH mechanism)."""
 
 
-def refuses_epsv(reply: Reply) -> bool:
-    """Whether a reply to EPSV says the server does not do EPSV (use PASV from then on).
+SESSION_GONE = frozenset({421, 530})
+"""Error codes about the session, not the command: 421 (the server is closing it) and
+530 (not logged in: after the login, the server forgot it; RFC 959 section 4.2)."""
 
-    :data:`NOT_UNDERSTOOD`, and 522 (RFC 2428 section 3: network protocol
-    not supported). Any other code is about the session, not the command: a
-    ``530`` (no longer logged in), ``421`` (closing) or 4xx (try again) says
-    nothing about EPSV.
+
+def refuses_epsv(reply: Reply) -> bool:
+    """Whether a reply to EPSV means "use PASV with this server from now on".
+
+    Any 4xx or 5xx but :data:`SESSION_GONE`: besides the RFC's "not
+    implemented" (:data:`NOT_UNDERSTOOD`) and 522 (RFC 2428 section 3:
+    network protocol not supported), servers behind NAT or misconfigured
+    refuse EPSV with ``550 EPSV not allowed``, ``534 Policy requires PASV``,
+    ``425 Can't open passive connection`` or ``451``, and PASV works.
+    Other clients fall back on any error too: curl on any answer but 229
+    (``lib/ftp.c`` ``ftp_epsv_disable``), rclone's jlaffaye/ftp on any EPSV
+    error (``getDataConnPort``: ``skipEPSV`` for the connection's next
+    transfers). Only a 421 or a 530 says the session is gone, nothing about
+    EPSV.
     """
-    return reply.code in NOT_UNDERSTOOD or reply.code == 522
+    return reply.code // 100 in (4, 5) and reply.code not in SESSION_GONE
 
 
 MIN_SCRUBBED_SECRET = 4

@@ -61,6 +61,10 @@ _LOGIN_FAILURES_AS_SUCH = frozenset({ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION
 """Failed logins not tried again one command at a time: a full server, a lost connection
 (and a ``530``: a refused password, where a second try could count towards a lockout)."""
 
+_SENT_TOGETHER_REFUSALS = frozenset({500, 501, 503})
+"""Replies to a passive command sent after SIZE that may mean the server choked on the
+two lines together (unrecognised, garbled, out of sequence) rather than refused EPSV."""
+
 _TLS_RECORD_WAIT = 0.05
 """Seconds the unasked-reply check waits when the control socket is readable but the
 TLS layer has no reply yet (records such as session tickets); plain TCP never waits."""
@@ -903,11 +907,10 @@ class FTPSession:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
-        answered with a 229 as EPSV; a "not implemented" reply
-        (:func:`protocol.refuses_epsv`: a 530, 421 or 4xx is the session's
-        error, not EPSV's), or a 2xx whose port cannot be read
-        (``(||38835|)``), counts as EPSV refused: PASV from then on for that
-        server, recorded in its quirks.
+        answered with a 229 as EPSV; any 4xx or 5xx but 421 and 530
+        (:func:`protocol.refuses_epsv`: those say the session is gone), or a
+        2xx whose port cannot be read (``(||38835|)``), counts as EPSV
+        refused: PASV from then on for that server, recorded in its quirks.
 
         With ``size_of`` and pipelining, ``SIZE size_of`` goes out with the
         EPSV (or PASV) in one write: its answer (the third value, ``None`` if
@@ -922,9 +925,10 @@ class FTPSession:
             passive = build_command("EPSV" if self.quirks.epsv else "PASV")
             size_reply, first = await self._exchange_all([*prefix, passive])
             size = self._size_of(size_reply)
-            if not first.is_success and first.code != 502 and not self._ends_session(first):
-                # 502 "not implemented" is about the verb itself, whatever came before it;
-                # a 421 or a 530 after the login ends the session, pipelined or not.
+            if first.code in _SENT_TOGETHER_REFUSALS:
+                # What a server that rejects a line read with the one before it says;
+                # any other refusal (502 "not implemented", 550/534/425 to EPSV, a 421
+                # or a 530) is about the verb or the session, pipelined or not.
                 self._suspect(protocol.verb_of(passive), first)
         else:
             first = None
