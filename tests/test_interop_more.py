@@ -8,12 +8,15 @@ Same harness as tests/test_interop.py: the scripted server plays the partner, an
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scripted_server import Rule
+from servers import FTPServer
 from test_interop import (
     A_BIN,
     COMPLETED_ONCE,
@@ -94,3 +97,70 @@ async def test_epsv_answered_with_session_gone_keeps_epsv(
 
 def _upload_with_mtime(**options: Any) -> dict[str, Any]:
     return upload("in/up.bin", "/data/up.bin", preserve_mtime=True, **options)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "550 Permission denied.",
+        "550 /data/.up.bin.part: Operation not permitted",
+        "500 MFMT not understood.",
+        "504 Command not implemented for that parameter.",
+        "553 Could not set file modification time.",
+        "550 Could not get file modification time.",  # vsftpd, mdtm_write=NO
+    ],
+)
+@pytest.mark.parametrize("upload_temp", ["hidden", "none"])
+async def test_refused_time_stamp_after_an_upload_completes_it_like_a_download(
+    make_scripted_ftp: MakeScripted, local: Path, refusal: str, upload_temp: str
+) -> None:
+    """The bytes landed (STOR's 226): a refused MFMT is a warning, the file gets its
+    final name without the time, as a refused MDTM after a download (case D1) does."""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN},
+        rules=[Rule(r"MFMT .*", refusal), Rule(r"MDTM /data/a\.bin", refusal)],
+    )
+    results = await copy(
+        local,
+        {"partner": server},
+        [
+            _upload_with_mtime(verify_size=True),
+            download("/data/a.bin", "out/a.bin", preserve_mtime=True),
+        ],
+        upload_temp=upload_temp,
+    )
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 2, results
+    assert server.files["/data/up.bin"] == UP_BIN
+    assert sorted(server.files) == ["/data/a.bin", "/data/up.bin"], "no temporary file left"
+    assert len(commands(server, "STOR")) == 1 and len(commands(server, "RETR")) == 1
+    assert (local / "out" / "a.bin").read_bytes() == A_BIN
+
+
+async def test_server_that_cannot_set_times_fails_the_upload_before_any_byte(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """docs/contract.md: preserve_mtime on a server offering neither MFMT nor MDTM fails
+    PERMANENT and the file never appears; now known from FEAT before the upload."""
+    feat = "211-Features:\n EPSV\n PASV\n SIZE\n UTF8\n211 End"
+    server = make_scripted_ftp(feat=feat)
+    [result] = (await copy(local, {"partner": server}, [_upload_with_mtime()])).values()
+    assert outcome(result) == ("failed", "PERMANENT", 1), result
+    assert result["retryable"] is False
+    assert "cannot set modification times" in result["error_message"]
+    assert not commands(server, "STOR") and not server.files
+
+
+@pytest.mark.vsftpd
+async def test_vsftpd_refusing_to_set_times_still_takes_the_upload(
+    make_vsftpd: Callable[..., FTPServer], ftp_root: Path, local: Path
+) -> None:
+    """vsftpd with ``mdtm_write=NO`` reads ``MDTM <time> <path>`` as a file name and answers
+    550: the upload completes without the time."""
+    os.utime(local / "in" / "up.bin", (1_600_000_000, 1_600_000_000))
+    server = make_vsftpd(extra_config={"mdtm_write": "NO"})
+    [result] = (await copy(local, {"partner": server}, [_upload_with_mtime()])).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    stored = ftp_root / "data" / "up.bin"
+    assert stored.read_bytes() == UP_BIN
+    assert stored.stat().st_mtime != 1_600_000_000
+    assert [p.name for p in (ftp_root / "data").iterdir()] == ["up.bin"]

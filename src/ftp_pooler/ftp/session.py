@@ -705,11 +705,17 @@ class FTPSession:
                 exc.reply = reply
                 raise
 
+    @property
+    def can_set_mtime(self) -> bool:
+        """Whether FEAT offers a way to set a file's time (:meth:`set_mtime`)."""
+        return "MFMT" in self.features or "MDTM" in self.features
+
     async def set_mtime(self, path: str, moment: datetime) -> None:
         """Set a file's modification time with MFMT, or vsftpd's two-argument MDTM.
 
         Raises:
-            FTPError: PERMANENT when the server offers neither.
+            FTPError: PERMANENT when the server offers neither (:attr:`can_set_mtime`);
+                the refusal of the command otherwise.
         """
         stamp = protocol.format_time_val(moment)
         if "MFMT" in self.features:

@@ -529,6 +529,13 @@ class TransferEngine:
         orphan = False
         try:
             async with self._pool.session(plan.remote) as session:
+                if options.preserve_mtime and not session.can_set_mtime:
+                    # docs/contract.md: such a task fails PERMANENT; known before any byte.
+                    raise PoolerError(
+                        ErrorCode.PERMANENT,
+                        "preserve_mtime: the server cannot set modification times"
+                        " (no MFMT or MDTM in FEAT); nothing was uploaded",
+                    )
                 if conflict is not ConflictPolicy.OVERWRITE and await _remote_exists(
                     session, plan.remote_path
                 ):
@@ -567,7 +574,7 @@ class TransferEngine:
                     try:
                         if options.preserve_mtime:
                             moment = datetime.fromtimestamp(local.st_mtime, UTC)
-                            await session.set_mtime(temp, moment)
+                            await _set_mtime(session, temp, moment)
                         if temp != plan.remote_path:
                             replace = conflict is ConflictPolicy.OVERWRITE
                             rename = session.rename_over if replace else session.rename
@@ -717,6 +724,25 @@ async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
     except FTPError as exc:
         log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
         return None
+
+
+async def _set_mtime(session: FTPSession, path: str, moment: datetime) -> None:
+    """Give an upload's stored file its source's time; a refusal is a warning, not a failure.
+
+    The file has landed (STOR's final 2xx): as a refused MDTM after a download
+    (:func:`_after_transfer`), a refused MFMT (``550 Permission denied``, ``500``,
+    vsftpd with ``mdtm_write=NO`` taking the time for part of the name) leaves the
+    upload without its time, with ``transfer.metadata_unavailable`` logged, and the
+    rename goes on: it, not this refusal, tells whether the file is really gone.
+    An error that left the session out of step (421, a timeout) is raised.
+    """
+    try:
+        await session.set_mtime(path, moment)
+    except FTPError as exc:
+        if exc.reply is None or session.broken:
+            raise
+        verb = "MFMT" if "MFMT" in session.features else "MDTM"
+        log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:
