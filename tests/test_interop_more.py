@@ -164,3 +164,26 @@ async def test_vsftpd_refusing_to_set_times_still_takes_the_upload(
     assert stored.read_bytes() == UP_BIN
     assert stored.stat().st_mtime != 1_600_000_000
     assert [p.name for p in (ftp_root / "data").iterdir()] == ["up.bin"]
+
+
+# --- a remote path naming a directory (bad input) -----------------------------------------------
+
+
+@pytest.mark.parametrize("remote", ["/data/", "data/sub/", "/", "/data/.", "\\data\\sub\\"])
+async def test_remote_path_naming_a_directory_is_refused_like_a_local_one(
+    make_scripted_ftp: MakeScripted, local: Path, remote: str
+) -> None:
+    """A local destination ending in ``/`` is PATH_NOT_ALLOWED before anything is done;
+    a remote source or destination gets the same code and line, before any session."""
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN})
+    tasks = [download(remote, "out/a.bin"), upload("in/up.bin", remote)]
+    local_twin = download("/data/a.bin", "out/dir/")
+    local_twin["task_id"] = "local twin"
+    results = await copy(local, {"partner": server}, [*tasks, local_twin])
+    twin = results.pop("local twin")
+    assert outcome(twin) == ("failed", "PATH_NOT_ALLOWED", 0)
+    for result in results.values():
+        assert outcome(result) == outcome(twin), result
+        assert result["error_message"] == f"{remote!r} names a directory, not a file"
+        assert result["retryable"] is False
+    assert server.sessions == 0 and not server.files.keys() - {"/data/a.bin"}

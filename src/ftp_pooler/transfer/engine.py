@@ -684,12 +684,17 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
 
     Raises:
         PoolerError: PATH_NOT_ALLOWED for a ``..`` segment (between ``/`` or ``\\``:
-            it could leave base_path), CR, LF or NUL, characters the connection's
+            it could leave base_path), a path naming a directory (ending in ``/``,
+            ``\\`` or ``/.``: the file's name is not guessed, as for a local
+            path), CR, LF or NUL, characters the connection's
             ``charset`` cannot encode (sent any other way, the server would store
             or look for another name), or a path too long to send.
     """
-    if ".." in _SEPARATORS.split(path):
+    segments = _SEPARATORS.split(path)
+    if ".." in segments:
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
+    if segments[-1] in ("", "."):
+        raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} names a directory, not a file")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
     full = path
