@@ -187,3 +187,23 @@ async def test_remote_path_naming_a_directory_is_refused_like_a_local_one(
         assert result["error_message"] == f"{remote!r} names a directory, not a file"
         assert result["retryable"] is False
     assert server.sessions == 0 and not server.files.keys() - {"/data/a.bin"}
+
+
+# --- a 257 without quotes (kind C: a reply we read too strictly) --------------------------------
+
+
+@pytest.mark.parametrize(
+    "pwd", ["257 / is the current directory", "257 Current directory is /", "257 /"]
+)
+async def test_unquoted_257_to_pwd_does_not_fail_an_upload_into_an_existing_directory(
+    make_scripted_ftp: MakeScripted, local: Path, pwd: str
+) -> None:
+    """``mkdir -p`` into a directory that exists checks it with PWD and CWD: embedded
+    and old servers answer PWD without the quotes RFC 959 asks for."""
+    server = make_scripted_ftp(files={"/data/old.bin": A_BIN}, rules=[Rule(r"PWD", pwd)])
+    [result] = (
+        await copy(local, {"partner": server}, [upload("in/up.bin", "/data/up.bin")])
+    ).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    assert server.files["/data/up.bin"] == UP_BIN
+    assert commands(server, "PWD"), "the directory check ran"

@@ -749,6 +749,9 @@ def test_time_val_round_trip(local: datetime, zone: timezone) -> None:
         ('257 "/données/ファイル" created', "/données/ファイル"),
         ('257 MKD command successful: "/new dir" created', "/new dir"),
         ('257 "/first" and "/second"', "/first"),
+        ("257 /home/alice is the current directory", "/home/alice"),  # unquoted: embedded servers
+        ("257 Current directory is /srv/ftp/in.", "/srv/ftp/in."),
+        ("257 /", "/"),
     ],
 )
 def test_parse_257(line: str, path: str) -> None:
@@ -757,7 +760,7 @@ def test_parse_257(line: str, path: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["257 /home/alice is the current directory", "257", '257 "/home', '257 "/a""'],
+    ["257 MKD command successful.", "257", '257 "/home', '257 "/a""', "257 home/alice"],
 )
 def test_parse_257_refuses(line: str) -> None:
     with pytest.raises(FTPProtocolError):

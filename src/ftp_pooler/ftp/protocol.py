@@ -478,16 +478,29 @@ def parse_mdtm(reply: Reply) -> datetime:
     return parse_time_val(reply.text.strip().split()[0] if reply.text.strip() else "")
 
 
+_UNQUOTED_PATH = re.compile(r"(?:^|\s)(/\S*)")
+
+
 def parse_257(reply: Reply) -> str:
     """The path in a 257 reply (PWD, MKD): the first quoted string, ``""`` unescaped.
 
-    Any 2xx is read (a quoted path is what matters).
+    RFC 959 appendix II wants the path quoted; embedded and old servers send
+    it bare (``257 /home/user is current directory``): with no quote at all,
+    the first word that starts with ``/`` counts (as libftp and wget read
+    it). Any 2xx is read (the path is what matters).
+
+    Raises:
+        FTPProtocolError: Not a 2xx, no quoted path and no word starting with
+            ``/``, or an unterminated quote.
     """
     _expect_success(reply, 257)
     text = reply.text
     start = text.find('"')
     if start < 0:
-        raise FTPProtocolError(f"no path in 257 reply: {reply}")
+        bare = _UNQUOTED_PATH.search(text)
+        if bare is None:
+            raise FTPProtocolError(f"no path in 257 reply: {reply}")
+        return bare.group(1)
     chars: list[str] = []
     i = start + 1
     while i < len(text):
