@@ -306,6 +306,11 @@ def test_check_connection_lists_names_in_the_charset(
     out = done.stdout.decode()
     assert "€ œuvre.txt" in out and "résumé.txt" in out, out
 
+    done = ftp_pooler("check-connection", "remote", "--path", "/日本", env=env, timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and "PATH_NOT_ALLOWED" in lines[0] and "cp1252" in lines[0], lines
+
 
 # --- a real server that stores names as the bytes it gets ----------------------------------------
 
