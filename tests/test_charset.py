@@ -199,6 +199,30 @@ async def test_latin1_server_download_and_upload(
     assert outcome(results["dl /données/café.csv"]) == ("failed", "FILE_NOT_FOUND", 1)
 
 
+async def test_latin1_login_and_move_to_archive_in_the_charset(
+    make_scripted_ftp: MakeScripted, tmp_path: Path
+) -> None:
+    """The user name, the password and the source action's paths go out in the charset too."""
+    server = legacy_server(
+        make_scripted_ftp,
+        "latin-1",
+        files={"/outbox/café.csv": DATA},
+        user="müller",
+        password="pässwört",
+    )
+    task = download("/outbox/café.csv", "café.csv", on_success={"move_to": "/archivé/"})
+    config = {"charset": "latin-1", "user": "müller", "password": "pässwört"}
+    [result] = (await copy(tmp_path, {"partner": server}, [task], **config)).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    assert (tmp_path / "café.csv").read_bytes() == DATA
+    assert server.files == {"/archivé/café.csv": DATA}
+    assert "RNTO /archivé/café.csv" in server.commands
+
+    unencodable = download("/outbox/a.csv", "a.csv", on_success={"move_to": "/архив/"})
+    [result] = (await copy(tmp_path, {"partner": server}, [unencodable], **config)).values()
+    assert outcome(result) == ("failed", "PATH_NOT_ALLOWED", 0), result
+
+
 async def test_cp1252_names_in_replies_and_errors_are_decoded(
     make_scripted_ftp: MakeScripted, tmp_path: Path
 ) -> None:
