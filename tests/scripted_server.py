@@ -57,6 +57,8 @@ Data-connection and session behaviour are server options:
   charset (default UTF-8): a legacy server that stores names as the bytes
   it gets. Bytes the charset cannot read are kept as surrogate escapes, so a
   name sent in another charset is a different, missing name.
+- ``list_style="dos"``: LIST lines in IIS's MS-DOS style
+  (``01-02-21  03:04AM   5 name``) instead of Unix ``ls -l``.
 
 ``server.commands`` lists every command line received (all sessions, in
 order; the PASS argument as sent), ``server.sessions`` counts control
@@ -141,6 +143,7 @@ class ScriptedFTPServer:
         pipelined: str = "ok",
         pipelined_verbs: set[str] | None = None,
         charset: str = "utf-8",
+        list_style: str = "unix",
     ) -> None:
         self.files: dict[str, bytes] = dict(files or {})
         self.mtimes: dict[str, datetime] = dict.fromkeys(self.files, mtime)
@@ -164,6 +167,7 @@ class ScriptedFTPServer:
         self.pipelined = pipelined
         self.pipelined_verbs = pipelined_verbs
         self.charset = charset
+        self.list_style = list_style
         self.dropped: list[str] = []
         self.commands: list[str] = []
         self.sessions = 0
@@ -565,6 +569,9 @@ class ScriptedSession:
             self.send(final.format(path=arg, size=len(data)))
 
     def _cmd_LIST(self, arg: str) -> None:
+        if self.server.list_style == "dos":
+            self._listing(arg, lambda name, size: f"01-02-21  03:04AM {size:>20} {name}")
+            return
         self._listing(
             arg, lambda name, size: f"-rw-r--r--   1 ftp ftp {size:>8} Jan 02  2021 {name}"
         )

@@ -17,6 +17,7 @@ import pytest
 
 from scripted_server import Rule
 from servers import FTPServer
+from test_copy import ftp_pooler, write_config
 from test_interop import (
     A_BIN,
     COMPLETED_ONCE,
@@ -207,3 +208,22 @@ async def test_unquoted_257_to_pwd_does_not_fail_an_upload_into_an_existing_dire
     assert outcome(result) == COMPLETED_ONCE, result
     assert server.files["/data/up.bin"] == UP_BIN
     assert commands(server, "PWD"), "the directory check ran"
+
+
+# --- an MS-DOS style LIST (IIS: a reply we read too strictly) ----------------------------------
+
+
+def test_check_connection_lists_an_iis_style_directory(
+    make_scripted_ftp: MakeScripted, tmp_path: Path
+) -> None:
+    """IIS lists directories MS-DOS style by default and offers no MLSD (before IIS 10):
+    check-connection failed PROTOCOL_ERROR on the first line."""
+    feat = "211-Features:\n EPSV\n PASV\n SIZE\n MDTM\n UTF8\n211 End"
+    server = make_scripted_ftp(
+        feat=feat, list_style="dos", files={"/in/report 2024.csv": b"x" * 1234}
+    )
+    env = write_config(tmp_path, server, tmp_path / "local")  # type: ignore[arg-type]
+    done = ftp_pooler("check-connection", "remote", "--path", "/in", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "listed /in: 1 entries" in done.stdout.decode()
+    assert "file report 2024.csv 1234" in done.stdout.decode()
