@@ -1238,9 +1238,12 @@ def test_any_error_but_session_gone_refuses_epsv(code: int, refused: bool) -> No
     """RFC 959 4.2 (500/501/502/504), RFC 2428 (522) and what NAT'd or misconfigured
     servers send (550, 534, 425, 451) mean "PASV instead"; a 530 says the session is no
     longer logged in, a 421 that it is closing: nothing about EPSV."""
-    from ftp_pooler.ftp.protocol import refuses_epsv
+    from ftp_pooler.ftp.protocol import NOT_UNDERSTOOD, refuses_epsv
 
     assert refuses_epsv(Reply(code, (f"{code} no",))) is refused
+    # Over IPv6 PASV has no address to give: only "not implemented" switches.
+    not_implemented = code in NOT_UNDERSTOOD or code == 522
+    assert refuses_epsv(Reply(code, (f"{code} no",)), ipv6=True) is not_implemented
 
 
 def test_command_longer_than_servers_accept_is_refused_before_sending() -> None:

@@ -616,7 +616,7 @@ SESSION_GONE = frozenset({421, 530})
 530 (not logged in: after the login, the server forgot it; RFC 959 section 4.2)."""
 
 
-def refuses_epsv(reply: Reply) -> bool:
+def refuses_epsv(reply: Reply, *, ipv6: bool = False) -> bool:
     """Whether a reply to EPSV means "use PASV with this server from now on".
 
     Any 4xx or 5xx but :data:`SESSION_GONE`: besides the RFC's "not
@@ -629,7 +629,14 @@ def refuses_epsv(reply: Reply) -> bool:
     error (``getDataConnPort``: ``skipEPSV`` for the connection's next
     transfers). Only a 421 or a 530 says the session is gone, nothing about
     EPSV.
+
+    Over IPv6 (``ipv6``) PASV has no address to give (RFC 2428 section 1), so
+    only "not implemented" (:data:`NOT_UNDERSTOOD`, 522) switches: a passing
+    ``425`` must not leave an IPv6 server on PASV for good (curl never
+    disables EPSV over IPv6).
     """
+    if ipv6:
+        return reply.code in NOT_UNDERSTOOD or reply.code == 522
     return reply.code // 100 in (4, 5) and reply.code not in SESSION_GONE
 
 

@@ -958,7 +958,7 @@ class FTPSession:
                     return self._peer_host, protocol.parse_epsv(reply)
                 except FTPError:
                     pass
-            elif not protocol.refuses_epsv(reply):
+            elif not protocol.refuses_epsv(reply, ipv6=":" in self._peer_host):
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
