@@ -26,10 +26,19 @@ from test_interop import (
     commands,
     copy,
     download,
-    local,  # noqa: F401 -- the fixture
     outcome,
     upload,
 )
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Path:
+    """The local connection's root, holding ``in/up.bin`` (as in tests/test_interop.py)."""
+    root = tmp_path / "local"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "up.bin").write_bytes(UP_BIN)
+    return root
+
 
 # --- EPSV refused with codes other than "not implemented" (kind A) ----------------------------
 
