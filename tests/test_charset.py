@@ -339,14 +339,16 @@ def test_check_connection_lists_names_in_the_charset(
 # --- a real server that stores names as the bytes it gets ----------------------------------------
 
 
-@pytest.mark.vsftpd
-async def test_vsftpd_stores_latin1_names_as_latin1_bytes(
-    make_vsftpd: Callable[..., FTPServer], ftp_root: Path, tmp_path: Path
+@pytest.mark.parametrize("kind", [pytest.param("vsftpd", marks=pytest.mark.vsftpd), "pure-ftpd"])
+async def test_real_server_stores_latin1_names_as_latin1_bytes(
+    make_ftp_server: Callable[..., FTPServer], ftp_root: Path, tmp_path: Path, kind: str
 ) -> None:
+    """vsftpd and pure-ftpd store a name as the bytes they get: the file lands with
+    Latin-1 bytes in its name, and comes back by the same name."""
     local = tmp_path / "local"
     (local / "in").mkdir(parents=True)
     (local / "in" / "up.bin").write_bytes(DATA)
-    server = make_vsftpd()
+    server = make_ftp_server(kind)
     results = await copy(
         local,
         {"partner": server},
