@@ -529,13 +529,6 @@ class TransferEngine:
         orphan = False
         try:
             async with self._pool.session(plan.remote) as session:
-                if options.preserve_mtime and not session.can_set_mtime:
-                    # docs/contract.md: such a task fails PERMANENT; known before any byte.
-                    raise PoolerError(
-                        ErrorCode.PERMANENT,
-                        "preserve_mtime: the server cannot set modification times"
-                        " (no MFMT or MDTM in FEAT); nothing was uploaded",
-                    )
                 if conflict is not ConflictPolicy.OVERWRITE and await _remote_exists(
                     session, plan.remote_path
                 ):
@@ -543,6 +536,13 @@ class TransferEngine:
                         return _Outcome(0, skipped=True)
                     raise PoolerError(
                         ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server"
+                    )
+                if options.preserve_mtime and not session.can_set_mtime:
+                    # docs/contract.md: such a task fails PERMANENT; known before any byte.
+                    raise PoolerError(
+                        ErrorCode.PERMANENT,
+                        "preserve_mtime: the server cannot set modification times"
+                        " (no MFMT or MDTM in FEAT); nothing was uploaded",
                     )
                 form = _temp_form(session.config.upload_temp, session.quirks)
                 temp = _upload_name(plan.remote_path, form, self._temp_suffix)
