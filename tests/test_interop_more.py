@@ -81,12 +81,33 @@ async def test_epsv_refused_with_any_error_falls_back_to_pasv_for_good(
     assert server.sessions == 1, "no session thrown away over it"
 
 
+@pytest.mark.parametrize("pipelining", ["auto", "off"])
+async def test_epsv_refused_after_it_worked_goes_on_with_pasv(
+    make_scripted_ftp: MakeScripted, local: Path, pipelining: str
+) -> None:
+    """A server whose EPSV worked, then answers ``425`` (no passive port free): with
+    pipelining the RETR went out with the EPSV and is refused too; PASV then carries it."""
+    names = [f"/data/{n}.bin" for n in "abcd"]
+    server = make_scripted_ftp(
+        files=dict.fromkeys(names, A_BIN),
+        rules=[
+            Rule(r"EPSV", times=2),  # the built-in answer, twice
+            Rule(r"EPSV", "425 Can't open passive connection: no port free.", times=1),
+        ],
+    )
+    tasks = [download(name, f"out{name}") for name in names]
+    results = await copy(local, {"partner": server}, tasks, pipelining=pipelining)
+    assert [outcome(r) for r in results.values()] == [COMPLETED_ONCE] * 4, results
+    for name in names:
+        assert (local / f"out{name}").read_bytes() == A_BIN
+    assert len(commands(server, "EPSV")) == 3 and len(commands(server, "PASV")) == 2
+
+
 @pytest.mark.parametrize(
-    ("refusal", "code"),
-    [("421 Service closing control connection.", "SERVER_BUSY"), ("530 Not logged in.", None)],
+    "refusal", ["421 Service closing control connection.", "530 Not logged in."]
 )
 async def test_epsv_answered_with_session_gone_keeps_epsv(
-    make_scripted_ftp: MakeScripted, local: Path, refusal: str, code: str | None
+    make_scripted_ftp: MakeScripted, local: Path, refusal: str
 ) -> None:
     """A 421 or a 530 says the session is gone, nothing about EPSV: the task gets another
     session and EPSV stays in use."""
