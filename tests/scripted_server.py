@@ -53,6 +53,13 @@ Data-connection and session behaviour are server options:
   ``pipelined_verbs={"EPSV", ...}`` limits either to those verbs. Dropped
   lines are listed in ``server.dropped``.
 
+- ``charset="latin-1"``: command lines are read and replies written in that
+  charset (default UTF-8): a legacy server that stores names as the bytes
+  it gets. Bytes the charset cannot read are kept as surrogate escapes, so a
+  name sent in another charset is a different, missing name.
+- ``list_style="dos"``: LIST lines in IIS's MS-DOS style
+  (``01-02-21  03:04AM   5 name``) instead of Unix ``ls -l``.
+
 ``server.commands`` lists every command line received (all sessions, in
 order; the PASS argument as sent), ``server.sessions`` counts control
 connections accepted; ``server.files`` is the file tree (uploads land there).
@@ -135,6 +142,8 @@ class ScriptedFTPServer:
         mtime: datetime = DEFAULT_MTIME,
         pipelined: str = "ok",
         pipelined_verbs: set[str] | None = None,
+        charset: str = "utf-8",
+        list_style: str = "unix",
     ) -> None:
         self.files: dict[str, bytes] = dict(files or {})
         self.mtimes: dict[str, datetime] = dict.fromkeys(self.files, mtime)
@@ -157,6 +166,8 @@ class ScriptedFTPServer:
         self.lazy_idle_timeout = lazy_idle_timeout
         self.pipelined = pipelined
         self.pipelined_verbs = pipelined_verbs
+        self.charset = charset
+        self.list_style = list_style
         self.dropped: list[str] = []
         self.commands: list[str] = []
         self.sessions = 0
@@ -272,7 +283,8 @@ class ScriptedSession:
 
     def send(self, text: str) -> None:
         """Send reply text; lines split on newlines, each ends in CRLF."""
-        data = "".join(f"{line}\r\n" for line in text.split("\n")).encode()
+        text = "".join(f"{line}\r\n" for line in text.split("\n"))
+        data = text.encode(self.server.charset, "surrogateescape")
         with contextlib.suppress(OSError):
             self.sock.sendall(data)
 
@@ -367,7 +379,7 @@ class ScriptedSession:
                 return None
             self.buffer += chunk
         raw, _, self.buffer = self.buffer.partition(b"\n")
-        return raw.rstrip(b"\r").decode("utf-8", "surrogateescape")
+        return raw.rstrip(b"\r").decode(self.server.charset, "surrogateescape")
 
     def _handle(self, line: str) -> bool:
         """Answer one command; False ends the session."""
@@ -555,6 +567,39 @@ class ScriptedSession:
             return
         if final:  # "" sends no final reply at all
             self.send(final.format(path=arg, size=len(data)))
+
+    def _cmd_LIST(self, arg: str) -> None:
+        if self.server.list_style == "dos":
+            self._listing(arg, lambda name, size: f"01-02-21  03:04AM {size:>20} {name}")
+            return
+        self._listing(
+            arg, lambda name, size: f"-rw-r--r--   1 ftp ftp {size:>8} Jan 02  2021 {name}"
+        )
+
+    def _cmd_NLST(self, arg: str) -> None:
+        self._listing(arg, lambda name, size: name)
+
+    def _listing(self, arg: str, line: Callable[[str, int], str]) -> None:
+        """The files directly in a directory, one line each, in the server's charset."""
+        directory = _path(arg).rstrip("/") + "/"
+        with self.server.lock:
+            names = sorted(
+                (path[len(directory) :], len(data))
+                for path, data in self.server.files.items()
+                if path.startswith(directory) and "/" not in path[len(directory) :]
+            )
+        conn = self._accept_data("150 Here comes the directory listing.")
+        if conn is None:
+            return
+        text = "".join(line(name, size) + "\r\n" for name, size in names)
+        try:
+            conn.sendall(text.encode(self.server.charset, "surrogateescape"))
+            self._end_download(conn)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            self.send("426 Connection closed; transfer aborted.")
+            return
+        self.send("226 Directory send OK.")
 
     def _cmd_STOR(self, arg: str) -> None:
         path = _path(arg)

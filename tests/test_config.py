@@ -556,6 +556,7 @@ def test_describe(tmp_path: Path) -> None:
         "data_stall_timeout": 60.0,
         "max_sessions": None,
         "upload_temp": "hidden",
+        "charset": "auto",
         "base_path": "/out",
     }
     assert (described["b"]["password"], described["b"]["epsv"]) == ("(not set)", False)
@@ -566,12 +567,14 @@ def test_sample_connections_file(tmp_path: Path) -> None:
     text = (ETC / "connections.ini").read_text(encoding="utf-8")
     secret = write(tmp_path / "partner-a-password", SECRET)
     text = text.replace("/var/run/secrets/ftp-pooler/partner-a-password", str(secret))
-    conns = connections(tmp_path, text, {"PARTNER_B_PASSWORD": "b-password"})
-    assert list(conns) == ["partner-a", "partner-b", "local"]
-    partner_a, partner_b = conns["partner-a"], conns["partner-b"]
+    environ = {"PARTNER_B_PASSWORD": "b-password", "PARTNER_C_PASSWORD": "c-password"}
+    conns = connections(tmp_path, text, environ)
+    assert list(conns) == ["partner-a", "partner-b", "partner-c", "local"]
+    partner_a, partner_b, partner_c = conns["partner-a"], conns["partner-b"], conns["partner-c"]
     assert isinstance(partner_a, FTPConnection) and isinstance(partner_b, FTPConnection)
     assert partner_a.ftp.password.get_secret_value() == SECRET
     assert partner_b.ftp.tls is TLSMode.EXPLICIT
+    assert isinstance(partner_c, FTPConnection) and partner_c.ftp.charset == "cp1252"
     assert conns["local"] == LocalConnection(id="local", base_path=Path("/data/storage"))
 
 

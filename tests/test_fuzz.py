@@ -463,8 +463,9 @@ class Corpus:
             name = self._text(self.rng.randint(1, 100), ODD_REMOTE + "\x01\t\x1b\x7f*?")
             remote = self.rng.choice(["/", "", "src/", "-"]) + f"nope-{task_id}-{name}"
             expect = "FILE_NOT_FOUND"
-        else:  # a directory, not a file
-            remote, expect = self.rng.choice(["/", "/src", "src/"]), "FILE_NOT_FOUND"
+        else:  # a directory, not a file: by its name (refused before any session), or not
+            remote = self.rng.choice(["/", "/src", "src/", "/src/."])
+            expect = "FILE_NOT_FOUND" if remote == "/src" else "PATH_NOT_ALLOWED"
         task = self._download(task_id, remote, f"ok/{task_id}")
         return Case(self._encode(task), expect, task_id, "hostile remote path")
 

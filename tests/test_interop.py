@@ -489,10 +489,10 @@ async def test_not_permitted_and_denied_texts_are_permission_errors(
 async def test_uploaded_file_taken_away_is_never_file_not_found(
     make_scripted_ftp: MakeScripted, local: Path, verb: str
 ) -> None:
-    """Kind D for uploads: a drop box that moves each file at once; RNFR/MFMT then fail."""
-    server = make_scripted_ftp(
-        rules=[Rule(rf"{verb} .*", "550 /data/x: No such file or directory")]
-    )
+    """Kind D for uploads: a drop box that moves each file at once; RNFR (after MFMT,
+    whose refusal alone is only a warning) then fails."""
+    gone = "550 /data/x: No such file or directory"
+    server = make_scripted_ftp(rules=[Rule(rf"{verb} .*", gone), Rule(r"RNFR .*", gone)])
     [result] = (
         await copy(
             local, {"partner": server}, [upload("in/up.bin", "/data/up.bin", preserve_mtime=True)]

@@ -403,8 +403,12 @@ def test_list_recent_dates_round_trip(now: datetime, offset_minutes: int) -> Non
         "-rw-r--r--   1 ftp      ftp        x Jan 01  2020 f",
         "-rw-r--r-- ftp ftp 5 Jan 01  2020 f",
         "-rw-r--r   1 ftp      ftp        5 Jan 01  2020 f",
-        "01-05-24  12:34PM                 1234 report.csv",
-        "01-05-24  12:34PM       <DIR>          archive",
+        "13-05-24  12:34PM                 1234 report.csv",
+        "01-05-24  13:34PM                 1234 report.csv",
+        "01-05-24  00:34AM                 1234 report.csv",
+        "02-30-24  12:34PM       <DIR>          archive",
+        "01-05-24  12:34PM       <DIR>",
+        "01-05-24  12:34PM       1,234          report.csv",
         "type=file;size=5; f",
         "total",
         "f",
@@ -413,6 +417,33 @@ def test_list_recent_dates_round_trip(now: datetime, offset_minutes: int) -> Non
 def test_list_malformed(line: str) -> None:
     with pytest.raises(FTPProtocolError):
         parse_list_line(line, NOW)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "01-05-24  12:34PM                 1234 report 2024.csv",
+            ListingEntry("report 2024.csv", "file", 1234, datetime(2024, 1, 5, 12, 34, tzinfo=UTC)),
+        ),
+        (
+            "01-05-24  12:34AM       <DIR>          archive",
+            ListingEntry("archive", "dir", None, datetime(2024, 1, 5, 0, 34, tzinfo=UTC)),
+        ),
+        (
+            "12-31-99  11:59PM                    0 old.txt",
+            ListingEntry("old.txt", "file", 0, datetime(1999, 12, 31, 23, 59, tzinfo=UTC)),
+        ),
+        (
+            "01-05-2024  14:34                 7 r\u00e9sum\u00e9.txt",
+            ListingEntry(
+                "r\u00e9sum\u00e9.txt", "file", 7, datetime(2024, 1, 5, 14, 34, tzinfo=UTC)
+            ),
+        ),
+    ],
+)
+def test_list_ms_dos_lines_of_iis(line: str, expected: ListingEntry) -> None:
+    assert parse_list_line(line, NOW) == expected
 
 
 def test_list_refuses_naive_now() -> None:

@@ -746,6 +746,9 @@ def test_time_val_round_trip(local: datetime, zone: timezone) -> None:
         ('257 "/données/ファイル" created', "/données/ファイル"),
         ('257 MKD command successful: "/new dir" created', "/new dir"),
         ('257 "/first" and "/second"', "/first"),
+        ("257 /home/alice is the current directory", "/home/alice"),  # unquoted: embedded servers
+        ("257 Current directory is /srv/ftp/in.", "/srv/ftp/in."),
+        ("257 /", "/"),
     ],
 )
 def test_parse_257(line: str, path: str) -> None:
@@ -754,7 +757,7 @@ def test_parse_257(line: str, path: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["257 /home/alice is the current directory", "257", '257 "/home', '257 "/a""'],
+    ["257 MKD command successful.", "257", '257 "/home', '257 "/a""', "257 home/alice"],
 )
 def test_parse_257_refuses(line: str) -> None:
     with pytest.raises(FTPProtocolError):
@@ -1215,19 +1218,29 @@ def test_text_of_replies_to_pass_is_never_kept() -> None:
         (502, True),
         (504, True),
         (522, True),
+        (425, True),
+        (450, True),
+        (451, True),
+        (534, True),
+        (550, True),
+        (553, True),
         (530, False),
         (421, False),
-        (425, False),
-        (550, False),
-        (534, False),
+        (229, False),
+        (150, False),
+        (350, False),
     ],
 )
-def test_only_not_implemented_replies_refuse_epsv(code: int, refused: bool) -> None:
-    """RFC 959 4.2 (500/501/502/504) and RFC 2428 (522) say "no EPSV here"; a 530 says
-    the session is no longer logged in, a 421/4xx that it is closing or busy."""
-    from ftp_pooler.ftp.protocol import refuses_epsv
+def test_any_error_but_session_gone_refuses_epsv(code: int, refused: bool) -> None:
+    """RFC 959 4.2 (500/501/502/504), RFC 2428 (522) and what NAT'd or misconfigured
+    servers send (550, 534, 425, 451) mean "PASV instead"; a 530 says the session is no
+    longer logged in, a 421 that it is closing: nothing about EPSV."""
+    from ftp_pooler.ftp.protocol import NOT_UNDERSTOOD, refuses_epsv
 
     assert refuses_epsv(Reply(code, (f"{code} no",))) is refused
+    # Over IPv6 PASV has no address to give: only "not implemented" switches.
+    not_implemented = code in NOT_UNDERSTOOD or code == 522
+    assert refuses_epsv(Reply(code, (f"{code} no",)), ipv6=True) is not_implemented
 
 
 def test_command_longer_than_servers_accept_is_refused_before_sending() -> None:

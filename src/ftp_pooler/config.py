@@ -34,6 +34,7 @@ from pydantic import (
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
 from ftp_pooler.ftp.pool import PoolLimits
+from ftp_pooler.ftp.protocol import encodable
 from ftp_pooler.ftp.session import SessionFactory
 from ftp_pooler.transfer.retry import RetryPolicy
 from ftp_pooler.validation import Location, describe_validation_error, dotted
@@ -397,6 +398,15 @@ class FTPConnection(BaseModel):
     ftp: FTPConfig
     base_path: str = ""
 
+    @model_validator(mode="after")
+    def _base_path_encodable(self) -> Self:
+        """``base_path`` is sent in front of every path: the charset must encode it."""
+        if not encodable(self.base_path, self.ftp.wire_charset):
+            raise ValueError(
+                f"base_path has characters the charset {self.ftp.charset} cannot encode"
+            )
+        return self
+
 
 class LocalConnection(BaseModel):
     """A directory of the worker's file system (a mounted volume); task paths are relative to it."""
@@ -533,6 +543,7 @@ _FTP_FIELDS: dict[str, Location] = {
     "data_stall_timeout": ("timeouts", "data_stall"),
     "max_sessions": ("max_sessions",),
     "upload_temp": ("upload_temp",),
+    "charset": ("charset",),
 }
 _FTP_NEGATIONS: dict[str, Location] = {
     "no_check_certificate": ("verify",),
@@ -570,6 +581,12 @@ class _IniSection:
         raise self.error("type", f"unknown type {kind!r} (ftp or local)")
 
     def _ftp(self, environ: Mapping[str, str]) -> FTPConnection:
+        if "encoding" in self._items:  # rclone's key of that name is something else
+            raise self.error(
+                "encoding",
+                "rclone's name-escaping flags are not supported; the server's character"
+                " set is 'charset' (auto, utf-8, latin-1, cp1252, ...)",
+            )
         self._refuse_unknown(_FTP_KEYS)
         given: dict[Location, tuple[str, object]] = {
             loc: (key, self._items[key]) for key, loc in _FTP_FIELDS.items() if key in self._items
@@ -594,6 +611,7 @@ class _IniSection:
             target[str(loc[-1])] = value
         keys = {("ftp", *loc): key for key, loc in _FTP_FIELDS.items()}
         keys.update({("ftp", *loc): key for loc, (key, _) in given.items()})
+        keys[()] = keys[("ftp",)] = "charset"  # the whole-model checks: names in the charset
         data = {"id": self.name, "ftp": ftp, "base_path": self._items.get("base_path", "")}
         return self._validate(FTPConnection, data, keys)
 

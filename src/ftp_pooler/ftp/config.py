@@ -6,7 +6,9 @@ import ssl
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from ftp_pooler.ftp.protocol import AUTO_CHARSET, charset_codec, encodable
 
 
 class TLSMode(StrEnum):
@@ -91,6 +93,15 @@ class FTPConfig(BaseModel):
     (never above the pod's cap)."""
     upload_temp: UploadTemp = UploadTemp.HIDDEN
     """The temporary name uploads are written under (:class:`UploadTemp`)."""
+    charset: str = AUTO_CHARSET
+    """How names are written on the control connection and in listings (lftp's
+    ``ftp:charset``): ``auto`` (UTF-8, ``OPTS UTF8 ON`` when FEAT lists ``UTF8``;
+    replies that are not UTF-8 read as Latin-1), or a Python codec name stored as
+    its canonical name (``latin-1`` -> ``iso8859-1``): every path argument is
+    encoded with it and every reply and listing decoded with it
+    (:func:`~ftp_pooler.ftp.protocol.charset_codec` says which codecs are taken).
+    ``utf-8`` sends ``OPTS UTF8 ON`` even when FEAT does not list ``UTF8``; any
+    other charset never sends it."""
 
     @field_validator("passive")
     @classmethod
@@ -103,6 +114,28 @@ class FTPConfig(BaseModel):
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("charset")
+    @classmethod
+    def _known_charset(cls, value: str) -> str:
+        return charset_codec(value)
+
+    @model_validator(mode="after")
+    def _login_encodable(self) -> FTPConfig:
+        """The user name and password must be sendable in the charset (checked here,
+        at load time, not at the first login; the message never shows either)."""
+        codec = self.wire_charset
+        if not encodable(self.user, codec):
+            raise ValueError(f"user has characters the charset {self.charset} cannot encode")
+        if not encodable(self.password.get_secret_value(), codec):
+            raise ValueError(f"password has characters the charset {self.charset} cannot encode")
+        return self
+
+    @property
+    def wire_charset(self) -> str | None:
+        """The codec names are sent and read in; ``None`` for ``auto`` (UTF-8, replies
+        falling back to Latin-1: :func:`~ftp_pooler.ftp.protocol.decode_text`)."""
+        return None if self.charset == AUTO_CHARSET else self.charset
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context for this server (build once and reuse: it loads the CA store)."""

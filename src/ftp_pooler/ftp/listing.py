@@ -3,8 +3,9 @@
 MLSD (RFC 3659 section 7) is the only listing with a defined format; use it when
 the server offers it. LIST output is whatever ``ls -l`` prints on the server:
 :func:`parse_list_line` reads the Unix form that vsftpd, pure-ftpd, proftpd and
-pyftpdlib send. Its times are the server's local time, to the minute, and are
-labelled UTC because the server's zone is unknown.
+pyftpdlib send, and the MS-DOS form of IIS (its default listing style; IIS
+offers no MLSD before version 10). Its times are the server's local time, to
+the minute, and are labelled UTC because the server's zone is unknown.
 """
 
 from __future__ import annotations
@@ -106,6 +107,16 @@ _LIST_LINE = re.compile(
     r"(?P<name>.+)",
     re.ASCII,
 )
+_DOS_LINE = re.compile(
+    r"(?P<month>\d{2})-(?P<day>\d{2})-(?P<year>\d{2}|\d{4})\s+"
+    r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<half>[AaPp][Mm])?\s+"
+    r"(?:(?P<dir><DIR>)|(?P<size>\d+))\s+"
+    r"(?P<name>.+)",
+    re.ASCII,
+)
+"""IIS's MS-DOS listing style: ``01-05-24  12:34PM       <DIR>          archive``,
+``01-05-2024  14:34            1234 report.csv`` (four-digit years and a 24-hour
+clock are IIS options)."""
 _TOTAL_LINE = re.compile(r"total \d+", re.ASCII)
 _MONTHS = {
     name: number
@@ -133,11 +144,13 @@ def _recent_moment(month: int, day: int, hour: int, minute: int, now: datetime) 
 
 
 def parse_list_line(line: str, now: datetime) -> ListingEntry | None:
-    """One line of Unix-style LIST output, or ``None`` for a ``total N`` or blank line.
+    """One line of LIST output, or ``None`` for a ``total N`` or blank line.
 
-    ``Mon DD HH:MM`` dates carry no year: it is the year that puts the date
-    latest without passing ``now`` plus one day (the server's clock and zone
-    may be ahead). ``Mon DD YYYY`` dates are midnight.
+    Unix ``ls -l`` lines: ``Mon DD HH:MM`` dates carry no year: it is the year
+    that puts the date latest without passing ``now`` plus one day (the
+    server's clock and zone may be ahead). ``Mon DD YYYY`` dates are midnight.
+    MS-DOS lines (IIS, :data:`_DOS_LINE`): ``MM-DD-YY`` (``70``-``99`` are
+    19xx, as Windows reads them) or ``MM-DD-YYYY``, 12- or 24-hour time.
 
     Args:
         line: The line, with or without its line ending.
@@ -154,7 +167,10 @@ def parse_list_line(line: str, now: datetime) -> ListingEntry | None:
         return None
     match = _LIST_LINE.fullmatch(text)
     if match is None:
-        raise FTPProtocolError(f"not a Unix LIST line: {line!r}")
+        dos = _DOS_LINE.fullmatch(text)
+        if dos is None:
+            raise FTPProtocolError(f"not a Unix or MS-DOS LIST line: {line!r}")
+        return _dos_entry(dos, line)
     month = _MONTHS.get(match["month"].lower())
     if month is None:
         raise FTPProtocolError(f"unknown month in LIST line: {line!r}")
@@ -181,6 +197,36 @@ def parse_list_line(line: str, now: datetime) -> ListingEntry | None:
         size=int(size) if size.isdigit() else None,
         modified=modified,
         facts=facts,
+    )
+
+
+def _dos_entry(match: re.Match[str], line: str) -> ListingEntry:
+    """A :data:`_DOS_LINE` match as an entry.
+
+    Raises:
+        FTPProtocolError: The date or time does not exist.
+    """
+    year = int(match["year"])
+    if len(match["year"]) == 2:
+        year += 1900 if year >= 70 else 2000
+    hour = int(match["hour"])
+    half = (match["half"] or "").upper()
+    if half and not 1 <= hour <= 12:
+        raise FTPProtocolError(f"no such time in LIST line: {line!r}")
+    if half:
+        hour = hour % 12 + (12 if half == "PM" else 0)
+    try:
+        modified = datetime(
+            year, int(match["month"]), int(match["day"]), hour, int(match["minute"]), tzinfo=UTC
+        )
+    except ValueError:
+        raise FTPProtocolError(f"no such date in LIST line: {line!r}") from None
+    is_dir = match["dir"] is not None
+    return ListingEntry(
+        name=match["name"],
+        type="dir" if is_dir else "file",
+        size=None if is_dir else int(match["size"]),
+        modified=modified,
     )
 
 

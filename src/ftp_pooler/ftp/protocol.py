@@ -14,6 +14,7 @@ reply text that is kept in errors.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 import urllib.parse
@@ -37,8 +38,73 @@ answers its tail again (two replies to one command); vsftpd cuts lines at
 """
 
 MAX_PATH_BYTES = MAX_COMMAND_BYTES - 128
-"""Longest remote path (UTF-8) a task may name: a command line holds the path
-plus a verb, a timestamp (MFMT) and a temporary name's prefix and suffix."""
+"""Longest remote path (in the connection's charset) a task may name: a command line
+holds the path plus a verb, a timestamp (MFMT) and a temporary name's prefix and suffix."""
+
+AUTO_CHARSET = "auto"
+"""The connection setting for "UTF-8, as today's servers speak" (:func:`charset_codec`)."""
+
+
+def charset_codec(name: str) -> str:
+    """The Python codec a connection's ``charset`` setting names, by its canonical name;
+    :data:`AUTO_CHARSET` (any case) is returned as it is.
+
+    Only codecs that keep FTP's framing intact are accepted: ASCII is ASCII,
+    and no other character's bytes include one below ``0x30`` (so no ``/``,
+    ``"``, space, CR, LF or NUL hides inside a name): UTF-8, the 8-bit charsets of
+    legacy servers (``latin-1``, ``cp1252``, ``iso8859-15``, ``cp850``,
+    ``koi8-r``...) and the multi-byte ones whose trail bytes stay above it
+    (``shift_jis``, ``gbk``, ``gb18030``, ``big5``, ``euc-jp``). Verbs, codes and CRLF are
+    ASCII on the control connection (RFC 959 section 4.1.3, RFC 2640
+    section 2.2). UTF-16, EBCDIC (``cp037``), ``utf-8-sig``, escape-based
+    ``iso2022_jp`` and non-text codecs (``rot13``, ``base64``) are refused.
+
+    Raises:
+        ValueError: Not a codec, or one that breaks the framing.
+    """
+    word = name.strip().lower()
+    if word == AUTO_CHARSET:
+        return AUTO_CHARSET
+    try:
+        info = codecs.lookup(word)
+    except LookupError:
+        raise ValueError(
+            f"unknown charset {name!r} (a Python codec name: utf-8, latin-1, cp1252, ...)"
+        ) from None
+    if not _keeps_framing(info.name):
+        raise ValueError(
+            f"charset {name!r} cannot carry FTP commands (ASCII must stay ASCII and no"
+            " other character may use a byte below 0x30): use utf-8 or a charset such as"
+            " latin-1, cp1252 or shift_jis"
+        )
+    return info.name
+
+
+@functools.lru_cache(maxsize=16)
+def _keeps_framing(codec: str) -> bool:
+    """:func:`charset_codec`'s test, over ASCII and every character of the BMP."""
+    if not getattr(codecs.lookup(codec), "_is_text_encoding", True):
+        return False
+    ascii_chars = bytes(range(128))
+    try:
+        if ascii_chars.decode("ascii").encode(codec) != ascii_chars:
+            return False
+        if ascii_chars.decode(codec) != ascii_chars.decode("ascii"):
+            return False
+    except (UnicodeError, ValueError, TypeError):
+        return False
+    encoder = codecs.getincrementalencoder(codec)()
+    for point in range(128, 0x10000):
+        if 0xD800 <= point < 0xE000:
+            continue
+        try:
+            encoded = encoder.encode(chr(point), final=True)
+        except UnicodeEncodeError:
+            encoder.reset()
+            continue
+        if min(encoded, default=0x80) < 0x30:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +146,16 @@ class Reply:
         return f"{self.code} {self.text}"
 
 
-def decode_text(line: bytes) -> str:
-    """Bytes from the server as text: UTF-8, or Latin-1 when that fails (never raises)."""
+def decode_text(line: bytes, charset: str | None = None) -> str:
+    """Bytes from the server as text; never raises.
+
+    ``charset`` ``None`` (``charset = auto``): UTF-8, or Latin-1 when that
+    fails. Otherwise that codec (:func:`charset_codec`), an undecodable
+    byte read as U+FFFD: a name in a reply or listing that the configured
+    charset cannot read is shown damaged, never a crash.
+    """
+    if charset is not None:
+        return line.decode(charset, "replace")
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
@@ -107,12 +181,13 @@ class ReplyParser:
     followed by a space (or by nothing), whatever its code, and the reply takes
     that line's code: RFC 959 section 4.2 wants the opening code repeated, but
     servers close a ``553-`` block with ``150 ...`` and mean the 150 (seen in
-    the field; lftp and curl read it the same way). Bytes that are not UTF-8
-    are read as Latin-1, so no input makes it raise anything but
-    :class:`FTPProtocolError`.
+    the field; lftp and curl read it the same way). Text is decoded with
+    ``charset`` (:func:`decode_text`: ``None`` is UTF-8 with a Latin-1
+    fallback), so no input makes it raise anything but :class:`FTPProtocolError`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, charset: str | None = None) -> None:
+        self._charset = charset
         self._buffer = bytearray()
         self._scan_from = 0
         self._pending_code: int | None = None
@@ -161,10 +236,10 @@ class ReplyParser:
             code, sep = head
             if sep == b"-":
                 self._pending_code = code
-                self._pending_lines = [decode_text(line)]
+                self._pending_lines = [decode_text(line, self._charset)]
                 return None
-            return Reply(code, (decode_text(line),))
-        self._pending_lines.append(decode_text(line))
+            return Reply(code, (decode_text(line, self._charset),))
+        self._pending_lines.append(decode_text(line, self._charset))
         if len(self._pending_lines) > MAX_REPLY_LINES:
             raise FTPProtocolError(f"multi-line reply longer than {MAX_REPLY_LINES} lines")
         if head is not None and head[1] != b"-":
@@ -212,11 +287,27 @@ class CommandTooLongError(FTPError):
         )
 
 
-def build_command(verb: str, *args: str) -> bytes:
-    """Encode one command line, CRLF-terminated, arguments in UTF-8.
+class UnencodableArgumentError(FTPError):
+    """An argument has characters the connection's charset cannot encode; nothing was sent.
+
+    Sending them some other way would create or look for a name the server
+    stores differently (a garbled name). The message names the command and
+    the charset, never the argument: it may be a password.
+    """
+
+    def __init__(self, verb: str, charset: str) -> None:
+        super().__init__(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"{verb}: an argument has characters the connection's charset {charset} cannot encode",
+        )
+
+
+def build_command(verb: str, *args: str, charset: str | None = None) -> bytes:
+    """Encode one command line, CRLF-terminated, arguments in ``charset`` (``None``: UTF-8).
 
     Raises:
         UnsafeArgumentError: An argument contains CR, LF, NUL or a lone surrogate.
+        UnencodableArgumentError: An argument has characters ``charset`` cannot encode.
         CommandTooLongError: The line would exceed :data:`MAX_COMMAND_BYTES`.
         ValueError: ``verb`` is not an FTP verb.
     """
@@ -226,15 +317,30 @@ def build_command(verb: str, *args: str) -> bytes:
         if not is_safe_argument(arg):
             raise UnsafeArgumentError(verb)
     line = " ".join((verb, *args)) if args else verb
-    encoded = line.encode("utf-8") + b"\r\n"
+    try:
+        encoded = line.encode(charset or "utf-8") + b"\r\n"
+    except UnicodeEncodeError:
+        raise UnencodableArgumentError(verb, charset or "utf-8") from None
     if len(encoded) > MAX_COMMAND_BYTES:
         raise CommandTooLongError(verb, len(encoded))
     return encoded
 
 
-def path_fits(path: str) -> bool:
-    """Whether ``path`` is at most :data:`MAX_PATH_BYTES` in UTF-8 (lone surrogates count 3)."""
-    return len(path.encode("utf-8", "surrogatepass")) <= MAX_PATH_BYTES
+def encodable(text: str, charset: str | None = None) -> bool:
+    """Whether ``text`` can be sent in ``charset`` (``None``: UTF-8, where only a lone
+    surrogate cannot)."""
+    try:
+        text.encode(charset or "utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def path_fits(path: str, charset: str | None = None) -> bool:
+    """Whether ``path`` is at most :data:`MAX_PATH_BYTES` in ``charset`` (``None``: UTF-8;
+    lone surrogates count 3, characters the charset cannot encode 1)."""
+    encoded = path.encode(charset or "utf-8", "surrogatepass" if charset is None else "replace")
+    return len(encoded) <= MAX_PATH_BYTES
 
 
 def verb_of(command: bytes) -> str:
@@ -372,16 +478,29 @@ def parse_mdtm(reply: Reply) -> datetime:
     return parse_time_val(reply.text.strip().split()[0] if reply.text.strip() else "")
 
 
+_UNQUOTED_PATH = re.compile(r"(?:^|\s)(/\S*)")
+
+
 def parse_257(reply: Reply) -> str:
     """The path in a 257 reply (PWD, MKD): the first quoted string, ``""`` unescaped.
 
-    Any 2xx is read (a quoted path is what matters).
+    RFC 959 appendix II wants the path quoted; embedded and old servers send
+    it bare (``257 /home/user is current directory``): with no quote at all,
+    the first word that starts with ``/`` counts (as libftp and wget read
+    it). Any 2xx is read (the path is what matters).
+
+    Raises:
+        FTPProtocolError: Not a 2xx, no quoted path and no word starting with
+            ``/``, or an unterminated quote.
     """
     _expect_success(reply, 257)
     text = reply.text
     start = text.find('"')
     if start < 0:
-        raise FTPProtocolError(f"no path in 257 reply: {reply}")
+        bare = _UNQUOTED_PATH.search(text)
+        if bare is None:
+            raise FTPProtocolError(f"no path in 257 reply: {reply}")
+        return bare.group(1)
     chars: list[str] = []
     i = start + 1
     while i < len(text):
@@ -492,15 +611,33 @@ error in parameters, 502 command not implemented, 504 not implemented for that
 parameter; RFC 2228 section 4 uses 502 and 504 for an unknown AUTH mechanism)."""
 
 
-def refuses_epsv(reply: Reply) -> bool:
-    """Whether a reply to EPSV says the server does not do EPSV (use PASV from then on).
+SESSION_GONE = frozenset({421, 530})
+"""Error codes about the session, not the command: 421 (the server is closing it) and
+530 (not logged in: after the login, the server forgot it; RFC 959 section 4.2)."""
 
-    :data:`NOT_UNDERSTOOD`, and 522 (RFC 2428 section 3: network protocol
-    not supported). Any other code is about the session, not the command: a
-    ``530`` (no longer logged in), ``421`` (closing) or 4xx (try again) says
-    nothing about EPSV.
+
+def refuses_epsv(reply: Reply, *, ipv6: bool = False) -> bool:
+    """Whether a reply to EPSV means "use PASV with this server from now on".
+
+    Any 4xx or 5xx but :data:`SESSION_GONE`: besides the RFC's "not
+    implemented" (:data:`NOT_UNDERSTOOD`) and 522 (RFC 2428 section 3:
+    network protocol not supported), servers behind NAT or misconfigured
+    refuse EPSV with ``550 EPSV not allowed``, ``534 Policy requires PASV``,
+    ``425 Can't open passive connection`` or ``451``, and PASV works.
+    Other clients fall back on any error too: curl on any answer but 229
+    (``lib/ftp.c`` ``ftp_epsv_disable``), rclone's jlaffaye/ftp on any EPSV
+    error (``getDataConnPort``: ``skipEPSV`` for the connection's next
+    transfers). Only a 421 or a 530 says the session is gone, nothing about
+    EPSV.
+
+    Over IPv6 (``ipv6``) PASV has no address to give (RFC 2428 section 1), so
+    only "not implemented" (:data:`NOT_UNDERSTOOD`, 522) switches: a passing
+    ``425`` must not leave an IPv6 server on PASV for good (curl never
+    disables EPSV over IPv6).
     """
-    return reply.code in NOT_UNDERSTOOD or reply.code == 522
+    if ipv6:
+        return reply.code in NOT_UNDERSTOOD or reply.code == 522
+    return reply.code // 100 in (4, 5) and reply.code not in SESSION_GONE
 
 
 MIN_SCRUBBED_SECRET = 4

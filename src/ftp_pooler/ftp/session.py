@@ -61,6 +61,10 @@ _LOGIN_FAILURES_AS_SUCH = frozenset({ErrorCode.SERVER_BUSY, ErrorCode.CONNECTION
 """Failed logins not tried again one command at a time: a full server, a lost connection
 (and a ``530``: a refused password, where a second try could count towards a lockout)."""
 
+_SENT_TOGETHER_REFUSALS = frozenset({500, 501, 503})
+"""Replies to a passive command sent after SIZE that may mean the server choked on the
+two lines together (unrecognised, garbled, out of sequence) rather than refused EPSV."""
+
 _TLS_RECORD_WAIT = 0.05
 """Seconds the unasked-reply check waits when the control socket is readable but the
 TLS layer has no reply yet (records such as session tickets); plain TCP never waits."""
@@ -208,7 +212,8 @@ class FTPSession:
         self._ssl_context = ssl_context
         self._tcp: trio.SocketStream | None = None
         self._stream: trio.abc.Stream | None = None
-        self._parser = ReplyParser()
+        self._charset = config.wire_charset
+        self._parser = ReplyParser(self._charset)
         self._peer_host = config.host
         self._buffer = bytearray(CHUNK_SIZE)
         self._secrets = (config.password.get_secret_value(),)
@@ -265,7 +270,7 @@ class FTPSession:
             await self._command("PROT", "P")
         if self.quirks.pipelining is False:
             self._take_features(await self._exchange(build_command("FEAT")))
-            if "UTF8" in self.features:
+            if self._opts_utf8(self.features):
                 await self._exchange(build_command("OPTS", "UTF8", "ON"))
             await self._command("TYPE", "I")
             return
@@ -279,7 +284,7 @@ class FTPSession:
         if self.quirks.pipelining is None:
             self.quirks.pipelining = True
             log.info("ftp.pipelining_on", server=self._server)
-        if "UTF8" in self.features:
+        if self._opts_utf8(self.features):
             await self._exchange(build_command("OPTS", "UTF8", "ON"))
 
     async def _login_pipelined(self) -> None:
@@ -293,13 +298,13 @@ class FTPSession:
         config = self.config
         assert self.quirks.features is not None
         commands = [
-            build_command("USER", config.user),
-            build_command("PASS", config.password.get_secret_value()),
+            self._build("USER", config.user),
+            self._build("PASS", config.password.get_secret_value()),
         ]
         if config.tls is not TLSMode.NONE:
             commands += [build_command("PBSZ", "0"), build_command("PROT", "P")]
         commands.append(build_command("FEAT"))
-        utf8 = "UTF8" in self.quirks.features
+        utf8 = self._opts_utf8(self.quirks.features)
         if utf8:
             commands.append(build_command("OPTS", "UTF8", "ON"))
         commands.append(build_command("TYPE", "I"))
@@ -319,6 +324,22 @@ class FTPSession:
         if utf8:
             next(replies)  # OPTS UTF8 ON: a refusal is harmless, as when sent alone
         self._check("TYPE", next(replies))
+
+    def _build(self, verb: str, *args: str) -> bytes:
+        """:func:`build_command` in the connection's charset (``FTPConfig.charset``).
+
+        Raises:
+            FTPError: PATH_NOT_ALLOWED, as :func:`build_command`.
+        """
+        return build_command(verb, *args, charset=self._charset)
+
+    def _opts_utf8(self, features: dict[str, str]) -> bool:
+        """Whether the login sends ``OPTS UTF8 ON`` (RFC 2640 section 3.2): with ``charset =
+        auto`` when FEAT lists ``UTF8``; with ``utf-8`` always (servers that switch to UTF-8
+        only when asked, without listing it); with any other charset never."""
+        if self._charset is None:
+            return "UTF8" in features
+        return self._charset == "utf-8"
 
     def _take_features(self, feat: Reply) -> None:
         if feat.is_success:
@@ -490,7 +511,8 @@ class FTPSession:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
         await self._drain_unasked()
         if logs.debug_enabled:
-            for line in command.decode(errors="replace").splitlines():  # one write may hold several
+            text = protocol.decode_text(command, self._charset)
+            for line in text.splitlines():  # one write may hold several
                 log.debug("ftp.command", host=self.config.host, command=self._shown(line))
         await self._stream.send_all(command)
 
@@ -649,7 +671,7 @@ class FTPSession:
             FTPError: The mapped error of a 4xx/5xx; PROTOCOL_ERROR for a 1xx/3xx
                 the command does not allow.
         """
-        command = build_command(verb, *args)
+        command = self._build(verb, *args)
         reply = await self._exchange(command)
         self._check(verb, reply, intermediate)
         return reply
@@ -683,11 +705,17 @@ class FTPSession:
                 exc.reply = reply
                 raise
 
+    @property
+    def can_set_mtime(self) -> bool:
+        """Whether FEAT offers a way to set a file's time (:meth:`set_mtime`)."""
+        return "MFMT" in self.features or "MDTM" in self.features
+
     async def set_mtime(self, path: str, moment: datetime) -> None:
         """Set a file's modification time with MFMT, or vsftpd's two-argument MDTM.
 
         Raises:
-            FTPError: PERMANENT when the server offers neither.
+            FTPError: PERMANENT when the server offers neither (:attr:`can_set_mtime`);
+                the refusal of the command otherwise.
         """
         stamp = protocol.format_time_val(moment)
         if "MFMT" in self.features:
@@ -782,7 +810,7 @@ class FTPSession:
         check_size = size_check is not None and "SIZE" in self.features
         if check_size and self.pipelining:
             size_reply, rnfr = await self._exchange_all(
-                [build_command("SIZE", source), build_command("RNFR", source)]
+                [self._build("SIZE", source), self._build("RNFR", source)]
             )
             if rnfr.code != 350 and size_reply.is_success and not self.quirks.pipelining_forced:
                 # Refused when sent with SIZE (a server that rejects or drops a second
@@ -790,7 +818,7 @@ class FTPSession:
                 # 350, which RNTO's reading drops as unasked (protocol.is_unsolicited).
                 what = protocol.scrub(f"RNFR refused pipelined: {rnfr}", self._secrets)
                 self.quirks.pipeline_anomaly(self._server, what)
-                rnfr = await self._exchange(build_command("RNFR", source))
+                rnfr = await self._exchange(self._build("RNFR", source))
             assert size_check is not None
             size_check(self._size_of(size_reply))
             self._check("RNFR", rnfr, (350,))
@@ -842,7 +870,7 @@ class FTPSession:
         return None
 
     async def _size_or_none(self, path: str) -> int | None:
-        reply = await self._exchange(build_command("SIZE", path))
+        reply = await self._exchange(self._build("SIZE", path))
         if reply.code == 421:
             self._check("SIZE", reply)
         return self._size_of(reply)
@@ -885,11 +913,10 @@ class FTPSession:
         """Where to connect the next data connection: EPSV, else PASV (RFC 2428, RFC 959).
 
         EPSV answered with a 227 is read as PASV (some servers do), PASV
-        answered with a 229 as EPSV; a "not implemented" reply
-        (:func:`protocol.refuses_epsv`: a 530, 421 or 4xx is the session's
-        error, not EPSV's), or a 2xx whose port cannot be read
-        (``(||38835|)``), counts as EPSV refused: PASV from then on for that
-        server, recorded in its quirks.
+        answered with a 229 as EPSV; any 4xx or 5xx but 421 and 530
+        (:func:`protocol.refuses_epsv`: those say the session is gone), or a
+        2xx whose port cannot be read (``(||38835|)``), counts as EPSV
+        refused: PASV from then on for that server, recorded in its quirks.
 
         With ``size_of`` and pipelining, ``SIZE size_of`` goes out with the
         EPSV (or PASV) in one write: its answer (the third value, ``None`` if
@@ -899,14 +926,15 @@ class FTPSession:
         size: int | None = None
         prefix: list[bytes] = []
         if size_of is not None and self.pipelining and "SIZE" in self.features:
-            prefix = [build_command("SIZE", size_of)]
+            prefix = [self._build("SIZE", size_of)]
         if prefix:
             passive = build_command("EPSV" if self.quirks.epsv else "PASV")
             size_reply, first = await self._exchange_all([*prefix, passive])
             size = self._size_of(size_reply)
-            if not first.is_success and first.code != 502 and not self._ends_session(first):
-                # 502 "not implemented" is about the verb itself, whatever came before it;
-                # a 421 or a 530 after the login ends the session, pipelined or not.
+            if first.code in _SENT_TOGETHER_REFUSALS:
+                # What a server that rejects a line read with the one before it says;
+                # any other refusal (502 "not implemented", 550/534/425 to EPSV, a 421
+                # or a 530) is about the verb or the session, pipelined or not.
                 self._suspect(protocol.verb_of(passive), first)
         else:
             first = None
@@ -930,7 +958,7 @@ class FTPSession:
                     return self._peer_host, protocol.parse_epsv(reply)
                 except FTPError:
                     pass
-            elif not protocol.refuses_epsv(reply):
+            elif not protocol.refuses_epsv(reply, ipv6=":" in self._peer_host):
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
             self.quirks.epsv = False
@@ -990,7 +1018,7 @@ class FTPSession:
         verb = protocol.verb_of(passive)
         batch = [passive]
         if size_of is not None and "SIZE" in self.features:
-            batch.insert(0, build_command("SIZE", size_of))
+            batch.insert(0, self._build("SIZE", size_of))
         replies = await self._exchange_all(batch, then=command)
         size = self._size_of(replies[0]) if len(replies) == 2 else None
         reply = replies[-1]
@@ -1112,7 +1140,7 @@ class FTPSession:
         file's SIZE when ``size_first`` and it was asked with the EPSV
         (pipelining on; else ``None``).
         """
-        command = build_command(verb, path)  # refused before anything is sent
+        command = self._build(verb, path)  # refused before anything is sent
         size_of = path if size_first else None
         quirks = self.quirks
         sent = self.pipelining and quirks.pipelined_passive and quirks.passive_verified
@@ -1255,7 +1283,9 @@ class FTPSession:
         await self._transfer(verb, path, lambda data: self._receive(verb, data, sink))
         lines = b"".join(chunks).split(b"\n")
         return [
-            protocol.decode_text(line.removesuffix(b"\r")) for line in lines if line.strip(b"\r")
+            protocol.decode_text(line.removesuffix(b"\r"), self._charset)
+            for line in lines
+            if line.strip(b"\r")
         ]
 
     async def list_dir(self, path: str) -> list[ListingEntry]:

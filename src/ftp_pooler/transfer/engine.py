@@ -42,7 +42,7 @@ from ftp_pooler.contract import (
 from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.pool import PinnedConnection, SessionPool
-from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, is_safe_argument, path_fits
+from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, encodable, is_safe_argument, path_fits
 from ftp_pooler.ftp.config import UploadTemp
 from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
@@ -537,6 +537,13 @@ class TransferEngine:
                     raise PoolerError(
                         ErrorCode.FILE_EXISTS, f"{plan.remote_path} exists on the server"
                     )
+                if options.preserve_mtime and not session.can_set_mtime:
+                    # docs/contract.md: such a task fails PERMANENT; known before any byte.
+                    raise PoolerError(
+                        ErrorCode.PERMANENT,
+                        "preserve_mtime: the server cannot set modification times"
+                        " (no MFMT or MDTM in FEAT); nothing was uploaded",
+                    )
                 form = _temp_form(session.config.upload_temp, session.quirks)
                 temp = _upload_name(plan.remote_path, form, self._temp_suffix)
                 try:
@@ -567,7 +574,7 @@ class TransferEngine:
                     try:
                         if options.preserve_mtime:
                             moment = datetime.fromtimestamp(local.st_mtime, UTC)
-                            await session.set_mtime(temp, moment)
+                            await _set_mtime(session, temp, moment)
                         if temp != plan.remote_path:
                             replace = conflict is ConflictPolicy.OVERWRITE
                             rename = session.rename_over if replace else session.rename
@@ -677,16 +684,30 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
 
     Raises:
         PoolerError: PATH_NOT_ALLOWED for a ``..`` segment (between ``/`` or ``\\``:
-            it could leave base_path), CR, LF or NUL, or a path too long to send.
+            it could leave base_path), a path naming a directory (ending in ``/``,
+            ``\\`` or ``/.``: the file's name is not guessed, as for a local
+            path), CR, LF or NUL, characters the connection's
+            ``charset`` cannot encode (sent any other way, the server would store
+            or look for another name), or a path too long to send.
     """
-    if ".." in _SEPARATORS.split(path):
+    segments = _SEPARATORS.split(path)
+    if ".." in segments:
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"'..' in remote path {path!r}")
+    if segments[-1] in ("", "."):
+        raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"{path!r} names a directory, not a file")
     if not is_safe_argument(path):
         raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, "remote path holds CR, LF or NUL")
     full = path
     if connection.base_path:
         full = f"{connection.base_path.rstrip('/')}/{path.lstrip('/')}"
-    if not path_fits(full):
+    charset = connection.ftp.wire_charset
+    if not encodable(full, charset):
+        raise PoolerError(
+            ErrorCode.PATH_NOT_ALLOWED,
+            f"remote path {path!r} has characters the connection's charset"
+            f" {connection.ftp.charset} cannot encode",
+        )
+    if not path_fits(full, charset):
         raise PoolerError(
             ErrorCode.PATH_NOT_ALLOWED,
             f"remote path longer than {MAX_PATH_BYTES} bytes (servers refuse longer command lines)",
@@ -708,6 +729,25 @@ async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
     except FTPError as exc:
         log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
         return None
+
+
+async def _set_mtime(session: FTPSession, path: str, moment: datetime) -> None:
+    """Give an upload's stored file its source's time; a refusal is a warning, not a failure.
+
+    The file has landed (STOR's final 2xx): as a refused MDTM after a download
+    (:func:`_after_transfer`), a refused MFMT (``550 Permission denied``, ``500``,
+    vsftpd with ``mdtm_write=NO`` taking the time for part of the name) leaves the
+    upload without its time, with ``transfer.metadata_unavailable`` logged, and the
+    rename goes on: it, not this refusal, tells whether the file is really gone.
+    An error that left the session out of step (421, a timeout) is raised.
+    """
+    try:
+        await session.set_mtime(path, moment)
+    except FTPError as exc:
+        if exc.reply is None or session.broken:
+            raise
+        verb = "MFMT" if "MFMT" in session.features else "MDTM"
+        log.warning("transfer.metadata_unavailable", command=verb, error=exc.message)
 
 
 async def _remote_exists(session: FTPSession, path: str) -> bool:
