@@ -109,7 +109,7 @@ def test_a_signal_drains_running_transfers_then_exits_128_plus_signal(
     assert b"Traceback" not in stderr
     results = [json.loads(line) for line in out.read_bytes().splitlines()]
     # The two running transfers finished; nothing new started.
-    assert [r["status"] for r in results] == ["completed", "completed"], results
+    assert [r["status"] for r in results] == ["completed", "completed"], (results, stderr)
     landed = sorted(p.name for p in local.iterdir())
     assert landed == sorted(f"{r['task_id'].replace('t', 'f')}.bin" for r in results)
     assert not _parts(local)
