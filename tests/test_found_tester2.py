@@ -1,0 +1,170 @@
+"""Problems found by tester2 (a new user breaking ftp-pooler), each as a failing test.
+
+Every test here is ``xfail(strict=True)``: it fails on today's code, and the
+suite stays green. When a fix lands, the test passes, strict xfail turns that
+into a failure, and the marker must be removed: the test then guards the fix.
+
+The tests drive the command line as a person does (a real subprocess) against
+the scripted FTP server (tests/scripted_server.py) or real servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripted_server import Rule, ScriptedFTPServer
+
+MakeScripted = Callable[..., ScriptedFTPServer]
+
+FAST_RETRIES = (
+    "transfer:\n  initial_backoff_seconds: 0.05\n  max_backoff_seconds: 0.1\n"
+    "  durability: none\nlogging:\n  level: WARNING\n"
+)
+
+
+def _env(tmp_path: Path, connections: str, config: str = FAST_RETRIES) -> dict[str, str]:
+    (tmp_path / "connections.ini").write_text(connections)
+    (tmp_path / "config.yaml").write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
+    env["FTP_POOLER_CONFIG"] = str(tmp_path / "config.yaml")
+    env["FTP_POOLER_CONNECTIONS"] = str(tmp_path / "connections.ini")
+    return env
+
+
+def _scripted_ini(server: ScriptedFTPServer, local: Path, extra: str = "") -> str:
+    return (
+        f"[srv]\ntype = ftp\nhost = {server.host}\nport = {server.port}\n"
+        f"user = {server.user}\npass = {server.password}\n"
+        f"timeout = 5\nconnect_timeout = 5\ndata_stall_timeout = 5\n{extra}\n"
+        f"[local]\ntype = local\nbase_path = {local}\n"
+    )
+
+
+def _run(
+    *args: str,
+    env: dict[str, str],
+    stdin: bytes | None = None,
+    timeout: float = 60,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=preexec_fn,
+    )
+
+
+def _tasks(*tasks: dict[str, Any]) -> bytes:
+    return b"".join(json.dumps(task).encode() + b"\n" for task in tasks)
+
+
+def _results(output: bytes) -> dict[str, dict[str, Any]]:
+    return {r["task_id"]: r for r in map(json.loads, output.splitlines())}
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Path:
+    root = tmp_path / "local"
+    root.mkdir()
+    return root
+
+
+# ---------------------------------------------------------------------------
+# HIGH: a server without EPSV fails concurrent downloads PERMANENT
+# ---------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: EPSV refused on several sessions at once: the sessions whose 502 "
+    "arrives after another session switched the server to PASV read that 502 as a PASV "
+    "refusal and fail PERMANENT ('PASV: 502 ...') without ever sending PASV "
+    "(session.py _passive_reply_address decides from the shared quirks.epsv, not from "
+    "the verb that was sent)",
+)
+def test_server_without_epsv_every_concurrent_download_completes(
+    make_scripted_ftp: MakeScripted, tmp_path: Path, local: Path
+) -> None:
+    payload = os.urandom(50_000)
+    server = make_scripted_ftp(
+        files={"/data/a.bin": payload},
+        rules=[Rule(r"EPSV", "502 Command not implemented.")],
+    )
+    env = _env(tmp_path, _scripted_ini(server, local))
+    tasks = _tasks(
+        *(
+            {
+                "task_id": f"d{i}",
+                "src_id": "srv",
+                "src_path": "/data/a.bin",
+                "dst_id": "local",
+                "dst_path": f"out/d{i}.bin",
+            }
+            for i in range(8)
+        )
+    )
+    proc = _run("copy", "-", "--stats", "0", "-j", "8", env=env, stdin=tasks)
+    results = _results(proc.stdout)
+    failed = {k: r.get("error_message") for k, r in results.items() if r["status"] != "completed"}
+    assert failed == {}
+    assert proc.returncode == 0
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM: --concurrency has no upper bound
+# ---------------------------------------------------------------------------
+def _limit_memory() -> None:
+    # 600 MB of address space: enough for the CLI, far below what 10 million runners take
+    # (about 4 KB each), so the test ends in seconds instead of exhausting the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (600_000_000, 600_000_000))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: copy --concurrency N starts N runner tasks whatever N is: "
+    "-j 10000000 dies of MemoryError with a traceback (exit 1); -j 99999999999 grew to "
+    "24 GB and was OOM-killed, ignoring SIGTERM meanwhile. Expected: a usage error "
+    "(exit 2, one line) above a sane bound, or runners capped (e.g. at the session caps)",
+)
+def test_copy_huge_concurrency_is_a_usage_error_or_harmless(tmp_path: Path) -> None:
+    env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    proc = _run(
+        "copy", "-", "--stats", "0", "-j", "10000000",
+        env=env, stdin=b"{}\n", timeout=120, preexec_fn=_limit_memory,
+    )  # fmt: skip
+    assert b"Traceback" not in proc.stderr
+    assert b"MemoryError" not in proc.stderr
+    assert proc.returncode in (1, 2), proc.stderr[-500:]
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM: a bootstrap server with a bad port is a traceback, not INVALID_CONFIG
+# ---------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: kafka.bootstrap_servers is not checked as host:port: "
+    "'127.0.0.1:abc' passes check-config and makes worker and submit die with a "
+    "ValueError traceback (exit 1); 'h:99999' passes too and ends as 'Kafka unreachable'",
+)
+@pytest.mark.parametrize("command", ["check-config", "submit"])
+def test_bootstrap_server_with_a_bad_port_is_invalid_config(
+    tmp_path: Path, command: str
+) -> None:
+    env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:abc"
+    args = [command] if command == "check-config" else [command, "-", "--kafka-timeout", "2"]
+    proc = _run(*args, env=env, stdin=b"", timeout=60)
+    assert b"Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert b"bootstrap_servers" in proc.stderr
