@@ -218,3 +218,37 @@ def test_results_file_on_full_disk_holds_only_whole_lines(
     written = [json.loads(line) for line in lines[:-1]]
     summary = proc.stderr.decode().strip().splitlines()[-1]
     assert summary.startswith(f"{count} tasks: {len(written)} completed"), summary
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM-HIGH: an empty connections.ini is refused at start-up but applied on reload
+# ---------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: the worker's reload applies a connections file with no connection "
+    "(empty, or only comments: a truncated write, a wrong Secret key) and removes every "
+    "connection: every task then fails INVALID_CONFIG 'unknown connection id' (not "
+    "retryable) until the file is fixed. Start-up refuses the same file ('no connection "
+    "defined', exit 2) and operations.md says the reload uses the same loader and "
+    "refuses a broken version. Seen end to end: ftp_pooler_config_refused stayed 0.",
+)
+async def test_reload_refuses_a_connections_file_without_any_connection(tmp_path: Path) -> None:
+    from ftp_pooler.config import Connections, load_connections
+    from ftp_pooler.service.reload import ConnectionsWatcher
+
+    path = tmp_path / "connections.ini"
+    path.write_text("[a]\ntype = local\nbase_path = /a\n")
+    applied: list[Connections] = []
+    results: list[str] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    watcher = ConnectionsWatcher(
+        path, load_connections(path), apply, interval=1, reloaded=results.append
+    )
+    path.write_text("# emptied by a writer that truncates first\n")
+    for _ in range(3):
+        await watcher.check()
+    assert applied == []
+    assert results == ["refused"]
