@@ -252,3 +252,45 @@ async def test_reload_refuses_a_connections_file_without_any_connection(tmp_path
         await watcher.check()
     assert applied == []
     assert results == ["refused"]
+
+
+# ---------------------------------------------------------------------------
+# HIGH: a failed final rename deletes the partner's existing file
+# ---------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: an upload whose RNFR/RNTO is refused (a transient 451, RNFR "
+    "'502 not implemented', a 553) sends DELE for the existing destination file, the "
+    "rename fails again, and the task fails: the partner's previous complete file is "
+    "gone and nothing replaces it. The delete-then-rename fallback (meant for servers "
+    "that refuse to rename over a file) runs for any refusal, even one that says "
+    "nothing about the destination: RNFR refused, or a transient 4xx",
+)
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        Rule(r"RNTO .*", "451 Rename failed, try later."),
+        Rule(r"RNFR .*", "502 RNFR not implemented."),
+    ],
+    ids=["rnto-451", "rnfr-502"],
+)
+def test_failed_upload_rename_never_deletes_the_existing_destination(
+    make_scripted_ftp: MakeScripted, tmp_path: Path, local: Path, refusal: Rule
+) -> None:
+    old = b"the partner's previous, complete file"
+    server = make_scripted_ftp(files={"/data/up.bin": old}, rules=[refusal])
+    (local / "up.bin").write_bytes(os.urandom(10_000))
+    env = _env(tmp_path, _scripted_ini(server, local))
+    task = {
+        "task_id": "u",
+        "src_id": "local",
+        "src_path": "up.bin",
+        "dst_id": "srv",
+        "dst_path": "/data/up.bin",
+        "options": {"retry_count": 1},
+    }
+    proc = _run("copy", "-", "--stats", "0", env=env, stdin=_tasks(task))
+    assert _results(proc.stdout)["u"]["status"] == "failed"
+    assert server.files.get("/data/up.bin") == old, [
+        c for c in server.commands if c.split()[0] in ("STOR", "RNFR", "RNTO", "DELE")
+    ]
