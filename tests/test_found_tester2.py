@@ -91,15 +91,21 @@ def local(tmp_path: Path) -> Path:
     "arrives after another session switched the server to PASV read that 502 as a PASV "
     "refusal and fail PERMANENT ('PASV: 502 ...') without ever sending PASV "
     "(session.py _passive_reply_address decides from the shared quirks.epsv, not from "
-    "the verb that was sent)",
+    "the verb that was sent). The unusable 229 of CASES.md A2 fails the same way: "
+    "PROTOCOL_ERROR 'no port in EPSV reply' on the sessions that lost the race",
+)
+@pytest.mark.parametrize(
+    "epsv_reply",
+    ["502 Command not implemented.", "229 Entering Extended Passive Mode (||38835|)"],
+    ids=["502", "229-no-port"],
 )
 def test_server_without_epsv_every_concurrent_download_completes(
-    make_scripted_ftp: MakeScripted, tmp_path: Path, local: Path
+    make_scripted_ftp: MakeScripted, tmp_path: Path, local: Path, epsv_reply: str
 ) -> None:
     payload = os.urandom(50_000)
     server = make_scripted_ftp(
         files={"/data/a.bin": payload},
-        rules=[Rule(r"EPSV", "502 Command not implemented.")],
+        rules=[Rule(r"EPSV", epsv_reply)],
     )
     env = _env(tmp_path, _scripted_ini(server, local))
     tasks = _tasks(
@@ -110,6 +116,8 @@ def test_server_without_epsv_every_concurrent_download_completes(
                 "src_path": "/data/a.bin",
                 "dst_id": "local",
                 "dst_path": f"out/d{i}.bin",
+                # a refused EPSV must not cost an attempt (CASES.md A2)
+                "options": {"retry_count": 0},
             }
             for i in range(8)
         )
