@@ -15,6 +15,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,43 @@ def test_a_connection_value_with_a_line_break_is_invalid_config(tmp_path: Path) 
     assert b"oops" not in proc.stdout + proc.stderr
     assert proc.returncode == 2
     assert b"[partner] user" in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# LOW-MEDIUM: Ctrl-C is ignored while the worker waits for Kafka at start-up
+# ---------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: SIGINT (Ctrl-C) while the worker waits for its first broker is "
+    "ignored until kafka.request_timeout_ms runs out (28 s with the default), then the "
+    "worker exits 3 'Kafka unreachable'; SIGTERM at the same moment exits at once (143). "
+    "README: 130 for SIGINT",
+)
+def test_worker_stops_on_sigint_while_waiting_for_kafka(tmp_path: Path) -> None:
+    import signal
+
+    from servers.dead import closed_port
+
+    env = _env(
+        tmp_path,
+        f"[local]\ntype = local\nbase_path = {tmp_path}\n",
+        f"kafka:\n  bootstrap_servers: 127.0.0.1:{closed_port()}\n"
+        "api:\n  host: 127.0.0.1\n  port: 0\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftp_pooler.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(2)  # past start-up, into the bootstrap wait
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=6)
+        except subprocess.TimeoutExpired:
+            pytest.fail("still running 6 s after SIGINT")
+        assert proc.returncode == 130
+    finally:
+        proc.kill()
+        proc.wait()
