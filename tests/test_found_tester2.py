@@ -167,9 +167,7 @@ def test_copy_huge_concurrency_is_a_usage_error_or_harmless(tmp_path: Path) -> N
     "ValueError traceback (exit 1); 'h:99999' passes too and ends as 'Kafka unreachable'",
 )
 @pytest.mark.parametrize("command", ["check-config", "submit"])
-def test_bootstrap_server_with_a_bad_port_is_invalid_config(
-    tmp_path: Path, command: str
-) -> None:
+def test_bootstrap_server_with_a_bad_port_is_invalid_config(tmp_path: Path, command: str) -> None:
     env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
     env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:abc"
     args = [command] if command == "check-config" else [command, "-", "--kafka-timeout", "2"]
