@@ -454,3 +454,22 @@ def test_check_connection_escapes_control_characters_from_the_server(
     assert proc.returncode == 1
     assert b"\x1b" not in proc.stderr + proc.stdout
     assert b"\x07" not in proc.stderr + proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# MEDIUM-LOW: -o naming the tasks file destroys it and reports success
+# ---------------------------------------------------------------------------
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester2: 'copy tasks.jsonl -o tasks.jsonl' truncates the tasks file before "
+    "reading it: the task list is lost, the run says '0 tasks' and exits 0. cat and "
+    "sort refuse or handle input = output; expected: exit 2, one line, file untouched",
+)
+def test_output_file_that_is_the_tasks_file_is_refused(tmp_path: Path) -> None:
+    env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    tasks = tmp_path / "tasks.jsonl"
+    content = b'{"task_id": "a"}\n{"task_id": "b"}\n'
+    tasks.write_bytes(content)
+    proc = _run("copy", str(tasks), "-o", str(tasks), "--stats", "0", env=env)
+    assert tasks.read_bytes() == content
+    assert proc.returncode == 2
