@@ -317,13 +317,15 @@ async def test_a_server_that_drops_or_rejects_commands_sent_together_fails_no_ta
     assert server.sessions == 2, "one login checked pipelining, the next talked one at a time"
 
 
-@pytest.mark.parametrize("verb", ["EPSV", "RNFR"])
+@pytest.mark.parametrize("verb", ["EPSV", "RNTO"])
 async def test_a_pipelined_command_refused_after_login_reruns_the_task_on_a_fresh_session(
     make_scripted_ftp: MakeScripted, local: Path, verb: str
 ) -> None:
-    """The login check passes (TYPE is taken), then EPSV or RNFR sent together is refused."""
+    """The login check passes (TYPE is taken), then EPSV, or RNTO sent with RNFR, is
+    refused: the task runs again on a fresh session (EPSV), or RNFR and RNTO go again
+    one at a time (RNTO: a refused RNTO moved nothing)."""
     server = scripted(make_scripted_ftp, pipelined="reject", pipelined_verbs={verb})
-    tasks = TASKS[1:] if verb == "RNFR" else TASKS
+    tasks = TASKS[1:] if verb == "RNTO" else TASKS
     outcomes, factory = await run_tasks(local, config_for(server), tasks)
     assert outcomes == [COMPLETED_ONCE] * len(tasks)
     assert factory.quirks.pipelining is False

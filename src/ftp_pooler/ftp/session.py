@@ -907,10 +907,7 @@ class FTPSession:
             commands.insert(0, build_command("RNFR", source))
         spare = quirks.spare_passive and quirks.epsv and quirks.passive_verified
         if not spare:
-            replies = await self._exchange_all(commands)
-            if source is not None:
-                self._check("RNFR", replies[0], (350,))
-            self._check("RNTO", replies[-1])
+            await self._renamed(source, target, await self._exchange_all(commands))
             return
         replies = await self._exchange_all(commands, then=build_command("EPSV"))
         epsv: Reply | None = None
@@ -919,11 +916,10 @@ class FTPSession:
         if epsv is None:
             self.broken = True  # in step no more: the EPSV's reply may still come
             quirks.step_anomaly(self._server, "spare_passive", "no reply to EPSV sent with RNTO")
-        if source is not None:
-            self._check("RNFR", replies[0], (350,))
-        self._check("RNTO", replies[-1])
-        if epsv is None:
+            await self._renamed(source, target, replies)
             return
+        if not await self._renamed(source, target, replies):
+            return  # RNTO was sent again, alone: the EPSV's listener is gone
         address = self._usable_address(epsv, "EPSV") if epsv.is_success else None
         if address is None:
             if self._ends_session(epsv):
@@ -932,6 +928,31 @@ class FTPSession:
             quirks.step_anomaly(self._server, "spare_passive", what)
             return
         self._spare = (*address, trio.current_time())
+
+    async def _renamed(self, source: str | None, target: str, replies: list[Reply]) -> bool:
+        """Check the replies to ``[RNFR source,] RNTO target`` sent in one write; whether
+        they did it (``False``: RNTO was refused as sent with the RNFR and went again alone).
+
+        A server that refuses a second line read with the first (``500``-``504``
+        to RNTO while RNFR got its 350) is talked to one command at a time from
+        then on, and RNFR and RNTO go again, one at a time: a refused RNTO moved
+        nothing. Other refusals are the rename's.
+
+        Raises:
+            FTPError: The refusal of RNFR or RNTO.
+        """
+        rnto = replies[-1]
+        if source is not None:
+            self._check("RNFR", replies[0], (350,))
+            sequence = rnto.code in protocol.NOT_UNDERSTOOD or rnto.code == 503
+            if sequence and not self.quirks.pipelining_forced:
+                what = protocol.scrub(f"RNTO refused when sent with RNFR: {rnto}", self._secrets)
+                self.quirks.pipeline_anomaly(self._server, what)
+                await self._command("RNFR", source, intermediate=(350,))
+                await self._command("RNTO", target)
+                return False
+        self._check("RNTO", rnto)
+        return True
 
     def _suspect(self, verb: str, reply: Reply) -> None:
         """A command sent after another in one write was refused while the first worked.
