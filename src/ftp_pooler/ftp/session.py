@@ -37,7 +37,7 @@ import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import structlog
 import trio
@@ -1149,10 +1149,14 @@ class FTPSession:
         size = self._size_of(replies[0]) if len(replies) == 2 else None
         reply = replies[-1]
         address = self._usable_address(reply, verb)
-        if address is not None:
-            tcp, data = await self._connect_data(*address)
-            return tcp, data, size, True
         transfer = protocol.verb_of(command)
+        if address is not None:
+            try:
+                with _FailAfter(self.config.timeouts.connect):
+                    tcp = await _connect(*address)
+            except (OSError, trio.TooSlowError) as exc:
+                await self._refused_before_connect(transfer, exc)
+            return tcp, self._data_stream(tcp), size, True
         with self._guard(transfer), _FailAfter(self.config.timeouts.reply):
             answer = await self._read_answer(transfer)
         if answer.is_preliminary or answer.is_success:
@@ -1168,6 +1172,26 @@ class FTPSession:
         host, port = await self._passive_after(reply)
         tcp, data = await self._connect_data(host, port)
         return tcp, data, size, False
+
+    async def _refused_before_connect(self, transfer: str, exc: BaseException) -> NoReturn:
+        """The data connection to a passive address failed, with ``transfer`` sent already.
+
+        A server that refused the transfer command closes its listener at once,
+        so our connect may come too late: its reply, not the refused connect,
+        says what went wrong (``553 Prohibited file name``, to which the engine
+        answers with another name). Waits for it at most the reply timeout.
+
+        Raises:
+            FTPError: The refusal (the session stays usable), else CONNECTION_ERROR
+                (or TIMEOUT) for the connect, the session broken.
+        """
+        answer: Reply | None = None
+        with self._guard(transfer), trio.move_on_after(self.config.timeouts.reply):
+            answer = await self._read_answer(transfer)
+        if answer is not None and not answer.is_preliminary and not answer.is_success:
+            self._refused(transfer, answer)
+        with self._guard("data connection"):
+            raise exc
 
     def _usable_address(self, reply: Reply, verb: str) -> tuple[str, int] | None:
         """The data address a passive reply gives, or ``None`` (refused, unreadable)."""
@@ -1300,25 +1324,38 @@ class FTPSession:
             tcp, data, size = await self._open_data(size_of)
         self._ragged_eof = False
         self._no_data_tls = False
+        # Pipelined, an upload's bytes go out without waiting for the 1xx (plain TCP)
+        early_data = verb == "STOR" and data is tcp and self.pipelining
+        preliminary: Reply | None = None
         try:
-            try:
-                preliminary = await self._start_transfer(data, verb, command, sent=sent)
-            except FTPError as exc:
-                if opened is None or exc.reply is None or exc.reply.code != 425 or self.broken:
-                    raise
-                tcp.socket.close()
-                what = f"{verb} refused on the EPSV address sent with RNTO: {exc.message}"
-                what = protocol.scrub(what, self._secrets)
-                quirks.step_anomaly(self._server, "spare_passive", what)
-                tcp, data, size = await self._open_data(size_of)
-                preliminary = await self._start_transfer(data, verb, command)
+            if early_data:
+                if not sent:
+                    with self._guard(verb), _FailAfter(self.config.timeouts.reply):
+                        await self._send(command)
+            else:
+                try:
+                    preliminary = await self._start_transfer(data, verb, command, sent=sent)
+                except FTPError as exc:
+                    if opened is None or exc.reply is None or exc.reply.code != 425:
+                        raise
+                    if self.broken:
+                        raise
+                    tcp.socket.close()
+                    self._spare_refused(verb, exc)
+                    tcp, data, size = await self._open_data(size_of)
+                    preliminary = await self._start_transfer(data, verb, command)
             end = TransferEndMatcher(verb)
             early_sent = False
+            began = trio.Event()
             moved = 0
             with self._guard(verb):
                 async with trio.open_nursery() as nursery:
 
                     async def watch_reply() -> None:
+                        nonlocal preliminary
+                        if preliminary is None:
+                            preliminary = await self._start_transfer(data, verb, command, sent=True)
+                        began.set()
                         while not end.done:
                             reply = await self._read_reply()
                             if end.feed(reply):
@@ -1328,8 +1365,20 @@ class FTPSession:
                             nursery.cancel_scope.cancel()
 
                     nursery.start_soon(watch_reply)
-                    moved = await move(data)
+                    try:
+                        moved = await move(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        if preliminary is not None:
+                            raise
+                        # Sent before the 1xx: a server that refused the transfer closed
+                        # the connection; its reply, not the reset, says why (watch_reply
+                        # raises it, which cancels this wait).
+                        with trio.move_on_after(self.config.timeouts.reply):
+                            await began.wait()
+                        raise
                     await _end_of_data(tcp, data)
+                    if after_data:
+                        await began.wait()  # never before the 1xx: a refusal ends the replies
                     if after_data and not end.done:
                         # recorded before the write: a final reply read meanwhile is still
                         # the first of the replies the matcher waits for
@@ -1349,6 +1398,7 @@ class FTPSession:
                     raise FTPError(ErrorCode.TIMEOUT, f"{verb}: no reply after the data")
                 if not final.is_success:
                     raise error_for_reply(final, verb)
+            assert preliminary is not None  # else watch_reply raised
             if result.anomaly is not None:
                 what = protocol.scrub(result.anomaly, self._secrets)
                 quirks.step_anomaly(self._server, "early_check", what)
@@ -1356,8 +1406,21 @@ class FTPSession:
                     quirks.pipeline_anomaly(self._server, what)
             self.last_used = trio.current_time()
             return moved, preliminary, size, result.early
+        except FTPError as exc:
+            refused = exc.reply is not None and exc.reply.code == 425 and preliminary is None
+            if early_data and opened is not None and refused and not self.broken:
+                # No listener of ours behind the address, and the source is partly read:
+                # the task runs again (on this session: it is in step), no attempt spent.
+                self._spare_refused(verb, exc)
+                exc.stale_session = True
+            raise
         finally:
             tcp.socket.close()  # nothing waits on it any more; aclose would cost two checkpoints
+
+    def _spare_refused(self, verb: str, exc: FTPError) -> None:
+        """The transfer command was refused on the address asked with RNTO: step off."""
+        what = f"{verb} refused on the EPSV address sent with RNTO: {exc.message}"
+        self.quirks.step_anomaly(self._server, "spare_passive", protocol.scrub(what, self._secrets))
 
     async def _connect_spare(
         self, host: str, port: int, when: float
