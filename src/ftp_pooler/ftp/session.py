@@ -1304,8 +1304,16 @@ class FTPSession:
 
         A passive address asked with the last RNTO (:meth:`_rnto`) is used when
         fresh, and no SIZE is to go with the EPSV; if it cannot be connected to,
-        or the transfer command is refused with a 425 (no listener behind it),
-        a fresh EPSV is asked and the step turned off for the server.
+        a fresh EPSV is asked; if the transfer command is refused with a 425 (no
+        listener of ours behind it), so is one, or, when the data already went
+        (below), the error says ``stale_session``: the task runs again without
+        spending an attempt. Either turns the step off for the server.
+
+        Pipelined, an upload on plain TCP sends its data without waiting for
+        the 1xx (the connection is up; the server reads the bytes once it
+        accepts it, which it does only for a transfer it agreed to). A server
+        that refused the transfer instead resets the connection or leaves it
+        unread: its refusal is what is raised.
         """
         command = build_command(verb, path)  # refused before anything is sent
         size_of = path if size_first else None
