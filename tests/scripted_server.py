@@ -59,6 +59,14 @@ Data-connection and session behaviour are server options:
   name sent in another charset is a different, missing name.
 - ``list_style="dos"``: LIST lines in IIS's MS-DOS style
   (``01-02-21  03:04AM   5 name``) instead of Unix ``ls -l``.
+- ``during_transfer="answer"``: on the first STOR, lines that arrive while
+  the data moves (or up to 0.5 s after its end) are run before the file is
+  stored and the 226 sent (a server that reads commands during a transfer:
+  proftpd, pyftpdlib); ``"refuse"`` answers each ``503 Not during a
+  transfer.`` instead; ``"eat"`` answers them all with one ``500 Unknown
+  command`` and forgets them (pure-ftpd reading a would-be ABOR).
+- ``stor_final_delay=S``: an upload's final reply comes S seconds after its
+  data ended (a server that finishes writing slowly).
 
 ``server.commands`` lists every command line received (all sessions, in
 order; the PASS argument as sent), ``server.sessions`` counts control
@@ -144,6 +152,8 @@ class ScriptedFTPServer:
         pipelined_verbs: set[str] | None = None,
         charset: str = "utf-8",
         list_style: str = "unix",
+        during_transfer: str | None = None,
+        stor_final_delay: float = 0.0,
     ) -> None:
         self.files: dict[str, bytes] = dict(files or {})
         self.mtimes: dict[str, datetime] = dict.fromkeys(self.files, mtime)
@@ -168,6 +178,8 @@ class ScriptedFTPServer:
         self.pipelined_verbs = pipelined_verbs
         self.charset = charset
         self.list_style = list_style
+        self.during_transfer = during_transfer
+        self.stor_final_delay = stor_final_delay
         self.dropped: list[str] = []
         self.commands: list[str] = []
         self.sessions = 0
@@ -618,10 +630,41 @@ class ScriptedSession:
             self.send("426 Connection closed; transfer aborted.")
             return
         conn.close()
+        self._commands_during_transfer()
+        time.sleep(self.server.stor_final_delay)
         with self.server.lock:
             self.server.files[path] = b"".join(chunks)
             self.server.mtimes[path] = datetime.now(UTC).replace(microsecond=0)
         self.send(final.format(path=arg, size=len(b"".join(chunks))))
+
+    def _commands_during_transfer(self) -> None:
+        """``during_transfer=``: lines read before the transfer's end, once per server."""
+        server = self.server
+        with server.lock:
+            mode, server.during_transfer = server.during_transfer, None
+        if mode is None:
+            return
+        deadline = time.monotonic() + 0.5
+        while b"\n" not in self.buffer and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                return
+            self.buffer += chunk
+        if mode == "eat" and b"\n" in self.buffer:
+            self.send("500 Unknown command")
+        while b"\n" in self.buffer:
+            raw, _, self.buffer = self.buffer.partition(b"\n")
+            line = raw.rstrip(b"\r").decode(server.charset, "surrogateescape")
+            with server.lock:
+                server.commands.append(line)
+            if mode == "answer":
+                self._handle(line)
+            elif mode == "refuse":
+                self.send("503 Not during a transfer.")
 
     def _accept_data(self, preliminary: str, *, skip_tls: bool = False) -> socket.socket | None:
         """Accept the passive data connection, send the 1xx, then the TLS handshake if PROT P."""

@@ -103,3 +103,127 @@ class ReplyMatcher:
             return Answer(None, reply, final=False)
         self._waiting.popleft()
         return Answer(head, reply, final=True)
+
+
+TRANSFER_ENDS = frozenset({226, 250})
+"""Success codes that end a transfer (RFC 959 section 4.2: 226 closing data
+connection, 250 requested file action completed) and that neither ``SIZE``
+(213) nor ``RNFR`` (350) ever gives."""
+
+
+def ends_transfer(verb: str, reply: Reply) -> bool:
+    """Whether ``reply`` can be the final reply of the transfer command ``verb``.
+
+    Not a 1xx, not a code owned by other commands (:func:`protocol.is_unsolicited`:
+    a 229, a 350), and not 213 (a status reply: SIZE, MDTM, STAT), which no
+    transfer ends with. Errors (4xx/5xx) can.
+    """
+    return not reply.is_preliminary and reply.code != 213 and not is_unsolicited(verb, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEnd:
+    """How a transfer ended, and what the commands written after its data got.
+
+    Attributes:
+        final: The transfer command's final reply; ``None`` when not known (no
+            reply that can only be it came before the time ran out).
+        early: The answers to the commands written after the data, in order;
+            ``None`` when none were sent or their answers cannot be trusted
+            (``anomaly``), in which case they must be asked again.
+        anomaly: What the server did wrong (for the log and the quirk); ``None``.
+    """
+
+    final: Reply | None
+    early: tuple[Reply, ...] | None
+    anomaly: str | None
+
+
+class TransferEndMatcher:
+    """Pairs the replies after a transfer's 1xx with the transfer and with commands
+    written once its data ended, before its final reply came ("early" commands:
+    ``SIZE`` and ``RNFR`` of an upload). No I/O.
+
+    A server answers commands in the order it processes them (RFC 959 section
+    4.2), and one that handles a transfer does not read the control
+    connection until the transfer is over. So the first reply after the early
+    commands went out is the transfer's, and the early ones were run after it:
+    a ``SIZE`` answered after the ``226`` sees the whole file. A server that
+    reads commands during a transfer (its ``SIZE`` or ``RNFR`` answered before
+    the ``226``) breaks that order; that is told apart by the replies' codes:
+    a ``213``, a ``350`` or a reply to the transfer's ``226``/``250`` where the
+    order puts it are impossible in order. The early answers are then not
+    used (:attr:`TransferEnd.early` ``None``) and the transfer's final reply
+    is the ``226``/``250`` among the replies, else the last that can end a
+    transfer. All ``1 + len(early)`` replies are awaited in either case, so
+    the session stays in step.
+
+    Usage: :meth:`feed` each reply read; :meth:`sent` when the early commands
+    are written (only while :attr:`done` is false); read :attr:`done`, then
+    :meth:`result` (or :meth:`result` after a timeout: what can be known).
+    """
+
+    __slots__ = ("_early", "_final", "_replies", "_verb")
+
+    def __init__(self, verb: str) -> None:
+        self._verb = verb.upper()
+        self._final: Reply | None = None
+        self._early: tuple[str, ...] = ()
+        self._replies: list[Reply] = []
+
+    def sent(self, *verbs: str) -> None:
+        """Record the early commands, written now, before the final reply came.
+
+        Raises:
+            ValueError: The final reply already came, or early commands were already sent.
+        """
+        if self._final is not None or self._early:
+            raise ValueError("early commands only once, before the transfer's final reply")
+        self._early = tuple(verb.upper() for verb in verbs)
+
+    @property
+    def done(self) -> bool:
+        """Whether every expected reply was read."""
+        if not self._early:
+            return self._final is not None
+        return len(self._replies) == 1 + len(self._early)
+
+    def feed(self, reply: Reply) -> bool:
+        """Take one reply; whether it answers nothing sent (an unasked reply, to drop)."""
+        if reply.is_preliminary:
+            return True
+        if not self._early:
+            if is_unsolicited(self._verb, reply):
+                return True
+            self._final = reply
+            return False
+        if all(is_unsolicited(verb, reply) for verb in (self._verb, *self._early)):
+            return True
+        self._replies.append(reply)
+        return False
+
+    def result(self) -> TransferEnd:
+        """What the replies read so far say (see the class docstring)."""
+        if not self._early:
+            return TransferEnd(self._final, None, None)
+        replies = self._replies
+        if not self.done:
+            missing = self._early[max(0, len(replies) - 1) :]
+            ends = [r for r in replies if r.code in TRANSFER_ENDS]
+            final = ends[0] if ends else None
+            return TransferEnd(final, None, f"no reply to {' '.join(missing)}")
+        first, *rest = replies
+        in_order = ends_transfer(self._verb, first) and all(
+            not is_unsolicited(verb, answer) and answer.code not in TRANSFER_ENDS
+            for verb, answer in zip(self._early, rest, strict=True)
+        )
+        if in_order:
+            return TransferEnd(first, tuple(rest), None)
+        ends = [r for r in replies if r.code in TRANSFER_ENDS]
+        if ends:
+            final = ends[0]
+        else:
+            final = next((r for r in reversed(replies) if ends_transfer(self._verb, r)), None)
+        shown = ", ".join(str(r.code) for r in replies)
+        anomaly = f"{' '.join(self._early)} answered before the {self._verb} ended ({shown})"
+        return TransferEnd(final, None, anomaly)

@@ -37,7 +37,7 @@ import ssl
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import structlog
 import trio
@@ -47,7 +47,7 @@ from ftp_pooler.errors import ErrorCode, FTPError, PoolerError, error_for_reply
 from ftp_pooler.ftp import protocol
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, TLSMode
 from ftp_pooler.ftp.listing import ListingEntry, parse_list_line, parse_mlsd_line, parse_nlst_line
-from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher
+from ftp_pooler.ftp.pipeline import PipelineAnomaly, ReplyMatcher, TransferEndMatcher
 from ftp_pooler.ftp.protocol import Reply, ReplyParser, build_command
 
 log = structlog.get_logger(__name__)
@@ -69,6 +69,11 @@ _TLS_RECORD_WAIT = 0.05
 """Seconds the unasked-reply check waits when the control socket is readable but the
 TLS layer has no reply yet (records such as session tickets); plain TCP never waits."""
 
+SPARE_PASSIVE_SECONDS = 3.0
+"""Longest a passive address asked with an upload's RNTO (the next transfer's, see
+:meth:`FTPSession.rename`) is used for: servers close an unused passive listener after
+a while (pyftpdlib after 30 s, proftpd at its ``TimeoutNoTransfer``)."""
+
 Sink = Callable[[memoryview | bytes | bytearray], Awaitable[object]]
 """Where downloaded bytes go, one chunk at a time; a chunk is only valid during the call."""
 
@@ -83,6 +88,14 @@ class Download:
     """The size the server named in its 150 reply (``(1234 bytes)``), if it did, else
     the SIZE asked with the EPSV (pipelining), or the SIZE that vouched for a data
     connection closed without TLS close_notify."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedUpload:
+    """An upload's SIZE, answered in order after its 226 (:meth:`FTPSession.store`)."""
+
+    path: str
+    size: Reply
 
 
 @dataclass
@@ -108,6 +121,15 @@ class ServerQuirks:
     pipelined_passive: bool = True
     """With pipelining, whether the transfer command goes out with the EPSV (cleared
     when a passive reply sent that way could not be used)."""
+    early_check: bool = True
+    """With pipelining, whether an upload's ``SIZE`` goes out as soon as its data
+    ended, before the ``226`` (cleared when the server answered it before the ``226``,
+    refused it, left it unanswered, or measured a size that was still growing:
+    :meth:`FTPSession.store`)."""
+    spare_passive: bool = True
+    """With pipelining, whether the next transfer's ``EPSV`` goes out with an upload's
+    ``RNTO`` (cleared when the server refused that EPSV, or its address did not serve
+    the next transfer: :meth:`FTPSession.rename`)."""
     passive_verified: bool = False
     """Set once the server answered the passive command in use (EPSV, or PASV after a
     refused EPSV) with an address we could use: only then does a transfer command go
@@ -120,6 +142,15 @@ class ServerQuirks:
             return
         self.pipelining = False
         log.warning("ftp.pipelining_off", server=server, reason=what[:200])
+
+    def step_anomaly(
+        self, server: str, step: Literal["early_check", "spare_passive"], what: str
+    ) -> None:
+        """One pipelined step misfired on this server: that step is not taken again
+        (even with ``pipelining = on``: each has a fallback that costs a round trip)."""
+        if getattr(self, step):
+            setattr(self, step, False)
+            log.warning("ftp.pipelined_step_off", server=server, step=step, reason=what[:200])
 
 
 class SessionFactory:
@@ -219,6 +250,10 @@ class FTPSession:
         self._secrets = (config.password.get_secret_value(),)
         self._ragged_eof = False
         self._no_data_tls = False
+        self._spare: tuple[str, int, float] | None = None
+        """A passive address asked with the last RNTO: host, port, when (trio time)."""
+        self._checked: _CheckedUpload | None = None
+        """SIZE answer of the last upload, asked before its 226 (:meth:`store`)."""
         self.connect_seconds = 0.0
         """Seconds the TCP connect took (for the pool's opening policy)."""
         self.reused = False
@@ -506,10 +541,17 @@ class FTPSession:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "server closed the control connection")
         return data
 
-    async def _send(self, command: bytes) -> None:
+    async def _send(self, command: bytes, *, drain: bool = True) -> None:
+        """Write ``command`` (one or several lines). Any command forgets the last
+        upload's early SIZE answer and the passive address asked with RNTO: they are
+        good only for the commands that follow at once. ``drain=False`` while a
+        reader waits on the control connection (it reads the unasked replies itself)."""
+        self._spare = None
+        self._checked = None
         if self._stream is None or self.broken:
             raise FTPError(ErrorCode.CONNECTION_ERROR, "session is closed or broken")
-        await self._drain_unasked()
+        if drain:
+            await self._drain_unasked()
         if logs.debug_enabled:
             text = protocol.decode_text(command, self._charset)
             for line in text.splitlines():  # one write may hold several
@@ -804,9 +846,18 @@ class FTPSession:
         changes nothing on the server until RNTO, so a rename stopped there
         leaves the file where it was (the next command ends the pending RNFR).
 
+        When the upload just stored ``source`` had its SIZE answered already
+        (:meth:`store` with ``check=True``), that answer is used and RNFR and
+        RNTO go out together. Pipelined, the next transfer's EPSV goes out with
+        RNTO (:meth:`_rnto`).
+
         Raises:
             FTPError: The refusal of RNFR or RNTO; whatever ``size_check`` raises.
         """
+        checked, self._checked = self._checked, None
+        if checked is not None and checked.path == source and size_check is not None:
+            await self._rename_checked(checked, target, size_check)
+            return
         check_size = size_check is not None and "SIZE" in self.features
         if check_size and self.pipelining:
             size_reply, rnfr = await self._exchange_all(
@@ -826,7 +877,110 @@ class FTPSession:
             if size_check is not None:
                 size_check(await self._size_or_none(source) if check_size else None)
             await self._command("RNFR", source, intermediate=(350,))
-        await self._command("RNTO", target)
+        await self._rnto(target)
+
+    async def _rename_checked(
+        self, checked: _CheckedUpload, target: str, size_check: Callable[[int | None], object]
+    ) -> None:
+        """:meth:`rename` with SIZE answered after the upload's 226 (:meth:`store`):
+        RNFR and RNTO (and the next EPSV) then go out in one write.
+
+        A size that does not match is asked once more, alone: a server that
+        answers in order but whose SIZE still saw a file being written (it
+        finishes writing after its 226) is judged by its later word, and
+        asked this way no more. RNFR is sent only after a size that matched,
+        so no RNFR is ever left pending (proftpd answers every command but
+        RNTO after an RNFR with ``501 Bad sequence of commands``).
+        """
+        try:
+            size_check(self._size_of(checked.size))
+        except PoolerError as exc:
+            if exc.code is not ErrorCode.SIZE_MISMATCH:
+                raise
+            again = await self._size_or_none(checked.path)
+            if again is None:
+                raise
+            size_check(again)
+            what = f"SIZE said {checked.size} right after the 226, {again} when asked again"
+            self.quirks.step_anomaly(self._server, "early_check", what)
+        await self._rnto(target, checked.path)
+
+    async def _rnto(self, target: str, source: str | None = None) -> None:
+        """RNTO ``target`` (after ``RNFR source`` when given); pipelined, in one write
+        with the RNFR, and with the next transfer's EPSV.
+
+        RNFR's and RNTO's replies alone decide the rename (a refused RNFR makes
+        the RNTO after it refused too, and nothing moves). The EPSV's address
+        is kept (:attr:`_spare`) for the next transfer on this session, which
+        then connects at once instead of asking EPSV first: one round trip
+        less per file. Only EPSV (its address is the control connection's
+        host), once this server's EPSV served a transfer. A refused EPSV turns
+        the step off for the server; one left unanswered too, and the session
+        is closed (its reply may still come), the rename done all the same.
+        Every later command but the transfer's forgets the address
+        (:meth:`_send`); the server drops an unused listener at the next EPSV
+        or when the session ends.
+
+        Raises:
+            FTPError: The refusal of RNFR or RNTO.
+        """
+        quirks = self.quirks
+        if not self.pipelining:
+            if source is not None:
+                await self._command("RNFR", source, intermediate=(350,))
+            await self._command("RNTO", target)
+            return
+        commands = [build_command("RNTO", target)]
+        if source is not None:
+            commands.insert(0, build_command("RNFR", source))
+        spare = quirks.spare_passive and quirks.epsv and quirks.passive_verified
+        if not spare:
+            await self._renamed(source, target, await self._exchange_all(commands))
+            return
+        replies = await self._exchange_all(commands, then=build_command("EPSV"))
+        epsv: Reply | None = None
+        with self._guard("EPSV"), trio.move_on_after(self.config.timeouts.reply):
+            epsv = await self._read_answer("EPSV")
+        if epsv is None:
+            self.broken = True  # in step no more: the EPSV's reply may still come
+            quirks.step_anomaly(self._server, "spare_passive", "no reply to EPSV sent with RNTO")
+            await self._renamed(source, target, replies)
+            return
+        if not await self._renamed(source, target, replies):
+            return  # RNTO was sent again, alone: the EPSV's listener is gone
+        address = self._usable_address(epsv, "EPSV") if epsv.is_success else None
+        if address is None:
+            if self._ends_session(epsv):
+                self._refused("EPSV", epsv)
+            what = protocol.scrub(f"EPSV sent with RNTO: {epsv}", self._secrets)
+            quirks.step_anomaly(self._server, "spare_passive", what)
+            return
+        self._spare = (*address, trio.current_time())
+
+    async def _renamed(self, source: str | None, target: str, replies: list[Reply]) -> bool:
+        """Check the replies to ``[RNFR source,] RNTO target`` sent in one write; whether
+        they did it (``False``: RNTO was refused as sent with the RNFR and went again alone).
+
+        A server that refuses a second line read with the first (``500``-``504``
+        to RNTO while RNFR got its 350) is talked to one command at a time from
+        then on, and RNFR and RNTO go again, one at a time: a refused RNTO moved
+        nothing. Other refusals are the rename's.
+
+        Raises:
+            FTPError: The refusal of RNFR or RNTO.
+        """
+        rnto = replies[-1]
+        if source is not None:
+            self._check("RNFR", replies[0], (350,))
+            sequence = rnto.code in protocol.NOT_UNDERSTOOD or rnto.code == 503
+            if sequence and not self.quirks.pipelining_forced:
+                what = protocol.scrub(f"RNTO refused when sent with RNFR: {rnto}", self._secrets)
+                self.quirks.pipeline_anomaly(self._server, what)
+                await self._command("RNFR", source, intermediate=(350,))
+                await self._command("RNTO", target)
+                return False
+        self._check("RNTO", rnto)
+        return True
 
     def _suspect(self, verb: str, reply: Reply) -> None:
         """A command sent after another in one write was refused while the first worked.
@@ -1023,10 +1177,14 @@ class FTPSession:
         size = self._size_of(replies[0]) if len(replies) == 2 else None
         reply = replies[-1]
         address = self._usable_address(reply, verb)
-        if address is not None:
-            tcp, data = await self._connect_data(*address)
-            return tcp, data, size, True
         transfer = protocol.verb_of(command)
+        if address is not None:
+            try:
+                with _FailAfter(self.config.timeouts.connect):
+                    tcp = await _connect(*address)
+            except (OSError, trio.TooSlowError) as exc:
+                await self._refused_before_connect(transfer, exc)
+            return tcp, self._data_stream(tcp), size, True
         with self._guard(transfer), _FailAfter(self.config.timeouts.reply):
             answer = await self._read_answer(transfer)
         if answer.is_preliminary or answer.is_success:
@@ -1042,6 +1200,26 @@ class FTPSession:
         host, port = await self._passive_after(reply)
         tcp, data = await self._connect_data(host, port)
         return tcp, data, size, False
+
+    async def _refused_before_connect(self, transfer: str, exc: BaseException) -> NoReturn:
+        """The data connection to a passive address failed, with ``transfer`` sent already.
+
+        A server that refused the transfer command closes its listener at once,
+        so our connect may come too late: its reply, not the refused connect,
+        says what went wrong (``553 Prohibited file name``, to which the engine
+        answers with another name). Waits for it at most the reply timeout.
+
+        Raises:
+            FTPError: The refusal (the session stays usable), else CONNECTION_ERROR
+                (or TIMEOUT) for the connect, the session broken.
+        """
+        answer: Reply | None = None
+        with self._guard(transfer), trio.move_on_after(self.config.timeouts.reply):
+            answer = await self._read_answer(transfer)
+        if answer is not None and not answer.is_preliminary and not answer.is_success:
+            self._refused(transfer, answer)
+        with self._guard("data connection"):
+            raise exc
 
     def _usable_address(self, reply: Reply, verb: str) -> tuple[str, int] | None:
         """The data address a passive reply gives, or ``None`` (refused, unreadable)."""
@@ -1063,14 +1241,18 @@ class FTPSession:
         """The data connection to a passive address: TCP, and the stream to move bytes on."""
         with self._guard("data connection"), _FailAfter(self.config.timeouts.connect):
             tcp = await _connect(host, port)
+        return tcp, self._data_stream(tcp)
+
+    def _data_stream(self, tcp: trio.SocketStream) -> trio.abc.Stream:
+        """The stream to move a data connection's bytes on: ``tcp``, or TLS over it."""
         if self.config.tls is TLSMode.NONE:
-            return tcp, tcp
+            return tcp
         assert self._ssl_context is not None and isinstance(self._stream, trio.SSLStream)
         tls = trio.SSLStream(
             _HalfClosingStream(tcp), self._ssl_context, server_hostname=self.config.host
         )
         tls.session = self._stream.session
-        return tcp, tls
+        return tls
 
     async def _start_transfer(
         self, data: trio.abc.Stream, verb: str, command: bytes, *, sent: bool = False
@@ -1131,42 +1313,117 @@ class FTPSession:
         move: Callable[[trio.abc.Stream], Awaitable[int]],
         *,
         size_first: bool = False,
-    ) -> tuple[int, Reply, int | None]:
+        after_data: tuple[bytes, ...] = (),
+    ) -> tuple[int, Reply, int | None, tuple[Reply, ...] | None]:
         """Run one data transfer; ``move`` moves the bytes and returns how many.
 
         The final reply is read while the data moves: a server may send 226
         before or after the end of the data, and an early 426/451 stops the
-        transfer at once. Returns the byte count, the 1xx reply, and the
+        transfer at once. Returns the byte count, the 1xx reply, the
         file's SIZE when ``size_first`` and it was asked with the EPSV
-        (pipelining on; else ``None``).
+        (pipelining on; else ``None``), and the answers to ``after_data``.
+
+        ``after_data`` (commands) are written as soon as the data ended, when
+        the final reply has not come yet; the replies are paired by
+        :class:`~ftp_pooler.ftp.pipeline.TransferEndMatcher`. Their answers are
+        ``None`` when they were not sent (the final reply came first) or cannot
+        be trusted: the server answered them before the transfer's end, or not
+        at all (logged; :attr:`ServerQuirks.early_check` cleared).
+
+        A passive address asked with the last RNTO (:meth:`_rnto`) is used when
+        fresh, and no SIZE is to go with the EPSV; if it cannot be connected to,
+        a fresh EPSV is asked; if the transfer command is refused with a 425 (no
+        listener of ours behind it), so is one, or, when the data already went
+        (below), the error says ``stale_session``: the task runs again without
+        spending an attempt. Either turns the step off for the server.
+
+        Pipelined, an upload on plain TCP sends its data without waiting for
+        the 1xx (the connection is up; the server reads the bytes once it
+        accepts it, which it does only for a transfer it agreed to). A server
+        that refused the transfer instead resets the connection or leaves it
+        unread: its refusal is what is raised.
         """
         command = self._build(verb, path)  # refused before anything is sent
         size_of = path if size_first else None
         quirks = self.quirks
-        sent = self.pipelining and quirks.pipelined_passive and quirks.passive_verified
-        if sent:
+        spare, self._spare = self._spare, None
+        opened = None
+        if spare is not None and (size_of is None or "SIZE" not in self.features):
+            opened = await self._connect_spare(*spare)
+        size: int | None = None
+        sent = False
+        if opened is not None:
+            tcp, data = opened
+        elif self.pipelining and quirks.pipelined_passive and quirks.passive_verified:
             tcp, data, size, sent = await self._open_data_with(command, size_of)
         else:
             tcp, data, size = await self._open_data(size_of)
         self._ragged_eof = False
         self._no_data_tls = False
+        # Pipelined, an upload's bytes go out without waiting for the 1xx (plain TCP)
+        early_data = verb == "STOR" and data is tcp and self.pipelining
+        preliminary: Reply | None = None
         try:
-            preliminary = await self._start_transfer(data, verb, command, sent=sent)
-            final: Reply | None = None
+            if early_data:
+                if not sent:
+                    with self._guard(verb), _FailAfter(self.config.timeouts.reply):
+                        await self._send(command)
+            else:
+                try:
+                    preliminary = await self._start_transfer(data, verb, command, sent=sent)
+                except FTPError as exc:
+                    if opened is None or exc.reply is None or exc.reply.code != 425:
+                        raise
+                    if self.broken:
+                        raise
+                    tcp.socket.close()
+                    self._spare_refused(verb, exc)
+                    tcp, data, size = await self._open_data(size_of)
+                    preliminary = await self._start_transfer(data, verb, command)
+            end = TransferEndMatcher(verb)
+            early_sent = False
+            began = trio.Event()
             moved = 0
             with self._guard(verb):
                 async with trio.open_nursery() as nursery:
 
                     async def watch_reply() -> None:
-                        nonlocal final
-                        final = await self._read_answer(verb)
-                        if not final.is_success:
+                        nonlocal preliminary
+                        if preliminary is None:
+                            preliminary = await self._start_transfer(data, verb, command, sent=True)
+                        began.set()
+                        while not end.done:
+                            reply = await self._read_reply()
+                            if end.feed(reply):
+                                self._drop_unasked(verb, reply)
+                        final = end.result().final
+                        if not early_sent and final is not None and not final.is_success:
                             nursery.cancel_scope.cancel()
 
                     nursery.start_soon(watch_reply)
-                    moved = await move(data)
+                    try:
+                        moved = await move(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        if preliminary is not None:
+                            raise
+                        # Sent before the 1xx: a server that refused the transfer closed
+                        # the connection; its reply, not the reset, says why (watch_reply
+                        # raises it, which cancels this wait).
+                        with trio.move_on_after(self.config.timeouts.reply):
+                            await began.wait()
+                        raise
                     await _end_of_data(tcp, data)
+                    if after_data:
+                        await began.wait()  # never before the 1xx: a refusal ends the replies
+                    if after_data and not end.done:
+                        # recorded before the write: a final reply read meanwhile is still
+                        # the first of the replies the matcher waits for
+                        end.sent(*(protocol.verb_of(line) for line in after_data))
+                        early_sent = True
+                        await self._send(b"".join(after_data), drain=False)
                     nursery.cancel_scope.deadline = trio.current_time() + self.config.timeouts.reply
+                result = end.result()
+                final = result.final
                 if final is None:
                     if self._ragged_eof:
                         raise FTPError(
@@ -1177,10 +1434,46 @@ class FTPSession:
                     raise FTPError(ErrorCode.TIMEOUT, f"{verb}: no reply after the data")
                 if not final.is_success:
                     raise error_for_reply(final, verb)
+            assert preliminary is not None  # else watch_reply raised
+            if result.anomaly is not None:
+                what = protocol.scrub(result.anomaly, self._secrets)
+                quirks.step_anomaly(self._server, "early_check", what)
+                if not end.done:  # a dropped command; its answer may yet come, as unasked
+                    quirks.pipeline_anomaly(self._server, what)
             self.last_used = trio.current_time()
-            return moved, preliminary, size
+            return moved, preliminary, size, result.early
+        except FTPError as exc:
+            refused = exc.reply is not None and exc.reply.code == 425 and preliminary is None
+            if early_data and opened is not None and refused and not self.broken:
+                # No listener of ours behind the address, and the source is partly read:
+                # the task runs again (on this session: it is in step), no attempt spent.
+                self._spare_refused(verb, exc)
+                exc.stale_session = True
+            raise
         finally:
             tcp.socket.close()  # nothing waits on it any more; aclose would cost two checkpoints
+
+    def _spare_refused(self, verb: str, exc: FTPError) -> None:
+        """The transfer command was refused on the address asked with RNTO: step off."""
+        what = f"{verb} refused on the EPSV address sent with RNTO: {exc.message}"
+        self.quirks.step_anomaly(self._server, "spare_passive", protocol.scrub(what, self._secrets))
+
+    async def _connect_spare(
+        self, host: str, port: int, when: float
+    ) -> tuple[trio.SocketStream, trio.abc.Stream] | None:
+        """The data connection to a passive address asked with RNTO, or ``None``: too
+        old (:data:`SPARE_PASSIVE_SECONDS`), or the connect failed (the step is turned
+        off for the server; the session stays usable)."""
+        if trio.current_time() - when > SPARE_PASSIVE_SECONDS:
+            return None
+        try:
+            with _FailAfter(self.config.timeouts.connect):
+                tcp = await _connect(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            what = f"connect to the EPSV address sent with RNTO: {exc or type(exc).__name__}"
+            self.quirks.step_anomaly(self._server, "spare_passive", what)
+            return None
+        return tcp, self._data_stream(tcp)
 
     async def _receive(self, verb: str, data: trio.abc.Stream, sink: Sink) -> int:
         """Move a data connection's bytes to ``sink`` until EOF.
@@ -1229,7 +1522,7 @@ class FTPSession:
                 TLS_ERROR when the TLS ending is missing and the count does not
                 match (or cannot be checked)...
         """
-        received, preliminary, size = await self._transfer(
+        received, preliminary, size, _ = await self._transfer(
             "RETR", path, lambda data: self._receive("RETR", data, sink), size_first=True
         )
         announced = protocol.announced_size(preliminary, path)
@@ -1250,8 +1543,24 @@ class FTPSession:
             announced = expected
         return Download(received, announced)
 
-    async def store(self, path: str, source: AsyncIterable[bytes | memoryview]) -> int:
+    async def store(
+        self, path: str, source: AsyncIterable[bytes | memoryview], *, check: bool = False
+    ) -> int:
         """Upload ``source`` to ``path``; returns the byte count.
+
+        ``check``: the caller will :meth:`rename` ``path`` next with a size
+        check. Pipelined, ``SIZE path`` is then written as soon as the data
+        ended, before the 226 came, and its answer kept for that rename,
+        which sends RNFR and RNTO together: one round trip less per upload.
+        Safe because a server answers commands in the order it runs them:
+        a SIZE answered after the 226 saw the whole file
+        (:class:`~ftp_pooler.ftp.pipeline.TransferEndMatcher`). Servers that
+        read commands during a transfer break that order and are caught:
+        proftpd and pyftpdlib answer SIZE before the 226 (pyftpdlib with
+        the bytes so far), pure-ftpd may read the line as a would-be ABOR and
+        answer ``500 Unknown command``. Such an answer, a refusal, or none
+        is not used: the rename asks again after the 226, and the server is
+        not asked this way again (:attr:`ServerQuirks.early_check`).
 
         Raises:
             FTPError: PERMISSION_DENIED, TIMEOUT when the server takes no byte for
@@ -1270,7 +1579,20 @@ class FTPSession:
                 raise FTPError(ErrorCode.TIMEOUT, f"STOR: data stalled for {stall:g} s")
             return total
 
-        sent, _, _ = await self._transfer("STOR", path, move)
+        quirks = self.quirks
+        after: tuple[bytes, ...] = ()
+        if check and self.pipelining and quirks.early_check and "SIZE" in self.features:
+            after = (build_command("SIZE", path),)
+        sent, _, _, early = await self._transfer("STOR", path, move, after_data=after)
+        if early is not None:
+            (size,) = early
+            if self._ends_session(size):
+                self._refused("SIZE", size)
+            if size.is_success and self._size_of(size) is not None:
+                self._checked = _CheckedUpload(path, size)
+            else:
+                what = protocol.scrub(f"SIZE sent before the 226: {size}", self._secrets)
+                quirks.step_anomaly(self._server, "early_check", what)
         return sent
 
     async def _read_listing(self, verb: str, path: str) -> list[str]:

@@ -546,10 +546,14 @@ class TransferEngine:
                     )
                 form = _temp_form(session.config.upload_temp, session.quirks)
                 temp = _upload_name(plan.remote_path, form, self._temp_suffix)
+                # SIZE and RNFR may go out before the 226 when the rename with a size
+                # check follows the STOR directly (FTPSession.store)
+                check = options.verify_size and not options.preserve_mtime
+                check = check and form is not UploadTemp.NONE
                 try:
                     try:
                         sent = await self._store_named(
-                            session, plan.remote_id, temp, plan.local_path, local.st_size
+                            session, plan.remote_id, temp, plan.local_path, local.st_size, check
                         )
                     except FTPError as exc:
                         if form is not UploadTemp.HIDDEN or not _refuses_name(exc, session):
@@ -558,7 +562,7 @@ class TransferEngine:
                         log.warning("transfer.hidden_temp_refused", path=temp, error=exc.message)
                         temp = _upload_name(plan.remote_path, UploadTemp.VISIBLE, self._temp_suffix)
                         sent = await self._store_named(
-                            session, plan.remote_id, temp, plan.local_path, local.st_size
+                            session, plan.remote_id, temp, plan.local_path, local.st_size, check
                         )
                         session.quirks.hidden_temp = False
                     if sent != local.st_size:
@@ -614,28 +618,35 @@ class TransferEngine:
                 log.warning("transfer.temp_file_left", connection=remote.conn_id, path=temp)
 
     async def _store(
-        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int
+        self,
+        session: FTPSession,
+        remote_id: str,
+        temp: str,
+        local: Path,
+        size: int,
+        check: bool = False,
     ) -> int:
         """STOR into a directory made with ``mkdir -p`` once per directory and connection.
 
         A directory remembered as made may have been removed on the server
         since: if STOR is refused, the directory is made again and STOR
-        tried once more before the refusal counts.
+        tried once more before the refusal counts. ``check``: as
+        :meth:`FTPSession.store`'s (the rename with a size check follows).
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await session.store(temp, self._read(remote_id, local, size))
+            return await session.store(temp, self._read(remote_id, local, size), check=check)
         known = self._remote_dirs.setdefault(remote_id, RemoteDirectories())
         if not known.known(directory):
             await known.ensure(directory, session.makedirs)
-            return await session.store(temp, self._read(remote_id, local, size))
+            return await session.store(temp, self._read(remote_id, local, size), check=check)
         try:
-            return await session.store(temp, self._read(remote_id, local, size))
+            return await session.store(temp, self._read(remote_id, local, size), check=check)
         except FTPError as exc:
             if exc.reply is None or session.broken:
                 raise
         known.forget(directory)
-        return await self._store(session, remote_id, temp, local, size)
+        return await self._store(session, remote_id, temp, local, size, check)
 
     def _read(self, remote_id: str, local: Path, size: int) -> AsyncIterator[memoryview]:
         """An upload's chunks, counted to the observer as the session sends them."""
@@ -645,12 +656,12 @@ class TransferEngine:
         return _counted_chunks(chunks, self._observer, remote_id)
 
     async def _store_named(
-        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int
+        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int, check: bool
     ) -> int:
         """:meth:`_store`; a refusal names the path refused (``550 Permission denied.``
         does not, and the path is a temporary name the task never mentioned)."""
         try:
-            return await self._store(session, remote_id, temp, local, size)
+            return await self._store(session, remote_id, temp, local, size, check)
         except FTPError as exc:
             if exc.reply is not None and temp not in exc.message:
                 exc.set_message(f"{exc.message} (path: {temp})")
