@@ -930,9 +930,9 @@ class FTPSession:
                 await self._command("RNFR", source, intermediate=(350,))
             await self._command("RNTO", target)
             return
-        commands = [build_command("RNTO", target)]
+        commands = [self._build("RNTO", target)]
         if source is not None:
-            commands.insert(0, build_command("RNFR", source))
+            commands.insert(0, self._build("RNFR", source))
         spare = quirks.spare_passive and quirks.epsv and quirks.passive_verified
         if not spare:
             await self._renamed(source, target, await self._exchange_all(commands))
@@ -1582,7 +1582,7 @@ class FTPSession:
         quirks = self.quirks
         after: tuple[bytes, ...] = ()
         if check and self.pipelining and quirks.early_check and "SIZE" in self.features:
-            after = (build_command("SIZE", path),)
+            after = (self._build("SIZE", path),)
         sent, _, _, early = await self._transfer("STOR", path, move, after_data=after)
         if early is not None:
             (size,) = early
