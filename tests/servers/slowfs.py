@@ -68,6 +68,53 @@ class _Node:
         self.mtime_ns = time.time_ns()
 
 
+OPERATIONS = (
+    "getattr readdir read statfs access mkdir rmdir create open rename link unlink utimens"
+    " chmod chown write truncate flush release fsync fsyncdir"
+).split()
+
+
+def _count_calls(ops: Any, stats: Path) -> None:
+    """Count ``ops``' calls and their CPU per operation; written to ``stats`` on SIGUSR1.
+
+    ``{"getattr": [calls, cpu_seconds], ...}`` (JSON, replaced atomically); the
+    CPU is the handlers' own (thread time), not libfuse's or ctypes' share around
+    them. SIGUSR1 is blocked here, before libfuse starts its threads (they inherit
+    the mask), and taken by a thread of its own with ``sigwait``: the main thread
+    sits in libfuse's loop, where a Python signal handler would never run.
+    """
+    counts: dict[str, list[float]] = {name: [0, 0.0] for name in OPERATIONS}
+    lock = threading.Lock()
+
+    def counted(name: str, call: Any) -> Any:
+        def run(*args: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return call(*args)
+            finally:
+                spent = time.thread_time() - started
+                with lock:
+                    counts[name][0] += 1
+                    counts[name][1] += spent
+
+        return run
+
+    for name in OPERATIONS:
+        setattr(ops, name, counted(name, getattr(ops, name)))
+
+    def report() -> None:
+        while True:
+            signal.sigwait([signal.SIGUSR1])
+            with lock:
+                text = json.dumps({k: v for k, v in counts.items() if v[0]})
+            temp = stats.with_name(stats.name + ".tmp")
+            temp.write_text(text)
+            os.replace(temp, stats)
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+    threading.Thread(target=report, daemon=True, name="stats").start()
+
+
 def _operations(state: Path, delay: float) -> Any:
     import mfusepy
     from mfusepy import FuseOSError
@@ -412,12 +459,18 @@ def _operations(state: Path, delay: float) -> Any:
     return SlowOps()
 
 
-def serve(mount: Path, state: Path, delay: float) -> None:
-    """Mount and serve until unmounted (or killed: a power cut)."""
+def serve(mount: Path, state: Path, delay: float, stats: Path | None = None) -> None:
+    """Mount and serve until unmounted (or killed: a power cut).
+
+    With ``stats``, the calls per operation are written there at unmount (:func:`_count_calls`).
+    """
     import mfusepy
 
+    ops = _operations(state, delay)
+    if stats is not None:
+        _count_calls(ops, stats)
     mfusepy.FUSE(
-        _operations(state, delay),
+        ops,
         str(mount),
         foreground=True,
         fsname="slowfs",
@@ -436,10 +489,13 @@ class SlowFS:
     used here (no root, no ``/dev/fuse``, no ``fusermount3`` or ``mfusepy``).
     """
 
-    def __init__(self, mount: Path, state: Path, *, delay: float = 0.002) -> None:
+    def __init__(
+        self, mount: Path, state: Path, *, delay: float = 0.002, count_calls: bool = False
+    ) -> None:
         self.mount = mount
         self.state = state
         self.delay = delay
+        self._stats = mount.with_name(f"{mount.name}.calls.json") if count_calls else None
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
@@ -471,7 +527,8 @@ class SlowFS:
         self.state.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
             [sys.executable, __file__, str(self.mount), str(self.state)]
-            + ["--delay", str(self.delay)],
+            + ["--delay", str(self.delay)]
+            + ([] if self._stats is None else ["--stats", str(self._stats)]),
             start_new_session=True,
         )
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -492,6 +549,20 @@ class SlowFS:
         except OSError:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def calls(self) -> dict[str, tuple[int, float]]:
+        """Calls per operation since the mount and their handlers' CPU seconds:
+        ``{"create": (2000, 0.31), ...}`` (made with ``count_calls=True``; else empty)."""
+        if self._stats is None or self._process is None:
+            return {}
+        self._stats.unlink(missing_ok=True)
+        os.kill(self._process.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while not self._stats.exists():
+            if time.monotonic() > deadline:
+                return {}
+            time.sleep(0.005)
+        return {k: (int(n), cpu) for k, (n, cpu) in json.loads(self._stats.read_text()).items()}
 
     def crash(self) -> None:
         """A power cut: SIGKILL the file system; only what was fsynced survives the remount."""
@@ -524,8 +595,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("mount", type=Path)
     parser.add_argument("state", type=Path)
     parser.add_argument("--delay", type=float, default=0.002, help="seconds per metadata op")
+    parser.add_argument("--stats", type=Path, help="write calls and CPU per operation here")
     args = parser.parse_args(argv)
-    serve(args.mount, args.state, args.delay)
+    serve(args.mount, args.state, args.delay, args.stats)
 
 
 if __name__ == "__main__":
