@@ -69,9 +69,28 @@ class _Node:
 
 
 OPERATIONS = (
-    "getattr readdir read statfs access mkdir rmdir create open rename link unlink utimens"
-    " chmod chown write truncate flush release fsync fsyncdir"
-).split()
+    "getattr",
+    "readdir",
+    "read",
+    "statfs",
+    "access",
+    "mkdir",
+    "rmdir",
+    "create",
+    "open",
+    "rename",
+    "link",
+    "unlink",
+    "utimens",
+    "chmod",
+    "chown",
+    "write",
+    "truncate",
+    "flush",
+    "release",
+    "fsync",
+    "fsyncdir",
+)
 
 
 def _count_calls(ops: Any, stats: Path) -> None:
