@@ -9,21 +9,29 @@ only what was fsynced).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import trio
+from clients import ftp_config
 from conftest import unavailable
 from trio.testing import wait_all_tasks_blocked
 
-from ftp_pooler.transfer import localfs
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
+from ftp_pooler.contract import ResultStatus, Task
 from ftp_pooler.errors import ErrorCode, PoolerError
+from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
+from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.transfer import localfs
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.localfs import LocalIO, LocalRoot, OffloadPolicy
-from servers import ServerUnavailable
+from servers import FTPServer, ServerUnavailable
 from servers.slowfs import SlowFS
 
 # -- OffloadPolicy (pure) ----------------------------------------------------------------
@@ -339,3 +347,75 @@ async def test_a_slow_volume_runs_its_metadata_calls_in_threads(volume: SlowFS) 
     threaded = root.io.policy.threaded()
     assert {"create", "land"} <= set(threaded)
     assert "write" not in threaded  # writes land in the page cache: fast
+
+
+# -- uploads read a slow volume off the event loop ---------------------------------------
+
+OPEN_DELAY = 0.1  # seconds per open on the volume below: a stall nobody could miss
+UPLOADS = 10
+
+
+class LongSteps(trio.abc.Instrument):
+    """Counts task steps that held the event loop longer than ``limit`` seconds."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.count = 0
+        self._started: float | None = None  # None: the step that added us, not timed
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._started = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is not None and time.perf_counter() - self._started > self.limit:
+            self.count += 1
+        self._started = None
+
+
+async def test_an_upload_reads_a_slow_volume_without_stalling_the_loop(
+    tmp_path: Path, pureftpd_server: FTPServer
+) -> None:
+    """Each open of the file to upload costs the volume 100 ms: only the few calls that
+    measure the volume (4 slow ones in a row, then one probe a second) may hold the
+    loop that long; every other open runs in a thread. The old code opened (and read,
+    and stat-ed) on the loop: one long step per upload."""
+    fs = SlowFS(tmp_path / "volume", tmp_path / "volume-state", delay=OPEN_DELAY)
+    try:
+        fs.start()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        payloads = {f"up/f{index}.bin": os.urandom(300_000) for index in range(UPLOADS)}
+        (fs.mount / "up").mkdir()
+        with ThreadPoolExecutor(UPLOADS) as pool:  # the volume's delays overlap
+            list(pool.map(lambda item: (fs.mount / item[0]).write_bytes(item[1]), payloads.items()))
+        conns = Connections(
+            [
+                FTPConnection(id="remote", ftp=ftp_config(pureftpd_server)),
+                LocalConnection(id="local", base_path=fs.mount),
+            ]
+        )
+        factories = {"remote": SessionFactory(conns["remote"].ftp)}  # type: ignore[union-attr]
+        steps = LongSteps(OPEN_DELAY * 0.9)
+        async with open_session_pool(factories, PoolLimits(max_sessions_per_connection=2)) as pool:
+            engine = TransferEngine(conns, pool, worker="test")
+            trio.lowlevel.add_instrument(steps)
+            started = time.monotonic()
+            try:
+                for name in payloads:
+                    task = {
+                        "task_id": name,
+                        "source": {"connection_id": "local", "path": name},
+                        "destination": {"connection_id": "remote", "path": f"/{name}"},
+                    }
+                    result = await engine.run(Task.model_validate(task))
+                    assert result.status is ResultStatus.COMPLETED, result
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            elapsed = time.monotonic() - started
+        for name, payload in payloads.items():
+            assert (pureftpd_server.root / name).read_bytes() == payload
+        probes = math.ceil(elapsed / localfs.PROBE_SECONDS)
+        assert steps.count <= localfs.SLOW_CALLS_TO_MOVE + probes < UPLOADS
+    finally:
+        fs.stop()

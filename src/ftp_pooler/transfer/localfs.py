@@ -363,6 +363,60 @@ class LocalRoot:
         """Whether anything (a dangling symlink too) has this name."""
         return await self.io.run("lookup", os.path.lexists, path)
 
+    async def stat(self, path: Path) -> os.stat_result:
+        """``os.stat`` of a file to read, its errors mapped to error codes.
+
+        Raises:
+            PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
+                when ``path`` is a directory or anything but a regular file.
+        """
+        try:
+            status = await self.io.run("lookup", os.stat, path)
+        except OSError as exc:
+            raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+        _check_regular(status, path)
+        return status
+
+    async def read_chunks(self, path: Path, size: int) -> AsyncIterator[memoryview]:
+        """The file's bytes in chunks of up to 256 KiB; each is valid until the next is asked for.
+
+        Every call (open, fstat, each read, close) runs through :attr:`io`, so a
+        slow volume's round trips (an NFS open, a read that misses the cache)
+        never stall the event loop. One buffer, sized to the file (``size``, from
+        a ``stat``) up to 256 KiB, is read into again and again, in whichever
+        thread: ``os.read(fd, 256 KiB)`` would allocate (mmap) and free a 256 KiB
+        buffer on every call, even for a 4 KiB file.
+
+        The file is opened non-blocking and checked to be a regular file: opening
+        a FIFO put where the file was would otherwise block until a writer came.
+        The close is shielded from cancellation: the descriptor never leaks.
+
+        Raises:
+            PoolerError: As :meth:`stat`; IO_ERROR and others from reading.
+        """
+        try:
+            fd = await self.io.run("open", _open_for_reading, path)
+        except OSError as exc:
+            raise error_for_os_error(exc, f"opening {quoted(path)}") from exc
+        try:
+            try:
+                status = await self.io.run("lookup", os.fstat, fd)
+            except OSError as exc:
+                raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+            _check_regular(status, path)
+            view = memoryview(bytearray(min(max(size, 1), READ_CHUNK)))
+            while True:
+                try:
+                    count = await self.io.run("read", os.readv, fd, [view])
+                except OSError as exc:
+                    raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+                if not count:
+                    return
+                yield view[:count]
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.io.run("close", os.close, fd)
+
     async def make_parent(self, path: Path) -> None:
         """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
         parent = str(path.parent)
@@ -414,6 +468,10 @@ class LocalRoot:
             for _ in syncs[1:]:
                 self._linked_dirs.add(walk)
                 walk = os.path.dirname(walk)
+
+
+def _open_for_reading(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
 
 
 def _make_directories(path: str) -> None:
@@ -508,21 +566,6 @@ class AtomicFile:
             os.unlink(self.temp)
 
 
-def stat(path: Path) -> os.stat_result:
-    """``os.stat`` of a file to read, its errors mapped to error codes.
-
-    Raises:
-        PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
-            when ``path`` is a directory or anything but a regular file.
-    """
-    try:
-        status = os.stat(path)
-    except OSError as exc:
-        raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-    _check_regular(status, path)
-    return status
-
-
 def _check_regular(status: os.stat_result, path: Path) -> None:
     if stat_module.S_ISREG(status.st_mode):
         return
@@ -531,40 +574,3 @@ def _check_regular(status: os.stat_result, path: Path) -> None:
             IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), f"reading {quoted(path)}"
         )
     raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"reading {quoted(path)}: not a regular file")
-
-
-async def read_chunks(path: Path, size: int) -> AsyncIterator[memoryview]:
-    """The file's bytes in chunks of up to 256 KiB; each is valid until the next is asked for.
-
-    One buffer, sized to the file (``size``, from a ``stat``) up to 256 KiB, is
-    read into again and again: ``os.read(fd, 256 KiB)`` would allocate (mmap)
-    and free a 256 KiB buffer on every call, even for a 4 KiB file.
-
-    The file is opened non-blocking and checked to be a regular file: opening
-    a FIFO put where the file was would otherwise block the event loop until a
-    writer came.
-
-    Raises:
-        PoolerError: As :func:`stat`; IO_ERROR and others from reading.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise error_for_os_error(exc, f"opening {quoted(path)}") from exc
-    try:
-        try:
-            status = os.fstat(fd)
-        except OSError as exc:
-            raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-        _check_regular(status, path)
-        view = memoryview(bytearray(min(max(size, 1), READ_CHUNK)))
-        while True:
-            try:
-                count = os.readv(fd, [view])
-            except OSError as exc:
-                raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-            if not count:
-                return
-            yield view[:count]
-    finally:
-        os.close(fd)
