@@ -1483,8 +1483,7 @@ def run_one(
     if "@slowfs" in tool:
         row["volume_cpu_s"] = volume_cpu
         row["volume_cpu_s_per_1000_files"] = volume_cpu * 1000 / n
-        row["volume_calls_per_file"] = {k: round(c / n, 2) for k, (c, _) in volume_calls.items()}
-        row["volume_handler_cpu_s"] = sum(cpu for _, cpu in volume_calls.values())
+        row["volume_calls_per_file"] = {k: round(c / n, 2) for k, c in volume_calls.items()}
     if worker is not None:
         row["broker_cpu_s"] = broker_cpu
         row["broker_cpu_s_per_1000_files"] = broker_cpu * 1000 / n
