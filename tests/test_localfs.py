@@ -143,9 +143,11 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def threaded_root(base: Path) -> LocalRoot:
-    """A durable root whose batches (only they) always run in a worker thread."""
+    """A durable root whose landings and directory syncs (only they) always run in worker
+    threads."""
     policy = OffloadPolicy(slow=1.0, probe_after=3600.0, moves_after=1)
     policy.observe("land", 2.0, time.perf_counter())
+    policy.observe("sync", 2.0, time.perf_counter())
     return LocalRoot(base, io=LocalIO(policy=policy))
 
 
@@ -183,7 +185,9 @@ async def test_files_committed_during_a_batch_land_together_in_the_next(
         await wait_all_tasks_blocked()  # the first batch is running
         for index in range(10):
             nursery.start_soon(download, f"later-{index}")
-        await wait_all_tasks_blocked()  # they all wait for it
+        while sum(name.startswith("later-") for name in os.listdir(tmp_path / "in")) < 10:
+            await trio.sleep(0.005)  # each renamed at once (in a thread of its own) ...
+        await wait_all_tasks_blocked()  # ... then all wait for the batch
         gate.set()
     inbox = str(tmp_path / "in")
     assert fsyncs == [inbox, inbox]  # 11 files, 2 batches, one directory fsync each

@@ -19,7 +19,7 @@ import os
 import secrets
 import stat as stat_module
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,36 +187,33 @@ def _fsync_directory(path: str) -> None:
 
 
 @dataclass
-class _Landing:
-    """One file of a group commit: what to do, and what went wrong (set by the batch)."""
-
-    file: AtomicFile
-    replace: bool
-    mtime: float | None
-    error: OSError | None = None
-    what: str = ""
-
-
-@dataclass
 class _Batch:
-    landings: list[_Landing] = field(default_factory=list)
+    """The directories of one group commit, and what the batch found (set when it ran)."""
+
+    directories: set[str] = field(default_factory=set)
+    plan: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, OSError] = field(default_factory=dict)
     done: trio.Event = field(default_factory=trio.Event)
 
 
 class GroupCommit:
-    """Lands files durably in batches: many files synced together, results released together.
+    """Lands files durably: each file synced and renamed at once, directories synced in batches.
 
-    A batch, run in one hop to a worker thread (or on the loop while the
-    volume is fast), fsyncs and renames all its files in parallel in a
-    bounded thread pool, then fsyncs each directory they landed in once, in
-    parallel too, and only then releases every caller. Callers that arrive
-    while a batch runs wait for it to end and form the next one, so the
-    fsync of a directory covers every rename of its batch (as databases share
-    one log flush among the commits that queued behind the last). The first
-    waiter of a batch runs it. Waiting is shielded from cancellation: a batch
-    always runs to the end, so no caller is released on a sync that did not
-    happen and no cancelled caller closes its file under the batch (the
-    cancellation is delivered when the caller next checkpoints).
+    A file's own steps (fsync, close, rename) run as soon as it is committed,
+    in one call through the volume's :class:`LocalIO` (a worker thread on a
+    slow volume, so concurrent files overlap theirs). Only the directory fsync
+    that makes the new name durable is shared: a committed file joins the
+    next batch of directory fsyncs; a batch, in one hop to a worker thread
+    (or on the loop while the volume is fast), fsyncs each of its directories
+    once, in parallel, and releases every file waiting on it. Files renamed
+    while a batch runs form the next one, so one directory fsync covers every
+    rename made before it, the way databases share one log flush among the
+    commits queued behind the last. The first waiter of a batch runs it.
+
+    Committing is shielded from cancellation: a batch always runs to the end,
+    so no caller is released on a sync that did not happen, and no file is
+    left half landed (the cancellation is delivered when the caller next
+    checkpoints).
     """
 
     def __init__(self, root: LocalRoot) -> None:
@@ -230,45 +227,51 @@ class GroupCommit:
 
         Raises:
             PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file
-                system (the temporary file is gone then).
+                system (the temporary file is gone then; after a failed directory
+                fsync the file is in place but its result must not say so).
         """
+        with trio.CancelScope(shield=True):
+            try:
+                await self._root.io.run("land", file.move_into_place, replace, mtime)
+            except OSError as exc:
+                file.discard()
+                raise error_for_os_error(
+                    exc, f"moving {quoted(file.temp)} to {quoted(file.final)}"
+                ) from exc
+            await self._sync(str(file.final.parent))
+
+    async def _sync(self, directory: str) -> None:
+        """Return once a directory fsync that began after this call covered ``directory``."""
         if self._next is None:
             self._next = _Batch()
         batch = self._next
-        landing = _Landing(file, replace, mtime)
-        batch.landings.append(landing)
-        # Shielded: once queued, the file is the batch's until the batch ends (a caller
-        # cancelled meanwhile must not close the file under it); cancellation comes after.
-        with trio.CancelScope(shield=True):
-            while not batch.done.is_set():
-                if self._running is not None:
-                    await self._running.done.wait()
-                    continue
-                self._next, self._running = None, batch
-                try:
-                    directories = self._root.directories_to_sync(
-                        {str(each.file.final.parent) for each in batch.landings}
-                    )
-                    await self._root.io.run("land", self._run, batch.landings, directories)
-                    self._root.linked(directories)
-                finally:
-                    self._running = None
-                    batch.done.set()
-        if landing.error is not None:
-            file.discard()
-            raise error_for_os_error(landing.error, landing.what)
-
-    def _run(self, landings: list[_Landing], directories: dict[str, list[str]]) -> None:
-        """The batch's file-system calls (on a worker thread, or the loop when fast)."""
-
-        def move(landing: _Landing) -> None:
+        batch.directories.add(directory)
+        while not batch.done.is_set():
+            if self._running is not None:
+                await self._running.done.wait()
+                continue
+            self._next, self._running = None, batch
             try:
-                landing.file.move_into_place(landing.replace, landing.mtime)
-            except OSError as exc:
-                file = landing.file
-                landing.error = exc
-                landing.what = f"moving {quoted(file.temp)} to {quoted(file.final)}"
+                batch.plan = self._root.directories_to_sync(batch.directories)
+                batch.failed = await self._root.io.run("sync", self._run, batch.plan)
+                self._root.linked(
+                    {
+                        each: chain
+                        for each, chain in batch.plan.items()
+                        if not batch.failed.keys() & set(chain)
+                    }
+                )
+            finally:
+                self._running = None
+                batch.done.set()
+        for each in batch.plan.get(directory, [directory]):
+            if each in batch.failed:
+                raise error_for_os_error(batch.failed[each], f"syncing directory {quoted(each)}")
+        if directory not in batch.plan:  # the batch's leader failed before it synced anything
+            raise PoolerError(ErrorCode.IO_ERROR, f"syncing directory {quoted(directory)} failed")
 
+    def _run(self, plan: dict[str, list[str]]) -> dict[str, OSError]:
+        """fsync every directory of ``plan`` once, in parallel; those that failed, by path."""
         failed: dict[str, OSError] = {}
 
         def sync(directory: str) -> None:
@@ -277,25 +280,15 @@ class GroupCommit:
             except OSError as exc:
                 failed[directory] = exc
 
-        self._each(move, landings)
-        self._each(sync, sorted({d for chain in directories.values() for d in chain}))
-        for landing in landings:
-            if landing.error is not None:
-                continue
-            for directory in directories[str(landing.file.final.parent)]:
-                if directory in failed:
-                    landing.error = failed[directory]
-                    landing.what = f"syncing directory {quoted(directory)}"
-                    break
-
-    def _each(self, call: Callable[[T], None], items: Sequence[T]) -> None:
-        if len(items) == 1:
-            call(items[0])
-            return
+        directories = sorted({d for chain in plan.values() for d in chain})
+        if len(directories) == 1:
+            sync(directories[0])
+            return failed
         if self._pool is None:
             self._pool = ThreadPoolExecutor(LOCAL_IO_THREADS, thread_name_prefix="localfs")
-        for _ in self._pool.map(call, items):
+        for _ in self._pool.map(sync, directories):
             pass
+        return failed
 
 
 class LocalRoot:
