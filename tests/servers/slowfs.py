@@ -465,7 +465,7 @@ def serve(mount: Path, state: Path, delay: float, stats: Path | None = None) -> 
                 await nursery.start(report)
             pyfuse3.init(ops, str(mount), {"fsname=slowfs"})
             try:
-                await pyfuse3.main(max_tasks=MAX_TASKS)
+                await pyfuse3.main(min_tasks=MAX_TASKS, max_tasks=MAX_TASKS)
             finally:
                 pyfuse3.close(unmount=False)  # unmounted already (or killed)
             nursery.cancel_scope.cancel()
