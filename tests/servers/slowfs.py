@@ -49,6 +49,7 @@ import stat
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -414,7 +415,28 @@ def _operations(state: Path, delay: float) -> Any:
             line = json.dumps({"dir": node.ino, "entries": entries}).encode() + b"\n"
             os.write(self.journal, line)  # one append: whole or (killed) not at all
 
-    return SlowOps()
+    ops = SlowOps()
+    for name in OPERATIONS:
+        setattr(ops, name, _errors_as_errno(getattr(ops, name), FUSEError))
+    return ops
+
+
+def _errors_as_errno(call: Any, fuse_error: type[Exception]) -> Any:
+    """``call``, its OSErrors answered with their errno and any other error with EIO
+    (traceback on stderr): an exception escaping a handler would end pyfuse3's loop."""
+
+    async def run(*args: Any) -> Any:
+        try:
+            return await call(*args)
+        except fuse_error:
+            raise
+        except OSError as exc:
+            raise fuse_error(exc.errno or errno.EIO) from exc
+        except Exception as exc:
+            traceback.print_exc()
+            raise fuse_error(errno.EIO) from exc
+
+    return run
 
 
 def _count_calls(ops: Any, stats: Path) -> Any:
