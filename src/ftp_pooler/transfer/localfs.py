@@ -188,27 +188,34 @@ def _fsync_directory(path: str) -> None:
 
 @dataclass
 class _Batch:
-    """The directories of one group commit, and what the batch found (set when it ran)."""
+    """One directory fsync of a group commit, and what it found (set when it ran)."""
 
-    directories: set[str] = field(default_factory=set)
     plan: dict[str, list[str]] = field(default_factory=dict)
     failed: dict[str, OSError] = field(default_factory=dict)
     done: trio.Event = field(default_factory=trio.Event)
 
 
+@dataclass
+class _Directory:
+    """A directory's group commit: the fsync running, and the one its next files wait for."""
+
+    running: _Batch | None = None
+    next: _Batch | None = None
+
+
 class GroupCommit:
-    """Lands files durably: each file synced and renamed at once, directories synced in batches.
+    """Lands files durably: each file synced and renamed at once, its directory's fsync shared.
 
     A file's own steps (fsync, close, rename) run as soon as it is committed,
     in one call through the volume's :class:`LocalIO` (a worker thread on a
     slow volume, so concurrent files overlap theirs). Only the directory fsync
-    that makes the new name durable is shared: a committed file joins the
-    next batch of directory fsyncs; a batch, in one hop to a worker thread
-    (or on the loop while the volume is fast), fsyncs each of its directories
-    once, in parallel, and releases every file waiting on it. Files renamed
-    while a batch runs form the next one, so one directory fsync covers every
-    rename made before it, the way databases share one log flush among the
-    commits queued behind the last. The first waiter of a batch runs it.
+    that makes the new name durable is shared, per directory: a file waits
+    for the next fsync of its directory, which begins once the one running
+    (if any) has ended, so it covers every rename made in the directory
+    before it -- the way databases share one log flush among the commits
+    queued behind the last. Directories do not wait for each other. The
+    first waiter of a batch runs it: one call through :class:`LocalIO` that
+    fsyncs the directory (and, until they are known durable, its parents).
 
     Committing is shielded from cancellation: a batch always runs to the end,
     so no caller is released on a sync that did not happen, and no file is
@@ -218,8 +225,7 @@ class GroupCommit:
 
     def __init__(self, root: LocalRoot) -> None:
         self._root = root
-        self._next: _Batch | None = None
-        self._running: _Batch | None = None
+        self._directories: dict[str, _Directory] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     async def land(self, file: AtomicFile, *, replace: bool, mtime: float | None) -> None:
@@ -242,27 +248,24 @@ class GroupCommit:
 
     async def _sync(self, directory: str) -> None:
         """Return once a directory fsync that began after this call covered ``directory``."""
-        if self._next is None:
-            self._next = _Batch()
-        batch = self._next
-        batch.directories.add(directory)
+        queue = self._directories.setdefault(directory, _Directory())
+        if queue.next is None:
+            queue.next = _Batch()
+        batch = queue.next
         while not batch.done.is_set():
-            if self._running is not None:
-                await self._running.done.wait()
+            if queue.running is not None:
+                await queue.running.done.wait()
                 continue
-            self._next, self._running = None, batch
+            queue.next, queue.running = None, batch
             try:
-                batch.plan = self._root.directories_to_sync(batch.directories)
+                batch.plan = self._root.directories_to_sync({directory})
                 batch.failed = await self._root.io.run("sync", self._run, batch.plan)
-                self._root.linked(
-                    {
-                        each: chain
-                        for each, chain in batch.plan.items()
-                        if not batch.failed.keys() & set(chain)
-                    }
-                )
+                if not batch.failed:
+                    self._root.linked(batch.plan)
             finally:
-                self._running = None
+                queue.running = None
+                if queue.next is None:  # nobody waits: forget the directory
+                    del self._directories[directory]
                 batch.done.set()
         for each in batch.plan.get(directory, [directory]):
             if each in batch.failed:
