@@ -216,6 +216,8 @@ class GroupCommit:
     queued behind the last. Directories do not wait for each other. The
     first waiter of a batch runs it: one call through :class:`LocalIO` that
     fsyncs the directory (and, until they are known durable, its parents).
+    A file whose directory has no fsync running or waited for adds that
+    fsync to its own call: one hop to a thread per file, not two.
 
     Committing is shielded from cancellation: a batch always runs to the end,
     so no caller is released on a sync that did not happen, and no file is
@@ -236,15 +238,40 @@ class GroupCommit:
                 system (the temporary file is gone then; after a failed directory
                 fsync the file is in place but its result must not say so).
         """
+        directory = str(file.final.parent)
         with trio.CancelScope(shield=True):
+            if directory not in self._directories:
+                await self._land_first(file, replace, mtime, directory)
+                return
             try:
                 await self._root.io.run("land", file.move_into_place, replace, mtime)
             except OSError as exc:
                 file.discard()
-                raise error_for_os_error(
-                    exc, f"moving {quoted(file.temp)} to {quoted(file.final)}"
-                ) from exc
-            await self._sync(str(file.final.parent))
+                raise _moving_error(exc, file) from exc
+            await self._sync(directory)
+
+    async def _land_first(
+        self, file: AtomicFile, replace: bool, mtime: float | None, directory: str
+    ) -> None:
+        """No fsync of ``directory`` runs or is waited for: land ``file`` and fsync the
+        directory in one call (one hop to a thread, not two); files renamed meanwhile
+        wait for it to end and form the directory's next batch."""
+        queue = self._directories[directory] = _Directory()
+        batch = queue.running = _Batch()
+        moved: OSError | None = None
+        try:
+            batch.plan = self._root.directories_to_sync({directory})
+            moved, batch.failed = await self._root.io.run(
+                "land", self._move_and_sync, file, replace, mtime, batch.plan
+            )
+            if moved is None and not batch.failed:
+                self._root.linked(batch.plan)
+        finally:
+            self._end(directory, queue, batch)
+        if moved is not None:
+            file.discard()
+            raise _moving_error(moved, file) from moved
+        _raise_failed(batch, directory)
 
     async def _sync(self, directory: str) -> None:
         """Return once a directory fsync that began after this call covered ``directory``."""
@@ -263,15 +290,25 @@ class GroupCommit:
                 if not batch.failed:
                     self._root.linked(batch.plan)
             finally:
-                queue.running = None
-                if queue.next is None:  # nobody waits: forget the directory
-                    del self._directories[directory]
-                batch.done.set()
-        for each in batch.plan.get(directory, [directory]):
-            if each in batch.failed:
-                raise error_for_os_error(batch.failed[each], f"syncing directory {quoted(each)}")
-        if directory not in batch.plan:  # the batch's leader failed before it synced anything
-            raise PoolerError(ErrorCode.IO_ERROR, f"syncing directory {quoted(directory)} failed")
+                self._end(directory, queue, batch)
+        _raise_failed(batch, directory)
+
+    def _end(self, directory: str, queue: _Directory, batch: _Batch) -> None:
+        """``batch`` of ``directory`` ran: release its waiters, forget an idle directory."""
+        queue.running = None
+        if queue.next is None:
+            del self._directories[directory]
+        batch.done.set()
+
+    def _move_and_sync(
+        self, file: AtomicFile, replace: bool, mtime: float | None, plan: dict[str, list[str]]
+    ) -> tuple[OSError | None, dict[str, OSError]]:
+        """:meth:`AtomicFile.move_into_place`, then :meth:`_run` (any thread)."""
+        try:
+            file.move_into_place(replace, mtime)
+        except OSError as exc:
+            return exc, {}
+        return None, self._run(plan)
 
     def _run(self, plan: dict[str, list[str]]) -> dict[str, OSError]:
         """fsync every directory of ``plan`` once, in parallel; those that failed, by path."""
@@ -292,6 +329,19 @@ class GroupCommit:
         for _ in self._pool.map(sync, directories):
             pass
         return failed
+
+
+def _moving_error(exc: OSError, file: AtomicFile) -> PoolerError:
+    return error_for_os_error(exc, f"moving {quoted(file.temp)} to {quoted(file.final)}")
+
+
+def _raise_failed(batch: _Batch, directory: str) -> None:
+    """Raise the error of ``batch``'s fsync of ``directory`` or of its new parents, if any."""
+    for each in batch.plan.get(directory, [directory]):
+        if each in batch.failed:
+            raise error_for_os_error(batch.failed[each], f"syncing directory {quoted(each)}")
+    if directory not in batch.plan:  # the batch's leader failed before it synced anything
+        raise PoolerError(ErrorCode.IO_ERROR, f"syncing directory {quoted(directory)} failed")
 
 
 class LocalRoot:
