@@ -97,7 +97,8 @@ metadata operation, 2 ms by default, and a flush on close), fresh for every run;
 ``--durability none`` adds rows with ``transfer.durability: none``.  Those rows
 are labelled ``ftp-pooler@slowfs``, ``ftp-pooler/none``, ``ftp-pooler@slowfs/none``
 and followed by their files/s over the plain ``ftp-pooler`` row (tmpfs, fsync);
-the file system's own CPU is in their JSON (``volume_cpu_s``), not in the tool's.
+the file system's own CPU is in their JSON (``volume_cpu_s``), not in the tool's,
+with the FUSE requests it served per file, by kind (``volume_calls_per_file``).
 """
 
 from __future__ import annotations
