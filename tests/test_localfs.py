@@ -13,9 +13,10 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
@@ -33,6 +34,8 @@ from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.localfs import LocalIO, LocalRoot, OffloadPolicy
 from servers import FTPServer, ServerUnavailable
 from servers.slowfs import SlowFS
+
+T = TypeVar("T")
 
 # -- OffloadPolicy (pure) ----------------------------------------------------------------
 
@@ -215,6 +218,23 @@ async def test_a_batch_syncs_each_directory_once_and_new_parents_until_synced(
     fsyncs.clear()
     await land(root, "a/b0/again", b"x")
     assert fsyncs == [str(tmp_path / "a/b0")]  # its chain is known durable now
+
+
+async def test_a_file_alone_in_its_directory_lands_in_one_call(tmp_path: Path) -> None:
+    """fsync, rename and the directory's fsync in one call through LocalIO (one hop to a
+    thread on a slow volume), not one for the file and one for its directory."""
+    calls: list[str] = []
+
+    class CountingIO(LocalIO):
+        async def run(self, kind: str, call: Callable[..., T], *args: object) -> T:
+            calls.append(kind)
+            return await super().run(kind, call, *args)
+
+    root = LocalRoot(tmp_path, io=CountingIO())
+    await land(root, "a/f", b"x")
+    await land(root, "a/g", b"y")
+    assert calls == ["mkdir", "create", "write", "land", "create", "write", "land"]
+    assert (tmp_path / "a/g").read_bytes() == b"y"
 
 
 async def test_a_directory_does_not_wait_for_another_directorys_fsync(
