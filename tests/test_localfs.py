@@ -69,12 +69,28 @@ def test_a_threaded_kind_is_probed_on_the_loop_after_the_period() -> None:
     policy.observe("rename", 0.002, 10.0)
     assert not policy.inline("rename", 10.9)
     assert policy.inline("rename", 11.0)  # the probe
-    policy.observe("rename", 0.002, 11.0)  # still slow: threads for another period
-    assert not policy.inline("rename", 11.5)
-    assert policy.inline("rename", 12.0)
-    policy.observe("rename", 0.0001, 12.0)  # fast now: back on the loop
-    assert policy.inline("rename", 12.0)
+    policy.observe("rename", 0.002, 11.0)  # still slow: threads for twice as long
+    assert not policy.inline("rename", 12.9)
+    assert policy.inline("rename", 13.0)
+    policy.observe("rename", 0.0001, 13.0)  # fast now: back on the loop
+    assert policy.inline("rename", 13.0)
     assert policy.threaded() == []
+
+
+def test_the_probe_period_doubles_while_probes_are_slow_up_to_a_limit() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0, moves_after=1, probe_max=5.0)
+    now, periods = 0.0, []
+    for _ in range(6):
+        policy.observe("land", 0.002, now)  # the first move, then each probe, slow
+        until = now
+        while not policy.inline("land", until):
+            until += 0.5
+        periods.append(until - now)
+        now = until
+    assert periods == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    policy.observe("land", 0.0001, now)  # fast: on the loop, and the period starts over
+    policy.observe("land", 0.002, now)
+    assert policy.inline("land", now + 1.0)
 
 
 def test_a_slow_probe_sends_a_kind_back_at_once() -> None:

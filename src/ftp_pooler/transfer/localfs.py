@@ -47,6 +47,11 @@ the line every few hundred calls), and that must not move tmpfs writes off
 the loop; on a slow volume every call is slow."""
 PROBE_SECONDS = 1.0
 """How long a kind of call stays in threads before one call tries the loop again."""
+PROBE_MAX_SECONDS = 60.0
+"""The longest a kind stays in threads between probes: each slow probe doubles the
+period from :data:`PROBE_SECONDS` up to this. A probe blocks the loop for one slow
+call (a landing on the slow test volume: its fsync, rename and directory fsync);
+once a second that was 2-4 % of the loop on a volume that stays slow."""
 LOCAL_IO_THREADS = 64
 """Worker threads per volume for slow calls (one per concurrent transfer is plenty)."""
 
@@ -109,9 +114,10 @@ class OffloadPolicy:
     starts on the loop. Once ``moves_after`` of its calls in a row took longer
     than ``slow`` seconds there, it goes to threads for ``probe_after`` seconds;
     the next call after that runs on the loop again as a probe: fast, and the
-    kind stays on the loop; slow, and it goes back to threads for another
-    period. So a slow volume blocks the loop for about one call per kind per
-    ``probe_after``, and a fast one never leaves it.
+    kind stays on the loop; slow, and it goes back to threads for twice the
+    last period, up to ``probe_max`` seconds. So a volume that stays slow
+    blocks the loop for one call per kind per ``probe_max`` in the end (one
+    a second at first), and a fast one never leaves it.
     """
 
     def __init__(
@@ -119,12 +125,15 @@ class OffloadPolicy:
         slow: float = SLOW_CALL_SECONDS,
         probe_after: float = PROBE_SECONDS,
         moves_after: int = SLOW_CALLS_TO_MOVE,
+        probe_max: float = PROBE_MAX_SECONDS,
     ) -> None:
         self.slow = slow
         self.probe_after = probe_after
         self.moves_after = moves_after
+        self.probe_max = probe_max
         self._slow_in_a_row: dict[str, int] = {}
         self._threads_until: dict[str, float] = {}
+        self._period: dict[str, float] = {}
 
     def inline(self, kind: str, now: float) -> bool:
         """Whether the next call of ``kind`` runs on the loop (``now``: seconds, monotonic)."""
@@ -136,11 +145,15 @@ class OffloadPolicy:
         if seconds <= self.slow:
             self._slow_in_a_row[kind] = 0
             self._threads_until.pop(kind, None)
+            self._period.pop(kind, None)
             return
         count = self._slow_in_a_row.get(kind, 0) + 1
         self._slow_in_a_row[kind] = count
         if count >= self.moves_after:
-            self._threads_until[kind] = now + self.probe_after
+            last = self._period.get(kind)
+            period = self.probe_after if last is None else min(2 * last, self.probe_max)
+            self._period[kind] = period
+            self._threads_until[kind] = now + period
 
     def threaded(self) -> list[str]:
         """The kinds now sent to threads (for tests and logs)."""
