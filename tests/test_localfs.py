@@ -9,22 +9,33 @@ only what was fsynced).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trio
+from clients import ftp_config
 from conftest import unavailable
 from trio.testing import wait_all_tasks_blocked
 
-from ftp_pooler.transfer import localfs
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
+from ftp_pooler.contract import ResultStatus, Task
 from ftp_pooler.errors import ErrorCode, PoolerError
+from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
+from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.transfer import localfs
+from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.localfs import LocalIO, LocalRoot, OffloadPolicy
-from servers import ServerUnavailable
+from servers import FTPServer, ServerUnavailable
 from servers.slowfs import SlowFS
+
+T = TypeVar("T")
 
 # -- OffloadPolicy (pure) ----------------------------------------------------------------
 
@@ -58,12 +69,28 @@ def test_a_threaded_kind_is_probed_on_the_loop_after_the_period() -> None:
     policy.observe("rename", 0.002, 10.0)
     assert not policy.inline("rename", 10.9)
     assert policy.inline("rename", 11.0)  # the probe
-    policy.observe("rename", 0.002, 11.0)  # still slow: threads for another period
-    assert not policy.inline("rename", 11.5)
-    assert policy.inline("rename", 12.0)
-    policy.observe("rename", 0.0001, 12.0)  # fast now: back on the loop
-    assert policy.inline("rename", 12.0)
+    policy.observe("rename", 0.002, 11.0)  # still slow: threads for twice as long
+    assert not policy.inline("rename", 12.9)
+    assert policy.inline("rename", 13.0)
+    policy.observe("rename", 0.0001, 13.0)  # fast now: back on the loop
+    assert policy.inline("rename", 13.0)
     assert policy.threaded() == []
+
+
+def test_the_probe_period_doubles_while_probes_are_slow_up_to_a_limit() -> None:
+    policy = OffloadPolicy(slow=0.001, probe_after=1.0, moves_after=1, probe_max=5.0)
+    now, periods = 0.0, []
+    for _ in range(6):
+        policy.observe("land", 0.002, now)  # the first move, then each probe, slow
+        until = now
+        while not policy.inline("land", until):
+            until += 0.5
+        periods.append(until - now)
+        now = until
+    assert periods == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    policy.observe("land", 0.0001, now)  # fast: on the loop, and the period starts over
+    policy.observe("land", 0.002, now)
+    assert policy.inline("land", now + 1.0)
 
 
 def test_a_slow_probe_sends_a_kind_back_at_once() -> None:
@@ -135,9 +162,11 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def threaded_root(base: Path) -> LocalRoot:
-    """A durable root whose batches (only they) always run in a worker thread."""
+    """A durable root whose landings and directory syncs (only they) always run in worker
+    threads."""
     policy = OffloadPolicy(slow=1.0, probe_after=3600.0, moves_after=1)
     policy.observe("land", 2.0, time.perf_counter())
+    policy.observe("sync", 2.0, time.perf_counter())
     return LocalRoot(base, io=LocalIO(policy=policy))
 
 
@@ -155,9 +184,11 @@ async def test_files_committed_during_a_batch_land_together_in_the_next(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     gate = threading.Event()  # holds the first batch's directory fsync
+    entered = threading.Event()
     fsyncs: list[str] = []
 
     def gated_fsync(path: str) -> None:
+        entered.set()
         gate.wait(10)
         fsyncs.append(path)
 
@@ -172,10 +203,13 @@ async def test_files_committed_during_a_batch_land_together_in_the_next(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(download, "first")
-        await wait_all_tasks_blocked()  # the first batch is running
+        while not entered.is_set():
+            await trio.sleep(0.005)  # the first batch is running
         for index in range(10):
             nursery.start_soon(download, f"later-{index}")
-        await wait_all_tasks_blocked()  # they all wait for it
+        while sum(name.startswith("later-") for name in os.listdir(tmp_path / "in")) < 10:
+            await trio.sleep(0.005)  # each renamed at once (in a thread of its own) ...
+        await wait_all_tasks_blocked()  # ... then all wait for the batch
         gate.set()
     inbox = str(tmp_path / "in")
     assert fsyncs == [inbox, inbox]  # 11 files, 2 batches, one directory fsync each
@@ -194,10 +228,63 @@ async def test_a_batch_syncs_each_directory_once_and_new_parents_until_synced(
             nursery.start_soon(land, root, f"a/b{index % 2}/f{index}", b"x")
     # b0 and b1 for the files, a for their names, the base for a's name
     assert set(fsyncs) == {str(tmp_path / d) for d in ("a/b0", "a/b1", "a", ".")}
-    assert len(fsyncs) == len(set(fsyncs)) + 2  # the batch after the first: b0 and a again
+    # 3 files each: one fsync that a file waited for, one for those renamed meanwhile
+    assert fsyncs.count(str(tmp_path / "a/b0")) <= 2
+    assert fsyncs.count(str(tmp_path / "a/b1")) <= 2
     fsyncs.clear()
     await land(root, "a/b0/again", b"x")
     assert fsyncs == [str(tmp_path / "a/b0")]  # its chain is known durable now
+
+
+async def test_a_file_alone_in_its_directory_lands_in_one_call(tmp_path: Path) -> None:
+    """fsync, rename and the directory's fsync in one call through LocalIO (one hop to a
+    thread on a slow volume), not one for the file and one for its directory."""
+    calls: list[str] = []
+
+    class CountingIO(LocalIO):
+        async def run(self, kind: str, call: Callable[..., T], *args: object) -> T:
+            calls.append(kind)
+            return await super().run(kind, call, *args)
+
+    root = LocalRoot(tmp_path, io=CountingIO())
+    await land(root, "a/f", b"x")
+    await land(root, "a/g", b"y")
+    assert calls == ["mkdir", "create", "write", "land", "create", "write", "land"]
+    assert (tmp_path / "a/g").read_bytes() == b"y"
+
+
+async def test_a_directory_does_not_wait_for_another_directorys_fsync(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gate = threading.Event()  # holds every fsync of slow/
+    entered = threading.Event()
+    root = threaded_root(tmp_path)
+    await land(root, "slow/warm", b"")
+    await land(root, "fast/warm", b"")
+    real_fsync = localfs._fsync_directory
+
+    def gated_fsync(path: str) -> None:
+        if path.endswith("/slow"):
+            entered.set()
+            gate.wait(10)
+        real_fsync(path)
+
+    monkeypatch.setattr(localfs, "_fsync_directory", gated_fsync)
+    landed: list[str] = []
+
+    async def download(name: str) -> None:
+        await land(root, name, b"x")
+        landed.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(download, "slow/f")
+        while not entered.is_set():
+            await trio.sleep(0.005)  # slow/'s fsync has begun
+        with trio.fail_after(5):
+            await download("fast/f")  # while slow/'s fsync hangs
+        assert landed == ["fast/f"]
+        gate.set()
+    assert landed == ["fast/f", "slow/f"]
 
 
 async def test_a_batch_runs_to_the_end_when_its_leader_is_cancelled(
@@ -339,3 +426,75 @@ async def test_a_slow_volume_runs_its_metadata_calls_in_threads(volume: SlowFS) 
     threaded = root.io.policy.threaded()
     assert {"create", "land"} <= set(threaded)
     assert "write" not in threaded  # writes land in the page cache: fast
+
+
+# -- uploads read a slow volume off the event loop ---------------------------------------
+
+OPEN_DELAY = 0.1  # seconds per open on the volume below: a stall nobody could miss
+UPLOADS = 10
+
+
+class LongSteps(trio.abc.Instrument):
+    """Counts task steps that held the event loop longer than ``limit`` seconds."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.count = 0
+        self._started: float | None = None  # None: the step that added us, not timed
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self._started = time.perf_counter()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self._started is not None and time.perf_counter() - self._started > self.limit:
+            self.count += 1
+        self._started = None
+
+
+async def test_an_upload_reads_a_slow_volume_without_stalling_the_loop(
+    tmp_path: Path, pureftpd_server: FTPServer
+) -> None:
+    """Each open of the file to upload costs the volume 100 ms: only the few calls that
+    measure the volume (4 slow ones in a row, then one probe a second) may hold the
+    loop that long; every other open runs in a thread. The old code opened (and read,
+    and stat-ed) on the loop: one long step per upload."""
+    fs = SlowFS(tmp_path / "volume", tmp_path / "volume-state", delay=OPEN_DELAY)
+    try:
+        fs.start()
+    except ServerUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        payloads = {f"up/f{index}.bin": os.urandom(300_000) for index in range(UPLOADS)}
+        (fs.mount / "up").mkdir()
+        with ThreadPoolExecutor(UPLOADS) as pool:  # the volume's delays overlap
+            list(pool.map(lambda item: (fs.mount / item[0]).write_bytes(item[1]), payloads.items()))
+        conns = Connections(
+            [
+                FTPConnection(id="remote", ftp=ftp_config(pureftpd_server)),
+                LocalConnection(id="local", base_path=fs.mount),
+            ]
+        )
+        factories = {"remote": SessionFactory(conns["remote"].ftp)}  # type: ignore[union-attr]
+        steps = LongSteps(OPEN_DELAY * 0.9)
+        async with open_session_pool(factories, PoolLimits(max_sessions_per_connection=2)) as pool:
+            engine = TransferEngine(conns, pool, worker="test")
+            trio.lowlevel.add_instrument(steps)
+            started = time.monotonic()
+            try:
+                for name in payloads:
+                    task = {
+                        "task_id": name,
+                        "source": {"connection_id": "local", "path": name},
+                        "destination": {"connection_id": "remote", "path": f"/{name}"},
+                    }
+                    result = await engine.run(Task.model_validate(task))
+                    assert result.status is ResultStatus.COMPLETED, result
+            finally:
+                trio.lowlevel.remove_instrument(steps)
+            elapsed = time.monotonic() - started
+        for name, payload in payloads.items():
+            assert (pureftpd_server.root / name).read_bytes() == payload
+        probes = math.ceil(elapsed / localfs.PROBE_SECONDS)
+        assert steps.count <= localfs.SLOW_CALLS_TO_MOVE + probes < UPLOADS
+    finally:
+        fs.stop()

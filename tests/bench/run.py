@@ -97,7 +97,8 @@ metadata operation, 2 ms by default, and a flush on close), fresh for every run;
 ``--durability none`` adds rows with ``transfer.durability: none``.  Those rows
 are labelled ``ftp-pooler@slowfs``, ``ftp-pooler/none``, ``ftp-pooler@slowfs/none``
 and followed by their files/s over the plain ``ftp-pooler`` row (tmpfs, fsync);
-the file system's own CPU is in their JSON (``volume_cpu_s``), not in the tool's.
+the file system's own CPU is in their JSON (``volume_cpu_s``), not in the tool's,
+with the FUSE requests it served per file, by kind (``volume_calls_per_file``).
 """
 
 from __future__ import annotations
@@ -1438,6 +1439,7 @@ def run_one(
         left = b.drain()
         server_cpu = b.server_cpu() - cpu0
     volume_cpu = b.slowfs.cpu_seconds() - volume_cpu0 if b.slowfs is not None else 0.0
+    volume_calls = b.slowfs.calls() if b.slowfs is not None and "@slowfs" in tool else {}
     round_trips = None
     if transcript is not None:
         round_trips = sum(waits(read_transcript(transcript)[transcript_from:]).values())
@@ -1482,6 +1484,7 @@ def run_one(
     if "@slowfs" in tool:
         row["volume_cpu_s"] = volume_cpu
         row["volume_cpu_s_per_1000_files"] = volume_cpu * 1000 / n
+        row["volume_calls_per_file"] = {k: round(c / n, 2) for k, c in volume_calls.items()}
     if worker is not None:
         row["broker_cpu_s"] = broker_cpu
         row["broker_cpu_s_per_1000_files"] = broker_cpu * 1000 / n
@@ -1987,6 +1990,11 @@ def volume_line(row: dict[str, object], rows: list[dict[str, object]]) -> str | 
         return None
     cpu = row.get("volume_cpu_s_per_1000_files")
     volume = f"; the file system's CPU {cpu:.2f} s / 1,000 files" if cpu is not None else ""
+    calls = row.get("volume_calls_per_file")
+    if isinstance(calls, dict) and calls:
+        volume += f" ({sum(calls.values()):.1f} calls per file: " + ", ".join(
+            f"{k} {v:g}" for k, v in sorted(calls.items(), key=lambda kv: -kv[1])
+        ) + ")"
     return f"{'':>12}{row['tool']}: {rate / base:.2f} of ftp-pooler on tmpfs{volume}"
 
 
@@ -2206,7 +2214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if any("@slowfs" in tool for tool in args.tools):
             bench.slowfs = SlowFS(
-                work / "slowfs", work / "slowfs-state", delay=args.slowfs_delay
+                work / "slowfs", work / "slowfs-state", delay=args.slowfs_delay,
+                count_calls=True,
             )
             print(f"slowfs at {bench.slowfs.mount}: {args.slowfs_delay * 1000:g} ms per "
                   "metadata operation, flush on close", flush=True)

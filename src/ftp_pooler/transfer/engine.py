@@ -46,7 +46,7 @@ from ftp_pooler.ftp.protocol import MAX_PATH_BYTES, encodable, is_safe_argument,
 from ftp_pooler.ftp.config import UploadTemp
 from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
-from ftp_pooler.transfer.localfs import LocalRoot, read_chunks, stat, temp_name
+from ftp_pooler.transfer.localfs import LocalRoot, temp_name
 from ftp_pooler.transfer.retry import RetryPolicy
 from ftp_pooler.transfer.source_action import LocalFile, RemoteFile, Side, after_failure, after_skip
 from ftp_pooler.transfer.source_action import after_transfer, archive_path, may_be_repeat
@@ -525,7 +525,7 @@ class TransferEngine:
     async def _upload(self, plan: _Plan, task: Task) -> _Outcome:
         options = task.options
         conflict = options.conflict
-        local = stat(plan.local_path)
+        local = await plan.local_root.stat(plan.local_path)
         orphan = False
         try:
             async with self._pool.session(plan.remote) as session:
@@ -553,7 +553,13 @@ class TransferEngine:
                 try:
                     try:
                         sent = await self._store_named(
-                            session, plan.remote_id, temp, plan.local_path, local.st_size, check
+                            session,
+                            plan.remote_id,
+                            temp,
+                            plan.local_root,
+                            plan.local_path,
+                            local.st_size,
+                            check,
                         )
                     except FTPError as exc:
                         if form is not UploadTemp.HIDDEN or not _refuses_name(exc, session):
@@ -562,7 +568,13 @@ class TransferEngine:
                         log.warning("transfer.hidden_temp_refused", path=temp, error=exc.message)
                         temp = _upload_name(plan.remote_path, UploadTemp.VISIBLE, self._temp_suffix)
                         sent = await self._store_named(
-                            session, plan.remote_id, temp, plan.local_path, local.st_size, check
+                            session,
+                            plan.remote_id,
+                            temp,
+                            plan.local_root,
+                            plan.local_path,
+                            local.st_size,
+                            check,
                         )
                         session.quirks.hidden_temp = False
                     if sent != local.st_size:
@@ -622,6 +634,7 @@ class TransferEngine:
         session: FTPSession,
         remote_id: str,
         temp: str,
+        root: LocalRoot,
         local: Path,
         size: int,
         check: bool = False,
@@ -635,33 +648,43 @@ class TransferEngine:
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await session.store(temp, self._read(remote_id, local, size), check=check)
+            return await session.store(temp, self._read(remote_id, root, local, size), check=check)
         known = self._remote_dirs.setdefault(remote_id, RemoteDirectories())
         if not known.known(directory):
             await known.ensure(directory, session.makedirs)
-            return await session.store(temp, self._read(remote_id, local, size), check=check)
+            return await session.store(temp, self._read(remote_id, root, local, size), check=check)
         try:
-            return await session.store(temp, self._read(remote_id, local, size), check=check)
+            return await session.store(temp, self._read(remote_id, root, local, size), check=check)
         except FTPError as exc:
             if exc.reply is None or session.broken:
                 raise
         known.forget(directory)
-        return await self._store(session, remote_id, temp, local, size, check)
+        return await self._store(session, remote_id, temp, root, local, size, check)
 
-    def _read(self, remote_id: str, local: Path, size: int) -> AsyncIterator[memoryview]:
-        """An upload's chunks, counted to the observer as the session sends them."""
-        chunks = read_chunks(local, size)
+    def _read(
+        self, remote_id: str, root: LocalRoot, local: Path, size: int
+    ) -> AsyncIterator[memoryview]:
+        """An upload's chunks (read through the volume's I/O), counted to the observer as
+        the session sends them."""
+        chunks = root.read_chunks(local, size)
         if self._observer is None:
             return chunks
         return _counted_chunks(chunks, self._observer, remote_id)
 
     async def _store_named(
-        self, session: FTPSession, remote_id: str, temp: str, local: Path, size: int, check: bool
+        self,
+        session: FTPSession,
+        remote_id: str,
+        temp: str,
+        root: LocalRoot,
+        local: Path,
+        size: int,
+        check: bool,
     ) -> int:
         """:meth:`_store`; a refusal names the path refused (``550 Permission denied.``
         does not, and the path is a temporary name the task never mentioned)."""
         try:
-            return await self._store(session, remote_id, temp, local, size, check)
+            return await self._store(session, remote_id, temp, root, local, size, check)
         except FTPError as exc:
             if exc.reply is not None and temp not in exc.message:
                 exc.set_message(f"{exc.message} (path: {temp})")

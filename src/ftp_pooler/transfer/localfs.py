@@ -19,7 +19,7 @@ import os
 import secrets
 import stat as stat_module
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +47,11 @@ the line every few hundred calls), and that must not move tmpfs writes off
 the loop; on a slow volume every call is slow."""
 PROBE_SECONDS = 1.0
 """How long a kind of call stays in threads before one call tries the loop again."""
+PROBE_MAX_SECONDS = 60.0
+"""The longest a kind stays in threads between probes: each slow probe doubles the
+period from :data:`PROBE_SECONDS` up to this. A probe blocks the loop for one slow
+call (a landing on the slow test volume: its fsync, rename and directory fsync);
+once a second that was 2-4 % of the loop on a volume that stays slow."""
 LOCAL_IO_THREADS = 64
 """Worker threads per volume for slow calls (one per concurrent transfer is plenty)."""
 
@@ -109,9 +114,10 @@ class OffloadPolicy:
     starts on the loop. Once ``moves_after`` of its calls in a row took longer
     than ``slow`` seconds there, it goes to threads for ``probe_after`` seconds;
     the next call after that runs on the loop again as a probe: fast, and the
-    kind stays on the loop; slow, and it goes back to threads for another
-    period. So a slow volume blocks the loop for about one call per kind per
-    ``probe_after``, and a fast one never leaves it.
+    kind stays on the loop; slow, and it goes back to threads for twice the
+    last period, up to ``probe_max`` seconds. So a volume that stays slow
+    blocks the loop for one call per kind per ``probe_max`` in the end (one
+    a second at first), and a fast one never leaves it.
     """
 
     def __init__(
@@ -119,12 +125,15 @@ class OffloadPolicy:
         slow: float = SLOW_CALL_SECONDS,
         probe_after: float = PROBE_SECONDS,
         moves_after: int = SLOW_CALLS_TO_MOVE,
+        probe_max: float = PROBE_MAX_SECONDS,
     ) -> None:
         self.slow = slow
         self.probe_after = probe_after
         self.moves_after = moves_after
+        self.probe_max = probe_max
         self._slow_in_a_row: dict[str, int] = {}
         self._threads_until: dict[str, float] = {}
+        self._period: dict[str, float] = {}
 
     def inline(self, kind: str, now: float) -> bool:
         """Whether the next call of ``kind`` runs on the loop (``now``: seconds, monotonic)."""
@@ -136,11 +145,15 @@ class OffloadPolicy:
         if seconds <= self.slow:
             self._slow_in_a_row[kind] = 0
             self._threads_until.pop(kind, None)
+            self._period.pop(kind, None)
             return
         count = self._slow_in_a_row.get(kind, 0) + 1
         self._slow_in_a_row[kind] = count
         if count >= self.moves_after:
-            self._threads_until[kind] = now + self.probe_after
+            last = self._period.get(kind)
+            period = self.probe_after if last is None else min(2 * last, self.probe_max)
+            self._period[kind] = period
+            self._threads_until[kind] = now + period
 
     def threaded(self) -> list[str]:
         """The kinds now sent to threads (for tests and logs)."""
@@ -187,42 +200,47 @@ def _fsync_directory(path: str) -> None:
 
 
 @dataclass
-class _Landing:
-    """One file of a group commit: what to do, and what went wrong (set by the batch)."""
-
-    file: AtomicFile
-    replace: bool
-    mtime: float | None
-    error: OSError | None = None
-    what: str = ""
-
-
-@dataclass
 class _Batch:
-    landings: list[_Landing] = field(default_factory=list)
+    """One directory fsync of a group commit, and what it found (set when it ran)."""
+
+    plan: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, OSError] = field(default_factory=dict)
     done: trio.Event = field(default_factory=trio.Event)
 
 
-class GroupCommit:
-    """Lands files durably in batches: many files synced together, results released together.
+@dataclass
+class _Directory:
+    """A directory's group commit: the fsync running, and the one its next files wait for."""
 
-    A batch, run in one hop to a worker thread (or on the loop while the
-    volume is fast), fsyncs and renames all its files in parallel in a
-    bounded thread pool, then fsyncs each directory they landed in once, in
-    parallel too, and only then releases every caller. Callers that arrive
-    while a batch runs wait for it to end and form the next one, so the
-    fsync of a directory covers every rename of its batch (as databases share
-    one log flush among the commits that queued behind the last). The first
-    waiter of a batch runs it. Waiting is shielded from cancellation: a batch
-    always runs to the end, so no caller is released on a sync that did not
-    happen and no cancelled caller closes its file under the batch (the
-    cancellation is delivered when the caller next checkpoints).
+    running: _Batch | None = None
+    next: _Batch | None = None
+
+
+class GroupCommit:
+    """Lands files durably: each file synced and renamed at once, its directory's fsync shared.
+
+    A file's own steps (fsync, close, rename) run as soon as it is committed,
+    in one call through the volume's :class:`LocalIO` (a worker thread on a
+    slow volume, so concurrent files overlap theirs). Only the directory fsync
+    that makes the new name durable is shared, per directory: a file waits
+    for the next fsync of its directory, which begins once the one running
+    (if any) has ended, so it covers every rename made in the directory
+    before it -- the way databases share one log flush among the commits
+    queued behind the last. Directories do not wait for each other. The
+    first waiter of a batch runs it: one call through :class:`LocalIO` that
+    fsyncs the directory (and, until they are known durable, its parents).
+    A file whose directory has no fsync running or waited for adds that
+    fsync to its own call: one hop to a thread per file, not two.
+
+    Committing is shielded from cancellation: a batch always runs to the end,
+    so no caller is released on a sync that did not happen, and no file is
+    left half landed (the cancellation is delivered when the caller next
+    checkpoints).
     """
 
     def __init__(self, root: LocalRoot) -> None:
         self._root = root
-        self._next: _Batch | None = None
-        self._running: _Batch | None = None
+        self._directories: dict[str, _Directory] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     async def land(self, file: AtomicFile, *, replace: bool, mtime: float | None) -> None:
@@ -230,45 +248,83 @@ class GroupCommit:
 
         Raises:
             PoolerError: FILE_EXISTS, or IO_ERROR/PERMISSION_DENIED from the file
-                system (the temporary file is gone then).
+                system (the temporary file is gone then; after a failed directory
+                fsync the file is in place but its result must not say so).
         """
-        if self._next is None:
-            self._next = _Batch()
-        batch = self._next
-        landing = _Landing(file, replace, mtime)
-        batch.landings.append(landing)
-        # Shielded: once queued, the file is the batch's until the batch ends (a caller
-        # cancelled meanwhile must not close the file under it); cancellation comes after.
+        directory = str(file.final.parent)
         with trio.CancelScope(shield=True):
-            while not batch.done.is_set():
-                if self._running is not None:
-                    await self._running.done.wait()
-                    continue
-                self._next, self._running = None, batch
-                try:
-                    directories = self._root.directories_to_sync(
-                        {str(each.file.final.parent) for each in batch.landings}
-                    )
-                    await self._root.io.run("land", self._run, batch.landings, directories)
-                    self._root.linked(directories)
-                finally:
-                    self._running = None
-                    batch.done.set()
-        if landing.error is not None:
-            file.discard()
-            raise error_for_os_error(landing.error, landing.what)
-
-    def _run(self, landings: list[_Landing], directories: dict[str, list[str]]) -> None:
-        """The batch's file-system calls (on a worker thread, or the loop when fast)."""
-
-        def move(landing: _Landing) -> None:
+            if directory not in self._directories:
+                await self._land_first(file, replace, mtime, directory)
+                return
             try:
-                landing.file.move_into_place(landing.replace, landing.mtime)
+                await self._root.io.run("land", file.move_into_place, replace, mtime)
             except OSError as exc:
-                file = landing.file
-                landing.error = exc
-                landing.what = f"moving {quoted(file.temp)} to {quoted(file.final)}"
+                file.discard()
+                raise _moving_error(exc, file) from exc
+            await self._sync(directory)
 
+    async def _land_first(
+        self, file: AtomicFile, replace: bool, mtime: float | None, directory: str
+    ) -> None:
+        """No fsync of ``directory`` runs or is waited for: land ``file`` and fsync the
+        directory in one call (one hop to a thread, not two); files renamed meanwhile
+        wait for it to end and form the directory's next batch."""
+        queue = self._directories[directory] = _Directory()
+        batch = queue.running = _Batch()
+        moved: OSError | None = None
+        try:
+            batch.plan = self._root.directories_to_sync({directory})
+            moved, batch.failed = await self._root.io.run(
+                "land", self._move_and_sync, file, replace, mtime, batch.plan
+            )
+            if moved is None and not batch.failed:
+                self._root.linked(batch.plan)
+        finally:
+            self._end(directory, queue, batch)
+        if moved is not None:
+            file.discard()
+            raise _moving_error(moved, file) from moved
+        _raise_failed(batch, directory)
+
+    async def _sync(self, directory: str) -> None:
+        """Return once a directory fsync that began after this call covered ``directory``."""
+        queue = self._directories.setdefault(directory, _Directory())
+        if queue.next is None:
+            queue.next = _Batch()
+        batch = queue.next
+        while not batch.done.is_set():
+            if queue.running is not None:
+                await queue.running.done.wait()
+                continue
+            queue.next, queue.running = None, batch
+            try:
+                batch.plan = self._root.directories_to_sync({directory})
+                batch.failed = await self._root.io.run("sync", self._run, batch.plan)
+                if not batch.failed:
+                    self._root.linked(batch.plan)
+            finally:
+                self._end(directory, queue, batch)
+        _raise_failed(batch, directory)
+
+    def _end(self, directory: str, queue: _Directory, batch: _Batch) -> None:
+        """``batch`` of ``directory`` ran: release its waiters, forget an idle directory."""
+        queue.running = None
+        if queue.next is None:
+            del self._directories[directory]
+        batch.done.set()
+
+    def _move_and_sync(
+        self, file: AtomicFile, replace: bool, mtime: float | None, plan: dict[str, list[str]]
+    ) -> tuple[OSError | None, dict[str, OSError]]:
+        """:meth:`AtomicFile.move_into_place`, then :meth:`_run` (any thread)."""
+        try:
+            file.move_into_place(replace, mtime)
+        except OSError as exc:
+            return exc, {}
+        return None, self._run(plan)
+
+    def _run(self, plan: dict[str, list[str]]) -> dict[str, OSError]:
+        """fsync every directory of ``plan`` once, in parallel; those that failed, by path."""
         failed: dict[str, OSError] = {}
 
         def sync(directory: str) -> None:
@@ -277,25 +333,28 @@ class GroupCommit:
             except OSError as exc:
                 failed[directory] = exc
 
-        self._each(move, landings)
-        self._each(sync, sorted({d for chain in directories.values() for d in chain}))
-        for landing in landings:
-            if landing.error is not None:
-                continue
-            for directory in directories[str(landing.file.final.parent)]:
-                if directory in failed:
-                    landing.error = failed[directory]
-                    landing.what = f"syncing directory {quoted(directory)}"
-                    break
-
-    def _each(self, call: Callable[[T], None], items: Sequence[T]) -> None:
-        if len(items) == 1:
-            call(items[0])
-            return
+        directories = sorted({d for chain in plan.values() for d in chain})
+        if len(directories) == 1:
+            sync(directories[0])
+            return failed
         if self._pool is None:
             self._pool = ThreadPoolExecutor(LOCAL_IO_THREADS, thread_name_prefix="localfs")
-        for _ in self._pool.map(call, items):
+        for _ in self._pool.map(sync, directories):
             pass
+        return failed
+
+
+def _moving_error(exc: OSError, file: AtomicFile) -> PoolerError:
+    return error_for_os_error(exc, f"moving {quoted(file.temp)} to {quoted(file.final)}")
+
+
+def _raise_failed(batch: _Batch, directory: str) -> None:
+    """Raise the error of ``batch``'s fsync of ``directory`` or of its new parents, if any."""
+    for each in batch.plan.get(directory, [directory]):
+        if each in batch.failed:
+            raise error_for_os_error(batch.failed[each], f"syncing directory {quoted(each)}")
+    if directory not in batch.plan:  # the batch's leader failed before it synced anything
+        raise PoolerError(ErrorCode.IO_ERROR, f"syncing directory {quoted(directory)} failed")
 
 
 class LocalRoot:
@@ -363,6 +422,60 @@ class LocalRoot:
         """Whether anything (a dangling symlink too) has this name."""
         return await self.io.run("lookup", os.path.lexists, path)
 
+    async def stat(self, path: Path) -> os.stat_result:
+        """``os.stat`` of a file to read, its errors mapped to error codes.
+
+        Raises:
+            PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
+                when ``path`` is a directory or anything but a regular file.
+        """
+        try:
+            status = await self.io.run("lookup", os.stat, path)
+        except OSError as exc:
+            raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+        _check_regular(status, path)
+        return status
+
+    async def read_chunks(self, path: Path, size: int) -> AsyncIterator[memoryview]:
+        """The file's bytes in chunks of up to 256 KiB; each is valid until the next is asked for.
+
+        Every call (open, fstat, each read, close) runs through :attr:`io`, so a
+        slow volume's round trips (an NFS open, a read that misses the cache)
+        never stall the event loop. One buffer, sized to the file (``size``, from
+        a ``stat``) up to 256 KiB, is read into again and again, in whichever
+        thread: ``os.read(fd, 256 KiB)`` would allocate (mmap) and free a 256 KiB
+        buffer on every call, even for a 4 KiB file.
+
+        The file is opened non-blocking and checked to be a regular file: opening
+        a FIFO put where the file was would otherwise block until a writer came.
+        The close is shielded from cancellation: the descriptor never leaks.
+
+        Raises:
+            PoolerError: As :meth:`stat`; IO_ERROR and others from reading.
+        """
+        try:
+            fd = await self.io.run("open", _open_for_reading, path)
+        except OSError as exc:
+            raise error_for_os_error(exc, f"opening {quoted(path)}") from exc
+        try:
+            try:
+                status = await self.io.run("lookup", os.fstat, fd)
+            except OSError as exc:
+                raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+            _check_regular(status, path)
+            view = memoryview(bytearray(min(max(size, 1), READ_CHUNK)))
+            while True:
+                try:
+                    count = await self.io.run("read", os.readv, fd, [view])
+                except OSError as exc:
+                    raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+                if not count:
+                    return
+                yield view[:count]
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.io.run("close", os.close, fd)
+
     async def make_parent(self, path: Path) -> None:
         """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
         parent = str(path.parent)
@@ -414,6 +527,10 @@ class LocalRoot:
             for _ in syncs[1:]:
                 self._linked_dirs.add(walk)
                 walk = os.path.dirname(walk)
+
+
+def _open_for_reading(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
 
 
 def _make_directories(path: str) -> None:
@@ -508,21 +625,6 @@ class AtomicFile:
             os.unlink(self.temp)
 
 
-def stat(path: Path) -> os.stat_result:
-    """``os.stat`` of a file to read, its errors mapped to error codes.
-
-    Raises:
-        PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
-            when ``path`` is a directory or anything but a regular file.
-    """
-    try:
-        status = os.stat(path)
-    except OSError as exc:
-        raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-    _check_regular(status, path)
-    return status
-
-
 def _check_regular(status: os.stat_result, path: Path) -> None:
     if stat_module.S_ISREG(status.st_mode):
         return
@@ -531,40 +633,3 @@ def _check_regular(status: os.stat_result, path: Path) -> None:
             IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), f"reading {quoted(path)}"
         )
     raise PoolerError(ErrorCode.PATH_NOT_ALLOWED, f"reading {quoted(path)}: not a regular file")
-
-
-async def read_chunks(path: Path, size: int) -> AsyncIterator[memoryview]:
-    """The file's bytes in chunks of up to 256 KiB; each is valid until the next is asked for.
-
-    One buffer, sized to the file (``size``, from a ``stat``) up to 256 KiB, is
-    read into again and again: ``os.read(fd, 256 KiB)`` would allocate (mmap)
-    and free a 256 KiB buffer on every call, even for a 4 KiB file.
-
-    The file is opened non-blocking and checked to be a regular file: opening
-    a FIFO put where the file was would otherwise block the event loop until a
-    writer came.
-
-    Raises:
-        PoolerError: As :func:`stat`; IO_ERROR and others from reading.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise error_for_os_error(exc, f"opening {quoted(path)}") from exc
-    try:
-        try:
-            status = os.fstat(fd)
-        except OSError as exc:
-            raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-        _check_regular(status, path)
-        view = memoryview(bytearray(min(max(size, 1), READ_CHUNK)))
-        while True:
-            try:
-                count = os.readv(fd, [view])
-            except OSError as exc:
-                raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-            if not count:
-                return
-            yield view[:count]
-    finally:
-        os.close(fd)
