@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 from pyftpdlib.handlers import FTPHandler
 
 from clients import ftp_config
@@ -19,6 +21,7 @@ from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.errors import ErrorCode
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.transfer import localfs
 from ftp_pooler.transfer.retry import RetryPolicy
 from servers import FTPServer
 from servers.pyftpd import DropControlMidTransferHandler
@@ -415,3 +418,44 @@ async def test_cr_lf_in_a_remote_path_is_refused_before_any_session(
     )
     assert [(r.error_code, r.attempts) for r in results] == [(ErrorCode.PATH_NOT_ALLOWED, 0)] * 2
     assert pyftpd_server.counter is not None and pyftpd_server.counter.total() == 0
+
+
+async def test_a_download_gives_its_session_back_before_landing_its_file(
+    pyftpd_server: FTPServer, ftp_root: Path, local_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one session for the server, the first download's landing (create, fsync,
+    rename: tens of ms a file on NFS) waits until the second download has moved its bytes:
+    it can only do so if the first gave the session back before landing. The old engine
+    held the session through the landing: a deadlock here."""
+    for name in ("a", "b"):
+        (ftp_root / f"{name}.bin").write_bytes(name.encode() * 1000)
+    second_landing = trio.Event()
+    real_commit = localfs.AtomicFile.commit
+
+    async def commit(self: localfs.AtomicFile, **kwargs: Any) -> None:
+        if self.final.name == "a.bin":
+            await second_landing.wait()
+        else:
+            second_landing.set()
+        await real_commit(self, **kwargs)
+
+    monkeypatch.setattr(localfs.AtomicFile, "commit", commit)
+    conns = connections(pyftpd_server, local_root)
+    factories = {"remote": SessionFactory(conns["remote"].ftp)}  # type: ignore[union-attr]
+    results: dict[str, Result] = {}
+    with trio.fail_after(10):
+        async with open_session_pool(factories, PoolLimits(max_sessions_per_connection=1)) as pool:
+            engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="test-worker")
+
+            async def run(name: str) -> None:
+                task = Task.model_validate(download(f"/{name}.bin", f"{name}.bin"))
+                results[name] = await engine.run(task)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "a")
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(run, "b")
+            assert pool.stats()["remote"].opened_total == 1
+    statuses = {name: result.status.value for name, result in results.items()}
+    assert statuses == {"a": "completed", "b": "completed"}
+    assert (local_root / "a.bin").read_bytes() == b"a" * 1000

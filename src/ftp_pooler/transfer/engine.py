@@ -48,7 +48,8 @@ from ftp_pooler.ftp.session import FTPSession, ServerQuirks, Sink
 from ftp_pooler.logs import current_task_id
 from ftp_pooler.transfer.localfs import LocalRoot, temp_name
 from ftp_pooler.transfer.retry import RetryPolicy
-from ftp_pooler.transfer.source_action import LocalFile, RemoteFile, Side, after_failure, after_skip
+from ftp_pooler.transfer.source_action import LocalFile, RemoteFile, Side, action_failed
+from ftp_pooler.transfer.source_action import after_failure, after_skip
 from ftp_pooler.transfer.source_action import after_transfer, archive_path, may_be_repeat
 
 log = structlog.get_logger(__name__)
@@ -486,9 +487,13 @@ class TransferEngine:
                 return _Outcome(0, skipped=True)
             raise PoolerError(ErrorCode.FILE_EXISTS, f"{plan.local_path} exists")
         await plan.local_root.make_parent(plan.local_path)
-        async with self._pool.session(plan.remote) as session:
-            file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
-            try:
+        # The temporary file is made before the session is taken and landed after it is
+        # given back: a session (what a server caps) is held only while the network is
+        # used, not through the local volume's round trips (create, fsync, rename: tens
+        # of milliseconds a file on NFS).
+        file = await plan.local_root.open_atomic(plan.local_path, self._temp_suffix)
+        try:
+            async with self._pool.session(plan.remote) as session:
                 sink: Sink = file.write
                 if self._observer is not None:
                     sink = _counted_sink(sink, self._observer, plan.remote_id)
@@ -510,16 +515,24 @@ class TransferEngine:
                 if options.preserve_mtime:
                     moment = await _after_transfer(session.mdtm(plan.remote_path), "MDTM")
                     mtime = moment.timestamp() if moment is not None else None
-                try:
-                    await file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
-                except PoolerError as exc:
-                    if exc.code is ErrorCode.FILE_EXISTS and conflict is ConflictPolicy.SKIP:
-                        return _Outcome(0, skipped=True)
-                    raise
-            except BaseException:
-                file.discard()
+            try:
+                await file.commit(replace=conflict is ConflictPolicy.OVERWRITE, mtime=mtime)
+            except PoolerError as exc:
+                if exc.code is ErrorCode.FILE_EXISTS and conflict is ConflictPolicy.SKIP:
+                    return _Outcome(0, skipped=True)
                 raise
-            source = await self._after_transfer(plan, task, session)
+        except BaseException:
+            file.discard()
+            raise
+        if options.on_success is SourceAction.KEEP:
+            return _Outcome(received)
+        # The source is acted on only now that the file is durable (docs/contract.md);
+        # without a session for it, as when the action fails, the file is delivered.
+        try:
+            async with self._pool.session(plan.remote) as session:
+                source = await self._after_transfer(plan, task, session)
+        except PoolerError as exc:
+            source = action_failed(exc)
         return _Outcome(received, source=source)
 
     async def _upload(self, plan: _Plan, task: Task) -> _Outcome:

@@ -138,7 +138,9 @@ async def after_transfer(action: OnSuccess, source: Side, destination: Side) -> 
         error: PoolerError | None = exc
         if exc.code is ErrorCode.FILE_NOT_FOUND:
             error = await _not_found(action, source, destination, exc)
-        return SourceReport(SourceActionDone.ALREADY_DONE) if error is None else _failed(error)
+        if error is None:
+            return SourceReport(SourceActionDone.ALREADY_DONE)
+        return action_failed(error)
 
 
 async def _not_found(
@@ -183,7 +185,7 @@ async def after_skip(action: OnSuccess, source: Side, destination: Side) -> Sour
                 f" {destination_size} bytes",
             )
     except PoolerError as exc:
-        return _failed(exc)
+        return action_failed(exc)
     return await after_transfer(action, source, destination)
 
 
@@ -239,7 +241,9 @@ async def _act(action: OnSuccess, source: Side) -> SourceReport:
     return SourceReport(SourceActionDone.DELETED)
 
 
-def _failed(error: PoolerError) -> SourceReport:
+def action_failed(error: PoolerError) -> SourceReport:
+    """The report of an action that could not be carried out (logged; the task still
+    completes: its file is delivered)."""
     log.warning("transfer.source_action_failed", error_code=error.code.value, error=error.message)
     return SourceReport(SourceActionDone.FAILED, error)
 
