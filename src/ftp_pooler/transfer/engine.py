@@ -788,14 +788,19 @@ class _SizeCheck:
 
 
 async def _discard_remote(session: FTPSession, temp: str) -> bool:
-    """Delete an upload's temp file if the session is still in step; whether that was possible."""
+    """Delete an upload's temp file if the session is still in step; whether that was possible.
+
+    A refusal counts as done (``550``: gone already, or not ours to delete) but for
+    ``501``/``503``, "bad sequence of commands": the DELE never ran (proftpd says
+    ``501`` to anything but RNTO after an RNFR), so a new session tries again.
+    """
     if session.broken or session.closed:
         return False
     with trio.CancelScope(shield=True), trio.move_on_after(session.config.timeouts.reply):
         try:
             await session.delete(temp)
         except FTPError as exc:
-            return exc.reply is not None
+            return exc.reply is not None and exc.reply.code not in (501, 503)
     return not session.broken
 
 
