@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.transfer.engine import TransferEngine
-from ftp_pooler.errors import ErrorCode, FTPError
+from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.opening import STALL_SECONDS, OpeningPolicy
@@ -734,3 +734,33 @@ async def test_a_refused_password_in_a_pipelined_login_is_not_tried_again(
         await factory.open()  # the whole login in one write
     assert caught.value.code is ErrorCode.AUTH_FAILED
     assert server.sessions == 2 and len(passwords) == 2
+
+
+async def test_size_mismatch_after_size_and_rnfr_leaves_no_rnfr_pending_on_proftpd(
+    make_proftpd: Callable[..., FTPServer], ftp_root: Path
+) -> None:
+    """SIZE and RNFR go out together when the upload's SIZE was not asked before its 226
+    (pipelining fallback; proftpd itself, whose early SIZE is turned off). A size that
+    does not match stops before RNTO with the RNFR pending, and proftpd answers any
+    command but RNTO after an RNFR with ``501 Bad sequence of commands``: the DELE of
+    the temporary file was refused, and the engine took it as done and left the file."""
+    session = await SessionFactory(config_for(make_proftpd())).open()
+    try:
+        assert session.pipelining
+
+        async def source() -> Any:
+            yield b"x" * 1000
+
+        def mismatch(stored: int | None) -> None:
+            raise PoolerError(
+                ErrorCode.SIZE_MISMATCH, f"sent 999 bytes, the server stored {stored}"
+            )
+
+        await session.store("t.part", source())
+        with pytest.raises(PoolerError) as caught:
+            await session.rename("t.part", "t.bin", size_check=mismatch)
+        assert caught.value.code is ErrorCode.SIZE_MISMATCH
+        await session.delete("t.part")
+        assert list(ftp_root.iterdir()) == []
+    finally:
+        await session.aclose()
