@@ -374,11 +374,13 @@ async def test_upload_bytes_count_only_once_the_server_accepted_the_stor(
     upload the server then takes counts exactly its size."""
     from scripted_server import Rule
 
-    size = 2_000_000
+    size = 100_000  # one chunk, all in the socket buffers before the refusal comes
     local = tmp_path / "local"
     local.mkdir()
     (local / "up.bin").write_bytes(os.urandom(size))
-    server = make_scripted_ftp(rules=[Rule(r"STOR /data/refused/.*", "553 Prohibited file name.")])
+    # the refusal comes after the data began to flow, as over a long round trip
+    refusal = Rule(r"STOR /data/refused/.*", "553 Prohibited file name.", delay=0.3)
+    server = make_scripted_ftp(rules=[refusal])
     conns = Connections(
         [
             FTPConnection(id="partner-a", ftp=ftp_config(server)),
@@ -399,7 +401,7 @@ async def test_upload_bytes_count_only_once_the_server_accepted_the_stor(
         refused = _task_between("local", "up.bin", "partner-a", "/data/refused/up.bin")
         failed = await engine.run(refused)
         assert (warm.status, failed.error_code) == ("completed", "PERMISSION_DENIED")
-        assert observer.moved.get("upload", 0) == 0
+        assert observer.moved == {}
         done = await engine.run(_task_between("local", "up.bin", "partner-a", "/data/up.bin"))
     assert done.status == "completed"
     assert observer.moved == {"upload": size}
