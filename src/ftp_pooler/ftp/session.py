@@ -1175,14 +1175,16 @@ class FTPSession:
     async def _passive_after(self, first: Reply | None, sent: str | None) -> tuple[str, int]:
         """:meth:`_passive_address` from the reply to the passive command ``sent`` on this
         session (``None``, ``None``: none sent yet)."""
-        address = await self._passive_reply_address(first, sent)
-        self.quirks.passive_verified = True
+        address, used = await self._passive_reply_address(first, sent)
+        if (used == "EPSV") is self.quirks.epsv:  # the verb in use for this server now
+            self.quirks.passive_verified = True
         return address
 
     async def _passive_reply_address(
         self, first: Reply | None, sent: str | None
-    ) -> tuple[str, int]:
-        """The address from ``first``, the reply to ``sent``, read as a reply to that verb.
+    ) -> tuple[tuple[str, int], str]:
+        """The address from ``first``, the reply to ``sent``, read as a reply to that verb,
+        and the verb whose reply gave it.
 
         The verb is the one this session sent, never the server's shared
         :attr:`ServerQuirks.epsv` read again: another session may turn EPSV off
@@ -1195,10 +1197,10 @@ class FTPSession:
             reply = first if first is not None else await self._exchange(build_command("EPSV"))
             first = None
             if reply.code == 227:
-                return self._pasv_target(reply, "EPSV")
+                return self._pasv_target(reply, "EPSV"), "EPSV"
             if reply.is_success:
                 try:
-                    return self._peer_host, protocol.parse_epsv(reply)
+                    return (self._peer_host, protocol.parse_epsv(reply)), "EPSV"
                 except FTPError:
                     pass
             elif not protocol.refuses_epsv(reply, ipv6=":" in self._peer_host):
@@ -1214,8 +1216,8 @@ class FTPSession:
             reply = await self._command("PASV")
         if reply.code == 229:  # an EPSV answer to PASV (servers behind NAT64)
             with self._guard("PASV"):
-                return self._peer_host, protocol.parse_epsv(reply)
-        return self._pasv_target(reply, "PASV")
+                return (self._peer_host, protocol.parse_epsv(reply)), "PASV"
+        return self._pasv_target(reply, "PASV"), "PASV"
 
     def _pasv_target(self, reply: Reply, verb: str) -> tuple[str, int]:
         with self._guard(verb):
