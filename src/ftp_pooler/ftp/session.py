@@ -75,6 +75,10 @@ SPARE_PASSIVE_SECONDS = 3.0
 :meth:`FTPSession.rename`) is used for: servers close an unused passive listener after
 a while (pyftpdlib after 30 s, proftpd at its ``TimeoutNoTransfer``)."""
 
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+"""Largest directory listing read (about 600,000 ``LIST`` lines): a listing is held in
+memory whole, so one without end is stopped instead."""
+
 Sink = Callable[[memoryview | bytes | bytearray], Awaitable[object]]
 """Where downloaded bytes go, one chunk at a time; a chunk is only valid during the call."""
 
@@ -1704,10 +1708,23 @@ class FTPSession:
         return sent
 
     async def _read_listing(self, verb: str, path: str) -> list[str]:
-        """The lines of a listing, each decoded on its own (one odd name spoils no other)."""
+        """The lines of a listing, each decoded on its own (one odd name spoils no other).
+
+        Raises:
+            FTPError: PROTOCOL_ERROR once the listing passed :data:`MAX_LISTING_BYTES`
+                (a server streaming without end is not read into memory to its end).
+        """
         chunks: list[bytes] = []
+        held = 0
 
         async def sink(chunk: memoryview | bytes | bytearray) -> None:
+            nonlocal held
+            held += len(chunk)
+            if held > MAX_LISTING_BYTES:
+                raise FTPError(
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"{verb}: listing larger than {MAX_LISTING_BYTES} bytes; stopped reading",
+                )
             chunks.append(bytes(chunk))
 
         await self._transfer(verb, path, lambda data, _: self._receive(verb, data, sink))
