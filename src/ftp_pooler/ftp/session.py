@@ -1109,8 +1109,8 @@ class FTPSession:
         Raises:
             FTPError: ``refusal``, or the refusal of step 2.
         """
-        head, _, name = target.rpartition("/")
-        aside = f"{head}{'/' if _ else ''}.{name}.{secrets.token_hex(4)}.aside"
+        head, slash, name = target.rpartition("/")
+        aside = f"{head}{slash}.{name}.{secrets.token_hex(4)}.aside"
         try:
             await self._rename_alone(target, aside)
         except FTPError as exc:
