@@ -9,6 +9,7 @@ each case are other servers' forms of the same kind.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -56,9 +57,11 @@ async def copy(
     *,
     limits: PoolLimits | None = None,
     base_path: str = "",
+    concurrency: int = 1,
     **ftp: Any,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``tasks`` (one at a time, in order) like ``ftp-pooler copy``; result lines by task id."""
+    """Run ``tasks`` like ``ftp-pooler copy`` (one at a time, in order, unless
+    ``concurrency``); result lines by task id."""
     conns = Connections(
         [
             *(
@@ -73,7 +76,7 @@ async def copy(
     results = io.BytesIO()
     async with open_session_pool(factories, limits or PoolLimits()) as pool:
         engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="interop")
-        await copy_tasks(source, results, engine, concurrency=1, worker="interop")
+        await copy_tasks(source, results, engine, concurrency=concurrency, worker="interop")
     lines = [json.loads(line) for line in results.getvalue().splitlines()]
     assert len(lines) == len(tasks)
     return {line["task_id"]: line for line in lines}
@@ -222,6 +225,27 @@ async def test_unreadable_epsv_counts_as_refused(
     )
     await download_and_upload(local, server)
     assert len(commands(server, "EPSV")) == 1
+
+
+@pytest.mark.parametrize(
+    "epsv_reply",
+    ["502 Command not implemented.", "229 Entering Extended Passive Mode (||38835|)"],
+    ids=["502", "229-no-port"],
+)
+async def test_server_without_epsv_every_concurrent_download_completes(
+    make_scripted_ftp: MakeScripted, local: Path, epsv_reply: str
+) -> None:
+    """tester2: EPSV refused on eight sessions at once. The sessions whose refusal arrived
+    after another one had switched the server to PASV read it as a PASV reply and failed
+    PERMANENT ('PASV: 502 ...'), or PROTOCOL_ERROR for the unusable 229 of case A2: a
+    passive reply is read as the reply to the verb this session sent."""
+    server = make_scripted_ftp(files={"/data/a.bin": A_BIN}, rules=[Rule(r"EPSV", epsv_reply)])
+    tasks = [{**download("/data/a.bin", f"out/d{i}.bin", retry_count=0), "task_id": f"d{i}"}
+             for i in range(8)]  # fmt: skip
+    results = await copy(local, {"partner": server}, tasks, concurrency=8)
+    failed = {k: r.get("error_message") for k, r in results.items() if r["status"] != "completed"}
+    assert failed == {}
+    assert all((local / "out" / f"d{i}.bin").read_bytes() == A_BIN for i in range(8))
 
 
 # --- B. Reply framing -------------------------------------------------------------------------
@@ -483,6 +507,133 @@ async def test_not_permitted_and_denied_texts_are_permission_errors(
     assert outcome(result) == ("failed", "PERMISSION_DENIED", 1)
     assert result["retryable"] is False
     assert refusal in result["error_message"]
+
+
+OLD = b"the partner's previous, complete file"
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        Rule(r"RNTO .*", "451 Rename failed, try later."),
+        Rule(r"RNFR .*", "502 RNFR not implemented."),
+        Rule(r"RNFR .*", "550 Permission denied."),
+        Rule(r"RNTO .*", "502 RNTO not implemented."),
+    ],
+    ids=["rnto-451", "rnfr-502", "rnfr-550", "rnto-502"],
+)
+async def test_failed_upload_rename_never_deletes_the_existing_destination(
+    make_scripted_ftp: MakeScripted, local: Path, refusal: Rule
+) -> None:
+    """tester2: a refused final rename (a transient 451, RNFR not implemented...) sent
+    DELE for the partner's existing file, the rename failed again, and the file was gone
+    with nothing in its place. Only RNTO refused with 550/553 after an accepted RNFR may
+    mean "the target exists"; any other refusal leaves the destination alone."""
+    server = make_scripted_ftp(files={"/data/up.bin": OLD}, rules=[refusal])
+    task = upload("in/up.bin", "/data/up.bin", retry_count=1)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert result["status"] == "failed", result
+    assert server.files["/data/up.bin"] == OLD
+    assert "DELE /data/up.bin" not in server.commands
+    assert sorted(server.files) == ["/data/up.bin"], "the temporary files are removed"
+
+
+async def test_refused_move_to_never_deletes_the_existing_archived_file(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """The same fallback served ``on_success: move_to``: a transient refusal of the move
+    deleted the file already in the archive directory."""
+    server = make_scripted_ftp(
+        files={"/data/a.bin": A_BIN, "/archive/a.bin": OLD},
+        rules=[Rule(r"RNTO .*", "451 Rename failed, try later.")],
+    )
+    task = download("/data/a.bin", "out/a.bin", on_success={"move_to": "/archive/"})
+    await copy(local, {"partner": server}, [task])
+    assert server.files["/archive/a.bin"] == OLD
+    assert server.files["/data/a.bin"] == A_BIN
+    assert not commands(server, "DELE")
+
+
+def _asides(files: Any) -> list[str]:
+    return [name for name in files if ".aside" in str(name)]
+
+
+@pytest.mark.parametrize("code", ["550 up.bin: Rename permission denied", "553 File exists."])
+async def test_rename_refused_over_an_existing_file_moves_it_aside_then_deletes_it(
+    make_scripted_ftp: MakeScripted, local: Path, code: str
+) -> None:
+    """A server that will not rename over an existing file: the old file is moved aside,
+    ours renamed into place, the aside copy deleted. It is never deleted first."""
+    server = make_scripted_ftp(
+        files={"/data/up.bin": OLD}, rules=[Rule(r"RNTO /data/up\.bin", code, times=1)]
+    )
+    [result] = (
+        await copy(local, {"partner": server}, [upload("in/up.bin", "/data/up.bin")])
+    ).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    assert server.files == {"/data/up.bin": UP_BIN}
+    renames = [c.split(" ", 1)[1] for c in server.commands if c.startswith(("RNFR", "RNTO"))]
+    aside = renames[3]
+    assert renames[2:] == ["/data/up.bin", aside, renames[0], "/data/up.bin"]
+    assert commands(server, "DELE") == [f"DELE {aside}"]
+
+
+async def test_rename_still_refused_after_moving_aside_puts_the_old_file_back(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """Ours still cannot take the name once the old file is aside: the old one goes back."""
+    server = make_scripted_ftp(
+        files={"/data/up.bin": OLD},
+        rules=[Rule(r"RNTO /data/up\.bin", "550 Rename permission denied", times=2)],
+    )
+    task = upload("in/up.bin", "/data/up.bin", retry_count=0)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == ("failed", "PERMISSION_DENIED", 1), result
+    assert server.files == {"/data/up.bin": OLD}
+    assert "DELE /data/up.bin" not in server.commands
+
+
+async def test_proftpd_refusing_to_overwrite_gets_the_upload_in_place(
+    make_proftpd: Callable[..., FTPServer], ftp_root: Path, local: Path, tmp_path: Path
+) -> None:
+    """proftpd with ``AllowOverwrite off`` answers RNTO onto an existing file with
+    ``550 up.bin: Rename permission denied`` (vsftpd, pure-ftpd, pyftpdlib and proftpd by
+    default rename over it): the old file is moved aside and deleted once ours is in place."""
+    log = tmp_path / "commands.log"
+    server = make_proftpd(
+        extra_config=[
+            f'ExtendedLog "{log}" ALL',
+            "<Directory />",
+            "  AllowOverwrite off",
+            "</Directory>",
+        ]
+    )
+    (ftp_root / "up.bin").write_bytes(OLD)
+    [result] = (await copy(local, {"partner": server}, [upload("in/up.bin", "up.bin")])).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    assert [p.name for p in ftp_root.iterdir()] == ["up.bin"]
+    assert (ftp_root / "up.bin").read_bytes() == UP_BIN
+    dialogue = log.read_text()
+    assert '"RNTO up.bin" 550' in dialogue, dialogue
+    assert '"DELE up.bin"' not in dialogue, "the old file is never deleted in place"
+
+
+async def test_temp_file_whose_dele_is_out_of_sequence_is_deleted_on_a_new_session(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A DELE of the temporary file answered ``501 Bad sequence of commands`` (proftpd
+    with an RNFR pending) never ran: it is not taken as done, a new session deletes it."""
+    server = make_scripted_ftp(
+        rules=[
+            Rule(r"SIZE /data/.*\.part", "213 1"),
+            Rule(r"DELE .*", "501 Bad sequence of commands.", times=1),
+        ]
+    )
+    task = upload("in/up.bin", "/data/up.bin", retry_count=0)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == ("failed", "SIZE_MISMATCH", 1), result
+    assert len(commands(server, "DELE")) == 2
+    assert server.files == {}, "the temporary file is gone"
 
 
 @pytest.mark.parametrize("verb", ["RNFR", "MFMT"])
@@ -822,6 +973,48 @@ async def test_announced_size_that_disagrees_is_checked_with_size_before_failing
     assert outcome(results["dl /data/a.bin"]) == COMPLETED_ONCE
     assert commands(server, "SIZE") == ["SIZE /data/a.bin"]
     assert len(commands(server, "RETR")) == 1
+
+
+async def test_download_stops_reading_past_the_announced_size(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """tester2: SIZE and the 150 both say 1000 bytes and the server keeps sending (a
+    device streaming, a broken or hostile server): the attempt stops as soon as more
+    arrived than announced, instead of writing all of it (200 MB in a manual run) to the
+    temporary file first. The session is not reused, the temporary file is gone."""
+    limit = 50_000_000
+    sent: list[int] = []
+
+    def stream(session: Any, match: Any) -> None:
+        conn = session._accept_data(
+            "150 Opening BINARY mode data connection for /data/a.bin (1000 bytes)."
+        )
+        total = 0
+        try:
+            while total < limit:
+                conn.sendall(b"\0" * 65536)
+                total += 65536
+        except OSError:
+            pass
+        sent.append(total)
+        with contextlib.suppress(OSError):
+            conn.close()
+        session.send("226 Transfer complete.")
+
+    server = make_scripted_ftp(
+        files={"/data/a.bin": b"x" * 1000, "/data/b.bin": A_BIN},
+        rules=[Rule(r"SIZE /data/a\.bin", "213 1000"), Rule(r"RETR /data/a\.bin", stream)],
+    )
+    tasks = [
+        download("/data/a.bin", "out/a.bin", retry_count=0),
+        download("/data/b.bin", "out/b.bin"),
+    ]
+    results = await copy(local, {"partner": server}, tasks)
+    assert outcome(results["dl /data/a.bin"]) == ("failed", "SIZE_MISMATCH", 1)
+    assert sent and max(sent) < limit, f"the server got to send {sent} bytes"
+    assert outcome(results["dl /data/b.bin"]) == COMPLETED_ONCE
+    assert [p.name for p in (local / "out").iterdir()] == ["b.bin"], "no temporary file left"
+    assert server.sessions == 2, "the session that stopped reading is not reused"
 
 
 async def test_truncated_download_is_still_a_size_mismatch(

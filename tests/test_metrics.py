@@ -351,3 +351,57 @@ def _task_between(src: str, src_path: str, dst: str, dst_path: str) -> Task:
             "destination": {"connection_id": dst, "path": dst_path},
         }
     )
+
+
+class _Bytes:
+    """A TransferObserver that adds up the bytes reported per operation."""
+
+    def __init__(self) -> None:
+        self.moved: dict[str, int] = {}
+
+    def bytes_moved(self, operation: Operation, connection: str, count: int) -> None:
+        self.moved[operation.value] = self.moved.get(operation.value, 0) + count
+
+    def retrying(self, operation: Operation, connection: str, error_code: ErrorCode) -> None:
+        pass
+
+
+async def test_upload_bytes_count_only_once_the_server_accepted_the_stor(
+    make_scripted_ftp: Any, tmp_path: Path
+) -> None:
+    """Pipelined, an upload's bytes go out before the STOR's 1xx: a server refusing the STOR
+    (here every name, hidden and visible) took none of them, so none are counted; the
+    upload the server then takes counts exactly its size."""
+    from scripted_server import Rule
+
+    size = 100_000  # one chunk, all in the socket buffers before the refusal comes
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "up.bin").write_bytes(os.urandom(size))
+    # the refusal comes after the data began to flow, as over a long round trip
+    refusal = Rule(r"STOR /data/refused/.*", "553 Prohibited file name.", delay=0.3)
+    server = make_scripted_ftp(rules=[refusal])
+    conns = Connections(
+        [
+            FTPConnection(id="partner-a", ftp=ftp_config(server)),
+            LocalConnection(id="local", base_path=local),
+        ]
+    )
+    observer = _Bytes()
+    async with open_session_pool(conns.session_factories(), PoolLimits()) as pool:
+        engine = TransferEngine(
+            conns,
+            pool,
+            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
+            worker=WORKER,
+            observer=observer,
+        )
+        warm = await engine.run(_task_between("local", "up.bin", "partner-a", "/data/warm.bin"))
+        observer.moved.clear()
+        refused = _task_between("local", "up.bin", "partner-a", "/data/refused/up.bin")
+        failed = await engine.run(refused)
+        assert (warm.status, failed.error_code) == ("completed", "PERMISSION_DENIED")
+        assert observer.moved == {}
+        done = await engine.run(_task_between("local", "up.bin", "partner-a", "/data/up.bin"))
+    assert done.status == "completed"
+    assert observer.moved == {"upload": size}

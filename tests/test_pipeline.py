@@ -18,6 +18,7 @@ import io
 import json
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.transfer.engine import TransferEngine
-from ftp_pooler.errors import ErrorCode, FTPError
+from ftp_pooler.errors import ErrorCode, FTPError, PoolerError
 from ftp_pooler.ftp.config import FTPConfig, Pipelining, Timeouts
 from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.opening import STALL_SECONDS, OpeningPolicy
@@ -734,3 +735,80 @@ async def test_a_refused_password_in_a_pipelined_login_is_not_tried_again(
         await factory.open()  # the whole login in one write
     assert caught.value.code is ErrorCode.AUTH_FAILED
     assert server.sessions == 2 and len(passwords) == 2
+
+
+async def test_size_mismatch_after_size_and_rnfr_leaves_no_rnfr_pending_on_proftpd(
+    make_proftpd: Callable[..., FTPServer], ftp_root: Path
+) -> None:
+    """SIZE and RNFR go out together when the upload's SIZE was not asked before its 226
+    (pipelining fallback; proftpd itself, whose early SIZE is turned off). A size that
+    does not match stops before RNTO with the RNFR pending, and proftpd answers any
+    command but RNTO after an RNFR with ``501 Bad sequence of commands``: the DELE of
+    the temporary file was refused, and the engine took it as done and left the file."""
+    session = await SessionFactory(config_for(make_proftpd())).open()
+    try:
+        assert session.pipelining
+
+        async def source() -> Any:
+            yield b"x" * 1000
+
+        def mismatch(stored: int | None) -> None:
+            raise PoolerError(
+                ErrorCode.SIZE_MISMATCH, f"sent 999 bytes, the server stored {stored}"
+            )
+
+        await session.store("t.part", source())
+        with pytest.raises(PoolerError) as caught:
+            await session.rename("t.part", "t.bin", size_check=mismatch)
+        assert caught.value.code is ErrorCode.SIZE_MISMATCH
+        await session.delete("t.part")
+        assert list(ftp_root.iterdir()) == []
+    finally:
+        await session.aclose()
+
+
+async def test_an_anomaly_found_while_a_login_is_retried_alone_is_kept(
+    make_scripted_ftp: MakeScripted,
+) -> None:
+    """Race on the shared ``pipelining`` quirk: a failed pipelined login is retried one
+    command at a time. That retry switched the server's shared quirk off and put it back
+    afterwards, so an anomaly another session found meanwhile (its report a no-op while
+    the quirk was off) was undone when the retry failed: pipelining back on for a server
+    that mishandles it."""
+    reached, release = threading.Event(), threading.Event()
+    types = []
+
+    def type_i(s: Any, m: Any) -> str:
+        types.append(m.group(0))
+        if len(types) < 3:
+            return "200 Type set to I."
+        reached.set()  # the third TYPE: the one-at-a-time retry of the second login
+        release.wait(5)
+        return "451 Local error in processing."
+
+    server = scripted(
+        make_scripted_ftp,
+        pipelined="reject",
+        pipelined_verbs={"PASS"},
+        rules=[Rule(r"TYPE I", type_i)],
+    )
+    factory = SessionFactory(config_for(server))
+    first = await factory.open()  # one command at a time, then FEAT and TYPE together
+    await first.aclose()
+    assert factory.quirks.pipelining is True
+    failures: list[FTPError] = []
+
+    async def second() -> None:
+        with pytest.raises(FTPError) as caught:
+            await factory.open()  # pipelined: PASS refused, so once more alone: TYPE fails
+        failures.append(caught.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(second)
+        with trio.fail_after(5):
+            while not reached.is_set():
+                await trio.sleep(0.01)
+        factory.quirks.pipeline_anomaly("another session", "a reply out of order")
+        release.set()
+    assert failures and failures[0].code is ErrorCode.TRANSIENT
+    assert factory.quirks.pipelining is False, "the other session's anomaly stands"

@@ -20,6 +20,8 @@ from ftp_pooler.ftp.protocol import (
     announced_size,
     build_command,
     format_time_val,
+    may_refuse_existing_target,
+    most_announced,
     parse_257,
     parse_epsv,
     parse_feat,
@@ -1277,3 +1279,39 @@ def test_feat_without_a_header_line(data: bytes) -> None:
 def test_feat_header_lines_are_not_features(header: str) -> None:
     data = f"211-{header}\r\n MDTM\r\n211 End\r\n".encode()
     assert feat(data) == {"MDTM": ""}
+
+
+@pytest.mark.parametrize(
+    ("size", "preliminary", "expected"),
+    [
+        (1000, "150 Opening BINARY mode data connection for a.bin (1000 bytes).", 1000),
+        (1000, "150 Opening BINARY mode data connection for a.bin (2000 bytes).", 2000),
+        (3000, "150 Opening BINARY mode data connection for a.bin (2000 bytes).", 3000),
+        (1000, "150 Accepted data connection", 1000),
+        (None, "150 Opening BINARY mode data connection for a.bin (1000 bytes).", None),
+        (1000, None, 1000),
+    ],
+)
+def test_most_announced_trusts_size_and_never_a_150_alone(
+    size: int | None, preliminary: str | None, expected: int | None
+) -> None:
+    first = None if preliminary is None else reply(preliminary)
+    assert most_announced(size, first, "a.bin") == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "expected"),
+    [
+        ("RNTO", "550 b.txt: Rename permission denied", True),  # proftpd AllowOverwrite off
+        ("RNTO", "553 File exists.", True),
+        ("RNTO", "451 Rename failed, try later.", False),
+        ("RNTO", "502 Not implemented.", False),
+        ("RNFR", "550 No such file.", False),
+        ("RNFR", "502 Not implemented.", False),
+        (None, "550 Rename permission denied", False),
+    ],
+)
+def test_only_a_permanent_rnto_refusal_may_mean_the_target_exists(
+    command: str | None, text: str, expected: bool
+) -> None:
+    assert may_refuse_existing_target(command, reply(text)) is expected

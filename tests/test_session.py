@@ -334,3 +334,45 @@ async def test_implicit_ftps_roundtrip(make_pyftpd: MakeServer, ftp_root: Path) 
         await session.aclose()
     with pytest.raises(FTPError):
         await open_session(server, tls=TLSMode.NONE, timeouts=Timeouts(connect=2, reply=2))
+
+
+async def test_listing_without_end_is_stopped(
+    make_scripted_ftp: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sibling of a download streaming past its size: a listing is held in memory
+    whole, so a server sending one without end (here 50 MB of names) is stopped past
+    ``MAX_LISTING_BYTES`` (lowered to 1 MB here) instead of filling the memory."""
+    import contextlib
+
+    from ftp_pooler.ftp import session as session_module
+    from scripted_server import Rule
+
+    monkeypatch.setattr(session_module, "MAX_LISTING_BYTES", 1_000_000)
+    limit = 50_000_000
+    sent: list[int] = []
+
+    def stream(s: Any, m: Any) -> None:
+        conn = s._accept_data("150 Here comes the directory listing.")
+        total = 0
+        with contextlib.suppress(OSError):
+            while total < limit:
+                conn.sendall(b"name\r\n" * 10_000)
+                total += 60_000
+        sent.append(total)
+        with contextlib.suppress(OSError):
+            conn.close()
+        s.send("226 Directory send OK.")
+
+    server = make_scripted_ftp(rules=[Rule(r"NLST .*", stream)])
+    session = await SessionFactory(ftp_config(server)).open()  # type: ignore[arg-type]
+    try:
+        with pytest.raises(FTPError) as caught:
+            await session.nlst("/data")
+        assert caught.value.code is ErrorCode.PROTOCOL_ERROR
+        assert session.broken
+    finally:
+        await session.aclose()
+    with trio.fail_after(5):
+        while not sent:
+            await trio.sleep(0.01)
+    assert max(sent) < limit

@@ -88,7 +88,8 @@ class PoolerError(Exception):
 
 
 class FTPError(PoolerError):
-    """An error raised by the FTP client; ``reply`` is set when a server reply caused it.
+    """An error raised by the FTP client; ``reply`` is set when a server reply caused it,
+    ``command`` to the verb that reply answered (``"RNTO"``), when known.
 
     ``stale_session`` is set when the session turned out to be dead before
     any transfer of the task began (no 1xx to RETR/STOR yet): a session taken
@@ -100,6 +101,7 @@ class FTPError(PoolerError):
     def __init__(self, code: ErrorCode, message: str, reply: Reply | None = None) -> None:
         super().__init__(code, message)
         self.reply = reply
+        self.command: str | None = None
         self.stale_session = False
 
     def set_message(self, message: str) -> None:
@@ -163,4 +165,6 @@ def error_for_reply(reply: Reply, command: str | None = None) -> FTPError:
         error = ErrorCode.PERMANENT
     else:
         error = ErrorCode.PROTOCOL_ERROR
-    return FTPError(error, detail, reply)
+    exc = FTPError(error, detail, reply)
+    exc.command = verb or None
+    return exc

@@ -573,6 +573,44 @@ def announced_size(reply: Reply, path: str = "") -> int | None:
     return int(found[-1]) if found else None
 
 
+def most_announced(size: int | None, preliminary: Reply | None, path: str = "") -> int | None:
+    """The most bytes a download may bring before it is known to be wrong, or ``None``.
+
+    ``size``: the ``SIZE`` answer asked before the transfer (sent with the
+    EPSV when pipelining); ``preliminary``: the transfer's 1xx. Only a size
+    asked with SIZE sets a limit: a 150's text is read with a pattern
+    (:func:`announced_size`) and may be misread, so today a 150 alone is
+    never trusted to fail a download (SIZE has the last word after it). With
+    both, the larger counts: a received count equal to either one is accepted
+    after the transfer (``FTPSession.retrieve``). A file that grows while it
+    is downloaded then fails ``SIZE_MISMATCH`` (retryable) instead of being
+    read to its end: the next attempt asks its size again.
+    """
+    if size is None:
+        return None
+    said = None if preliminary is None else announced_size(preliminary, path)
+    return size if said is None else max(size, said)
+
+
+RENAME_OVER_REFUSALS = frozenset({550, 553})
+"""RNTO replies that may mean "the target exists and I will not replace it": proftpd
+with ``AllowOverwrite off`` answers ``550 NAME: Rename permission denied`` (checked
+against proftpd 1.3.8); RFC 959 section 4.2 gives 553 for a name not allowed. vsftpd,
+pure-ftpd, pyftpdlib and proftpd by default rename over an existing file (rename(2))."""
+
+
+def may_refuse_existing_target(command: str | None, reply: Reply | None) -> bool:
+    """Whether a refused rename may be a server that will not rename over an existing
+    target, so that moving the target aside and renaming again is worth trying.
+
+    Only when RNFR was accepted (the refusal is RNTO's: ``command``) and RNTO got a
+    permanent :data:`RENAME_OVER_REFUSALS`. A refused RNFR says nothing of the target;
+    a 4xx is transient (RFC 959 section 4.2: the same command may work later); a 500-504
+    is about the command, not the file.
+    """
+    return command == "RNTO" and reply is not None and reply.code in RENAME_OVER_REFUSALS
+
+
 _TRANSFER_VERBS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
 _OWNED_CODES: dict[int, frozenset[str]] = {
     225: _TRANSFER_VERBS | {"ABOR"},

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import secrets
 import select
 import socket
 import ssl
@@ -73,6 +74,10 @@ SPARE_PASSIVE_SECONDS = 3.0
 """Longest a passive address asked with an upload's RNTO (the next transfer's, see
 :meth:`FTPSession.rename`) is used for: servers close an unused passive listener after
 a while (pyftpdlib after 30 s, proftpd at its ``TimeoutNoTransfer``)."""
+
+MAX_LISTING_BYTES = 64 * 1024 * 1024
+"""Largest directory listing read (about 600,000 ``LIST`` lines): a listing is held in
+memory whole, so one without end is stopped instead."""
 
 Sink = Callable[[memoryview | bytes | bytearray], Awaitable[object]]
 """Where downloaded bytes go, one chunk at a time; a chunk is only valid during the call."""
@@ -187,14 +192,9 @@ class SessionFactory:
             # The login went out pipelined (or checked pipelining) and failed: once more,
             # one command at a time; if that works, the pipelining was the trouble. (Only
             # a failed login: a server that does not connect or greet costs one try.)
-            previous = self.quirks.pipelining
-            self.quirks.pipelining = False
-            try:
-                session = await self._open()
-            except BaseException:
-                self.quirks.pipelining = previous
-                raise
-            self.quirks.pipelining = previous
+            # The shared quirks are not switched meanwhile: another session's anomaly
+            # found during this login must not be undone by putting them back.
+            session = await self._open(alone=True)
             self.quirks.pipeline_anomaly(self._server, f"pipelined login failed: {exc.message}")
             return session
         except BaseException:
@@ -215,10 +215,10 @@ class SessionFactory:
             raise
         return session
 
-    async def _open(self) -> FTPSession:
+    async def _open(self, *, alone: bool = False) -> FTPSession:
         session = await self._connect()
         try:
-            await session._login()
+            await session._login(alone=alone)
         except BaseException:
             await session.aclose(quit=False)
             raise
@@ -288,13 +288,19 @@ class FTPSession:
             if greeting.code != 220:
                 raise error_for_reply(greeting, "CONNECT")
 
-    async def _login(self) -> None:
+    async def _login(self, *, alone: bool = False) -> None:
+        """Log in; ``alone``: one command at a time, whatever the server's quirks say.
+
+        How to log in is decided once, before the first command: the shared
+        :attr:`ServerQuirks.pipelining` may change while this login runs.
+        """
         config = self.config
+        mode = False if alone else self.quirks.pipelining
         if config.tls is TLSMode.EXPLICIT:
             await self._auth()
             with self._guard("AUTH TLS"), _FailAfter(config.timeouts.connect):
                 await self._start_tls()
-        if self.quirks.pipelining and self.quirks.features is not None:
+        if mode and self.quirks.features is not None:
             await self._login_pipelined()
             return
         reply = await self._command("USER", config.user, intermediate=(331,))
@@ -303,7 +309,7 @@ class FTPSession:
         if config.tls is not TLSMode.NONE:
             await self._pbsz()
             await self._command("PROT", "P")
-        if self.quirks.pipelining is False:
+        if mode is False:
             self._take_features(await self._exchange(build_command("FEAT")))
             if self._opts_utf8(self.features):
                 await self._exchange(build_command("OPTS", "UTF8", "ON"))
@@ -844,7 +850,8 @@ class FTPSession:
         vouched for the bytes) and raises to stop before RNTO. Pipelined, SIZE
         and RNFR go out together and RNTO once the size checked out: RNFR
         changes nothing on the server until RNTO, so a rename stopped there
-        leaves the file where it was (the next command ends the pending RNFR).
+        leaves the file where it was; the pending RNFR is ended with ``RNTO
+        source`` (:meth:`_end_rename`).
 
         When the upload just stored ``source`` had its SIZE answered already
         (:meth:`store` with ``check=True``), that answer is used and RNFR and
@@ -871,13 +878,27 @@ class FTPSession:
                 self.quirks.pipeline_anomaly(self._server, what)
                 rnfr = await self._exchange(self._build("RNFR", source))
             assert size_check is not None
-            size_check(self._size_of(size_reply))
+            try:
+                size_check(self._size_of(size_reply))
+            except PoolerError:
+                if rnfr.code == 350:
+                    await self._end_rename(source)
+                raise
             self._check("RNFR", rnfr, (350,))
         else:
             if size_check is not None:
                 size_check(await self._size_or_none(source) if check_size else None)
             await self._command("RNFR", source, intermediate=(350,))
         await self._rnto(target)
+
+    async def _end_rename(self, source: str) -> None:
+        """End an RNFR left pending when the size check stopped the rename: ``RNTO source``
+        (onto itself: nothing moves), whatever its reply. proftpd answers every command
+        but RNTO after an RNFR with ``501 Bad sequence of commands``, so the DELE of the
+        temporary file that follows a size mismatch would otherwise be refused."""
+        reply = await self._exchange(self._build("RNTO", source))
+        if self._ends_session(reply):
+            self._refused("RNTO", reply)
 
     async def _rename_checked(
         self, checked: _CheckedUpload, target: str, size_check: Callable[[int | None], object]
@@ -1039,27 +1060,86 @@ class FTPSession:
         *,
         size_check: Callable[[int | None], object] | None = None,
     ) -> None:
-        """:meth:`rename`, replacing ``target``: a server that will not rename over an
-        existing file (RNTO refused) gets ``DELE target`` and the rename once more.
+        """:meth:`rename`, replacing ``target`` on a server that will not rename over an
+        existing file.
 
-        A refusal without a reply, or one that broke the session, is raised as it is;
-        ``target`` already gone is fine.
+        Only when RNFR was accepted and RNTO refused with a permanent reply that can
+        mean "the target exists" (:func:`protocol.may_refuse_existing_target`: proftpd
+        with ``AllowOverwrite off`` says ``550 ...: Rename permission denied``) is the
+        target touched, and never deleted first: it is moved aside, ours renamed into
+        place, the aside copy deleted (:meth:`_replace_aside`). Any other refusal (a
+        refused RNFR, a transient 4xx, a 502) is raised as it is: the destination
+        stays as it was.
 
         Raises:
-            FTPError: The last refusal; whatever ``size_check`` raises.
+            FTPError: The refusal of the rename (the first one when the target could
+                not be moved aside); whatever ``size_check`` raises.
         """
         try:
             await self.rename(source, target, size_check=size_check)
             return
         except FTPError as exc:
+            if self.broken or not protocol.may_refuse_existing_target(exc.command, exc.reply):
+                raise
+            refusal = exc
+        await self._replace_aside(source, target, refusal)
+
+    async def _replace_aside(self, source: str, target: str, refusal: FTPError) -> None:
+        """Put ``source`` in ``target``'s place after RNTO refused to replace it.
+
+        Steps, one command at a time, and what the server holds after each
+        (a crash or a lost session can stop it between any two):
+
+        1. ``RNFR target``, ``RNTO aside`` (``.name.<hex>.aside`` beside it):
+           the old file whole under the aside name, no file under ``target``,
+           ours under ``source``. Refused (no such target, or no right to
+           rename it): nothing changed, ``refusal`` is raised.
+        2. ``RNFR source``, ``RNTO target``: ours in place, the old one aside.
+           Refused: the old file is moved back (``RNFR aside``, ``RNTO target``)
+           and the refusal raised; if that fails too, the old file stays under
+           the aside name (logged as ``ftp.replaced_file_aside``), never gone.
+        3. ``DELE aside``: only ours. Refused: the old copy stays aside (logged);
+           the upload is in place.
+
+        At no step is the old file's content only in our memory: each rename is
+        one atomic step on the server, so it is always under ``target`` or the
+        aside name. The window without a file under ``target`` lasts one round
+        trip (between steps 1 and 2), as the delete-then-rename it replaces left.
+
+        Raises:
+            FTPError: ``refusal``, or the refusal of step 2.
+        """
+        head, slash, name = target.rpartition("/")
+        aside = f"{head}{slash}.{name}.{secrets.token_hex(4)}.aside"
+        try:
+            await self._rename_alone(target, aside)
+        except FTPError as exc:
+            if exc.reply is None or self.broken:
+                log.error("ftp.replaced_file_aside", server=self._server, path=target, aside=aside)
+                raise
+            raise refusal from None
+        try:
+            await self._rename_alone(source, target)
+        except FTPError:
+            restored = False
+            if not self.broken:
+                with contextlib.suppress(FTPError):
+                    await self._rename_alone(aside, target)
+                    restored = True
+            if not restored:
+                log.error("ftp.replaced_file_aside", server=self._server, path=target, aside=aside)
+            raise
+        try:
+            await self.delete(aside)
+        except FTPError as exc:
             if exc.reply is None or self.broken:
                 raise
-        try:
-            await self.delete(target)
-        except FTPError as exc:
-            if exc.code is not ErrorCode.FILE_NOT_FOUND:
-                raise
-        await self.rename(source, target)
+            log.warning("ftp.replaced_file_aside", server=self._server, path=target, aside=aside)
+
+    async def _rename_alone(self, source: str, target: str) -> None:
+        """RNFR and RNTO, one at a time, nothing sent with them."""
+        await self._command("RNFR", source, intermediate=(350,))
+        await self._command("RNTO", target)
 
     # -- data connections --------------------------------------------------------------
 
@@ -1090,33 +1170,49 @@ class FTPSession:
                 # any other refusal (502 "not implemented", 550/534/425 to EPSV, a 421
                 # or a 530) is about the verb or the session, pipelined or not.
                 self._suspect(protocol.verb_of(passive), first)
+            sent = protocol.verb_of(passive)
         else:
-            first = None
-        host, port = await self._passive_after(first)
+            first, sent = None, None
+        host, port = await self._passive_after(first, sent)
         return host, port, size
 
-    async def _passive_after(self, first: Reply | None) -> tuple[str, int]:
-        """:meth:`_passive_address` from its first reply (``None``: not sent yet)."""
-        address = await self._passive_reply_address(first)
-        self.quirks.passive_verified = True
+    async def _passive_after(self, first: Reply | None, sent: str | None) -> tuple[str, int]:
+        """:meth:`_passive_address` from the reply to the passive command ``sent`` on this
+        session (``None``, ``None``: none sent yet)."""
+        address, used = await self._passive_reply_address(first, sent)
+        if (used == "EPSV") is self.quirks.epsv:  # the verb in use for this server now
+            self.quirks.passive_verified = True
         return address
 
-    async def _passive_reply_address(self, first: Reply | None) -> tuple[str, int]:
-        if self.quirks.epsv:
+    async def _passive_reply_address(
+        self, first: Reply | None, sent: str | None
+    ) -> tuple[tuple[str, int], str]:
+        """The address from ``first``, the reply to ``sent``, read as a reply to that verb,
+        and the verb whose reply gave it.
+
+        The verb is the one this session sent, never the server's shared
+        :attr:`ServerQuirks.epsv` read again: another session may turn EPSV off
+        while this one's EPSV is on the wire, and its reply (a ``502``, a ``229``
+        with no port) must still be read as EPSV's, and PASV asked next.
+        """
+        if first is None:
+            sent = "EPSV" if self.quirks.epsv else "PASV"
+        if sent == "EPSV":
             reply = first if first is not None else await self._exchange(build_command("EPSV"))
             first = None
             if reply.code == 227:
-                return self._pasv_target(reply, "EPSV")
+                return self._pasv_target(reply, "EPSV"), "EPSV"
             if reply.is_success:
                 try:
-                    return self._peer_host, protocol.parse_epsv(reply)
+                    return (self._peer_host, protocol.parse_epsv(reply)), "EPSV"
                 except FTPError:
                     pass
             elif not protocol.refuses_epsv(reply, ipv6=":" in self._peer_host):
                 with self._guard("EPSV"):
                     raise error_for_reply(reply, "EPSV")
-            self.quirks.epsv = False
-            self.quirks.passive_verified = False
+            if self.quirks.epsv:  # another session may have found it first (and PASV working)
+                self.quirks.epsv = False
+                self.quirks.passive_verified = False
         if first is not None:
             self._check("PASV", first)
             reply = first
@@ -1124,8 +1220,8 @@ class FTPSession:
             reply = await self._command("PASV")
         if reply.code == 229:  # an EPSV answer to PASV (servers behind NAT64)
             with self._guard("PASV"):
-                return self._peer_host, protocol.parse_epsv(reply)
-        return self._pasv_target(reply, "PASV")
+                return (self._peer_host, protocol.parse_epsv(reply)), "PASV"
+        return self._pasv_target(reply, "PASV"), "PASV"
 
     def _pasv_target(self, reply: Reply, verb: str) -> tuple[str, int]:
         with self._guard(verb):
@@ -1197,7 +1293,7 @@ class FTPSession:
             self._mark(error)
             error.stale_session = True
             raise error
-        host, port = await self._passive_after(reply)
+        host, port = await self._passive_after(reply, verb)
         tcp, data = await self._connect_data(host, port)
         return tcp, data, size, False
 
@@ -1310,12 +1406,13 @@ class FTPSession:
         self,
         verb: str,
         path: str,
-        move: Callable[[trio.abc.Stream], Awaitable[int]],
+        move: Callable[[trio.abc.Stream, int | None], Awaitable[int]],
         *,
         size_first: bool = False,
         after_data: tuple[bytes, ...] = (),
     ) -> tuple[int, Reply, int | None, tuple[Reply, ...] | None]:
-        """Run one data transfer; ``move`` moves the bytes and returns how many.
+        """Run one data transfer; ``move`` moves the bytes and returns how many (its second
+        argument: the most bytes the server announced, :func:`protocol.most_announced`).
 
         The final reply is read while the data moves: a server may send 226
         before or after the end of the data, and an early 426/451 stops the
@@ -1346,6 +1443,7 @@ class FTPSession:
         command = self._build(verb, path)  # refused before anything is sent
         size_of = path if size_first else None
         quirks = self.quirks
+        pipelined = self.pipelining  # decided now: another session may turn it off meanwhile
         spare, self._spare = self._spare, None
         opened = None
         if spare is not None and (size_of is None or "SIZE" not in self.features):
@@ -1354,14 +1452,14 @@ class FTPSession:
         sent = False
         if opened is not None:
             tcp, data = opened
-        elif self.pipelining and quirks.pipelined_passive and quirks.passive_verified:
+        elif pipelined and quirks.pipelined_passive and quirks.passive_verified:
             tcp, data, size, sent = await self._open_data_with(command, size_of)
         else:
             tcp, data, size = await self._open_data(size_of)
         self._ragged_eof = False
         self._no_data_tls = False
         # Pipelined, an upload's bytes go out without waiting for the 1xx (plain TCP)
-        early_data = verb == "STOR" and data is tcp and self.pipelining
+        early_data = verb == "STOR" and data is tcp and pipelined
         preliminary: Reply | None = None
         try:
             if early_data:
@@ -1380,6 +1478,7 @@ class FTPSession:
                     self._spare_refused(verb, exc)
                     tcp, data, size = await self._open_data(size_of)
                     preliminary = await self._start_transfer(data, verb, command)
+            limit = protocol.most_announced(size, preliminary, path)
             end = TransferEndMatcher(verb)
             early_sent = False
             began = trio.Event()
@@ -1402,7 +1501,7 @@ class FTPSession:
 
                     nursery.start_soon(watch_reply)
                     try:
-                        moved = await move(data)
+                        moved = await move(data, limit)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         if preliminary is not None:
                             raise
@@ -1475,11 +1574,19 @@ class FTPSession:
             return None
         return tcp, self._data_stream(tcp)
 
-    async def _receive(self, verb: str, data: trio.abc.Stream, sink: Sink) -> int:
+    async def _receive(
+        self, verb: str, data: trio.abc.Stream, sink: Sink, limit: int | None = None
+    ) -> int:
         """Move a data connection's bytes to ``sink`` until EOF.
 
         Plain TCP is read into one reused buffer: a fresh 256 KiB ``bytes``
         per read costs an mmap, page faults and a munmap each time.
+
+        Raises:
+            FTPError: SIZE_MISMATCH as soon as more than ``limit`` bytes arrived
+                (:func:`protocol.most_announced`), before they reach ``sink``:
+                a server streaming past the size it announced is not read to
+                its end (the session is then closed); TIMEOUT on a stall.
         """
         stall = self.config.timeouts.data_stall
         total = 0
@@ -1492,12 +1599,14 @@ class FTPSession:
                 view = memoryview(self._buffer)
                 while count := await sock.recv_into(view):
                     total += count
+                    _within(verb, total, limit)
                     await sink(view[:count])
                     scope.deadline = trio.current_time() + stall
             else:
                 try:
                     while chunk := await data.receive_some(CHUNK_SIZE):
                         total += len(chunk)
+                        _within(verb, total, limit)
                         await sink(chunk)
                         scope.deadline = trio.current_time() + stall
                 except trio.BrokenResourceError as exc:
@@ -1523,7 +1632,10 @@ class FTPSession:
                 match (or cannot be checked)...
         """
         received, preliminary, size, _ = await self._transfer(
-            "RETR", path, lambda data: self._receive("RETR", data, sink), size_first=True
+            "RETR",
+            path,
+            lambda data, limit: self._receive("RETR", data, sink, limit),
+            size_first=True,
         )
         announced = protocol.announced_size(preliminary, path)
         if size is not None and announced != received:
@@ -1568,7 +1680,7 @@ class FTPSession:
         """
         stall = self.config.timeouts.data_stall
 
-        async def move(data: trio.abc.Stream) -> int:
+        async def move(data: trio.abc.Stream, _limit: int | None) -> int:
             total = 0
             with trio.CancelScope(deadline=trio.current_time() + stall) as scope:
                 async for chunk in source:
@@ -1596,13 +1708,26 @@ class FTPSession:
         return sent
 
     async def _read_listing(self, verb: str, path: str) -> list[str]:
-        """The lines of a listing, each decoded on its own (one odd name spoils no other)."""
+        """The lines of a listing, each decoded on its own (one odd name spoils no other).
+
+        Raises:
+            FTPError: PROTOCOL_ERROR once the listing passed :data:`MAX_LISTING_BYTES`
+                (a server streaming without end is not read into memory to its end).
+        """
         chunks: list[bytes] = []
+        held = 0
 
         async def sink(chunk: memoryview | bytes | bytearray) -> None:
+            nonlocal held
+            held += len(chunk)
+            if held > MAX_LISTING_BYTES:
+                raise FTPError(
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"{verb}: listing larger than {MAX_LISTING_BYTES} bytes; stopped reading",
+                )
             chunks.append(bytes(chunk))
 
-        await self._transfer(verb, path, lambda data: self._receive(verb, data, sink))
+        await self._transfer(verb, path, lambda data, _: self._receive(verb, data, sink))
         lines = b"".join(chunks).split(b"\n")
         return [
             protocol.decode_text(line.removesuffix(b"\r"), self._charset)
@@ -1624,6 +1749,15 @@ class FTPSession:
         """Names in a directory (NLST), without ``.`` and ``..``."""
         names = (parse_nlst_line(line) for line in await self._read_listing("NLST", path))
         return [name for name in names if name not in (None, ".", "..")]
+
+
+def _within(verb: str, received: int, limit: int | None) -> None:
+    """Raise SIZE_MISMATCH once ``received`` passed ``limit`` (``None``: no limit)."""
+    if limit is not None and received > limit:
+        raise FTPError(
+            ErrorCode.SIZE_MISMATCH,
+            f"{verb}: more than the {limit} bytes the server announced arrived; stopped reading",
+        )
 
 
 async def _connect(host: str, port: int) -> trio.SocketStream:

@@ -71,7 +71,8 @@ class TransferObserver(Protocol):
         """``count`` more bytes of a transfer with FTP connection ``connection`` moved.
 
         Called per chunk (up to 256 KiB) as the data connection carries it,
-        failed attempts included.
+        failed attempts included; an upload's bytes only once the server
+        accepted its STOR (:class:`_AcceptedUpload`).
         """
 
     def retrying(self, operation: Operation, connection: str, error_code: ErrorCode) -> None:
@@ -661,28 +662,38 @@ class TransferEngine:
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await session.store(temp, self._read(remote_id, root, local, size), check=check)
+            return await self._send(session, remote_id, temp, root, local, size, check)
         known = self._remote_dirs.setdefault(remote_id, RemoteDirectories())
         if not known.known(directory):
             await known.ensure(directory, session.makedirs)
-            return await session.store(temp, self._read(remote_id, root, local, size), check=check)
+            return await self._send(session, remote_id, temp, root, local, size, check)
         try:
-            return await session.store(temp, self._read(remote_id, root, local, size), check=check)
+            return await self._send(session, remote_id, temp, root, local, size, check)
         except FTPError as exc:
             if exc.reply is None or session.broken:
                 raise
         known.forget(directory)
         return await self._store(session, remote_id, temp, root, local, size, check)
 
-    def _read(
-        self, remote_id: str, root: LocalRoot, local: Path, size: int
-    ) -> AsyncIterator[memoryview]:
-        """An upload's chunks (read through the volume's I/O), counted to the observer as
-        the session sends them."""
+    async def _send(
+        self,
+        session: FTPSession,
+        remote_id: str,
+        temp: str,
+        root: LocalRoot,
+        local: Path,
+        size: int,
+        check: bool,
+    ) -> int:
+        """One STOR of ``local``, read through its volume's I/O, its bytes counted to the
+        observer (:class:`_AcceptedUpload`)."""
         chunks = root.read_chunks(local, size)
         if self._observer is None:
-            return chunks
-        return _counted_chunks(chunks, self._observer, remote_id)
+            return await session.store(temp, chunks, check=check)
+        counter = _AcceptedUpload(self._observer, remote_id, session)
+        sent = await session.store(temp, counter.count(chunks), check=check)
+        counter.flush()
+        return sent
 
     async def _store_named(
         self,
@@ -712,13 +723,39 @@ def _counted_sink(write: Sink, observer: TransferObserver, remote_id: str) -> Si
     return sink
 
 
-async def _counted_chunks(
-    chunks: AsyncIterator[memoryview], observer: TransferObserver, remote_id: str
-) -> AsyncIterator[memoryview]:
-    async for chunk in chunks:
-        count = len(chunk)
-        yield chunk  # resumed when the session asks for the next chunk: this one is sent
-        observer.bytes_moved(Operation.UPLOAD, remote_id, count)
+class _AcceptedUpload:
+    """Counts an upload's bytes to the observer once the server accepted the STOR.
+
+    Pipelined on plain TCP, a STOR's bytes go out before its 1xx
+    (``FTPSession._transfer``); a server that then refuses the STOR (``553
+    Prohibited file name``, ``550 Permission denied``) took none of them. So
+    bytes sent are held back until the session saw the 1xx
+    (``FTPSession.transfer_began``), or until :meth:`flush` after the final
+    2xx; held bytes of a STOR refused before its 1xx are never counted. Bytes
+    of a transfer the server accepted and that failed later (``426``) count:
+    they moved.
+    """
+
+    def __init__(self, observer: TransferObserver, remote_id: str, session: FTPSession) -> None:
+        self._observer = observer
+        self._remote_id = remote_id
+        self._session = session
+        self._held = 0
+
+    async def count(self, chunks: AsyncIterator[memoryview]) -> AsyncIterator[memoryview]:
+        """``chunks``, each counted once the session asks for the next one (it was sent)."""
+        async for chunk in chunks:
+            count = len(chunk)
+            yield chunk
+            self._held += count
+            if self._session.transfer_began:
+                self.flush()
+
+    def flush(self) -> None:
+        """Count the bytes held back (the transfer was accepted)."""
+        if self._held:
+            self._observer.bytes_moved(Operation.UPLOAD, self._remote_id, self._held)
+            self._held = 0
 
 
 _SEPARATORS = re.compile(r"[/\\]")
@@ -824,14 +861,19 @@ class _SizeCheck:
 
 
 async def _discard_remote(session: FTPSession, temp: str) -> bool:
-    """Delete an upload's temp file if the session is still in step; whether that was possible."""
+    """Delete an upload's temp file if the session is still in step; whether that was possible.
+
+    A refusal counts as done (``550``: gone already, or not ours to delete) but for
+    ``501``/``503``, "bad sequence of commands": the DELE never ran (proftpd says
+    ``501`` to anything but RNTO after an RNFR), so a new session tries again.
+    """
     if session.broken or session.closed:
         return False
     with trio.CancelScope(shield=True), trio.move_on_after(session.config.timeouts.reply):
         try:
             await session.delete(temp)
         except FTPError as exc:
-            return exc.reply is not None
+            return exc.reply is not None and exc.reply.code not in (501, 503)
     return not session.broken
 
 

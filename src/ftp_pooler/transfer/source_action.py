@@ -279,9 +279,9 @@ class RemoteFile:
         A refusal is read in steps because servers word them differently: if
         the source is gone it is FILE_NOT_FOUND (and nothing else is touched:
         the archived copy may be the source, moved by an earlier delivery);
-        otherwise ``mkdir -p`` the directory and rename again; if that is
-        refused too, ``DELE`` the file in the way (a server that will not
-        rename over a file) and rename a last time.
+        otherwise ``mkdir -p`` the directory and rename again, replacing a
+        file in the way only on a server that refuses to rename over it
+        (:meth:`FTPSession.rename_over`: moved aside, never deleted first).
 
         Raises:
             FTPError: FILE_NOT_FOUND (the source is gone) or the last refusal.
