@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import resource
 import select
 import signal
 import socket
@@ -773,8 +774,128 @@ def test_a_connections_file_without_connections_is_refused(tmp_path: Path) -> No
     done = ftp_pooler("check-config", "--connections", "/dev/null", env=dict(os.environ))
     assert done.returncode == 2, done.stdout
     (line,) = done.stderr.decode().splitlines()
-    assert line == "ftp-pooler: /dev/null: no connection defined (a [name] section per connection)"
+    assert line == (
+        "ftp-pooler: INVALID_CONFIG: /dev/null: no connection defined"
+        " (a [name] section per connection)"
+    )
     assert done.stdout == b""
+
+
+def _local_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "l.ini").write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
+    env["FTP_POOLER_CONNECTIONS"] = str(tmp_path / "l.ini")
+    return env
+
+
+def _limit_memory() -> None:
+    # 600 MB of address space: enough for the CLI, far below what 10 million runners take
+    # (about 4 KB each), so that on a build without the bound the test fails in seconds
+    # instead of exhausting the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (600_000_000, 600_000_000))
+
+
+@pytest.mark.parametrize(
+    ("args", "variable", "expected"),
+    [
+        (
+            ["-j", "10000000"],
+            None,
+            "ftp-pooler copy: argument --concurrency/-j: must be at most 10000, not 10000000",
+        ),
+        (
+            [],
+            "FTP_POOLER__POOL__MAX_SESSIONS_PER_POD",
+            "pool.max_sessions_per_pod (from FTP_POOLER__POOL__MAX_SESSIONS_PER_POD):"
+            " Input should be less than or equal to 10000",
+        ),
+        (
+            [],
+            "FTP_POOLER__WORKER__MAX_INFLIGHT",
+            "worker.max_inflight (from FTP_POOLER__WORKER__MAX_INFLIGHT):"
+            " Input should be less than or equal to 10000",
+        ),
+    ],
+)
+def test_copy_concurrency_above_its_bound_is_a_usage_error(
+    tmp_path: Path, args: list[str], variable: str | None, expected: str
+) -> None:
+    """tester2: -j 10000000 started ten million runners (MemoryError, a traceback; more
+    zeros: 24 GB). Now one line naming the option and its bound, exit 2, at once."""
+    env = _local_env(tmp_path)
+    if variable is not None:
+        env[variable] = "10000000"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", "copy", "-", "--stats", "0", *args],
+        env=env, input=b"{}\n", capture_output=True, timeout=60, check=False,
+        preexec_fn=_limit_memory,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert expected in line
+    assert done.stdout == b""
+
+
+@pytest.mark.parametrize("command", ["check-config", "submit", "worker"])
+@pytest.mark.parametrize(
+    "servers", ["127.0.0.1:abc", "h:99999", "nohostport", "[a:1,b:2]", "::1:9092"]
+)
+def test_bootstrap_server_that_is_no_host_and_port_is_invalid_config(
+    tmp_path: Path, command: str, servers: str
+) -> None:
+    """tester2: '127.0.0.1:abc' passed check-config and made worker and submit die with a
+    ValueError traceback; 'h:99999' and 'nohostport' ended as 'Kafka unreachable'."""
+    env = _local_env(tmp_path)
+    env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = servers
+    args = [command, "-", "--kafka-timeout", "2"] if command == "submit" else [command]
+    done = ftp_pooler(*args, env=env, stdin=b"", timeout=60)
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith("ftp-pooler: INVALID_CONFIG: settings: kafka.bootstrap_servers"), line
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link", "stdin"])
+def test_output_file_that_is_the_tasks_file_is_refused(tmp_path: Path, how: str) -> None:
+    """tester2: 'copy tasks.jsonl -o tasks.jsonl' emptied the tasks file, then said
+    '0 tasks' and exit 0. Now exit 2, one line, the file untouched."""
+    env = _local_env(tmp_path)
+    tasks = tmp_path / "tasks.jsonl"
+    content = b'{"task_id": "a"}\n{"task_id": "b"}\n'
+    tasks.write_bytes(content)
+    output = tmp_path / "out.jsonl"
+    if how == "symlink":
+        output.symlink_to(tasks)
+    elif how == "hard link":
+        output.hardlink_to(tasks)
+    else:
+        output = tasks
+    with tasks.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "ftp_pooler.cli", "copy", "-" if how == "stdin" else str(tasks),
+             "-o", str(output), "--stats", "0"],
+            env=env, stdin=stdin, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert tasks.read_bytes() == content
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"ftp-pooler: the output file {output} is the tasks file: it would be emptied"
+    ]
+
+
+def test_a_connection_value_with_a_line_break_is_invalid_config(tmp_path: Path) -> None:
+    """tester2: an indented 'pass = ...' under 'user = ...' joined the user: check-config
+    said fine and printed the password as part of the user. Now INVALID_CONFIG naming
+    section and key, the value never shown."""
+    (tmp_path / "c.ini").write_text(
+        "[partner]\ntype = ftp\nhost = 127.0.0.1\nuser = transfer\n  pass = oops\n"
+        f"[local]\ntype = local\nbase_path = {tmp_path}\n"
+    )
+    env = _local_env(tmp_path)
+    done = ftp_pooler("check-config", "--connections", str(tmp_path / "c.ini"), env=env)
+    assert b"oops" not in done.stdout + done.stderr
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert "[partner] user: the value goes on over several lines" in line
 
 
 def test_a_signal_while_the_producer_keeps_stdin_open_stops_cleanly(tmp_path: Path) -> None:

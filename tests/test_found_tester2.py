@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -132,53 +131,6 @@ def test_server_without_epsv_every_concurrent_download_completes(
 
 
 # ---------------------------------------------------------------------------
-# MEDIUM: --concurrency has no upper bound
-# ---------------------------------------------------------------------------
-def _limit_memory() -> None:
-    # 600 MB of address space: enough for the CLI, far below what 10 million runners take
-    # (about 4 KB each), so the test ends in seconds instead of exhausting the machine.
-    resource.setrlimit(resource.RLIMIT_AS, (600_000_000, 600_000_000))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: copy --concurrency N starts N runner tasks whatever N is: "
-    "-j 10000000 dies of MemoryError with a traceback (exit 1); -j 99999999999 grew to "
-    "24 GB and was OOM-killed, ignoring SIGTERM meanwhile. Expected: a usage error "
-    "(exit 2, one line) above a sane bound, or runners capped (e.g. at the session caps)",
-)
-def test_copy_huge_concurrency_is_a_usage_error_or_harmless(tmp_path: Path) -> None:
-    env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
-    proc = _run(
-        "copy", "-", "--stats", "0", "-j", "10000000",
-        env=env, stdin=b"{}\n", timeout=120, preexec_fn=_limit_memory,
-    )  # fmt: skip
-    assert b"Traceback" not in proc.stderr
-    assert b"MemoryError" not in proc.stderr
-    assert proc.returncode in (1, 2), proc.stderr[-500:]
-
-
-# ---------------------------------------------------------------------------
-# MEDIUM: a bootstrap server with a bad port is a traceback, not INVALID_CONFIG
-# ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: kafka.bootstrap_servers is not checked as host:port: "
-    "'127.0.0.1:abc' passes check-config and makes worker and submit die with a "
-    "ValueError traceback (exit 1); 'h:99999' passes too and ends as 'Kafka unreachable'",
-)
-@pytest.mark.parametrize("command", ["check-config", "submit"])
-def test_bootstrap_server_with_a_bad_port_is_invalid_config(tmp_path: Path, command: str) -> None:
-    env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
-    env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = "127.0.0.1:abc"
-    args = [command] if command == "check-config" else [command, "-", "--kafka-timeout", "2"]
-    proc = _run(*args, env=env, stdin=b"", timeout=60)
-    assert b"Traceback" not in proc.stderr
-    assert proc.returncode == 2
-    assert b"bootstrap_servers" in proc.stderr
-
-
-# ---------------------------------------------------------------------------
 # LOW-MEDIUM: results file on a full disk ends in a half-written JSON line
 # ---------------------------------------------------------------------------
 @pytest.fixture
@@ -229,40 +181,6 @@ def test_results_file_on_full_disk_holds_only_whole_lines(
 
 
 # ---------------------------------------------------------------------------
-# MEDIUM-HIGH: an empty connections.ini is refused at start-up but applied on reload
-# ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: the worker's reload applies a connections file with no connection "
-    "(empty, or only comments: a truncated write, a wrong Secret key) and removes every "
-    "connection: every task then fails INVALID_CONFIG 'unknown connection id' (not "
-    "retryable) until the file is fixed. Start-up refuses the same file ('no connection "
-    "defined', exit 2) and operations.md says the reload uses the same loader and "
-    "refuses a broken version. Seen end to end: ftp_pooler_config_refused stayed 0.",
-)
-async def test_reload_refuses_a_connections_file_without_any_connection(tmp_path: Path) -> None:
-    from ftp_pooler.config import Connections, load_connections
-    from ftp_pooler.service.reload import ConnectionsWatcher
-
-    path = tmp_path / "connections.ini"
-    path.write_text("[a]\ntype = local\nbase_path = /a\n")
-    applied: list[Connections] = []
-    results: list[str] = []
-
-    async def apply(connections: Connections) -> None:
-        applied.append(connections)
-
-    watcher = ConnectionsWatcher(
-        path, load_connections(path), apply, interval=1, reloaded=results.append
-    )
-    path.write_text("# emptied by a writer that truncates first\n")
-    for _ in range(3):
-        await watcher.check()
-    assert applied == []
-    assert results == ["refused"]
-
-
-# ---------------------------------------------------------------------------
 # HIGH: a failed final rename deletes the partner's existing file
 # ---------------------------------------------------------------------------
 @pytest.mark.xfail(
@@ -302,43 +220,6 @@ def test_failed_upload_rename_never_deletes_the_existing_destination(
     assert server.files.get("/data/up.bin") == old, [
         c for c in server.commands if c.split()[0] in ("STOR", "RNFR", "RNTO", "DELE")
     ]
-
-
-# ---------------------------------------------------------------------------
-# LOW: connections.ini quirks a hand-edited file runs into
-# ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: a connections.ini saved with a UTF-8 BOM (Windows editors) is "
-    "refused with a misleading 'line 1: a key before the first [section]', though "
-    "its first line is a section; config.yaml and task lines with a BOM are accepted",
-)
-def test_connections_ini_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
-    env = _env(tmp_path, f"\ufeff[local]\ntype = local\nbase_path = {tmp_path}\n")
-    proc = _run("check-config", env=env)
-    assert proc.returncode == 0, proc.stderr
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: an indented line after a key is an INI continuation: an "
-    "indented '  pass = S3cret' under 'user = transfer' makes the user "
-    "'transfer\\npass = S3cret' and no password: check-config accepts it (exit 0) and "
-    "prints the password in the clear as part of the user, and "
-    "every task of the connection then fails PATH_NOT_ALLOWED 'USER: refusing to send "
-    "an argument with CR, LF...' at run time; a value with a line break should be "
-    "refused when the file is loaded (INVALID_CONFIG naming section and key)",
-)
-def test_a_connection_value_with_a_line_break_is_invalid_config(tmp_path: Path) -> None:
-    env = _env(
-        tmp_path,
-        "[partner]\ntype = ftp\nhost = 127.0.0.1\nuser = transfer\n  pass = oops\n"
-        f"[local]\ntype = local\nbase_path = {tmp_path}\n",
-    )
-    proc = _run("check-config", env=env)
-    assert b"oops" not in proc.stdout + proc.stderr
-    assert proc.returncode == 2
-    assert b"[partner] user" in proc.stderr
 
 
 # ---------------------------------------------------------------------------
@@ -454,25 +335,6 @@ def test_check_connection_escapes_control_characters_from_the_server(
     assert proc.returncode == 1
     assert b"\x1b" not in proc.stderr + proc.stdout
     assert b"\x07" not in proc.stderr + proc.stdout
-
-
-# ---------------------------------------------------------------------------
-# MEDIUM-LOW: -o naming the tasks file destroys it and reports success
-# ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: 'copy tasks.jsonl -o tasks.jsonl' truncates the tasks file before "
-    "reading it: the task list is lost, the run says '0 tasks' and exits 0. cat and "
-    "sort refuse or handle input = output; expected: exit 2, one line, file untouched",
-)
-def test_output_file_that_is_the_tasks_file_is_refused(tmp_path: Path) -> None:
-    env = _env(tmp_path, f"[local]\ntype = local\nbase_path = {tmp_path}\n")
-    tasks = tmp_path / "tasks.jsonl"
-    content = b'{"task_id": "a"}\n{"task_id": "b"}\n'
-    tasks.write_bytes(content)
-    proc = _run("copy", str(tasks), "-o", str(tasks), "--stats", "0", env=env)
-    assert tasks.read_bytes() == content
-    assert proc.returncode == 2
 
 
 # ---------------------------------------------------------------------------

@@ -31,6 +31,7 @@ signal.signal(signal.SIGTERM, _exit_at_once)
 # ruff: noqa: E402 (the imports below come after the signal handlers, on purpose)
 import argparse
 import errno
+import io
 import json
 import stat
 import sys
@@ -46,6 +47,7 @@ import trio
 from ftp_pooler import package_version
 from ftp_pooler.cli.batch import BatchCopy, CopySummary, count_task_lines
 from ftp_pooler.config import (
+    MAX_CONCURRENCY,
     Connections,
     FTPConnection,
     Settings,
@@ -240,17 +242,36 @@ def _open_tasks(name: str, stack: ExitStack) -> tuple[BinaryIO, Path | None]:
     return source, Path(name) if regular else None
 
 
-def _open_output(name: str | None, stack: ExitStack) -> BinaryIO:
+def _open_output(name: str | None, stack: ExitStack, source: BinaryIO) -> BinaryIO:
     """The results stream: stdout, or a file closed by ``stack`` (quietly: after a
-    write error, closing fails again on the bytes still buffered)."""
+    write error, closing fails again on the bytes still buffered).
+
+    Raises:
+        UsageError: The output file is the tasks file ``source`` (by its device and
+            inode: through a symlink or a hard link too), which opening it for
+            writing would empty before a line of it was read.
+    """
     if name in (None, "-"):
         return sys.stdout.buffer
+    if _same_file(name, source):
+        raise UsageError(f"the output file {name} is the tasks file: it would be emptied")
     try:
         output = Path(name).open("wb")  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise UsageError(f"cannot write the output file {name}: {exc.strerror}") from None
     stack.callback(_close_quietly, output)
     return output
+
+
+def _same_file(name: str, source: BinaryIO) -> bool:
+    """Whether the file at ``name`` is the regular file ``source`` reads (stdin included)."""
+    try:
+        output = os.stat(name)
+        tasks = os.fstat(source.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    same = (output.st_dev, output.st_ino) == (tasks.st_dev, tasks.st_ino)
+    return same and stat.S_ISREG(tasks.st_mode)
 
 
 def _close_quietly(stream: BinaryIO) -> None:
@@ -288,7 +309,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         source, path = _open_tasks(args.tasks, stack)
         if args.dry_run:
             return _dry_run(source, connections, settings)
-        results = _open_output(args.output, stack)
+        results = _open_output(args.output, stack, source)
         display, interval = _display(args)
         run = trio.run(
             lambda: _copy(
@@ -359,9 +380,6 @@ def _load(
     """Settings (and connections), then logging as the settings and flags say."""
     settings = load_settings(args.config)
     connections = load_connections(args.connections) if need_connections else None
-    if connections is not None and not len(connections):
-        path = connections_path(args.connections)
-        raise UsageError(f"{path}: no connection defined (a [name] section per connection)")
     level = shifted_level(settings.logging.level, args.verbose - args.quiet)
     fmt = args.log_format
     if fmt is None:
@@ -474,6 +492,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _concurrency(text: str) -> int:
+    """``--concurrency``: a whole number from 1 to :data:`~ftp_pooler.config.MAX_CONCURRENCY`."""
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}, not {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -521,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument(
         "--concurrency",
         "-j",
-        type=_positive_int,
-        help="tasks at once (default: pool.max_sessions_per_pod)",
+        type=_concurrency,
+        help=f"tasks at once, 1 to {MAX_CONCURRENCY} (default: pool.max_sessions_per_pod)",
     )
     copy.add_argument(
         "--drain-seconds",
