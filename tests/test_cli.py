@@ -16,7 +16,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -557,10 +557,70 @@ def test_results_that_cannot_be_written_stop_the_copy_in_one_line_exit_4(
     assert "Traceback" not in stderr and "Exception" not in stderr
     lines = stderr.splitlines()
     assert lines[0] == "ftp-pooler: cannot write results to /dev/full: No space left on device"
-    assert re.match(r"6 tasks: 2 completed, 0 skipped, 0 failed, 0 cancelled, 4 not started;",
-                    lines[-1]), lines  # fmt: skip
+    assert re.match(
+        r"6 tasks: 0 completed, 0 skipped, 0 failed, 2 finished without a result line,"
+        r" 0 cancelled, 4 not started;",
+        lines[-1],
+    ), lines
     assert len(list(local.iterdir())) == 2 and not _parts(local)
     assert time.monotonic() - started < 5.5  # six tasks, two at a time, take 6 s
+
+
+@pytest.fixture
+def tiny_volume(tmp_path: Path) -> Iterator[Path]:
+    """An 8 KiB tmpfs (as in test_local_errors): a results file fills it quickly."""
+    from test_local_errors import _mount, _unmount
+
+    target = tmp_path / "tiny"
+    _mount(target, "size=8k,mode=0755")
+    try:
+        yield target
+    finally:
+        _unmount(target)
+
+
+@pytest.mark.parametrize("how", ["-o", "stdout"])
+def test_results_file_on_full_disk_holds_only_whole_lines(
+    make_scripted_ftp: Callable[..., Any], tmp_path: Path, tiny_volume: Path, how: str
+) -> None:
+    """tester2: a results file on a volume that fills up ended in a truncated JSON line
+    (a consumer's json.loads fails on it), and the summary counted as completed tasks
+    whose line was never written. Now the line that fails part-way is cut off again,
+    and the summary counts by status only what was written."""
+    count = 200
+    local = tmp_path / "local"
+    local.mkdir()
+    server = make_scripted_ftp(files={f"/data/f{i}.bin": b"x" * 100 for i in range(count)})
+    (tmp_path / "c.ini").write_text(
+        f"[srv]\ntype = ftp\nhost = {server.host}\nport = {server.port}\n"
+        f"user = {server.user}\npass = {server.password}\n"
+        f"[local]\ntype = local\nbase_path = {local}\n"
+    )
+    (tmp_path / "c.yaml").write_text("transfer:\n  durability: none\nlogging:\n  level: WARNING\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
+    env.update(FTP_POOLER_CONNECTIONS=str(tmp_path / "c.ini"),
+               FTP_POOLER_CONFIG=str(tmp_path / "c.yaml"))  # fmt: skip
+    tasks = "".join(
+        json.dumps({"task_id": f"t{i}-" + "x" * 200, "src_id": "srv", "src_path": f"/data/f{i}.bin",
+                    "dst_id": "local", "dst_path": f"out/f{i}.bin"}) + "\n"
+        for i in range(count)
+    ).encode()  # fmt: skip
+    out = tiny_volume / "r.jsonl"
+    with out.open("wb") as stdout:
+        args = ["-o", str(out)] if how == "-o" else []
+        done = subprocess.run(
+            [sys.executable, "-m", "ftp_pooler.cli", "copy", "-", "--stats", "0", *args],
+            env=env, input=tasks, stdout=stdout, stderr=subprocess.PIPE, timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    lines = out.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the file ends in a partial line"
+    written = [json.loads(line) for line in lines[:-1]]
+    assert 0 < len(written) < count
+    summary = done.stderr.decode().strip().splitlines()[-1]
+    assert summary.startswith(f"{count} tasks: {len(written)} completed, 0 skipped, 0 failed,")
+    assert re.search(r"\d+ finished without a result line", summary), summary
 
 
 def test_a_closed_stdout_pipe_ends_the_copy_quietly_with_141(tmp_path: Path) -> None:
@@ -584,7 +644,10 @@ def test_a_closed_stdout_pipe_ends_the_copy_quietly_with_141(tmp_path: Path) -> 
     assert done.returncode == 141, stderr
     assert "Traceback" not in stderr and "Exception" not in stderr and "Error" not in stderr
     (summary,) = stderr.splitlines()
-    pattern = r"2000 tasks: 0 completed, 0 skipped, \d+ failed, 0 cancelled, \d+ not started"
+    pattern = (
+        r"2000 tasks: 0 completed, 0 skipped, \d+ failed, [1-9]\d* finished without a result"
+        r" line, 0 cancelled, \d+ not started"
+    )
     assert re.match(pattern, summary), summary
 
 

@@ -243,8 +243,7 @@ def _open_tasks(name: str, stack: ExitStack) -> tuple[BinaryIO, Path | None]:
 
 
 def _open_output(name: str | None, stack: ExitStack, source: BinaryIO) -> BinaryIO:
-    """The results stream: stdout, or a file closed by ``stack`` (quietly: after a
-    write error, closing fails again on the bytes still buffered).
+    """The results stream, unbuffered: stdout, or a file closed by ``stack`` (quietly).
 
     Raises:
         UsageError: The output file is the tasks file ``source`` (by its device and
@@ -252,11 +251,12 @@ def _open_output(name: str | None, stack: ExitStack, source: BinaryIO) -> Binary
             writing would empty before a line of it was read.
     """
     if name in (None, "-"):
-        return sys.stdout.buffer
+        return getattr(sys.stdout.buffer, "raw", sys.stdout.buffer)
     if _same_file(name, source):
         raise UsageError(f"the output file {name} is the tasks file: it would be emptied")
     try:
-        output = Path(name).open("wb")  # noqa: SIM115 (closed by the stack)
+        # unbuffered: a line that fails part-way can be cut off again (write_whole_line)
+        output = Path(name).open("wb", buffering=0)  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise UsageError(f"cannot write the output file {name}: {exc.strerror}") from None
     stack.callback(_close_quietly, output)
