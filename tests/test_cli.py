@@ -945,6 +945,23 @@ def test_output_file_that_is_the_tasks_file_is_refused(tmp_path: Path, how: str)
     ]
 
 
+def test_check_config_warns_of_a_local_base_path_that_does_not_exist(tmp_path: Path) -> None:
+    """A volume not mounted yet is no configuration error (exit 0), but said."""
+    missing = tmp_path / "mnt" / "data"
+    (tmp_path / "c.ini").write_text(
+        f"[here]\ntype = local\nbase_path = {tmp_path}\n"
+        f"[vol]\ntype = local\nbase_path = {missing}\n"
+    )
+    env = _local_env(tmp_path)
+    done = ftp_pooler("check-config", "--connections", str(tmp_path / "c.ini"), env=env)
+    assert done.returncode == 0
+    assert done.stderr.decode().splitlines() == [
+        f"ftp-pooler: warning: [vol] base_path {missing} does not exist: its tasks fail"
+        " TRANSIENT until it does (a volume not mounted?)"
+    ]
+    assert json.loads(done.stdout)["connections"]["vol"]["base_path"] == str(missing)
+
+
 def test_a_connection_value_with_a_line_break_is_invalid_config(tmp_path: Path) -> None:
     """tester2: an indented 'pass = ...' under 'user = ...' joined the user: check-config
     said fine and printed the password as part of the user. Now INVALID_CONFIG naming

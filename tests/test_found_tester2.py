@@ -287,30 +287,3 @@ def test_check_connection_escapes_control_characters_from_the_server(
     assert b"\x07" not in proc.stderr + proc.stdout
 
 
-# ---------------------------------------------------------------------------
-# MEDIUM-LOW: a missing local base_path is created (an unmounted volume is written under)
-# ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: a download to a local connection whose base_path does not exist "
-    "creates base_path and its parents and completes. configuration.md: 'missing "
-    "directories below base_path are created'. With an NFS/volume not mounted the files "
-    "land on the host's disk under the mount point, reported completed, and vanish from "
-    "view once the volume is mounted; the task should fail instead",
-)
-def test_download_does_not_create_a_missing_base_path(
-    make_scripted_ftp: MakeScripted, tmp_path: Path
-) -> None:
-    server = make_scripted_ftp(files={"/data/a.bin": b"abc"})
-    mount_point = tmp_path / "mnt" / "nfs" / "data"
-    env = _env(tmp_path, _scripted_ini(server, mount_point))
-    task = {
-        "task_id": "d",
-        "src_id": "srv",
-        "src_path": "/data/a.bin",
-        "dst_id": "local",
-        "dst_path": "incoming/a.bin",
-    }
-    proc = _run("copy", "-", "--stats", "0", env=env, stdin=_tasks(task))
-    assert _results(proc.stdout)["d"]["status"] == "failed"
-    assert not (tmp_path / "mnt").exists()

@@ -513,6 +513,20 @@ class Connections(Mapping[str, Connection]):
             if isinstance(connection, FTPConnection)
         }
 
+    def missing_base_paths(self) -> dict[str, Path]:
+        """The local connections whose ``base_path`` is no directory now: id -> base_path.
+
+        Not a configuration error: a volume may be mounted after the file is
+        read. Downloads to such a connection fail TRANSIENT until it is there
+        (:meth:`LocalRoot.make_parent <ftp_pooler.transfer.localfs.LocalRoot.make_parent>`);
+        check-config warns, the worker logs it at start-up and at each reload.
+        """
+        return {
+            connection_id: connection.base_path
+            for connection_id, connection in self._by_id.items()
+            if isinstance(connection, LocalConnection) and not connection.base_path.is_dir()
+        }
+
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every connection in the INI file's spelling, JSON-ready, passwords masked."""
         described: dict[str, dict[str, Any]] = {}

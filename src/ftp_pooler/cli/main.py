@@ -445,6 +445,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     assert connections is not None
     report = {"settings": settings.model_dump(mode="json"), "connections": connections.describe()}
     print(json.dumps(report, indent=2, sort_keys=True))
+    for connection_id, base_path in connections.missing_base_paths().items():
+        print(
+            f"ftp-pooler: warning: [{connection_id}] base_path {base_path} does not exist:"
+            " its tasks fail TRANSIENT until it does (a volume not mounted?)",
+            file=sys.stderr,
+        )
     return 0
 
 
