@@ -945,6 +945,35 @@ def test_output_file_that_is_the_tasks_file_is_refused(tmp_path: Path, how: str)
     ]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_worker_stops_on_a_signal_while_waiting_for_kafka(tmp_path: Path, signum: int) -> None:
+    """tester2: Ctrl-C while the worker waited for its first broker was ignored until
+    kafka.request_timeout_ms ran out (28 s), then exit 3; SIGTERM exited at once (143).
+    Now SIGINT too: at once, 130."""
+    env = _local_env(tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        f"kafka:\n  bootstrap_servers: 127.0.0.1:{closed_port()}\n"
+        "api:\n  host: 127.0.0.1\n  port: 0\n"
+    )
+    env["FTP_POOLER_CONFIG"] = str(tmp_path / "c.yaml")
+    proc = _start("worker", "--log-format", "json", env=env, stdout=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # kafka-python's log lines: the bootstrap wait has begun
+            if b"Bootstrap" in line:
+                break
+        else:
+            pytest.fail("the worker ended before waiting for Kafka")
+        started = time.monotonic()
+        proc.send_signal(signum)
+        proc.wait(timeout=10)
+        assert proc.returncode == 128 + signum
+        assert time.monotonic() - started < 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_check_config_warns_of_a_local_base_path_that_does_not_exist(tmp_path: Path) -> None:
     """A volume not mounted yet is no configuration error (exit 0), but said."""
     missing = tmp_path / "mnt" / "data"

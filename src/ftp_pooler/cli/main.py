@@ -398,6 +398,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings, connections = _load(args, need_connections=True)
     assert connections is not None
     check_kafka_security(settings.kafka)
+    # Until the worker watches the signals itself (it drains then), SIGINT ends it at
+    # once, as SIGTERM does: a KeyboardInterrupt would wait for the thread that waits
+    # for the first broker (up to kafka.request_timeout_ms).
+    signal.signal(signal.SIGINT, _exit_at_once)
     try:
         path = connections_path(args.connections)
         trio.run(partial(run_worker, connections_path=path), settings, connections)
