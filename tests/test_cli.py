@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
 
+from scripted_server import Rule
 from servers import FTPServer
 from servers.dead import closed_port
 from test_copy import ftp_pooler, write_config
@@ -972,6 +973,35 @@ def test_worker_stops_on_a_signal_while_waiting_for_kafka(tmp_path: Path, signum
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("where", ["refusal", "listing"])
+def test_check_connection_escapes_control_characters_from_the_server(
+    make_scripted_ftp: Callable[..., Any], tmp_path: Path, where: str
+) -> None:
+    """tester2: check-connection printed a refusal's server text as it came: escape
+    sequences (ESC ] 0;title BEL, ESC [2J) reached the user's terminal. Now escaped, as
+    in results and logs; the names of a listing too."""
+    evil = "\x1b]0;pwned\x07\x1b[2J\x1b[31mno"
+    if where == "refusal":
+        server = make_scripted_ftp(
+            files={"/data/a.bin": b"abc"}, rules=[Rule(r"(MLSD|LIST|NLST).*", f"550 {evil}")]
+        )
+    else:
+        server = make_scripted_ftp(files={f"/data/{evil}": b"abc"})
+    (tmp_path / "c.ini").write_text(
+        f"[srv]\ntype = ftp\nhost = {server.host}\nport = {server.port}\n"
+        f"user = {server.user}\npass = {server.password}\nbase_path = /data\n"
+    )
+    env = _local_env(tmp_path)
+    done = ftp_pooler(
+        "check-connection", "srv", "--log-format", "console", "--connections",
+        str(tmp_path / "c.ini"), env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == (1 if where == "refusal" else 0), done.stderr
+    output = done.stdout + done.stderr
+    assert b"\x1b" not in output and b"\x07" not in output
+    assert b"\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mno" in output
 
 
 def test_check_config_warns_of_a_local_base_path_that_does_not_exist(tmp_path: Path) -> None:

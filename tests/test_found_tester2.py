@@ -222,27 +222,3 @@ def test_download_stops_reading_past_the_announced_size(
     assert sent and max(sent) < limit, f"the server got to send {sent} bytes"
 
 
-# ---------------------------------------------------------------------------
-# LOW: server text reaches the terminal raw
-# ---------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester2: check-connection prints a refusal's server text as it came: "
-    "escape sequences from the server (ESC ] 0;title BEL, ESC [2J) reach the user's "
-    "terminal (retitle, clear the screen, fake output), as in curl/wget's CVEs; "
-    "result JSON and log lines escape them, this line does not",
-)
-def test_check_connection_escapes_control_characters_from_the_server(
-    make_scripted_ftp: MakeScripted, tmp_path: Path, local: Path
-) -> None:
-    server = make_scripted_ftp(
-        files={"/data/a.bin": b"abc"},
-        rules=[Rule(r"(MLSD|LIST|NLST).*", "550 \x1b]0;pwned\x07\x1b[2J\x1b[31mno")],
-    )
-    env = _env(tmp_path, _scripted_ini(server, local))
-    proc = _run("check-connection", "srv", "--log-format", "console", env=env)
-    assert proc.returncode == 1
-    assert b"\x1b" not in proc.stderr + proc.stdout
-    assert b"\x07" not in proc.stderr + proc.stdout
-
-

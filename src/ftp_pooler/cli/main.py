@@ -55,7 +55,7 @@ from ftp_pooler.config import (
     load_connections,
     load_settings,
 )
-from ftp_pooler.contract import Result
+from ftp_pooler.contract import Result, one_line
 from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.pool import open_session_pool
@@ -357,7 +357,7 @@ def _dry_run(source: BinaryIO, connections: Connections, settings: Settings) -> 
     for problem in found.problems:
         print(f"ftp-pooler: {problem}", file=sys.stderr)
     for conn_id, error in outcomes:
-        state = "logged in" if error is None else f"cannot log in: {error}"
+        state = "logged in" if error is None else f"cannot log in: {one_line(error)}"
         print(f"ftp-pooler: connection {conn_id}: {state}", file=sys.stderr)
     failed_logins = sum(error is not None for _, error in outcomes)
     print(
@@ -472,13 +472,18 @@ def _cmd_check_connection(args: argparse.Namespace) -> int:
     try:
         trio.run(probe_connection, connection, args.path, _print_now)
     except PoolerError as exc:
-        print(f"ftp-pooler: {args.connection}: {exc.code.value}: {exc.message}", file=sys.stderr)
+        message = one_line(exc.message)
+        print(f"ftp-pooler: {args.connection}: {exc.code.value}: {message}", file=sys.stderr)
         return EXIT_FAILED_TASKS
     return 0
 
 
 def _print_now(line: str) -> None:
-    print(line, flush=True)
+    """Print a line of ``check-connection`` now, its control characters escaped
+    (:func:`~ftp_pooler.contract.one_line`, as in results): it holds the server's text
+    (features, file names), whose escape sequences must not drive the user's terminal
+    (retitle it, clear the screen, fake output)."""
+    print(one_line(line), flush=True)
 
 
 # -- arguments ------------------------------------------------------------------------
