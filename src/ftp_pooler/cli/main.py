@@ -73,8 +73,8 @@ SIGINT); 1 a task failed (or would, with --dry-run; or a connection check
 failed); 2 a usage or configuration error, reported in one line; 3 Kafka
 unreachable; 4 copy could not write its results (full disk, ...); 130 and 143
 copy stopped by SIGINT and SIGTERM (the worker before it reached Kafka; any
-command, by a second signal); 141 copy's
-results went to a pipe that was closed (| head).
+command, by a second signal); 141 copy's results went to a pipe that was
+closed (| head).
 """
 
 EXIT_FAILED_TASKS = 1
