@@ -417,6 +417,35 @@ def test_submit_waits_for_and_prints_results(setup: Any, ftp_root: Path, tmp_pat
     assert worker.stop() == 0
 
 
+def test_submit_results_says_which_lines_it_cannot_wait_for(
+    setup: Any, ftp_root: Path, tmp_path: Path
+) -> None:
+    """tester2: submit --results silently ignored lines without a task id (their
+    results cannot be told apart) and repeated ids (one result awaited), and said
+    all was well. Now its summary counts them, and lines without an id are not success."""
+    digests = remote_files(ftp_root, 3)
+    _, _, start, env = setup(partitions=1)
+    worker = start("w1")
+    worker.wait_ready()
+    good = download_tasks(sorted(digests))
+    tasks = b"\n".join([*good, good[0], b"not json", b'{"no": "task id"}']) + b"\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", "submit", "-", "--results", "--timeout", "60"],
+        env=env, input=tasks, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr.decode()
+    (summary,) = done.stderr.decode().splitlines()
+    assert summary.startswith("submitted 6 tasks; 3 results, "), summary
+    assert summary.endswith(
+        "; 2 lines without a task id: not waited for"
+        "; 1 lines repeat an earlier task id: one result each id"
+    ), summary
+    assert sorted(json.loads(line)["task_id"] for line in done.stdout.splitlines()) == sorted(
+        digests
+    )
+    assert worker.stop() == 0
+
+
 def test_submit_counts_and_reports_tasks_the_producer_refuses(setup: Any) -> None:
     _, _, _, env = setup(partitions=1)
     small = b'{"task_id": "small"}'
