@@ -981,7 +981,7 @@ def test_check_connection_escapes_control_characters_from_the_server(
 ) -> None:
     """tester2: check-connection printed a refusal's server text as it came: escape
     sequences (ESC ] 0;title BEL, ESC [2J) reached the user's terminal. Now escaped, as
-    in results and logs; the names of a listing too."""
+    in results; the names of a listing too, and human log lines (-v: every reply)."""
     evil = "\x1b]0;pwned\x07\x1b[2J\x1b[31mno"
     if where == "refusal":
         server = make_scripted_ftp(
@@ -995,7 +995,7 @@ def test_check_connection_escapes_control_characters_from_the_server(
     )
     env = _local_env(tmp_path)
     done = ftp_pooler(
-        "check-connection", "srv", "--log-format", "console", "--connections",
+        "check-connection", "srv", "-v", "--log-format", "console", "--connections",
         str(tmp_path / "c.ini"), env=env, timeout=60,
     )  # fmt: skip
     assert done.returncode == (1 if where == "refusal" else 0), done.stderr
