@@ -177,8 +177,7 @@ def write_whole_line(stream: BinaryIO, line: bytes) -> None:
     written = 0
     try:
         while written < len(line):
-            count = stream.write(view[written:])
-            written += len(line) - written if count is None else count
+            written += stream.write(view[written:])
         stream.flush()
     except OSError:
         if written and not hasattr(stream, "raw"):  # unbuffered: ``written`` reached the file
