@@ -228,6 +228,45 @@ def test_settings_errors_name_file_and_key(tmp_path: Path, yaml_text: str, expec
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("server", "problem"),
+    [
+        ("kafka:9092", None),
+        ("k-1.kafka.svc.cluster.local:9093", None),
+        ("10.0.0.1:9092", None),
+        ("[::1]:9092", None),
+        ("[fe80::1%eth0]:9092", None),
+        ("127.0.0.1:abc", "the port must be a number from 1 to 65535"),
+        ("h:99999", "the port must be a number from 1 to 65535"),
+        ("h:0", "the port must be a number from 1 to 65535"),
+        ("h:", "the port must be a number from 1 to 65535"),
+        ("h:\u0669", "the port must be a number from 1 to 65535"),  # an Arabic-Indic 9
+        ("nohostport", "expected host:port (e.g. kafka:9092)"),
+        ("[a:1", "expected host:port, the host a name or an IP address"),
+        (":9092", "expected host:port, the host a name or an IP address"),
+        ("my host:9092", "expected host:port, the host a name or an IP address"),
+        ("::1:9092", "an IPv6 address goes in brackets: [address]:port"),
+        ("[nope]:9092", "not an IPv6 address between the brackets"),
+        (
+            "PLAINTEXT://k:9092",
+            "expected host:port, not a URL (security_protocol says SSL or SASL)",
+        ),
+    ],
+)
+def test_bootstrap_server_problem(server: str, problem: str | None) -> None:
+    assert config.bootstrap_server_problem(server) == problem
+
+
+def test_a_bad_bootstrap_server_is_named_in_the_error() -> None:
+    message = config_error(
+        load_settings, environ={"FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": "k:9092,[a:1,b:2]"}
+    )
+    assert message.startswith(
+        "settings: kafka.bootstrap_servers (from FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS): "
+    ), message
+    assert "'[a:1': expected host:port" in message
+
+
 def test_bad_override_names_the_variable(tmp_path: Path) -> None:
     message = config_error(load_settings, environ={"FTP_POOLER__POOL__MAX_SESSIONS_PER_POD": "x"})
     assert "pool.max_sessions_per_pod (from FTP_POOLER__POOL__MAX_SESSIONS_PER_POD)" in message
