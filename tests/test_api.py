@@ -103,7 +103,13 @@ async def test_ready_needs_joined_and_producer_and_not_draining() -> None:
     health = Health()
     assert health.ready() == (
         False,
-        {"status": "not ready", "joined": False, "producer_ready": False, "draining": False},
+        {
+            "status": "not ready",
+            "joined": False,
+            "producer_ready": False,
+            "draining": False,
+            "troubles": {},
+        },
     )
     health.set_joined(True)
     assert not health.ready()[0]
@@ -116,6 +122,29 @@ async def test_ready_needs_joined_and_producer_and_not_draining() -> None:
     ok, report = health.ready()
     assert not ok
     assert report["draining"] is True
+
+
+async def test_a_trouble_a_restart_would_not_cure_is_degraded_alive_and_not_ready() -> None:
+    """A poll that cannot decode a record: /health says so but stays 200 (a liveness
+    restart would meet the same record: a crash loop); /ready is 503 meanwhile."""
+    health = Health()
+    health.heartbeat("poller")
+    health.set_joined(True)
+    health.set_producer_ready(True)
+    health.troubled("poller", "poll failing: UnsupportedCodecError: no lz4")
+    ok, report = health.alive(30)
+    assert ok and report["status"] == "ok"
+    poller = report["components"]["poller"]
+    assert (poller["status"], poller["reason"]) == (
+        "degraded",
+        "poll failing: UnsupportedCodecError: no lz4",
+    )
+    ok, ready = health.ready()
+    assert not ok
+    assert ready["troubles"] == {"poller": "poll failing: UnsupportedCodecError: no lz4"}
+    health.troubled("poller", None)
+    assert health.ready()[0]
+    assert health.alive(30)[1]["components"]["poller"]["status"] == "ok"
 
 
 # --- The app over HTTP (real clock, real sockets on loopback) ------------------------------

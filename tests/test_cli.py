@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import resource
 import select
 import signal
 import socket
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pyftpdlib.handlers import FTPHandler, ThrottledDTPHandler
 
+from scripted_server import Rule
 from servers import FTPServer
 from servers.dead import closed_port
 from test_copy import ftp_pooler, write_config
@@ -556,10 +558,70 @@ def test_results_that_cannot_be_written_stop_the_copy_in_one_line_exit_4(
     assert "Traceback" not in stderr and "Exception" not in stderr
     lines = stderr.splitlines()
     assert lines[0] == "ftp-pooler: cannot write results to /dev/full: No space left on device"
-    assert re.match(r"6 tasks: 2 completed, 0 skipped, 0 failed, 0 cancelled, 4 not started;",
-                    lines[-1]), lines  # fmt: skip
+    assert re.match(
+        r"6 tasks: 0 completed, 0 skipped, 0 failed, 2 finished without a result line,"
+        r" 0 cancelled, 4 not started;",
+        lines[-1],
+    ), lines
     assert len(list(local.iterdir())) == 2 and not _parts(local)
     assert time.monotonic() - started < 5.5  # six tasks, two at a time, take 6 s
+
+
+@pytest.fixture
+def tiny_volume(tmp_path: Path) -> Iterator[Path]:
+    """An 8 KiB tmpfs (as in test_local_errors): a results file fills it quickly."""
+    from test_local_errors import _mount, _unmount
+
+    target = tmp_path / "tiny"
+    _mount(target, "size=8k,mode=0755")
+    try:
+        yield target
+    finally:
+        _unmount(target)
+
+
+@pytest.mark.parametrize("how", ["-o", "stdout"])
+def test_results_file_on_full_disk_holds_only_whole_lines(
+    make_scripted_ftp: Callable[..., Any], tmp_path: Path, tiny_volume: Path, how: str
+) -> None:
+    """tester2: a results file on a volume that fills up ended in a truncated JSON line
+    (a consumer's json.loads fails on it), and the summary counted as completed tasks
+    whose line was never written. Now the line that fails part-way is cut off again,
+    and the summary counts by status only what was written."""
+    count = 200
+    local = tmp_path / "local"
+    local.mkdir()
+    server = make_scripted_ftp(files={f"/data/f{i}.bin": b"x" * 100 for i in range(count)})
+    (tmp_path / "c.ini").write_text(
+        f"[srv]\ntype = ftp\nhost = {server.host}\nport = {server.port}\n"
+        f"user = {server.user}\npass = {server.password}\n"
+        f"[local]\ntype = local\nbase_path = {local}\n"
+    )
+    (tmp_path / "c.yaml").write_text("transfer:\n  durability: none\nlogging:\n  level: WARNING\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
+    env.update(FTP_POOLER_CONNECTIONS=str(tmp_path / "c.ini"),
+               FTP_POOLER_CONFIG=str(tmp_path / "c.yaml"))  # fmt: skip
+    tasks = "".join(
+        json.dumps({"task_id": f"t{i}-" + "x" * 200, "src_id": "srv", "src_path": f"/data/f{i}.bin",
+                    "dst_id": "local", "dst_path": f"out/f{i}.bin"}) + "\n"
+        for i in range(count)
+    ).encode()  # fmt: skip
+    out = tiny_volume / "r.jsonl"
+    with out.open("wb") as stdout:
+        args = ["-o", str(out)] if how == "-o" else []
+        done = subprocess.run(
+            [sys.executable, "-m", "ftp_pooler.cli", "copy", "-", "--stats", "0", *args],
+            env=env, input=tasks, stdout=stdout, stderr=subprocess.PIPE, timeout=60,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    lines = out.read_bytes().split(b"\n")
+    assert lines[-1] == b"", "the file ends in a partial line"
+    written = [json.loads(line) for line in lines[:-1]]
+    assert 0 < len(written) < count
+    summary = done.stderr.decode().strip().splitlines()[-1]
+    assert summary.startswith(f"{count} tasks: {len(written)} completed, 0 skipped, 0 failed,")
+    assert re.search(r"\d+ finished without a result line", summary), summary
 
 
 def test_a_closed_stdout_pipe_ends_the_copy_quietly_with_141(tmp_path: Path) -> None:
@@ -583,7 +645,10 @@ def test_a_closed_stdout_pipe_ends_the_copy_quietly_with_141(tmp_path: Path) -> 
     assert done.returncode == 141, stderr
     assert "Traceback" not in stderr and "Exception" not in stderr and "Error" not in stderr
     (summary,) = stderr.splitlines()
-    pattern = r"2000 tasks: 0 completed, 0 skipped, \d+ failed, 0 cancelled, \d+ not started"
+    pattern = (
+        r"2000 tasks: 0 completed, 0 skipped, \d+ failed, [1-9]\d* finished without a result"
+        r" line, 0 cancelled, \d+ not started"
+    )
     assert re.match(pattern, summary), summary
 
 
@@ -773,8 +838,203 @@ def test_a_connections_file_without_connections_is_refused(tmp_path: Path) -> No
     done = ftp_pooler("check-config", "--connections", "/dev/null", env=dict(os.environ))
     assert done.returncode == 2, done.stdout
     (line,) = done.stderr.decode().splitlines()
-    assert line == "ftp-pooler: /dev/null: no connection defined (a [name] section per connection)"
+    assert line == (
+        "ftp-pooler: INVALID_CONFIG: /dev/null: no connection defined"
+        " (a [name] section per connection)"
+    )
     assert done.stdout == b""
+
+
+def _local_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "l.ini").write_text(f"[local]\ntype = local\nbase_path = {tmp_path}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FTP_POOLER")}
+    env["FTP_POOLER_CONNECTIONS"] = str(tmp_path / "l.ini")
+    return env
+
+
+def _limit_memory() -> None:
+    # 600 MB of address space: enough for the CLI, far below what 10 million runners take
+    # (about 4 KB each), so that on a build without the bound the test fails in seconds
+    # instead of exhausting the machine.
+    resource.setrlimit(resource.RLIMIT_AS, (600_000_000, 600_000_000))
+
+
+@pytest.mark.parametrize(
+    ("args", "variable", "expected"),
+    [
+        (
+            ["-j", "10000000"],
+            None,
+            "ftp-pooler copy: argument --concurrency/-j: must be at most 10000, not 10000000",
+        ),
+        (
+            [],
+            "FTP_POOLER__POOL__MAX_SESSIONS_PER_POD",
+            "pool.max_sessions_per_pod (from FTP_POOLER__POOL__MAX_SESSIONS_PER_POD):"
+            " Input should be less than or equal to 10000",
+        ),
+        (
+            [],
+            "FTP_POOLER__WORKER__MAX_INFLIGHT",
+            "worker.max_inflight (from FTP_POOLER__WORKER__MAX_INFLIGHT):"
+            " Input should be less than or equal to 10000",
+        ),
+    ],
+)
+def test_copy_concurrency_above_its_bound_is_a_usage_error(
+    tmp_path: Path, args: list[str], variable: str | None, expected: str
+) -> None:
+    """tester2: -j 10000000 started ten million runners (MemoryError, a traceback; more
+    zeros: 24 GB). Now one line naming the option and its bound, exit 2, at once."""
+    env = _local_env(tmp_path)
+    if variable is not None:
+        env[variable] = "10000000"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", "copy", "-", "--stats", "0", *args],
+        env=env, input=b"{}\n", capture_output=True, timeout=60, check=False,
+        preexec_fn=_limit_memory,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert expected in line
+    assert done.stdout == b""
+
+
+@pytest.mark.parametrize("command", ["check-config", "submit", "worker"])
+@pytest.mark.parametrize(
+    "servers", ["127.0.0.1:abc", "h:99999", "nohostport", "[a:1,b:2]", "::1:9092"]
+)
+def test_bootstrap_server_that_is_no_host_and_port_is_invalid_config(
+    tmp_path: Path, command: str, servers: str
+) -> None:
+    """tester2: '127.0.0.1:abc' passed check-config and made worker and submit die with a
+    ValueError traceback; 'h:99999' and 'nohostport' ended as 'Kafka unreachable'."""
+    env = _local_env(tmp_path)
+    env["FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS"] = servers
+    args = [command, "-", "--kafka-timeout", "2"] if command == "submit" else [command]
+    done = ftp_pooler(*args, env=env, stdin=b"", timeout=60)
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert line.startswith("ftp-pooler: INVALID_CONFIG: settings: kafka.bootstrap_servers"), line
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link", "stdin"])
+def test_output_file_that_is_the_tasks_file_is_refused(tmp_path: Path, how: str) -> None:
+    """tester2: 'copy tasks.jsonl -o tasks.jsonl' emptied the tasks file, then said
+    '0 tasks' and exit 0. Now exit 2, one line, the file untouched."""
+    env = _local_env(tmp_path)
+    tasks = tmp_path / "tasks.jsonl"
+    content = b'{"task_id": "a"}\n{"task_id": "b"}\n'
+    tasks.write_bytes(content)
+    output = tmp_path / "out.jsonl"
+    if how == "symlink":
+        output.symlink_to(tasks)
+    elif how == "hard link":
+        output.hardlink_to(tasks)
+    else:
+        output = tasks
+    with tasks.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-m", "ftp_pooler.cli", "copy", "-" if how == "stdin" else str(tasks),
+             "-o", str(output), "--stats", "0"],
+            env=env, stdin=stdin, capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert tasks.read_bytes() == content
+    assert done.returncode == 2
+    assert done.stderr.decode().splitlines() == [
+        f"ftp-pooler: the output file {output} is the tasks file: it would be emptied"
+    ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_worker_stops_on_a_signal_while_waiting_for_kafka(tmp_path: Path, signum: int) -> None:
+    """tester2: Ctrl-C while the worker waited for its first broker was ignored until
+    kafka.request_timeout_ms ran out (28 s), then exit 3; SIGTERM exited at once (143).
+    Now SIGINT too: at once, 130."""
+    env = _local_env(tmp_path)
+    (tmp_path / "c.yaml").write_text(
+        f"kafka:\n  bootstrap_servers: 127.0.0.1:{closed_port()}\n"
+        "api:\n  host: 127.0.0.1\n  port: 0\n"
+    )
+    env["FTP_POOLER_CONFIG"] = str(tmp_path / "c.yaml")
+    proc = _start("worker", "--log-format", "json", env=env, stdout=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # kafka-python's log lines: the bootstrap wait has begun
+            if b"Bootstrap" in line:
+                break
+        else:
+            pytest.fail("the worker ended before waiting for Kafka")
+        started = time.monotonic()
+        proc.send_signal(signum)
+        proc.wait(timeout=10)
+        assert proc.returncode == 128 + signum
+        assert time.monotonic() - started < 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("where", ["refusal", "listing"])
+def test_check_connection_escapes_control_characters_from_the_server(
+    make_scripted_ftp: Callable[..., Any], tmp_path: Path, where: str
+) -> None:
+    """tester2: check-connection printed a refusal's server text as it came: escape
+    sequences (ESC ] 0;title BEL, ESC [2J) reached the user's terminal. Now escaped, as
+    in results; the names of a listing too, and human log lines (-v: every reply)."""
+    evil = "\x1b]0;pwned\x07\x1b[2J\x1b[31mno"
+    if where == "refusal":
+        server = make_scripted_ftp(
+            files={"/data/a.bin": b"abc"}, rules=[Rule(r"(MLSD|LIST|NLST).*", f"550 {evil}")]
+        )
+    else:
+        server = make_scripted_ftp(files={f"/data/{evil}": b"abc"})
+    (tmp_path / "c.ini").write_text(
+        f"[srv]\ntype = ftp\nhost = {server.host}\nport = {server.port}\n"
+        f"user = {server.user}\npass = {server.password}\nbase_path = /data\n"
+    )
+    env = _local_env(tmp_path)
+    done = ftp_pooler(
+        "check-connection", "srv", "-v", "--log-format", "console", "--connections",
+        str(tmp_path / "c.ini"), env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == (1 if where == "refusal" else 0), done.stderr
+    output = done.stdout + done.stderr
+    assert b"\x1b" not in output and b"\x07" not in output
+    assert b"\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mno" in output
+
+
+def test_check_config_warns_of_a_local_base_path_that_does_not_exist(tmp_path: Path) -> None:
+    """A volume not mounted yet is no configuration error (exit 0), but said."""
+    missing = tmp_path / "mnt" / "data"
+    (tmp_path / "c.ini").write_text(
+        f"[here]\ntype = local\nbase_path = {tmp_path}\n"
+        f"[vol]\ntype = local\nbase_path = {missing}\n"
+    )
+    env = _local_env(tmp_path)
+    done = ftp_pooler("check-config", "--connections", str(tmp_path / "c.ini"), env=env)
+    assert done.returncode == 0
+    assert done.stderr.decode().splitlines() == [
+        f"ftp-pooler: warning: [vol] base_path {missing} does not exist: its tasks fail"
+        " TRANSIENT until it does (a volume not mounted?)"
+    ]
+    assert json.loads(done.stdout)["connections"]["vol"]["base_path"] == str(missing)
+
+
+def test_a_connection_value_with_a_line_break_is_invalid_config(tmp_path: Path) -> None:
+    """tester2: an indented 'pass = ...' under 'user = ...' joined the user: check-config
+    said fine and printed the password as part of the user. Now INVALID_CONFIG naming
+    section and key, the value never shown."""
+    (tmp_path / "c.ini").write_text(
+        "[partner]\ntype = ftp\nhost = 127.0.0.1\nuser = transfer\n  pass = oops\n"
+        f"[local]\ntype = local\nbase_path = {tmp_path}\n"
+    )
+    env = _local_env(tmp_path)
+    done = ftp_pooler("check-config", "--connections", str(tmp_path / "c.ini"), env=env)
+    assert b"oops" not in done.stdout + done.stderr
+    assert done.returncode == 2
+    (line,) = done.stderr.decode().splitlines()
+    assert "[partner] user: the value goes on over several lines" in line
 
 
 def test_a_signal_while_the_producer_keeps_stdin_open_stops_cleanly(tmp_path: Path) -> None:

@@ -228,6 +228,45 @@ def test_settings_errors_name_file_and_key(tmp_path: Path, yaml_text: str, expec
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("server", "problem"),
+    [
+        ("kafka:9092", None),
+        ("k-1.kafka.svc.cluster.local:9093", None),
+        ("10.0.0.1:9092", None),
+        ("[::1]:9092", None),
+        ("[fe80::1%eth0]:9092", None),
+        ("127.0.0.1:abc", "the port must be a number from 1 to 65535"),
+        ("h:99999", "the port must be a number from 1 to 65535"),
+        ("h:0", "the port must be a number from 1 to 65535"),
+        ("h:", "the port must be a number from 1 to 65535"),
+        ("h:\u0669", "the port must be a number from 1 to 65535"),  # an Arabic-Indic 9
+        ("nohostport", "expected host:port (e.g. kafka:9092)"),
+        ("[a:1", "expected host:port, the host a name or an IP address"),
+        (":9092", "expected host:port, the host a name or an IP address"),
+        ("my host:9092", "expected host:port, the host a name or an IP address"),
+        ("::1:9092", "an IPv6 address goes in brackets: [address]:port"),
+        ("[nope]:9092", "not an IPv6 address between the brackets"),
+        (
+            "PLAINTEXT://k:9092",
+            "expected host:port, not a URL (security_protocol says SSL or SASL)",
+        ),
+    ],
+)
+def test_bootstrap_server_problem(server: str, problem: str | None) -> None:
+    assert config.bootstrap_server_problem(server) == problem
+
+
+def test_a_bad_bootstrap_server_is_named_in_the_error() -> None:
+    message = config_error(
+        load_settings, environ={"FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS": "k:9092,[a:1,b:2]"}
+    )
+    assert message.startswith(
+        "settings: kafka.bootstrap_servers (from FTP_POOLER__KAFKA__BOOTSTRAP_SERVERS): "
+    ), message
+    assert "'[a:1': expected host:port" in message
+
+
 def test_bad_override_names_the_variable(tmp_path: Path) -> None:
     message = config_error(load_settings, environ={"FTP_POOLER__POOL__MAX_SESSIONS_PER_POD": "x"})
     assert "pool.max_sessions_per_pod (from FTP_POOLER__POOL__MAX_SESSIONS_PER_POD)" in message
@@ -343,8 +382,56 @@ def test_local_connection_and_mapping(tmp_path: Path) -> None:
     assert isinstance(conns["b"], FTPConnection)
 
 
-def test_empty_file_has_no_connections(tmp_path: Path) -> None:
-    assert len(connections(tmp_path, "# none yet\n")) == 0
+@pytest.mark.parametrize("ini", ["", "# none yet\n; nor here\n", "\n\n"])
+def test_a_file_without_any_connection_is_invalid_config(tmp_path: Path, ini: str) -> None:
+    message = config_error(connections, tmp_path, ini)
+    assert message.endswith(": no connection defined (a [name] section per connection)")
+
+
+def test_connections_ini_with_a_utf8_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "connections.ini"
+    path.write_bytes(b"\xef\xbb\xbf[local]\ntype = local\nbase_path = /d\n")
+    assert list(load_connections(path, {})) == ["local"]
+
+
+@pytest.mark.parametrize(
+    ("ini", "expected"),
+    [
+        (f"[p]\ntype = ftp\nhost = h\nuser = transfer\n  pass = {SECRET}\n", "[p] user:"),
+        (f"[p]\ntype = ftp\nhost = h\npass = x\n\t{SECRET}\n", "[p] pass:"),
+        (f"[p]\ntype = ftp\nhost = h\nuser = u\n\n   {SECRET}\n", "[p] user:"),
+    ],
+)
+def test_a_connection_value_with_a_line_break_is_invalid_config(
+    tmp_path: Path, ini: str, expected: str
+) -> None:
+    """An indented line continues the value above it (INI): refused, value never shown."""
+    message = config_error(connections, tmp_path, ini)
+    assert expected in message and "several lines" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("ini", "expected"),
+    [
+        ("[ a ]\ntype = local\nbase_path = /d\n", "[ a ]: spaces around the connection name"),
+        (f"[{'n' * 257}]\ntype = local\nbase_path = /d\n", "over 256 characters"),
+        ("[a]\ntype = ftp\nhost = h:21\n", "[a] host: a host name or address only: the port"),
+        ("[a]\ntype = ftp\nhost = ftp://h\n", "[a] host: a host name or address, not a URL"),
+        ("[a]\ntype = ftp\nhost = [::1]\n", "[a] host: write the IPv6 address without"),
+        ("[a]\ntype = ftp\nhost = my host\n", "[a] host: a host name or address holds no"),
+    ],
+)
+def test_connection_names_and_hosts_a_user_gets_wrong_are_invalid_config(
+    tmp_path: Path, ini: str, expected: str
+) -> None:
+    assert expected in config_error(connections, tmp_path, ini)
+
+
+@pytest.mark.parametrize("host", ["::1", "fe80::1%eth0", "10.0.0.1", "ftp.example.com"])
+def test_ftp_host_may_be_a_bare_ipv6_address(tmp_path: Path, host: str) -> None:
+    conn = connections(tmp_path, f"[a]\ntype = ftp\nhost = {host}\n")["a"]
+    assert isinstance(conn, FTPConnection) and conn.ftp.host == host
 
 
 def test_default_section_is_an_ordinary_connection(tmp_path: Path) -> None:

@@ -29,7 +29,9 @@ MakeServer = Callable[..., FTPServer]
 
 
 def write_config(tmp_path: Path, server: FTPServer, local_root: Path) -> dict[str, str]:
-    """connections.ini + config.yaml for ``server`` and ``local_root``; returns the CLI's env."""
+    """connections.ini + config.yaml for ``server`` and ``local_root`` (made here: a missing
+    base_path is never created); returns the CLI's env."""
+    local_root.mkdir(parents=True, exist_ok=True)
     password_file = tmp_path / "ftp-password"
     password_file.write_text(server.password + "\n")
     (tmp_path / "connections.ini").write_text(

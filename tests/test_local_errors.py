@@ -150,6 +150,26 @@ async def test_download_into_a_full_volume_is_io_error_and_frees_the_space(
     assert sorted(p.name for p in full_volume.rglob("*")) == ["in", "small.bin"]
 
 
+@pytest.mark.parametrize("where", ["in/a.bin", "a.bin"], ids=["below", "in-base"])
+async def test_download_does_not_create_a_missing_base_path(
+    ftp_root: Path, tmp_path: Path, run_tasks: Run, where: str
+) -> None:
+    """tester2: a download to a base_path that does not exist (a volume not mounted)
+    made it and its parents and completed: the file landed on the host's disk. Now
+    TRANSIENT (the volume may be mounted later), saying so, and nothing is made."""
+    (ftp_root / "a.bin").write_bytes(b"abc")
+    mount_point = tmp_path / "mnt" / "nfs" / "data"
+    [result] = await run_tasks(mount_point, [download("/a.bin", where)])
+    code, message = failure(result)
+    assert code is ErrorCode.TRANSIENT and result.retryable is True
+    assert message == f"the local base path {quoted(mount_point)} does not exist (not mounted?)"
+    assert not (tmp_path / "mnt").exists()
+    mount_point.mkdir(parents=True)  # mounted: the same task now completes
+    [result] = await run_tasks(mount_point, [download("/a.bin", where)])
+    assert result.status == "completed", result
+    assert (mount_point / where).read_bytes() == b"abc"
+
+
 async def test_upload_of_a_directory_is_refused_before_any_session(
     pyftpd_server: FTPServer, ftp_root: Path, tmp_path: Path, run_tasks: Run
 ) -> None:

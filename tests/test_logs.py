@@ -53,6 +53,22 @@ def test_level_filters_our_own_events(capsys: pytest.CaptureFixture[str]) -> Non
     assert "shown" in err and "hidden" not in err
 
 
+def test_human_lines_escape_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's message can quote a server (a reply, a name): its escape sequences
+    must not reach the terminal; values are already shown with repr."""
+    configure_logging("INFO", "console")
+    structlog.get_logger("ftp_pooler.test").info("ours \x1b[2J", reply="550 \x1b]0;x\x07")
+    logging.getLogger("kafka.conn").warning("broker said %s", "\x1b[31mred")
+    try:
+        raise ValueError("\x1b[2J")
+    except ValueError:
+        logging.getLogger("hypercorn.error").exception("failed")
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err
+    assert "ours \\x1b[2J" in err and "broker said \\x1b[31mred" in err
+    assert "ValueError: \\x1b[2J" in err and "Traceback (most recent call last):\n" in err
+
+
 def _record(name: str, msg: str, *args: object) -> logging.LogRecord:
     return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
 

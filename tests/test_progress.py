@@ -126,3 +126,35 @@ def test_dry_run_task_checks_name_line_numbers(tmp_path: Path) -> None:
     # Planned as the run plans it: the upload's local "/a" lies outside base_path.
     assert check.problems[3] == f"line 6: PATH_NOT_ALLOWED: '/a' is outside {tmp_path}"
     assert check.ftp_connections == ["ftp"]
+
+
+def test_dry_run_task_checks_find_a_missing_upload_source_and_base_path(tmp_path: Path) -> None:
+    """tester2: '0 would fail' for an upload whose local source does not exist; a
+    download to a base_path that does not exist fails too (it is never created)."""
+    (tmp_path / "here.bin").write_bytes(b"x")
+    (tmp_path / "a-dir").mkdir()
+    connections = Connections(
+        [
+            FTPConnection(id="ftp", ftp=FTPConfig(host="127.0.0.1")),
+            LocalConnection(id="local", base_path=tmp_path),
+            LocalConnection(id="vol", base_path=tmp_path / "not-mounted"),
+        ]
+    )
+
+    def task(src: str, src_path: str, dst: str, dst_path: str) -> bytes:
+        return json.dumps({"task_id": "t", "src_id": src, "src_path": src_path,
+                           "dst_id": dst, "dst_path": dst_path}).encode()  # fmt: skip
+
+    lines = [task("local", "here.bin", "ftp", "/a"), task("local", "gone.bin", "ftp", "/b"),
+             task("local", "a-dir", "ftp", "/c"), task("ftp", "/d", "local", "d.bin"),
+             task("ftp", "/e", "vol", "e.bin")]  # fmt: skip
+    engine = TransferEngine(connections, SessionPool(connections.session_factories()), worker="w")
+    check = check_task_lines([Line(line, len(line)) for line in lines], engine.prepare)
+    assert check.problems == [
+        f"line 2: FILE_NOT_FOUND: reading {str(tmp_path / 'gone.bin')!r}: No such file or"
+        " directory",
+        f"line 3: PATH_NOT_ALLOWED: reading {str(tmp_path / 'a-dir')!r}: Is a directory",
+        f"line 5: TRANSIENT: the local base path {str(tmp_path / 'not-mounted')!r} does not exist"
+        " (not mounted?)",
+    ]
+    assert check.ftp_connections == ["ftp"]

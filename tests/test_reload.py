@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 import trio
 import trio.testing
 from pyftpdlib.handlers import ThrottledDTPHandler  # type: ignore[import-untyped]
@@ -117,6 +118,61 @@ async def test_watcher_follows_a_kubernetes_symlink_swap_and_refuses_a_broken_ve
     await watcher.check()
     await watcher.check()
     assert results == ["applied", "refused"] and len(applied) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# emptied by a writer that truncates first\n",
+        "",
+        "[a]\ntype = local\nbase_path = /a\nuser = x\n  pass = y\n",
+        "[ a ]\ntype = local\nbase_path = /a\n",
+    ],
+    ids=["comments-only", "empty", "continuation-line", "spaced-name"],
+)
+async def test_reload_refuses_a_connections_file_without_any_connection(
+    tmp_path: Path, text: str
+) -> None:
+    """tester2: start-up refused a file without any connection, the reload applied it
+    and removed every connection. Both now use one loader: every start-up check
+    refuses a new version too, and the version in use stays."""
+    path = tmp_path / "connections.ini"
+    path.write_text("[a]\ntype = local\nbase_path = /a\n")
+    applied: list[Connections] = []
+    results: list[str] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    watcher = ConnectionsWatcher(
+        path, load_connections(path), apply, interval=1, reloaded=results.append
+    )
+    path.write_text(text)
+    os.utime(path, ns=(1, 1))  # another version even when the same size in the same tick
+    for _ in range(3):
+        await watcher.check()
+    assert applied == []
+    assert results == ["refused"]
+
+
+async def test_reload_logs_a_local_base_path_that_does_not_exist(tmp_path: Path) -> None:
+    """Applied (a volume may come later), and said: its tasks fail TRANSIENT until then."""
+    path = tmp_path / "connections.ini"
+    path.write_text(f"[a]\ntype = local\nbase_path = {tmp_path}\n")
+
+    async def apply(connections: Connections) -> None:
+        pass
+
+    watcher = ConnectionsWatcher(path, load_connections(path), apply, interval=1)
+    path.write_text(f"[a]\ntype = local\nbase_path = {tmp_path / 'vol'}\n")
+    with capture_logs() as logs:
+        await watcher.check()
+        await watcher.check()
+    missing = [line for line in logs if line["event"] == "config.base_path_missing"]
+    assert missing == [
+        {"event": "config.base_path_missing", "log_level": "warning", "connection": "a",
+         "base_path": str(tmp_path / "vol")}
+    ]  # fmt: skip
 
 
 async def test_a_change_between_the_start_up_load_and_the_watcher_is_not_missed(

@@ -55,9 +55,11 @@ class Topics:
             "FTP_POOLER__KAFKA__COMMIT_INTERVAL_SECONDS": "0.5",
         }
 
-    def produce(self, values: list[bytes]) -> None:
+    def produce(self, values: list[bytes], compression: str | None = None) -> None:
         producer = KafkaProducer(
-            bootstrap_servers=self.broker.bootstrap_servers, max_request_size=4 * 1024 * 1024
+            bootstrap_servers=self.broker.bootstrap_servers,
+            max_request_size=4 * 1024 * 1024,
+            compression_type=compression,
         )
         for index, value in enumerate(values):
             producer.send(self.tasks, key=str(index).encode(), value=value)
@@ -415,6 +417,35 @@ def test_submit_waits_for_and_prints_results(setup: Any, ftp_root: Path, tmp_pat
     assert worker.stop() == 0
 
 
+def test_submit_results_says_which_lines_it_cannot_wait_for(
+    setup: Any, ftp_root: Path, tmp_path: Path
+) -> None:
+    """tester2: submit --results silently ignored lines without a task id (their
+    results cannot be told apart) and repeated ids (one result awaited), and said
+    all was well. Now its summary counts them, and lines without an id are not success."""
+    digests = remote_files(ftp_root, 3)
+    _, _, start, env = setup(partitions=1)
+    worker = start("w1")
+    worker.wait_ready()
+    good = download_tasks(sorted(digests))
+    tasks = b"\n".join([*good, good[0], b"not json", b'{"no": "task id"}']) + b"\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "ftp_pooler.cli", "submit", "-", "--results", "--timeout", "60"],
+        env=env, input=tasks, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr.decode()
+    (summary,) = done.stderr.decode().splitlines()
+    assert summary.startswith("submitted 6 tasks; 3 results, "), summary
+    assert summary.endswith(
+        "; 2 lines without a task id: not waited for"
+        "; 1 lines repeat an earlier task id: one result each id"
+    ), summary
+    assert sorted(json.loads(line)["task_id"] for line in done.stdout.splitlines()) == sorted(
+        digests
+    )
+    assert worker.stop() == 0
+
+
 def test_submit_counts_and_reports_tasks_the_producer_refuses(setup: Any) -> None:
     _, _, _, env = setup(partitions=1)
     small = b'{"task_id": "small"}'
@@ -493,3 +524,77 @@ def test_the_worker_fixture_takes_no_port_another_process_can_hold(
             assert worker.stop() == 0
         finally:
             worker.kill()
+
+
+def _padded(tasks: list[bytes]) -> list[bytes]:
+    """Tasks with 2 KB of padding (an ignored key): a batch of them is worth compressing,
+    so the producer does compress it (Tansu keeps a batch as it was produced)."""
+    return [task[:-1] + b', "pad": "' + b"p" * 2000 + b'"}' for task in tasks]
+
+
+def test_tasks_compressed_with_lz4_zstd_or_snappy_are_read(
+    setup: Any, ftp_root: Path, tmp_path: Path
+) -> None:
+    """kafka-python decodes lz4, zstd and snappy only with their libraries (extras of
+    kafka-python, in the locks): without them a poll raised UnsupportedCodecError and
+    the worker exited 3, again at each restart."""
+    digests = remote_files(ftp_root, 9)
+    names = sorted(digests)
+    topics, _, start, _ = setup(partitions=1)
+    worker = start("w1")
+    worker.wait_ready()
+    for index, codec in enumerate(["lz4", "zstd", "snappy"]):
+        topics.produce(_padded(download_tasks(names[3 * index : 3 * index + 3])), codec)
+    results = topics.read_results(set(digests))
+    assert {r["status"] for r in results} == {"completed"}
+    check_files(tmp_path / "local", digests)
+    assert worker.stop() == 0
+
+
+def test_a_record_the_worker_cannot_decode_is_logged_and_degraded_not_a_crash_loop(
+    setup: Any, ftp_root: Path, tmp_path: Path
+) -> None:
+    """A poll that raises (here: lz4 without its library) must not end the worker: a
+    restart would meet the same record again. One kafka.poll_failed line, /health 200
+    with the poller degraded and the reason, /ready 503; SIGTERM still drains to 0."""
+    digests = remote_files(ftp_root, 3)
+    topics, _, _, env = setup(partitions=1)
+    no_lz4 = tmp_path / "no-lz4"
+    no_lz4.mkdir()
+    (no_lz4 / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['lz4'] = sys.modules['lz4.frame'] = None  # as if not installed\n"
+    )
+    topics.produce(_padded(download_tasks(sorted(digests))), "lz4")
+    worker = Worker(tmp_path, {**env, "PYTHONPATH": str(no_lz4)}, "w-no-lz4")
+    try:
+        log = tmp_path / "w-no-lz4.log"
+        deadline = time.monotonic() + 60
+        while b"kafka.poll_failed" not in log.read_bytes():
+            assert worker.process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30  # the API may start listening after the first poll
+        while True:
+            try:
+                status, health = worker.get("/health")
+                break
+            except (OSError, LookupError):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert status == 200
+        poller = health["components"]["poller"]
+        assert poller["status"] == "degraded"
+        assert "UnsupportedCodecError" in poller["reason"] and "lz4" in poller["reason"]
+        status, ready = worker.get("/ready")
+        assert status == 503 and "UnsupportedCodecError" in ready["troubles"]["poller"]
+        time.sleep(2)  # the poll fails again and again: logged once, the worker stays
+        failures = [
+            line
+            for line in log.read_text().splitlines()
+            if "kafka.poll_failed" in line and "UnsupportedCodecError" in line
+        ]
+        assert len(failures) == 1, failures
+        assert worker.process.poll() is None
+        assert worker.stop() == 0
+    finally:
+        worker.kill()

@@ -11,7 +11,9 @@ an error, a repr or :meth:`Connections.describe`.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
+import re
 import socket
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from ftp_pooler.contract import MAX_CONNECTION_ID_LENGTH, shown
 from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.config import FTPConfig, TLSMode
 from ftp_pooler.ftp.pool import PoolLimits
@@ -113,6 +116,14 @@ class KafkaSettings(_Section):
             return [server.strip() for server in value.split(",") if server.strip()]
         return value
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_and_port(cls, value: list[str]) -> list[str]:
+        for server in value:
+            if problem := bootstrap_server_problem(server):
+                raise ValueError(f"{shown(server)}: {problem}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
@@ -128,6 +139,40 @@ class KafkaSettings(_Section):
         if problem := _security_problem(self):
             raise ValueError(problem)
         return self
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def bootstrap_server_problem(server: str) -> str | None:
+    """Why ``server`` is no Kafka bootstrap address (pure); None if it is one.
+
+    The form is ``host:port``, an IPv6 address in brackets (``[::1]:9092``,
+    RFC 3986 3.2.2); the host a DNS name (letters, digits, ``-``, ``.``; ``_``
+    too, as some internal names have) or an IP address; the port 1 to 65535.
+    kafka-python would take a missing port as 9092, but a list written
+    without ports is more often a mistake (a URL, a YAML list in a string);
+    its own parser raises a bare ValueError (a traceback) on a port that is
+    not a number.
+    """
+    if "://" in server:
+        return "expected host:port, not a URL (security_protocol says SSL or SASL)"
+    host, colon, port = server.rpartition(":")
+    if not colon:
+        return "expected host:port (e.g. kafka:9092)"
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "the port must be a number from 1 to 65535"
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return "not an IPv6 address between the brackets"
+        return None
+    if ":" in host:
+        return "an IPv6 address goes in brackets: [address]:port"
+    if not _HOST_NAME.fullmatch(host):
+        return "expected host:port, the host a name or an IP address"
+    return None
 
 
 _SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_oauth_token_file")
@@ -181,11 +226,22 @@ def _security_problem(kafka: KafkaSettings) -> str | None:
     return None
 
 
+MAX_CONCURRENCY = 10_000
+"""The most sessions (``pool.max_sessions_per_pod``, ``max_sessions_per_connection``) and
+runners (``worker.max_inflight``, ``copy --concurrency``) one process takes. Each runner
+is a Trio task started up front (a few KB each) and each session a control connection
+plus a data connection: ten thousand is far more than one process can keep busy, and
+a typo's extra zeros (``-j 10000000``) would otherwise take gigabytes before the first
+task ran."""
+
+
 class PoolSettings(_Section):
     """Session pool limits; names and defaults from :class:`~ftp_pooler.ftp.pool.PoolLimits`."""
 
-    max_sessions_per_pod: int = Field(PoolLimits.max_sessions_per_pod, ge=1)
-    max_sessions_per_connection: int = Field(PoolLimits.max_sessions_per_connection, ge=1)
+    max_sessions_per_pod: int = Field(PoolLimits.max_sessions_per_pod, ge=1, le=MAX_CONCURRENCY)
+    max_sessions_per_connection: int = Field(
+        PoolLimits.max_sessions_per_connection, ge=1, le=MAX_CONCURRENCY
+    )
     session_timeout_seconds: float = Field(PoolLimits.session_timeout_seconds, gt=0)
     noop_after_seconds: float = Field(PoolLimits.noop_after_seconds, ge=0)
     cap_recovery_seconds: float = Field(PoolLimits.cap_recovery_seconds, gt=0)
@@ -209,7 +265,7 @@ def _default_worker_name(environ: Mapping[str, str]) -> str:
 
 
 class WorkerSettings(_Section):
-    max_inflight: int = Field(64, ge=1)
+    max_inflight: int = Field(64, ge=1, le=MAX_CONCURRENCY)
     max_buffered_tasks: int = Field(10_000, ge=1)
     """Tasks taken in and not yet finished (queued per connection, running, being
     published); at this bound the worker stops fetching (``copy`` stops reading)."""
@@ -457,6 +513,20 @@ class Connections(Mapping[str, Connection]):
             if isinstance(connection, FTPConnection)
         }
 
+    def missing_base_paths(self) -> dict[str, Path]:
+        """The local connections whose ``base_path`` is no directory now: id -> base_path.
+
+        Not a configuration error: a volume may be mounted after the file is
+        read. Downloads to such a connection fail TRANSIENT until it is there
+        (:meth:`LocalRoot.make_parent <ftp_pooler.transfer.localfs.LocalRoot.make_parent>`);
+        check-config warns, the worker logs it at start-up and at each reload.
+        """
+        return {
+            connection_id: connection.base_path
+            for connection_id, connection in self._by_id.items()
+            if isinstance(connection, LocalConnection) and not connection.base_path.is_dir()
+        }
+
     def describe(self) -> dict[str, dict[str, Any]]:
         """Every connection in the INI file's spelling, JSON-ready, passwords masked."""
         described: dict[str, dict[str, Any]] = {}
@@ -498,7 +568,8 @@ def load_connections(
     """
     path = connections_path(path, environ)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte order mark (Windows editors) is read, as in config.yaml
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {_reason(exc)}") from None
     # rclone has no [DEFAULT] inheritance; no section header can spell an empty name.
@@ -507,10 +578,38 @@ def load_connections(
         parser.read_string(text, source=str(path))
     except configparser.Error as exc:
         raise ConfigError(f"{path}: {_ini_problem(exc)}") from None
-    return Connections(
-        _IniSection(path, name, dict(parser.items(name))).connection(environ)
-        for name in parser.sections()
-    )
+    if not parser.sections():
+        raise ConfigError(f"{path}: no connection defined (a [name] section per connection)")
+    sections = []
+    for name in parser.sections():
+        items = dict(parser.items(name))
+        if problem := _section_problem(name, items):
+            raise ConfigError(f"{path}: {problem}")
+        sections.append(_IniSection(path, name, items))
+    return Connections(section.connection(environ) for section in sections)
+
+
+def _section_problem(name: str, items: Mapping[str, str]) -> str | None:
+    """What makes a section unusable before its keys are read (pure); None if nothing.
+
+    A name with spaces around it (``[ a ]``) could never match the ``src_id``
+    a task gives, nor could one longer than a task's connection id. A value
+    holding a line break is an INI continuation: configparser joins an
+    indented line to the value above it, so an indented ``pass = ...`` under
+    ``user = ...`` would become part of the user (and be shown with it). The
+    message names the section and key, never the value.
+    """
+    if name != name.strip():
+        return f"[{name}]: spaces around the connection name (write [{name.strip()}])"
+    if len(name) > MAX_CONNECTION_ID_LENGTH:
+        return f"[{name[:32]}...]: connection name over {MAX_CONNECTION_ID_LENGTH} characters"
+    for key, value in items.items():
+        if "\n" in value:
+            return (
+                f"[{name}] {key}: the value goes on over several lines (an indented line"
+                " continues the value above it); remove the indentation"
+            )
+    return None
 
 
 def _ini_problem(error: configparser.Error) -> str:
@@ -556,6 +655,26 @@ _LOCAL_KEYS = frozenset({"base_path"})
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` is no host name or address for a socket (pure); None if it is one.
+
+    What people write there by habit: ``h:21`` (the port has its own key), a URL,
+    an IPv6 address in brackets (the brackets belong to URLs, RFC 3986 3.2.2).
+    """
+    if "://" in host:
+        return "a host name or address, not a URL (the port goes in 'port', TLS in 'tls')"
+    if host.startswith("[") and host.endswith("]"):
+        return f"write the IPv6 address without brackets: {host[1:-1]}"
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "a host name or address only: the port goes in 'port' (port = 21)"
+    if any(c.isspace() for c in host):
+        return "a host name or address holds no spaces"
+    return None
+
+
 class _IniSection:
     """One ``[id]`` of the connections file, on its way to a :data:`Connection`."""
 
@@ -588,6 +707,8 @@ class _IniSection:
                 " set is 'charset' (auto, utf-8, latin-1, cp1252, ...)",
             )
         self._refuse_unknown(_FTP_KEYS)
+        if problem := _host_problem(self._items.get("host", "")):
+            raise self.error("host", problem)
         given: dict[Location, tuple[str, object]] = {
             loc: (key, self._items[key]) for key, loc in _FTP_FIELDS.items() if key in self._items
         }

@@ -11,6 +11,8 @@ from typing import Any
 
 import structlog
 
+from ftp_pooler.contract import one_line
+
 current_task_id: ContextVar[str | None] = ContextVar("ftp_pooler_task_id", default=None)
 """The task the current Trio task works on (set by ``TransferEngine.run``); log
 lines carry it as ``task_id``.
@@ -144,6 +146,21 @@ def _add_suppressed(
     return event
 
 
+def _escape_control(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Escape control characters (ESC, BEL, CR, ...) as ``\\x1b`` in a human line's
+    message, which the console renderer prints as it is (a library's message can quote
+    a server); the other values it prints with ``repr``. A traceback keeps its lines."""
+    message = event.get("event")
+    if isinstance(message, str) and not message.isprintable():
+        event["event"] = one_line(message, sys.maxsize)
+    trace = event.get("exception")
+    if isinstance(trace, str) and not trace.isprintable():
+        event["exception"] = "\n".join(one_line(line, sys.maxsize) for line in trace.split("\n"))
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library's logging (kafka-python, Hypercorn) to stderr.
 
@@ -170,9 +187,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    # JSON escapes control characters itself; human lines get them escaped here, so
+    # that a server's text (a reply, a file name) cannot drive the terminal.
+    escape: list[structlog.typing.Processor] = [] if fmt == "json" else [_escape_control]
     stderr = _Stderr()
     structlog.configure(
-        processors=[*_SHARED, structlog.processors.format_exc_info, renderer],
+        processors=[*_SHARED, structlog.processors.format_exc_info, *escape, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(stderr),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
@@ -184,6 +204,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                *escape,
                 renderer,
             ],
         )

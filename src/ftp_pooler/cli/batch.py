@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -158,12 +159,54 @@ def count_task_lines(source: BinaryIO) -> int:
     return count + (not blank)
 
 
+def write_whole_line(stream: BinaryIO, line: bytes) -> None:
+    """Write ``line`` (ending in ``\\n``) to ``stream`` and flush it: all of it, or none.
+
+    Given an unbuffered stream (``open(..., buffering=0)``, ``sys.stdout.buffer.raw``),
+    each ``write`` is one system call that says how many bytes it took, and a write
+    that fails part-way (a full disk: ``write(2)`` takes what fits, the next call
+    fails with ENOSPC) is undone: a regular file is cut back to where the line
+    began, so that it only ever holds whole lines for a reader's ``json.loads``.
+    A buffered stream takes the line whole and fails in ``flush``; what reached
+    the file is then unknown, and nothing is cut.
+
+    Raises:
+        OSError: The line could not be written (the file holds none of it).
+    """
+    view = memoryview(line)
+    written = 0
+    try:
+        while written < len(line):
+            written += stream.write(view[written:])
+        stream.flush()
+    except OSError:
+        if written and not hasattr(stream, "raw"):  # unbuffered: ``written`` reached the file
+            _cut_back(stream, written)
+        raise
+
+
+def _cut_back(stream: BinaryIO, count: int) -> None:
+    """Remove the last ``count`` bytes written to ``stream``, when it is a regular file."""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        end = os.lseek(fd, 0, os.SEEK_CUR) - count
+        os.ftruncate(fd, end)
+        os.lseek(fd, end, os.SEEK_SET)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return
+
+
 @dataclass
 class CopySummary:
     """Counts of what a batch did.
 
     Attributes:
-        tasks: Results written (every result, whatever its status).
+        tasks: Tasks finished (every result, whatever its status).
+        completed: Results written with status completed; ``skipped`` and ``failed`` likewise.
+        unrecorded: Tasks finished after the results could no longer be written:
+            their result is in no line (counted in ``tasks``, not by status).
         cancelled: Tasks stopped by a signal (or a results write error) after an
             attempt had started: running at the drain deadline, or waiting for
             a retry. They get no result line.
@@ -176,6 +219,7 @@ class CopySummary:
     completed: int = 0
     skipped: int = 0
     failed: int = 0
+    unrecorded: int = 0
     bytes: int = 0
     cancelled: int = 0
     not_started: int | None = 0
@@ -186,10 +230,13 @@ class CopySummary:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def add(self, result: Result) -> None:
+    def add(self, result: Result, *, recorded: bool = True) -> None:
+        """Count a finished task; ``recorded``: whether its result line was written."""
         self.tasks += 1
         self.bytes += result.bytes_transferred
-        if result.status == "completed":
+        if not recorded:
+            self.unrecorded += 1
+        elif result.status == "completed":
             self.completed += 1
         elif result.status == "skipped":
             self.skipped += 1
@@ -198,9 +245,12 @@ class CopySummary:
 
     def line(self) -> str:
         """``8 tasks: 8 completed, 0 skipped, 0 failed; 1.0 MB in 2.0 s (...)``; when
-        stopped, ``... 0 failed, 2 cancelled, 4 not started; ...``."""
+        stopped, ``... 0 failed, 2 cancelled, 4 not started; ...``; when results could
+        not be written, ``... 0 failed, 3 finished without a result line, ...``."""
         seconds = max(self.elapsed, 1e-9)
         counts = f"{self.completed} completed, {self.skipped} skipped, {self.failed} failed"
+        if self.unrecorded:
+            counts += f", {self.unrecorded} finished without a result line"
         if not self.stopped:
             head = f"{self.tasks} tasks: {counts}"
         elif self.not_started is None:
@@ -230,9 +280,10 @@ class BatchCopy:
     (a read waiting on a pipe is abandoned when cancelled: a stopped copy must
     not wait for its producer). Each task line (any bytes but blank; the
     message is the line without its ``\\n``) yields exactly one result line in
-    ``results``, written and flushed as the task ends, in the order the tasks
-    finish, unless the copy is stopped first (:meth:`stop`). A line that is not
-    a valid task yields a failure result with ``INVALID_MESSAGE`` whose message
+    ``results``, written and flushed as the task ends (whole, or not at all on an
+    unbuffered file: :func:`write_whole_line`), in the order the tasks finish,
+    unless the copy is stopped first (:meth:`stop`). A line that is not a valid
+    task yields a failure result with ``INVALID_MESSAGE`` whose message
     starts with its line number (of a line over the 1 MiB limit only the
     first 1 MiB + 1 byte is kept in memory); one whose handling raised,
     ``UNKNOWN_ERROR`` (see :class:`~ftp_pooler.transfer.boundary.Boundary`).
@@ -368,16 +419,18 @@ class BatchCopy:
         self._started.discard(message.line)
 
     def _publish(self, result: Result) -> None:
+        recorded = False
         if self.write_error is None:
             try:
-                self._results.write(result.to_json() + b"\n")
-                self._results.flush()  # a crash, even SIGKILL, leaves the finished tasks' record
+                # flushed: a crash, even SIGKILL, leaves the finished tasks' record
+                write_whole_line(self._results, result.to_json() + b"\n")
+                recorded = True
             except OSError as exc:
                 self.write_error = exc
                 self.stop()
                 if self._on_write_error is not None:
                     self._on_write_error(exc)
-        self.summary.add(result)
+        self.summary.add(result, recorded=recorded)
         if self._on_result is not None:
             self._on_result(self.summary)
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 from ftp_pooler.cli.batch import Line
 from ftp_pooler.config import FTPConnection
-from ftp_pooler.contract import InvalidTaskError, Result, Task, parse_task
+from ftp_pooler.contract import InvalidTaskError, Operation, Result, Task, parse_task
+from ftp_pooler.transfer import localfs
 from ftp_pooler.transfer.engine import Transfer
-from ftp_pooler.errors import PoolerError
+from ftp_pooler.errors import ErrorCode, PoolerError
 from ftp_pooler.ftp.session import SessionFactory
 
 LISTED_ENTRIES = 20
@@ -45,7 +46,8 @@ def check_task_lines(
     """Parse every line as a task and plan it with ``prepare``
     (:meth:`TransferEngine.prepare <ftp_pooler.transfer.engine.TransferEngine.prepare>`:
     unknown connections, two of one kind, paths refused: ``..``, outside
-    ``base_path``, a symlink leading out, CR/LF in a remote path). Blank lines
+    ``base_path``, a symlink leading out, CR/LF in a remote path), then its local
+    side (:func:`local_problem`: an upload's missing source). Blank lines
     are skipped but counted for line numbers, which start at 1."""
     check = TaskCheck()
     used: dict[str, None] = {}
@@ -62,10 +64,33 @@ def check_task_lines(
         if isinstance(planned, Result):
             code = planned.error_code.value if planned.error_code is not None else "?"
             check.problems.append(f"line {number}: {code}: {planned.error_message}")
+        elif (problem := local_problem(planned)) is not None:
+            check.problems.append(f"line {number}: {problem.code.value}: {problem.message}")
         else:
             used.setdefault(planned.connection, None)
     check.ftp_connections = list(used)
     return check
+
+
+def local_problem(transfer: Transfer) -> PoolerError | None:
+    """What the local side of a planned task would fail with at its first attempt, or None.
+
+    An upload's source must be a regular file (FILE_NOT_FOUND, PERMISSION_DENIED,
+    PATH_NOT_ALLOWED for a directory, as :func:`~ftp_pooler.transfer.localfs.stat` says);
+    a download's ``base_path`` must exist, as it is never created (TRANSIENT).
+    """
+    plan = transfer.plan
+    if plan.operation is Operation.UPLOAD:
+        try:
+            localfs.stat(plan.local_path)
+        except PoolerError as exc:
+            return exc
+        return None
+    base = plan.local_root.base
+    if not base.is_dir():
+        message = f"the local base path {localfs.quoted(base)} does not exist (not mounted?)"
+        return PoolerError(ErrorCode.TRANSIENT, message)
+    return None
 
 
 async def try_login(factory: SessionFactory) -> str | None:

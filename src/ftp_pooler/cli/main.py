@@ -31,6 +31,7 @@ signal.signal(signal.SIGTERM, _exit_at_once)
 # ruff: noqa: E402 (the imports below come after the signal handlers, on purpose)
 import argparse
 import errno
+import io
 import json
 import stat
 import sys
@@ -46,6 +47,7 @@ import trio
 from ftp_pooler import package_version
 from ftp_pooler.cli.batch import BatchCopy, CopySummary, count_task_lines
 from ftp_pooler.config import (
+    MAX_CONCURRENCY,
     Connections,
     FTPConnection,
     Settings,
@@ -53,7 +55,7 @@ from ftp_pooler.config import (
     load_connections,
     load_settings,
 )
-from ftp_pooler.contract import Result
+from ftp_pooler.contract import Result, one_line
 from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.errors import PoolerError
 from ftp_pooler.ftp.pool import open_session_pool
@@ -70,8 +72,9 @@ Exit status: 0 done (the worker: also after a clean drain on SIGTERM or
 SIGINT); 1 a task failed (or would, with --dry-run; or a connection check
 failed); 2 a usage or configuration error, reported in one line; 3 Kafka
 unreachable; 4 copy could not write its results (full disk, ...); 130 and 143
-copy stopped by SIGINT and SIGTERM (any command, by a second signal); 141 copy's
-results went to a pipe that was closed (| head).
+copy stopped by SIGINT and SIGTERM (the worker before it reached Kafka; any
+command, by a second signal); 141 copy's results went to a pipe that was
+closed (| head).
 """
 
 EXIT_FAILED_TASKS = 1
@@ -240,17 +243,36 @@ def _open_tasks(name: str, stack: ExitStack) -> tuple[BinaryIO, Path | None]:
     return source, Path(name) if regular else None
 
 
-def _open_output(name: str | None, stack: ExitStack) -> BinaryIO:
-    """The results stream: stdout, or a file closed by ``stack`` (quietly: after a
-    write error, closing fails again on the bytes still buffered)."""
+def _open_output(name: str | None, stack: ExitStack, source: BinaryIO) -> BinaryIO:
+    """The results stream, unbuffered: stdout, or a file closed by ``stack`` (quietly).
+
+    Raises:
+        UsageError: The output file is the tasks file ``source`` (by its device and
+            inode: through a symlink or a hard link too), which opening it for
+            writing would empty before a line of it was read.
+    """
     if name in (None, "-"):
-        return sys.stdout.buffer
+        return getattr(sys.stdout.buffer, "raw", sys.stdout.buffer)
+    if _same_file(name, source):
+        raise UsageError(f"the output file {name} is the tasks file: it would be emptied")
     try:
-        output = Path(name).open("wb")  # noqa: SIM115 (closed by the stack)
+        # unbuffered: a line that fails part-way can be cut off again (write_whole_line)
+        output = Path(name).open("wb", buffering=0)  # noqa: SIM115 (closed by the stack)
     except OSError as exc:
         raise UsageError(f"cannot write the output file {name}: {exc.strerror}") from None
     stack.callback(_close_quietly, output)
     return output
+
+
+def _same_file(name: str, source: BinaryIO) -> bool:
+    """Whether the file at ``name`` is the regular file ``source`` reads (stdin included)."""
+    try:
+        output = os.stat(name)
+        tasks = os.fstat(source.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    same = (output.st_dev, output.st_ino) == (tasks.st_dev, tasks.st_ino)
+    return same and stat.S_ISREG(tasks.st_mode)
 
 
 def _close_quietly(stream: BinaryIO) -> None:
@@ -288,7 +310,7 @@ def _cmd_copy(args: argparse.Namespace) -> int:
         source, path = _open_tasks(args.tasks, stack)
         if args.dry_run:
             return _dry_run(source, connections, settings)
-        results = _open_output(args.output, stack)
+        results = _open_output(args.output, stack, source)
         display, interval = _display(args)
         run = trio.run(
             lambda: _copy(
@@ -336,7 +358,7 @@ def _dry_run(source: BinaryIO, connections: Connections, settings: Settings) -> 
     for problem in found.problems:
         print(f"ftp-pooler: {problem}", file=sys.stderr)
     for conn_id, error in outcomes:
-        state = "logged in" if error is None else f"cannot log in: {error}"
+        state = "logged in" if error is None else f"cannot log in: {one_line(error)}"
         print(f"ftp-pooler: connection {conn_id}: {state}", file=sys.stderr)
     failed_logins = sum(error is not None for _, error in outcomes)
     print(
@@ -359,9 +381,6 @@ def _load(
     """Settings (and connections), then logging as the settings and flags say."""
     settings = load_settings(args.config)
     connections = load_connections(args.connections) if need_connections else None
-    if connections is not None and not len(connections):
-        path = connections_path(args.connections)
-        raise UsageError(f"{path}: no connection defined (a [name] section per connection)")
     level = shifted_level(settings.logging.level, args.verbose - args.quiet)
     fmt = args.log_format
     if fmt is None:
@@ -380,6 +399,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     settings, connections = _load(args, need_connections=True)
     assert connections is not None
     check_kafka_security(settings.kafka)
+    # Until the worker watches the signals itself (it drains then), SIGINT ends it at
+    # once, as SIGTERM does: a KeyboardInterrupt would wait for the thread that waits
+    # for the first broker (up to kafka.request_timeout_ms).
+    signal.signal(signal.SIGINT, _exit_at_once)
     try:
         path = connections_path(args.connections)
         trio.run(partial(run_worker, connections_path=path), settings, connections)
@@ -427,6 +450,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     assert connections is not None
     report = {"settings": settings.model_dump(mode="json"), "connections": connections.describe()}
     print(json.dumps(report, indent=2, sort_keys=True))
+    for connection_id, base_path in connections.missing_base_paths().items():
+        print(
+            f"ftp-pooler: warning: [{connection_id}] base_path {base_path} does not exist:"
+            " its tasks fail TRANSIENT until it does (a volume not mounted?)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -444,13 +473,18 @@ def _cmd_check_connection(args: argparse.Namespace) -> int:
     try:
         trio.run(probe_connection, connection, args.path, _print_now)
     except PoolerError as exc:
-        print(f"ftp-pooler: {args.connection}: {exc.code.value}: {exc.message}", file=sys.stderr)
+        message = one_line(exc.message)
+        print(f"ftp-pooler: {args.connection}: {exc.code.value}: {message}", file=sys.stderr)
         return EXIT_FAILED_TASKS
     return 0
 
 
 def _print_now(line: str) -> None:
-    print(line, flush=True)
+    """Print a line of ``check-connection`` now, its control characters escaped
+    (:func:`~ftp_pooler.contract.one_line`, as in results): it holds the server's text
+    (features, file names), whose escape sequences must not drive the user's terminal
+    (retitle it, clear the screen, fake output)."""
+    print(one_line(line), flush=True)
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -471,6 +505,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _concurrency(text: str) -> int:
+    """``--concurrency``: a whole number from 1 to :data:`~ftp_pooler.config.MAX_CONCURRENCY`."""
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}, not {value}")
     return value
 
 
@@ -521,8 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument(
         "--concurrency",
         "-j",
-        type=_positive_int,
-        help="tasks at once (default: pool.max_sessions_per_pod)",
+        type=_concurrency,
+        help=f"tasks at once, 1 to {MAX_CONCURRENCY} (default: pool.max_sessions_per_pod)",
     )
     copy.add_argument(
         "--drain-seconds",

@@ -33,16 +33,23 @@ class SubmitReport:
     """Tasks the producer or the broker refused (too large, broker unreachable...)."""
     first_refusal: str | None = None
     awaited: set[str] = field(default_factory=set)
+    without_id: int = 0
+    """Lines sent whose task id could not be read (not JSON, no ``task_id``): their results
+    cannot be told apart, so they are not waited for (the worker fails them, unless it
+    finds the id where this reader did not)."""
+    repeated: int = 0
+    """Lines whose task id an earlier line had: one result is waited for per id."""
     results: int = 0
     failed: int = 0
     waited: bool = False
 
     @property
     def complete(self) -> bool:
-        """Every task was taken; when waiting, every awaited one has a result and none failed."""
+        """Every task was taken; when waiting, every awaited one has a result, none failed,
+        and every line had a task id to wait for."""
         if self.refused:
             return False
-        return not self.waited or (not self.awaited and self.failed == 0)
+        return not self.waited or (not self.awaited and self.failed == 0 and not self.without_id)
 
     def refuse(self, error: BaseException) -> None:
         self.refused += 1
@@ -57,6 +64,10 @@ class SubmitReport:
             text += f"; {self.results} results, {self.failed} failed"
             if self.awaited:
                 text += f", {len(self.awaited)} still without a result"
+            if self.without_id:
+                text += f"; {self.without_id} lines without a task id: not waited for"
+            if self.repeated:
+                text += f"; {self.repeated} lines repeat an earlier task id: one result each id"
         return text
 
 
@@ -119,13 +130,19 @@ def submit_tasks(
         if task_id:
             report.awaited.discard(task_id)
 
+    seen: set[str] = set()
     try:
         for line in source:
             line = line.strip()
             if not line:
                 continue
             task_id = _task_id(line)
-            if task_id:
+            if not task_id:
+                report.without_id += 1
+            elif task_id in seen:
+                report.repeated += 1
+            else:
+                seen.add(task_id)
                 report.awaited.add(task_id)
             try:
                 future = producer.send(

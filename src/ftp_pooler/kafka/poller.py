@@ -42,6 +42,10 @@ it: acknowledgements wake the poller as soon as there is room."""
 COMMIT_TIMEOUT_SECONDS = 10.0
 """Longest a periodic commit may take (it is retried at the next interval): well within
 the 30 s a poller heartbeat may be late before ``/health`` fails."""
+POLL_ERROR_PAUSE_SECONDS = 1.0
+"""After a poll that raised, how long before the next one (a poll error repeats at once)."""
+POLL_ERROR_LOG_SECONDS = 60.0
+"""A poll error that repeats is logged again at most this often (with its count)."""
 ABANDON_GRACE_SECONDS = 0.5
 """Beyond its own timeout, how long a consumer call in a thread is waited for before the
 thread is abandoned."""
@@ -91,6 +95,10 @@ class KafkaPoller:
         self._paused = False
         self._next_offset: dict[TopicPartition, int] = {}
         self._resume_from: dict[TopicPartition, int] = {}
+        self._next_poll = 0.0
+        """trio.current_time() before which no poll starts (a pause after a poll error)."""
+        self._poll_error: tuple[str, float, int] | None = None
+        """The poll error now repeating: its text, when it was last logged, repeats since."""
         self._consumer_free = threading.Event()
         """Clear while a consumer call runs in a thread (perhaps abandoned)."""
         self._consumer_free.set()
@@ -144,13 +152,19 @@ class KafkaPoller:
             if self._paused:
                 await self._wait_for_room()
                 await self._apply_backpressure()
-            records = await self._call(
-                functools.partial(
-                    self._consumer.poll,
-                    timeout_ms=0 if self._paused else POLL_TIMEOUT_MS,
-                    max_records=self._max_poll_records,
+            try:
+                records = await self._call(
+                    functools.partial(
+                        self._consumer.poll,
+                        timeout_ms=0 if self._paused else POLL_TIMEOUT_MS,
+                        max_records=self._max_poll_records,
+                    )
                 )
-            )
+            except KafkaError as exc:
+                records = {}
+                self._poll_failed(exc)
+            else:
+                self._poll_succeeded()
             self._health.heartbeat("poller")
             for partition, messages in records.items():
                 if partition not in self.assigned or not messages:
@@ -169,6 +183,36 @@ class KafkaPoller:
             if trio.current_time() >= next_commit:
                 await self.commit()
                 next_commit = trio.current_time() + self._commit_interval
+            await trio.sleep_until(self._next_poll)
+
+    def _poll_failed(self, exc: KafkaError) -> None:
+        """A poll raised (e.g. ``UnsupportedCodecError``: a record batch compressed with a
+        codec whose library is missing, ``CorruptRecordError``): the worker goes on.
+
+        Raising would end the worker, and a restart would meet the same record again:
+        a crash loop. Instead: one ``kafka.poll_failed`` error line (again at most every
+        :data:`POLL_ERROR_LOG_SECONDS` while it repeats, with the count), the poller
+        ``degraded`` in ``/health`` and not ready in ``/ready`` until a poll succeeds,
+        and a pause of :data:`POLL_ERROR_PAUSE_SECONDS` before the next poll (the
+        caller's, after its commit: finished tasks are still committed).
+        """
+        error = f"{type(exc).__name__}: {exc}"
+        now = trio.current_time()
+        last = self._poll_error
+        if last is None or last[0] != error or now - last[1] >= POLL_ERROR_LOG_SECONDS:
+            repeats = 0 if last is None or last[0] != error else last[2]
+            log.error("kafka.poll_failed", error=error, repeated=repeats)
+            self._poll_error = (error, now, 1)
+        else:
+            self._poll_error = (error, last[1], last[2] + 1)
+        self._health.troubled("poller", f"poll failing: {error}")
+        self._next_poll = now + POLL_ERROR_PAUSE_SECONDS
+
+    def _poll_succeeded(self) -> None:
+        if self._poll_error is not None:
+            log.info("kafka.poll_recovered")
+            self._poll_error = None
+            self._health.troubled("poller", None)
 
     async def _apply_backpressure(self) -> None:
         """Pause when the buffer bound is reached; resume when it has room again.

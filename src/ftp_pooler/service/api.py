@@ -65,6 +65,8 @@ class Health:
     """Component name -> why it failed."""
     _waits: dict[str, tuple[float, str]] = field(default_factory=dict, init=False)
     """Name -> since when its work has waited with no progress, and what progress is missing."""
+    _troubles: dict[str, str] = field(default_factory=dict, init=False)
+    """Component name -> a failure a restart would not cure (see :meth:`troubled`)."""
 
     def heartbeat(self, name: str) -> None:
         """Record that component ``name`` is alive now (and register it on first call)."""
@@ -73,6 +75,16 @@ class Health:
     def component_failed(self, name: str, reason: str) -> None:
         """Mark component ``name`` dead for good; ``reason`` appears in ``/health``."""
         self._failures[name] = reason
+
+    def troubled(self, name: str, reason: str | None) -> None:
+        """Component ``name`` fails in a way a restart would not cure (``reason``), or no
+        longer (None): e.g. a poll that cannot decode a record. ``/health`` shows it as
+        ``degraded`` and stays 200 (a liveness restart would only loop on the same record);
+        ``/ready`` is 503 meanwhile, so that ``kubectl get pods`` shows it."""
+        if reason is None:
+            self._troubles.pop(name, None)
+        else:
+            self._troubles[name] = reason
 
     def waiting(self, name: str, what: str) -> None:
         """Work of ``name`` waits on the broker from now (if it did not already): ``what``
@@ -125,19 +137,22 @@ class Health:
                 waits["status"] = "stalled"
                 waits["reason"] = f"{what} for {age:.0f} s (limit {max_waiting:g} s)"
             components[name] = waits
+        for name, reason in self._troubles.items():
+            components.setdefault(name, {}).update(status="degraded", reason=reason)
         for name, reason in self._failures.items():
             components.setdefault(name, {}).update(status="failed", reason=reason)
-        ok = all(c["status"] == "ok" for c in components.values())
+        ok = all(c["status"] in ("ok", "degraded") for c in components.values())
         return ok, {"status": "ok" if ok else "unhealthy", "components": components}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Whether to take work: joined, producer ready and not draining."""
-        ok = self.joined and self.producer_ready and not self.draining
+        """Whether to take work: joined, producer ready, not draining, nothing troubled."""
+        ok = self.joined and self.producer_ready and not self.draining and not self._troubles
         return ok, {
             "status": "ready" if ok else "not ready",
             "joined": self.joined,
             "producer_ready": self.producer_ready,
             "draining": self.draining,
+            "troubles": dict(self._troubles),
         }
 
 

@@ -125,6 +125,13 @@ class WatchStep:
         return WatchStep(now if load else self.loaded, now), load
 
 
+def warn_missing_base_paths(connections: Connections) -> None:
+    """Log ``config.base_path_missing`` (a warning) for each local connection whose
+    ``base_path`` does not exist: its tasks fail TRANSIENT until the volume is there."""
+    for connection_id, base_path in connections.missing_base_paths().items():
+        log.warning("config.base_path_missing", connection=connection_id, base_path=str(base_path))
+
+
 class ConnectionsWatcher:
     """Polls the connections file; loads, checks and applies each new version.
 
@@ -201,6 +208,7 @@ class ConnectionsWatcher:
                 removed=list(changes.removed),
                 changed=list(changes.changed),
             )
+            warn_missing_base_paths(new)
         if changes or self._confirmed:
             self._reloaded("applied")
         self._confirmed = True

@@ -47,7 +47,7 @@ from ftp_pooler.kafka.poller import ABANDON_GRACE_SECONDS, KafkaPoller
 from ftp_pooler.kafka.deliveries import Delivery, DeliveryQueue
 from ftp_pooler.kafka.publisher import GATHER_SECONDS, ResultPublisher
 from ftp_pooler.kafka.recovery import RecoveryPolicy
-from ftp_pooler.service.reload import ConnectionsWatcher
+from ftp_pooler.service.reload import ConnectionsWatcher, warn_missing_base_paths
 from ftp_pooler.scheduling.transfers import ScheduledTransfers
 
 log = structlog.get_logger(__name__)
@@ -331,6 +331,7 @@ async def _run_worker(
             log.info(
                 "worker.started", api_port=port, topic=kafka.input_topic, group=kafka.consumer_group
             )
+            warn_missing_base_paths(connections)
             task_status.started(port)
             try:
                 async with trio.open_nursery() as transfers:

@@ -429,12 +429,7 @@ class LocalRoot:
             PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
                 when ``path`` is a directory or anything but a regular file.
         """
-        try:
-            status = await self.io.run("lookup", os.stat, path)
-        except OSError as exc:
-            raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
-        _check_regular(status, path)
-        return status
+        return await self.io.run("lookup", stat, path)
 
     async def read_chunks(self, path: Path, size: int) -> AsyncIterator[memoryview]:
         """The file's bytes in chunks of up to 256 KiB; each is valid until the next is asked for.
@@ -477,14 +472,25 @@ class LocalRoot:
                 await self.io.run("close", os.close, fd)
 
     async def make_parent(self, path: Path) -> None:
-        """``mkdir -p`` of the file's directory (remembered, so it is done once)."""
+        """``mkdir -p`` of the file's directory below ``base_path`` (remembered, so it is
+        done once); ``base_path`` itself is never created.
+
+        Raises:
+            PoolerError: TRANSIENT when ``base_path`` does not exist: most likely a
+                volume not mounted (yet), whose mount point's parents would otherwise
+                be made on the host's disk and the files land there; retried, as the
+                volume may be mounted later. Else the code of the file system's error.
+        """
         parent = str(path.parent)
         if parent in self._made_dirs:
             return
         try:
-            await self.io.run("mkdir", _make_directories, parent)
+            made = await self.io.run("mkdir", _make_directories_below, self._base, parent)
         except OSError as exc:
             raise error_for_os_error(exc, f"creating {quoted(parent)}") from exc
+        if not made:
+            message = f"the local base path {quoted(self._base)} does not exist (not mounted?)"
+            raise PoolerError(ErrorCode.TRANSIENT, message)
         self._made_dirs.add(parent)
 
     async def open_atomic(self, final: Path, suffix: str = ".part") -> AtomicFile:
@@ -529,12 +535,33 @@ class LocalRoot:
                 walk = os.path.dirname(walk)
 
 
+def stat(path: Path) -> os.stat_result:
+    """``os.stat`` of a file to read, its errors mapped to error codes (a blocking call:
+    :meth:`LocalRoot.stat` runs it through the volume's I/O; ``copy --dry-run`` calls it
+    directly).
+
+    Raises:
+        PoolerError: FILE_NOT_FOUND, PERMISSION_DENIED...; PATH_NOT_ALLOWED
+            when ``path`` is a directory or anything but a regular file.
+    """
+    try:
+        status = os.stat(path)
+    except OSError as exc:
+        raise error_for_os_error(exc, f"reading {quoted(path)}") from exc
+    _check_regular(status, path)
+    return status
+
+
 def _open_for_reading(path: Path) -> int:
     return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
 
 
-def _make_directories(path: str) -> None:
+def _make_directories_below(base: str, path: str) -> bool:
+    """``mkdir -p path`` if the directory ``base`` (above ``path``) exists; whether it did."""
+    if not os.path.isdir(base):
+        return False
     os.makedirs(path, exist_ok=True)
+    return True
 
 
 def _create_exclusive(path: Path) -> int:
