@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 from collections.abc import Callable
@@ -349,6 +350,7 @@ base_path = /outgoing
             password=SECRET,
             tls=TLSMode.EXPLICIT,
             ca_file=ca_file,
+            ca_digest=hashlib.sha256(ca_file.read_bytes()).hexdigest(),
             verify=False,
             epsv=False,
             pasv_use_reply_address=True,

@@ -120,6 +120,70 @@ async def test_watcher_follows_a_kubernetes_symlink_swap_and_refuses_a_broken_ve
     assert results == ["applied", "refused"] and len(applied) == 1
 
 
+def _rotate(root: Path, name: str, data: bytes) -> None:
+    """A kubelet update of a one-file Secret volume: ``name -> ..data/name``, ``..data`` swapped."""
+    version = root / f"..2026_11_30_{time.monotonic_ns()}"
+    version.mkdir(parents=True)
+    (version / name).write_bytes(data)
+    link = root / "..data_tmp"
+    link.symlink_to(version.name)
+    os.replace(link, root / "..data")
+    if not (root / name).is_symlink():
+        (root / name).symlink_to(f"..data/{name}")
+
+
+async def test_a_password_rotated_in_its_own_secret_is_applied(tmp_path: Path) -> None:
+    """``pass_file`` in another Secret: its rotation changes no line of connections.ini,
+    and the watcher still applies the new password."""
+    _rotate(tmp_path / "password", "password", b"old-secret\n")
+    path = tmp_path / "connections.ini"
+    path.write_text(
+        "[p]\ntype = ftp\nhost = 127.0.0.1\npass_file = password/password\n"
+        "[local]\ntype = local\nbase_path = /a\n"
+    )
+    applied: list[Connections] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    watcher = ConnectionsWatcher(path, load_connections(path), apply, interval=1)
+    await watcher.check()
+    assert applied == []  # nothing changed yet
+    _rotate(tmp_path / "password", "password", b"new-secret\n")
+    await watcher.check()
+    await watcher.check()
+    assert [c["p"].ftp.password.get_secret_value() for c in applied] == ["new-secret"]  # type: ignore[union-attr]
+    await watcher.check()
+    assert len(applied) == 1
+
+
+async def test_a_ca_bundle_replaced_under_the_same_path_makes_the_connection_changed(
+    tmp_path: Path,
+) -> None:
+    """A rotated CA (same path, new bytes) makes a new FTPConfig, so the pool builds a new
+    factory (and TLS context) for it; the old engine kept the old context."""
+    trustme = pytest.importorskip("trustme")
+    _rotate(tmp_path / "ca", "ca.pem", trustme.CA().cert_pem.bytes())
+    path = tmp_path / "connections.ini"
+    path.write_text(
+        "[p]\ntype = ftp\nhost = 127.0.0.1\ntls = explicit\nca_file = ca/ca.pem\n"
+        "[local]\ntype = local\nbase_path = /a\n"
+    )
+    first = load_connections(path)
+    applied: list[Connections] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    watcher = ConnectionsWatcher(path, first, apply, interval=1)
+    _rotate(tmp_path / "ca", "ca.pem", trustme.CA().cert_pem.bytes())
+    await watcher.check()
+    await watcher.check()
+    assert len(applied) == 1
+    assert diff_connections(first, applied[0]).changed == ("p",)
+    assert applied[0]["p"].ftp.ca_file == first["p"].ftp.ca_file  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     "text",
     [

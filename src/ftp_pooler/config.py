@@ -11,6 +11,7 @@ an error, a repr or :meth:`Connections.describe`.
 from __future__ import annotations
 
 import configparser
+import hashlib
 import ipaddress
 import os
 import re
@@ -484,9 +485,18 @@ Connection = FTPConnection | LocalConnection
 
 
 class Connections(Mapping[str, Connection]):
-    """Connections by id."""
+    """Connections by id.
 
-    def __init__(self, connections: Iterable[Connection] = ()) -> None:
+    Args:
+        connections: The connections; their ids must differ.
+        files: The files read for them besides the connections file (each
+            ``pass_file`` and ``ca_file``, in order): a live reload watches them too.
+    """
+
+    def __init__(
+        self, connections: Iterable[Connection] = (), files: tuple[Path, ...] = ()
+    ) -> None:
+        self.files = files
         self._by_id: dict[str, Connection] = {}
         for connection in connections:
             if connection.id in self._by_id:
@@ -537,7 +547,7 @@ class Connections(Mapping[str, Connection]):
             ftp = connection.ftp
             described[connection_id] = {
                 "type": "ftp",
-                **ftp.model_dump(mode="json", exclude={"password", "timeouts"}),
+                **ftp.model_dump(mode="json", exclude={"password", "timeouts", "ca_digest"}),
                 "password": "***" if ftp.password.get_secret_value() else "(not set)",
                 "connect_timeout": ftp.timeouts.connect,
                 "timeout": ftp.timeouts.reply,
@@ -586,7 +596,9 @@ def load_connections(
         if problem := _section_problem(name, items):
             raise ConfigError(f"{path}: {problem}")
         sections.append(_IniSection(path, name, items))
-    return Connections(section.connection(environ) for section in sections)
+    connections = [section.connection(environ) for section in sections]
+    files = dict.fromkeys(path for section in sections for path in section.files)
+    return Connections(connections, files=tuple(files))
 
 
 def _section_problem(name: str, items: Mapping[str, str]) -> str | None:
@@ -682,6 +694,8 @@ class _IniSection:
         self.path = path
         self.name = name
         self._items = items
+        self.files: list[Path] = []
+        """Other files read for this section (``pass_file``, ``ca_file``)."""
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: [{self.name}] {key}: {message}")
@@ -724,6 +738,7 @@ class _IniSection:
         if (ca_file := self._file("ca_file")) is not None:
             self._check_ca_bundle(*ca_file)
             given[("ca_file",)] = ca_file
+            given[("ca_digest",)] = ("ca_file", self._digest(*ca_file))
         ftp: dict[str, Any] = {}
         for loc, (_, value) in given.items():
             target = ftp
@@ -770,6 +785,15 @@ class _IniSection:
             raise self.error(key, f"no such file: {path}")
         return key, path
 
+    def _digest(self, key: str, path: Path) -> str:
+        """SHA-256 (hex) of the file's bytes; the file is one this version was read from."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise self.error(key, f"cannot read {path}: {_reason(exc)}") from None
+        self.files.append(path)
+        return hashlib.sha256(data).hexdigest()
+
     def _check_ca_bundle(self, key: str, path: Path) -> None:
         """Load ``path`` as the TLS client does, so a file that is no CA bundle is a
         configuration error here, not a traceback when the first session opens."""
@@ -795,9 +819,11 @@ class _IniSection:
         if key == "pass_file":
             path = self.path.parent / value
             try:
-                return key, path.read_text(encoding="utf-8").rstrip("\r\n")
+                password = path.read_text(encoding="utf-8").rstrip("\r\n")
             except (OSError, UnicodeError) as exc:
                 raise self.error(key, f"cannot read {path}: {_reason(exc)}") from None
+            self.files.append(path)
+            return key, password
         return key, value
 
     def _tls(self) -> tuple[str, TLSMode] | None:

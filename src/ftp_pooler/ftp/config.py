@@ -75,6 +75,10 @@ class FTPConfig(BaseModel):
     """Verify the server certificate and host name (on by default)."""
     ca_file: Path | None = None
     """PEM bundle of trusted CAs instead of the system store."""
+    ca_digest: str | None = None
+    """SHA-256 (hex) of ``ca_file``'s bytes when it was read: a bundle replaced under
+    the same path (a rotated Kubernetes Secret) makes another config, so a live
+    reload builds a new TLS context for it."""
     passive: bool = True
     """Only passive mode is implemented; ``False`` is refused."""
     epsv: bool = True

@@ -5,11 +5,14 @@ symlink to a new timestamped directory: the file's path stays, the file it
 leads to (its inode) changes. Editors and ``mv`` replace the file the same
 way; some tools rewrite it in place (same inode, new size and mtime). A
 small Trio task therefore polls ``os.stat`` (which follows the symlinks)
-every ``worker.connections_reload_seconds`` and compares a :class:`FileStamp`:
-one ``stat`` call (9 us) per period, and the same code for each of those
-ways. Change notification would not be simpler: an inotify watch on the file
-stays on the old inode after a symlink swap, so one must watch the directory
-and re-arm after each swap; a library that does so (watchfiles) brings a
+every ``worker.connections_reload_seconds`` and compares a :class:`FileStamp`
+of the connections file and of each file its version was read from
+(``pass_file``, ``ca_file``: a password or a CA bundle rotated in another
+Secret changes no line of the connections file): one ``stat`` call (9 us)
+per file per period, and the same code for each of those ways. Change
+notification would not be simpler: an inotify watch on the file stays on
+the old inode after a symlink swap, so one must watch the directory and
+re-arm after each swap; a library that does so (watchfiles) brings a
 dependency and a thread for a file that changes a few times a year. A change
 is acted on only once the stamp has stayed the same for one more period, so
 a file being written in place is not read half-way.
@@ -63,7 +66,7 @@ def diff_connections(old: Connections, new: Connections) -> ConnectionChanges:
 
     Passwords compare by value (pydantic's ``SecretStr`` equality). A
     ``ca_file`` or ``pass_file`` is compared by what was loaded: the CA
-    file's path, the password file's content.
+    file's path and the digest of its bytes, the password file's content.
     """
     return ConnectionChanges(
         added=tuple(sorted(new.keys() - old.keys())),
@@ -104,18 +107,19 @@ class FileStamp:
 
 @dataclass(frozen=True)
 class WatchStep:
-    """The watcher's state between two looks at the file (plain data).
+    """The watcher's state between two looks at the files (plain data).
 
     Attributes:
-        loaded: The stamp of the version last loaded (applied or refused);
+        loaded: The stamps (the connections file's first, then each file it
+            was read from) of the version last loaded (applied or refused);
             None before the first load.
-        seen: The stamp seen at the last look.
+        seen: The stamps seen at the last look.
     """
 
-    loaded: FileStamp | None
-    seen: FileStamp
+    loaded: tuple[FileStamp, ...] | None
+    seen: tuple[FileStamp, ...]
 
-    def look(self, now: FileStamp) -> tuple[WatchStep, bool]:
+    def look(self, now: tuple[FileStamp, ...]) -> tuple[WatchStep, bool]:
         """After stat'ing the file again: the next state, and whether to load it now.
 
         Load when the file differs from the version last loaded and has not
@@ -171,10 +175,11 @@ class ConnectionsWatcher:
         self._environ = environ
         self._loaded = loaded
         self._reloaded = reloaded
-        stamp = FileStamp.of(path)
-        self._step = WatchStep(None, stamp)
+        self._files = (path, *current.files)
+        stamps = self._stamps()
+        self._step = WatchStep(None, stamps)
         self._confirmed = False
-        loaded(stamp.mtime)
+        loaded(stamps[0].mtime)
 
     async def run(self) -> None:
         """Look at the file every ``interval`` seconds, forever (cancel to stop)."""
@@ -184,8 +189,8 @@ class ConnectionsWatcher:
 
     async def check(self) -> None:
         """One look: load and apply the file if it is a new version that holds still."""
-        stamp = FileStamp.of(self._path)
-        self._step, load = self._step.look(stamp)
+        stamps = self._stamps()
+        self._step, load = self._step.look(stamps)
         if not load:
             return
         try:
@@ -212,7 +217,14 @@ class ConnectionsWatcher:
         if changes or self._confirmed:
             self._reloaded("applied")
         self._confirmed = True
-        self._loaded(stamp.mtime)
+        self._loaded(stamps[0].mtime)
+        if new.files != self._files[1:]:  # watch the files of the version in use
+            self._files = (self._path, *new.files)
+            now = self._stamps()
+            self._step = WatchStep(now, now)
+
+    def _stamps(self) -> tuple[FileStamp, ...]:
+        return tuple(FileStamp.of(path) for path in self._files)
 
     def _refuse(self, error: str) -> None:
         log.error("config.reload_refused", path=str(self._path), error=error)
