@@ -124,6 +124,26 @@ class Transfer:
         return self.plan.remote_id
 
 
+@dataclass(frozen=True, slots=True)
+class _UploadSource:
+    """An upload's local file, as the STOR steps pass it on.
+
+    Attributes:
+        remote_id: The FTP connection's id (metrics, remote directories made).
+        root: The local volume it is read through.
+        path: The file (resolved inside ``root``).
+        size: Its size in bytes when the upload was planned.
+        check: The rename with a size check follows the STOR
+            (:meth:`FTPSession.store`'s ``check``).
+    """
+
+    remote_id: str
+    root: LocalRoot
+    path: Path
+    size: int
+    check: bool
+
+
 @dataclass(frozen=True)
 class _Outcome:
     bytes_transferred: int
@@ -564,32 +584,19 @@ class TransferEngine:
                 # check follows the STOR directly (FTPSession.store)
                 check = options.verify_size and not options.preserve_mtime
                 check = check and form is not UploadTemp.NONE
+                upload = _UploadSource(
+                    plan.remote_id, plan.local_root, plan.local_path, local.st_size, check
+                )
                 try:
                     try:
-                        sent = await self._store_named(
-                            session,
-                            plan.remote_id,
-                            temp,
-                            plan.local_root,
-                            plan.local_path,
-                            local.st_size,
-                            check,
-                        )
+                        sent = await self._store_named(session, temp, upload)
                     except FTPError as exc:
                         if form is not UploadTemp.HIDDEN or not _refuses_name(exc, session):
                             raise
                         # A server refusing dot-files: the visible form, once.
                         log.warning("transfer.hidden_temp_refused", path=temp, error=exc.message)
                         temp = _upload_name(plan.remote_path, UploadTemp.VISIBLE, self._temp_suffix)
-                        sent = await self._store_named(
-                            session,
-                            plan.remote_id,
-                            temp,
-                            plan.local_root,
-                            plan.local_path,
-                            local.st_size,
-                            check,
-                        )
+                        sent = await self._store_named(session, temp, upload)
                         session.quirks.hidden_temp = False
                     if sent != local.st_size:
                         raise PoolerError(
@@ -643,72 +650,44 @@ class TransferEngine:
             except PoolerError:
                 log.warning("transfer.temp_file_left", connection=remote.conn_id, path=temp)
 
-    async def _store(
-        self,
-        session: FTPSession,
-        remote_id: str,
-        temp: str,
-        root: LocalRoot,
-        local: Path,
-        size: int,
-        check: bool = False,
-    ) -> int:
+    async def _store(self, session: FTPSession, temp: str, source: _UploadSource) -> int:
         """STOR into a directory made with ``mkdir -p`` once per directory and connection.
 
         A directory remembered as made may have been removed on the server
         since: if STOR is refused, the directory is made again and STOR
-        tried once more before the refusal counts. ``check``: as
-        :meth:`FTPSession.store`'s (the rename with a size check follows).
+        tried once more before the refusal counts.
         """
         directory = posixpath.dirname(temp)
         if directory in ("", "/"):
-            return await self._send(session, remote_id, temp, root, local, size, check)
-        known = self._remote_dirs.setdefault(remote_id, RemoteDirectories())
+            return await self._send(session, temp, source)
+        known = self._remote_dirs.setdefault(source.remote_id, RemoteDirectories())
         if not known.known(directory):
             await known.ensure(directory, session.makedirs)
-            return await self._send(session, remote_id, temp, root, local, size, check)
+            return await self._send(session, temp, source)
         try:
-            return await self._send(session, remote_id, temp, root, local, size, check)
+            return await self._send(session, temp, source)
         except FTPError as exc:
             if exc.reply is None or session.broken:
                 raise
         known.forget(directory)
-        return await self._store(session, remote_id, temp, root, local, size, check)
+        return await self._store(session, temp, source)
 
-    async def _send(
-        self,
-        session: FTPSession,
-        remote_id: str,
-        temp: str,
-        root: LocalRoot,
-        local: Path,
-        size: int,
-        check: bool,
-    ) -> int:
-        """One STOR of ``local``, read through its volume's I/O, its bytes counted to the
+    async def _send(self, session: FTPSession, temp: str, source: _UploadSource) -> int:
+        """One STOR of the source, read through its volume's I/O, its bytes counted to the
         observer (:class:`_AcceptedUpload`)."""
-        chunks = root.read_chunks(local, size)
+        chunks = source.root.read_chunks(source.path, source.size)
         if self._observer is None:
-            return await session.store(temp, chunks, check=check)
-        counter = _AcceptedUpload(self._observer, remote_id, session)
-        sent = await session.store(temp, counter.count(chunks), check=check)
+            return await session.store(temp, chunks, check=source.check)
+        counter = _AcceptedUpload(self._observer, source.remote_id, session)
+        sent = await session.store(temp, counter.count(chunks), check=source.check)
         counter.flush()
         return sent
 
-    async def _store_named(
-        self,
-        session: FTPSession,
-        remote_id: str,
-        temp: str,
-        root: LocalRoot,
-        local: Path,
-        size: int,
-        check: bool,
-    ) -> int:
+    async def _store_named(self, session: FTPSession, temp: str, source: _UploadSource) -> int:
         """:meth:`_store`; a refusal names the path refused (``550 Permission denied.``
         does not, and the path is a temporary name the task never mentioned)."""
         try:
-            return await self._store(session, remote_id, temp, root, local, size, check)
+            return await self._store(session, temp, source)
         except FTPError as exc:
             if exc.reply is not None and temp not in exc.message:
                 exc.set_message(f"{exc.message} (path: {temp})")
