@@ -313,6 +313,9 @@ async def test_pool_reconfigure_retires_idle_sessions_and_closes_borrowed_ones_o
         )  # a changed (port, user, password), b removed
         await pool.close_sessions(closing)
         assert len(closing) == 2
+        stats = pool.stats()  # the borrowed session of the old version is still counted
+        assert (stats["a"].open, stats["a"].busy) == (1, 1)
+        assert "b" not in stats  # removed, nothing of it out
         assert await trio.to_thread.run_sync(
             lambda: wait_until(lambda: old.connection_count() == 1)
         )
@@ -320,11 +323,25 @@ async def test_pool_reconfigure_retires_idle_sessions_and_closes_borrowed_ones_o
     assert await trio.to_thread.run_sync(lambda: wait_until(lambda: old.connection_count() == 0))
     async with pool.session("a") as session:
         assert session.config.port == new.port and new.connection_count() == 1
+    assert (pool.stats()["a"].open, pool.stats()["a"].busy) == (1, 0)
     with pytest.raises(PoolerError) as caught:
         async with pool.session("b"):
             pass
     assert caught.value.code is ErrorCode.INVALID_CONFIG
     assert pool.allowance("b").limit > 0  # queued tasks of b start, to fail at once
+    await pool.aclose()
+
+
+async def test_pool_stats_count_a_removed_connections_session_until_it_is_returned(
+    make_pyftpd: MakeServer,
+) -> None:
+    server = make_pyftpd()
+    pool = SessionPool({"a": SessionFactory(_config(server)), "b": SessionFactory(_config(server))})
+    async with pool.session("b"):
+        await pool.close_sessions(pool.reconfigure({"a": _config(server)}))  # b removed
+        stats = pool.stats()
+        assert (stats["b"].cap, stats["b"].open, stats["b"].busy) == (0, 1, 1)
+    assert "b" not in pool.stats()  # returned and closed
     await pool.aclose()
 
 

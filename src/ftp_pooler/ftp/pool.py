@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 import trio
@@ -192,9 +192,14 @@ class SessionPool:
         return self._closing + sum(c.open + c.opening for c in connections)
 
     def stats(self) -> dict[str, ConnectionStats]:
-        """Per connection id: cap, open/idle/busy/opening sessions, waiters, counters, breaker."""
+        """Per connection id: cap, open/idle/busy/opening sessions, waiters, counters, breaker.
+
+        Sessions still out from a version :meth:`reconfigure` retired count too:
+        under their id's current version when it was changed, and under the
+        removed id (cap 0) until they are returned and closed.
+        """
         now = self._clock()
-        return {
+        stats = {
             conn_id: ConnectionStats(
                 cap=c.cap,
                 open=c.open,
@@ -211,6 +216,33 @@ class SessionPool:
             )
             for conn_id, c in self._connections.items()
         }
+        for old in self._retired:
+            if old.open + old.opening == 0:
+                continue
+            now_stats = stats.get(old.conn_id)
+            if now_stats is None:  # removed
+                stats[old.conn_id] = ConnectionStats(
+                    cap=0,
+                    open=old.open,
+                    idle=0,
+                    busy=old.busy,
+                    opening=old.opening,
+                    waiters=0,
+                    opened_total=old.opened_total,
+                    closed_total=old.closed_total,
+                    refused_total=old.refused_total,
+                    wait_seconds_total=old.wait_seconds_total,
+                    wait_count=old.wait_count,
+                    breaker=old.breaker.state(now),
+                )
+            else:
+                stats[old.conn_id] = replace(
+                    now_stats,
+                    open=now_stats.open + old.open,
+                    busy=now_stats.busy + old.busy,
+                    opening=now_stats.opening + old.opening,
+                )
+        return stats
 
     def allowance(self, conn_id: str) -> Allowance:
         """How many tasks ``conn_id`` can take now, for the scheduler (plain data).
