@@ -345,6 +345,36 @@ async def test_pool_stats_count_a_removed_connections_session_until_it_is_return
     await pool.aclose()
 
 
+async def test_results_are_labelled_with_their_ftp_connection_after_it_was_removed() -> None:
+    local = LocalConnection(id="local", base_path=Path("/srv"))
+    first = Connections([_ftp("partner"), _ftp("other"), local])
+    pool = SessionPool(first.session_factories())
+    engine = TransferEngine(first, pool, worker="w")
+
+    def result(operation: str, source: str, destination: str) -> Result:
+        return Result.model_validate(
+            {
+                "task_id": "t",
+                "status": "completed",
+                "operation": operation,
+                "source": {"connection_id": source, "path": "a"},
+                "destination": {"connection_id": destination, "path": "b"},
+                "bytes_transferred": 0,
+                "duration_ms": 0,
+                "attempts": 1,
+                "completed_at": "2026-11-30T04:00:00.000Z",
+                "worker": "w",
+            }
+        )
+
+    assert engine.ftp_side(result("download", "partner", "local")) == "partner"
+    assert engine.ftp_side(result("upload", "local", "other")) == "other"
+    await engine.reconfigure(Connections([_ftp("other"), local]))  # partner removed
+    assert engine.ftp_side(result("download", "partner", "local")) == "partner"
+    assert engine.ftp_side(result("download", "made-up", "local")) == ""  # never a label
+    await pool.aclose()
+
+
 async def test_a_pinned_connection_keeps_its_settings_after_a_change_or_removal(
     make_pyftpd: MakeServer,
 ) -> None:

@@ -35,7 +35,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from ftp_pooler.service.api import Health, bind_api_socket, create_app, serve_api
 from ftp_pooler.scheduling.backpressure import BufferBound
-from ftp_pooler.config import Connections, FTPConnection, Settings
+from ftp_pooler.config import Connections, Settings
 from ftp_pooler.transfer.boundary import Boundary, Message
 from ftp_pooler.contract import Result, Task
 from ftp_pooler.transfer.engine import TransferEngine
@@ -158,16 +158,8 @@ class Dispatcher:
         self._send(self._boundary.crashed(exc, _message(delivery), task.task_id), delivery)
 
     def _send(self, result: Result, delivery: Delivery) -> None:
-        self._metrics.task_finished(result, self._ftp_side(result))
+        self._metrics.task_finished(result, self._engine.ftp_side(result))
         self._publisher.publish(result, delivery)
-
-    def _ftp_side(self, result: Result) -> str:
-        for endpoint in (result.source, result.destination):
-            if endpoint is not None and isinstance(
-                self._engine.connections.get(endpoint.connection_id), FTPConnection
-            ):
-                return endpoint.connection_id
-        return ""
 
 
 def _message(delivery: Delivery) -> Message:

@@ -177,6 +177,7 @@ class TransferEngine:
         durable: bool = True,
     ) -> None:
         self._connections = connections
+        self._ftp_ids = _ftp_ids(connections)
         self._observer = observer
         self._temp_suffix = temp_suffix
         self._pool = pool
@@ -348,6 +349,22 @@ class TransferEngine:
         """The connections tasks are planned on now."""
         return self._connections
 
+    def ftp_side(self, result: Result) -> str:
+        """The id of the FTP connection a result's task used, for metrics labels; ``""``
+        for a result without one (an invalid message) or naming no FTP connection of
+        any version this engine has run (so a label never takes an id from a message).
+
+        A task's FTP side is its source for a download, its destination for an
+        upload; its connection may have been removed by a reload meanwhile.
+        """
+        endpoints = (result.source, result.destination)
+        if result.operation is Operation.UPLOAD:
+            endpoints = (result.destination, result.source)
+        for endpoint in endpoints:
+            if endpoint is not None and endpoint.connection_id in self._ftp_ids:
+                return endpoint.connection_id
+        return ""
+
     async def reconfigure(self, connections: Connections) -> None:
         """Switch to a new version of the connections, then close the idle sessions it retires.
 
@@ -381,6 +398,7 @@ class TransferEngine:
             if old.get(conn_id) != connections.get(conn_id):
                 del self._remote_dirs[conn_id]
         self._connections = connections
+        self._ftp_ids |= _ftp_ids(connections)
         self._version += 1
         await self._pool.close_sessions(closing)
 
@@ -776,6 +794,10 @@ def _remote_path(connection: FTPConnection, path: str) -> str:
             f"remote path longer than {MAX_PATH_BYTES} bytes (servers refuse longer command lines)",
         )
     return full
+
+
+def _ftp_ids(connections: Connections) -> set[str]:
+    return {c.id for c in connections.values() if isinstance(c, FTPConnection)}
 
 
 async def _after_transfer(query: Awaitable[_T], verb: str) -> _T | None:
