@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,18 @@ from typing import Any
 import pytest
 
 from ftp_pooler.cli.batch import copy_tasks
-from ftp_pooler.config import Connections, FTPConnection, LocalConnection
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection, load_connections
 from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
+from ftp_pooler.service.reload import ConnectionsWatcher
 from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.retry import RetryPolicy
 from clients import ftp_config
 from scripted_server import Rule, ScriptedFTPServer
+from test_worker import _padded, download_tasks, remote_files, setup
+
+__all__ = ["setup"]  # the worker fixture of test_worker, used here
 
 MakeScripted = Callable[..., ScriptedFTPServer]
 NO_WAIT = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -177,3 +182,81 @@ async def test_overwrite_on_a_server_refusing_dot_files_and_rename_over(
     results = await run_tasks(local, ftp_config(server, timeouts=TIMEOUTS), [task])
     assert results[0]["status"] == "completed", results[0].get("error_message")
     assert server.files["/data/up.bin"] == PAYLOAD
+
+
+# -- 4. a refused version's new pass_file appearing later is never applied -------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester3: a connections.ini naming a new pass_file that does not exist yet is "
+    "refused (right), but when that file appears the version is never loaded again: the "
+    "watcher watches only the files of the version in use",
+)
+async def test_a_version_refused_for_a_missing_pass_file_is_applied_once_the_file_appears(
+    tmp_path: Path,
+) -> None:
+    """connections.ini (a ConfigMap) now names the password of a Secret that is mounted a
+    moment later: operations.md says a refused version is tried again when the file
+    changes; the file it names changing is such a change (it is watched once in use)."""
+    (tmp_path / "old").write_text("old-secret\n")
+    path = tmp_path / "connections.ini"
+    section = (
+        "[p]\ntype = ftp\nhost = 127.0.0.1\npass_file = {}\n[l]\ntype = local\nbase_path = /a\n"
+    )
+    path.write_text(section.format("old"))
+    applied: list[Connections] = []
+    results: list[str] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    watcher = ConnectionsWatcher(
+        path, load_connections(path), apply, interval=1, reloaded=results.append
+    )
+    path.write_text(section.format("new"))
+    os.utime(path, ns=(1, 1))
+    for _ in range(3):
+        await watcher.check()
+    assert results == ["refused"]  # passes today
+    (tmp_path / "new").write_text("new-secret\n")
+    for _ in range(3):
+        await watcher.check()
+    passwords = [c["p"].ftp.password.get_secret_value() for c in applied]  # type: ignore[union-attr]
+    assert passwords == ["new-secret"]
+
+
+# -- 5. a corrupt compressed batch crashes the worker (a crash loop) ------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="tester3: a record batch whose lz4/zstd/snappy payload does not decode makes "
+    "kafka-python's poll raise the codec's own error (RuntimeError, ZstdError, "
+    "UncompressError), not a KafkaError: the poller does not catch it, the worker exits 1 "
+    "with a traceback, and meets the same batch at each restart",
+)
+@pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy"])
+def test_a_corrupt_compressed_batch_is_a_poll_failure_not_a_crash(
+    setup: Any, ftp_root: Path, tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer (in this process) writes a batch flagged ``codec`` whose payload is
+    not a frame of it (its CRC is right): operations.md promises one kafka.poll_failed
+    line and a degraded poller for "a corrupt record", never a crash."""
+    import kafka.record.default_records as records
+
+    monkeypatch.setattr(records, f"{codec}_encode", lambda data: b"\x00not-a-frame" * 8)
+    digests = remote_files(ftp_root, 3)
+    topics, _, start, _ = setup(partitions=1)
+    topics.produce(_padded(download_tasks(sorted(digests))), codec)
+    worker = start("w1")
+    try:
+        log = tmp_path / "w1.log"
+        deadline = time.monotonic() + 30
+        while b"kafka.poll_failed" not in log.read_bytes():
+            assert worker.process.poll() is None, log.read_text()[-1000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert worker.stop() == 0
+    finally:
+        worker.kill()
