@@ -233,12 +233,12 @@ async def test_a_version_refused_for_a_missing_pass_file_is_applied_once_the_fil
 
 @pytest.mark.xfail(
     strict=True,
-    reason="tester3: a record batch whose lz4/zstd/snappy payload does not decode makes "
+    reason="tester3: a record batch whose gzip/lz4/zstd/snappy payload does not decode makes "
     "kafka-python's poll raise the codec's own error (RuntimeError, ZstdError, "
-    "UncompressError), not a KafkaError: the poller does not catch it, the worker exits 1 "
-    "with a traceback, and meets the same batch at each restart",
+    "UncompressError, BadGzipFile), not a KafkaError: the poller does not catch it, the "
+    "worker exits 1 with a traceback, and meets the same batch at each restart",
 )
-@pytest.mark.parametrize("codec", ["lz4", "zstd", "snappy"])
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd", "snappy"])
 def test_a_corrupt_compressed_batch_is_a_poll_failure_not_a_crash(
     setup: Any, ftp_root: Path, tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
