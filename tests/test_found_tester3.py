@@ -11,7 +11,6 @@ import io
 import json
 import os
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,6 @@ from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.retry import RetryPolicy
 from clients import ftp_config
 from scripted_server import Rule, ScriptedFTPServer
-from test_worker import _padded, download_tasks, remote_files, setup
-
-__all__ = ["setup"]  # the worker fixture of test_worker, used here
 
 MakeScripted = Callable[..., ScriptedFTPServer]
 NO_WAIT = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -248,42 +244,6 @@ async def test_a_version_refused_for_a_missing_pass_file_is_applied_once_the_fil
         await watcher.check()
     passwords = [c["p"].ftp.password.get_secret_value() for c in applied]  # type: ignore[union-attr]
     assert passwords == ["new-secret"]
-
-
-# -- 5. a corrupt compressed batch crashes the worker (a crash loop) ------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: a record batch whose gzip/lz4/zstd/snappy payload does not decode makes "
-    "kafka-python's poll raise the codec's own error (RuntimeError, ZstdError, "
-    "UncompressError, BadGzipFile), not a KafkaError: the poller does not catch it, the "
-    "worker exits 1 with a traceback, and meets the same batch at each restart",
-)
-@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd", "snappy"])
-def test_a_corrupt_compressed_batch_is_a_poll_failure_not_a_crash(
-    setup: Any, ftp_root: Path, tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The producer (in this process) writes a batch flagged ``codec`` whose payload is
-    not a frame of it (its CRC is right): operations.md promises one kafka.poll_failed
-    line and a degraded poller for "a corrupt record", never a crash."""
-    import kafka.record.default_records as records
-
-    monkeypatch.setattr(records, f"{codec}_encode", lambda data: b"\x00not-a-frame" * 8)
-    digests = remote_files(ftp_root, 3)
-    topics, _, start, _ = setup(partitions=1)
-    topics.produce(_padded(download_tasks(sorted(digests))), codec)
-    worker = start("w1")
-    try:
-        log = tmp_path / "w1.log"
-        deadline = time.monotonic() + 30
-        while b"kafka.poll_failed" not in log.read_bytes():
-            assert worker.process.poll() is None, log.read_text()[-1000:]
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        assert worker.stop() == 0
-    finally:
-        worker.kill()
 
 
 # -- 6. a local directory removed after a download made it stays "made" for the process ------
