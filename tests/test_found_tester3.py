@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import pytest
 
 from ftp_pooler.cli.batch import copy_tasks
 from ftp_pooler.config import Connections, FTPConnection, LocalConnection, load_connections
-from ftp_pooler.contract import Task
 from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
@@ -244,81 +242,6 @@ async def test_a_version_refused_for_a_missing_pass_file_is_applied_once_the_fil
         await watcher.check()
     passwords = [c["p"].ftp.password.get_secret_value() for c in applied]  # type: ignore[union-attr]
     assert passwords == ["new-secret"]
-
-
-# -- 6. a local directory removed after a download made it stays "made" for the process ------
-
-
-async def run_one_by_one(
-    local: Path, config: FTPConfig, tasks: list[dict[str, Any]], between: Callable[[], None]
-) -> list[dict[str, Any]]:
-    """Each task through one engine (its caches kept), ``between()`` after the first."""
-    conns = Connections(
-        [FTPConnection(id="partner", ftp=config), LocalConnection(id="local", base_path=local)]
-    )
-    limits = PoolLimits(max_sessions_per_connection=1)
-    results: list[dict[str, Any]] = []
-    async with open_session_pool({"partner": SessionFactory(config)}, limits) as pool:
-        engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="tester3")
-        for index, task in enumerate(tasks):
-            result = await engine.run(Task.model_validate(task))
-            results.append(result.model_dump(mode="json"))
-            if index == 0:
-                between()
-    return results
-
-
-def download(remote: str, local: str) -> dict[str, Any]:
-    return {
-        "task_id": f"dl {local}",
-        "src_id": "partner",
-        "src_path": remote,
-        "dst_id": "local",
-        "dst_path": local,
-        "options": {"verify_size": True, "retry_count": 0},
-    }
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: localfs remembers a directory it made (_made_dirs) for the whole "
-    "process: once it is removed (a clean-up job, a volume remounted), every later "
-    "download into it fails FILE_NOT_FOUND, not retryable, until a restart",
-)
-async def test_a_download_directory_removed_between_tasks_is_made_again(
-    make_scripted_ftp: MakeScripted, local: Path
-) -> None:
-    server = make_scripted_ftp(files={"/data/a.bin": PAYLOAD, "/data/b.bin": PAYLOAD[::-1]})
-    tasks = [download("/data/a.bin", "out/a.bin"), download("/data/b.bin", "out/b.bin")]
-    results = await run_one_by_one(
-        local,
-        ftp_config(server, timeouts=TIMEOUTS),
-        tasks,
-        lambda: shutil.rmtree(local / "out"),
-    )
-    assert [r["status"] for r in results] == ["completed", "completed"], results[1]
-    assert (local / "out" / "b.bin").read_bytes() == PAYLOAD[::-1]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: a base_path that disappears mid-run (volume unmounted) fails the "
-    "next downloads FILE_NOT_FOUND, not retryable, instead of the documented TRANSIENT "
-    "'the local base path ... does not exist (not mounted?)'",
-)
-async def test_a_base_path_gone_mid_run_is_transient(
-    make_scripted_ftp: MakeScripted, local: Path
-) -> None:
-    server = make_scripted_ftp(files={"/data/a.bin": PAYLOAD, "/data/b.bin": PAYLOAD[::-1]})
-    tasks = [download("/data/a.bin", "out/a.bin"), download("/data/b.bin", "out/b.bin")]
-    results = await run_one_by_one(
-        local, ftp_config(server, timeouts=TIMEOUTS), tasks, lambda: shutil.rmtree(local)
-    )
-    assert results[0]["status"] == "completed"
-    second = results[1]
-    assert (second["error_code"], second["retryable"]) == ("TRANSIENT", True), second
-    assert "does not exist (not mounted?)" in second["error_message"]
-    assert not local.exists()
 
 
 # -- 7. a failed STOR on a server answering SIZE during the transfer: the SIZE's 550 taken ---
