@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 
 from ftp_pooler.cli.batch import copy_tasks
-from ftp_pooler.config import Connections, FTPConnection, LocalConnection, load_connections
+from ftp_pooler.config import Connections, FTPConnection, LocalConnection
 from ftp_pooler.ftp.config import FTPConfig, Timeouts
 from ftp_pooler.ftp.pool import PoolLimits, open_session_pool
 from ftp_pooler.ftp.session import SessionFactory
-from ftp_pooler.service.reload import ConnectionsWatcher
 from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.retry import RetryPolicy
 from clients import ftp_config
@@ -200,48 +199,6 @@ async def test_overwrite_on_a_server_refusing_dot_files_and_rename_over(
     results = await run_tasks(local, ftp_config(server, timeouts=TIMEOUTS), [task])
     assert results[0]["status"] == "completed", results[0].get("error_message")
     assert server.files["/data/up.bin"] == PAYLOAD
-
-
-# -- 4. a refused version's new pass_file appearing later is never applied -------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: a connections.ini naming a new pass_file that does not exist yet is "
-    "refused (right), but when that file appears the version is never loaded again: the "
-    "watcher watches only the files of the version in use",
-)
-async def test_a_version_refused_for_a_missing_pass_file_is_applied_once_the_file_appears(
-    tmp_path: Path,
-) -> None:
-    """connections.ini (a ConfigMap) now names the password of a Secret that is mounted a
-    moment later: operations.md says a refused version is tried again when the file
-    changes; the file it names changing is such a change (it is watched once in use)."""
-    (tmp_path / "old").write_text("old-secret\n")
-    path = tmp_path / "connections.ini"
-    section = (
-        "[p]\ntype = ftp\nhost = 127.0.0.1\npass_file = {}\n[l]\ntype = local\nbase_path = /a\n"
-    )
-    path.write_text(section.format("old"))
-    applied: list[Connections] = []
-    results: list[str] = []
-
-    async def apply(connections: Connections) -> None:
-        applied.append(connections)
-
-    watcher = ConnectionsWatcher(
-        path, load_connections(path), apply, interval=1, reloaded=results.append
-    )
-    path.write_text(section.format("new"))
-    os.utime(path, ns=(1, 1))
-    for _ in range(3):
-        await watcher.check()
-    assert results == ["refused"]  # passes today
-    (tmp_path / "new").write_text("new-secret\n")
-    for _ in range(3):
-        await watcher.check()
-    passwords = [c["p"].ftp.password.get_secret_value() for c in applied]  # type: ignore[union-attr]
-    assert passwords == ["new-secret"]
 
 
 # -- 7. a failed STOR on a server answering SIZE during the transfer: the SIZE's 550 taken ---
