@@ -275,30 +275,3 @@ async def test_a_session_lost_in_the_middle_of_rename_over_leaves_the_destinatio
     expected = b"old" if results[0]["status"] == "failed" else PAYLOAD
     assert server.files.get("/data/up.bin") == expected
     assert [name for name in server.files if name.endswith((".aside", ".part"))] == []
-
-
-# -- 9. docs left behind by today's changes ------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: docs/operations.md still says pass_file/ca_file are 'Not watched' and a "
-    "CA file changed under the same path is read only after another change, right after "
-    "describing that both are watched and compared by digest (commit f09da18)",
-)
-def test_operations_md_does_not_say_pass_and_ca_files_are_not_watched() -> None:
-    text = (Path(__file__).parents[1] / "docs" / "operations.md").read_text(encoding="utf-8")
-    assert "each `pass_file` and\n   `ca_file`" in text  # the new behaviour, described (passes)
-    assert "Not watched: files that `connections.ini` names" not in text
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: docs/contract.md says an upload with overwrite on a server refusing to "
-    "rename over a file 'deletes it (DELE) and renames again'; since 93c6a17 the old file "
-    "is moved aside and never deleted first (docs/ftp-client.md)",
-)
-def test_contract_md_describes_the_move_aside_not_dele_first() -> None:
-    text = (Path(__file__).parents[1] / "docs" / "contract.md").read_text(encoding="utf-8")
-    assert "**`if_exists` on uploads.**" in text  # the section (passes)
-    assert "the worker deletes it (`DELE`) and renames again" not in text
