@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,9 +91,12 @@ Run = Callable[..., Any]
 
 @pytest.fixture
 def run_tasks(pyftpd_server: FTPServer) -> Run:
-    """``await run_tasks(local_base, [task dicts])`` -> results, one engine and pool for all."""
+    """``await run_tasks(local_base, [task dicts])`` -> results, one engine and pool for all
+    (its caches kept); ``between=f`` calls ``f()`` after the first task."""
 
-    async def run(local: Path, tasks: list[dict[str, Any]]) -> list[Result]:
+    async def run(
+        local: Path, tasks: list[dict[str, Any]], between: Callable[[], None] | None = None
+    ) -> list[Result]:
         conns = Connections(
             [
                 FTPConnection(id="remote", ftp=ftp_config(pyftpd_server)),
@@ -102,7 +106,13 @@ def run_tasks(pyftpd_server: FTPServer) -> Run:
         factories = {"remote": SessionFactory(conns["remote"].ftp)}  # type: ignore[union-attr]
         async with open_session_pool(factories, PoolLimits(max_sessions_per_connection=2)) as pool:
             engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="w")
-            return [await engine.run(Task.model_validate(task)) for task in tasks]
+            results = []
+            for task in tasks:
+                results.append(await engine.run(Task.model_validate(task)))
+                if between is not None:
+                    between()
+                    between = None
+            return results
 
     return run
 
@@ -168,6 +178,47 @@ async def test_download_does_not_create_a_missing_base_path(
     [result] = await run_tasks(mount_point, [download("/a.bin", where)])
     assert result.status == "completed", result
     assert (mount_point / where).read_bytes() == b"abc"
+
+
+async def test_a_download_directory_removed_between_tasks_is_made_again(
+    ftp_root: Path, tmp_path: Path, run_tasks: Run
+) -> None:
+    """tester3: a directory made for a download was remembered for the whole process:
+    once removed (a clean-up job, a volume remounted) every later download into it
+    failed FILE_NOT_FOUND, not retryable, until a restart. Now it is made again."""
+    (ftp_root / "a.bin").write_bytes(b"abc")
+    (ftp_root / "b.bin").write_bytes(b"cba")
+    local = tmp_path / "local"
+    local.mkdir()
+    first, second = await run_tasks(
+        local,
+        [download("/a.bin", "out/a.bin"), download("/b.bin", "out/b.bin")],
+        between=lambda: shutil.rmtree(local / "out"),
+    )
+    assert (first.status, second.status) == ("completed", "completed"), second
+    assert (local / "out" / "b.bin").read_bytes() == b"cba"
+
+
+async def test_a_base_path_gone_mid_run_is_transient(
+    ftp_root: Path, tmp_path: Path, run_tasks: Run
+) -> None:
+    """tester3: a base_path that disappears mid-run (a volume unmounted) failed the next
+    downloads FILE_NOT_FOUND, not retryable; it is the documented TRANSIENT, and the
+    base path is not made again."""
+    (ftp_root / "a.bin").write_bytes(b"abc")
+    (ftp_root / "b.bin").write_bytes(b"cba")
+    local = tmp_path / "local"
+    local.mkdir()
+    first, second = await run_tasks(
+        local,
+        [download("/a.bin", "out/a.bin"), download("/b.bin", "out/b.bin")],
+        between=lambda: shutil.rmtree(local),
+    )
+    assert first.status == "completed", first
+    code, message = failure(second)
+    assert code is ErrorCode.TRANSIENT and second.retryable is True
+    assert message == f"the local base path {quoted(local)} does not exist (not mounted?)"
+    assert not local.exists()
 
 
 async def test_upload_of_a_directory_is_refused_before_any_session(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -251,6 +252,45 @@ async def test_a_file_alone_in_its_directory_lands_in_one_call(tmp_path: Path) -
     await land(root, "a/g", b"y")
     assert calls == ["mkdir", "create", "write", "land", "create", "write", "land"]
     assert (tmp_path / "a/g").read_bytes() == b"y"
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_directory_removed_during_a_write_is_forgotten_and_made_again(
+    tmp_path: Path, durable: bool
+) -> None:
+    """The rename into a directory removed while the file was written fails (the bytes
+    went with it) and the directory is forgotten: the next file makes it again. When
+    base_path itself went, the failure is TRANSIENT (not mounted?), as in make_parent."""
+    calls: list[str] = []
+
+    class CountingIO(LocalIO):
+        async def run(self, kind: str, call: Callable[..., T], *args: object) -> T:
+            calls.append(kind)
+            return await super().run(kind, call, *args)
+
+    base = tmp_path / "base"
+    base.mkdir()
+    root = LocalRoot(base, durable=durable, io=CountingIO())
+    final = base / "out" / "a"
+    await root.make_parent(final)
+    file = await root.open_atomic(final)
+    await file.write(b"x")
+    shutil.rmtree(base / "out")
+    with pytest.raises(PoolerError) as removed:
+        await file.commit(replace=True)
+    assert removed.value.code is ErrorCode.FILE_NOT_FOUND
+    calls.clear()
+    await land(root, "out/a", b"y")
+    assert calls[:2] == ["mkdir", "create"]  # made again first: no create met ENOENT
+    assert final.read_bytes() == b"y"
+    file = await root.open_atomic(final)
+    await file.write(b"z")
+    shutil.rmtree(base)
+    with pytest.raises(PoolerError) as gone:
+        await file.commit(replace=True)
+    assert gone.value.code is ErrorCode.TRANSIENT
+    assert "does not exist (not mounted?)" in gone.value.message
+    assert not base.exists()
 
 
 async def test_a_directory_does_not_wait_for_another_directorys_fsync(

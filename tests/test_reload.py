@@ -18,7 +18,13 @@ import trio
 import trio.testing
 from pyftpdlib.handlers import ThrottledDTPHandler  # type: ignore[import-untyped]
 
-from ftp_pooler.config import Connections, FTPConnection, LocalConnection, load_connections
+from ftp_pooler.config import (
+    ConfigError,
+    Connections,
+    FTPConnection,
+    LocalConnection,
+    load_connections,
+)
 from ftp_pooler.contract import Result, Task
 from ftp_pooler.transfer.engine import Transfer, TransferEngine
 from ftp_pooler.errors import ErrorCode, PoolerError
@@ -155,6 +161,59 @@ async def test_a_password_rotated_in_its_own_secret_is_applied(tmp_path: Path) -
     assert [c["p"].ftp.password.get_secret_value() for c in applied] == ["new-secret"]  # type: ignore[union-attr]
     await watcher.check()
     assert len(applied) == 1
+
+
+async def test_a_version_refused_for_a_missing_pass_file_is_applied_once_the_file_appears(
+    tmp_path: Path,
+) -> None:
+    """tester3: connections.ini (a ConfigMap) now names the password of a Secret that is mounted a
+    moment later: operations.md says a refused version is tried again when the file
+    changes; the file it names changing is such a change (it is watched once in use)."""
+    (tmp_path / "old").write_text("old-secret\n")
+    path = tmp_path / "connections.ini"
+    section = (
+        "[p]\ntype = ftp\nhost = 127.0.0.1\npass_file = {}\n[l]\ntype = local\nbase_path = /a\n"
+    )
+    path.write_text(section.format("old"))
+    applied: list[Connections] = []
+    results: list[str] = []
+
+    async def apply(connections: Connections) -> None:
+        applied.append(connections)
+
+    watcher = ConnectionsWatcher(
+        path, load_connections(path), apply, interval=1, reloaded=results.append
+    )
+    path.write_text(section.format("new"))
+    os.utime(path, ns=(1, 1))
+    for _ in range(3):
+        await watcher.check()
+    assert results == ["refused"]
+    (tmp_path / "new").write_text("new-secret\n")
+    for _ in range(3):
+        await watcher.check()
+    passwords = [c["p"].ftp.password.get_secret_value() for c in applied]  # type: ignore[union-attr]
+    assert passwords == ["new-secret"]
+    assert results == ["refused", "applied"]
+
+
+def test_a_refused_connections_file_names_the_files_it_tried(tmp_path: Path) -> None:
+    """The loader's error carries the files a refused version read or tried (the missing
+    one included), in order: the watcher watches them."""
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    (tmp_path / "p1").write_text("one\n")
+    path = tmp_path / "connections.ini"
+    path.write_text(
+        "[a]\ntype = ftp\nhost = h\npass_file = p1\n[b]\ntype = ftp\nhost = h\n"
+        "pass_file = p2\n[c]\ntype = ftp\nhost = h\npass_file = p3\n"
+    )
+    with pytest.raises(ConfigError) as missing:
+        load_connections(path)
+    assert missing.value.files == (tmp_path / "p1", tmp_path / "p2")
+    path.write_text("[a]\ntype = ftp\nhost = h\ntls = explicit\nca_file = ca.pem\n")
+    with pytest.raises(ConfigError) as not_pem:
+        load_connections(path)
+    assert not_pem.value.files == (tmp_path / "ca.pem",)
 
 
 async def test_a_ca_bundle_replaced_under_the_same_path_makes_the_connection_changed(

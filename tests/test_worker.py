@@ -598,3 +598,39 @@ def test_a_record_the_worker_cannot_decode_is_logged_and_degraded_not_a_crash_lo
         assert worker.stop() == 0
     finally:
         worker.kill()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd", "snappy"])
+def test_a_corrupt_compressed_batch_is_a_poll_failure_not_a_crash(
+    setup: Any, ftp_root: Path, tmp_path: Path, codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer (in this process) writes a batch flagged ``codec`` whose payload is
+    not a frame of it (its CRC is right): operations.md promises one kafka.poll_failed
+    line and a degraded poller for "a corrupt record", never a crash."""
+    import kafka.record.default_records as records
+
+    monkeypatch.setattr(records, f"{codec}_encode", lambda data: b"\x00not-a-frame" * 8)
+    digests = remote_files(ftp_root, 3)
+    topics, _, start, _ = setup(partitions=1)
+    topics.produce(_padded(download_tasks(sorted(digests))), codec)
+    worker = start("w1")
+    try:
+        log = tmp_path / "w1.log"
+        deadline = time.monotonic() + 30
+        while b"kafka.poll_failed" not in log.read_bytes():
+            assert worker.process.poll() is None, log.read_text()[-1000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30  # the API may start listening after the first poll
+        while True:
+            try:
+                status, ready = worker.get("/ready")
+                break
+            except (OSError, LookupError):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert status == 503 and "poller" in ready["troubles"], ready
+        assert worker.process.poll() is None
+        assert worker.stop() == 0
+    finally:
+        worker.kill()

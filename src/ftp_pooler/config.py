@@ -51,10 +51,18 @@ DEFAULT_CONNECTIONS_PATH = Path("/etc/ftp-pooler/connections.ini")
 
 
 class ConfigError(PoolerError):
-    """A settings or connections file (or an override) that cannot be used."""
+    """A settings or connections file (or an override) that cannot be used.
 
-    def __init__(self, message: str) -> None:
+    Attributes:
+        files: For a connections file, the other files its loading read or
+            tried to read (``pass_file``, ``ca_file``, in order), the one it
+            failed on included: a live reload watches them, so a version refused
+            for a file not there yet is loaded again once it is.
+    """
+
+    def __init__(self, message: str, files: tuple[Path, ...] = ()) -> None:
         super().__init__(ErrorCode.INVALID_CONFIG, message)
+        self.files = files
 
 
 class _Section(BaseModel):
@@ -596,9 +604,19 @@ def load_connections(
         if problem := _section_problem(name, items):
             raise ConfigError(f"{path}: {problem}")
         sections.append(_IniSection(path, name, items))
-    connections = [section.connection(environ) for section in sections]
-    files = dict.fromkeys(path for section in sections for path in section.files)
-    return Connections(connections, files=tuple(files))
+    connections = []
+    for section in sections:
+        try:
+            connections.append(section.connection(environ))
+        except ConfigError as exc:
+            exc.files = _files_read(sections)
+            raise
+    return Connections(connections, files=_files_read(sections))
+
+
+def _files_read(sections: Iterable[_IniSection]) -> tuple[Path, ...]:
+    """The files the sections read or tried to read, each once, in order."""
+    return tuple(dict.fromkeys(path for section in sections for path in section.files))
 
 
 def _section_problem(name: str, items: Mapping[str, str]) -> str | None:
@@ -695,7 +713,7 @@ class _IniSection:
         self.name = name
         self._items = items
         self.files: list[Path] = []
-        """Other files read for this section (``pass_file``, ``ca_file``)."""
+        """Other files read, or tried, for this section (``pass_file``, ``ca_file``)."""
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: [{self.name}] {key}: {message}")
@@ -781,6 +799,7 @@ class _IniSection:
         if key not in self._items:
             return None
         path = self.path.parent / self._items[key]
+        self.files.append(path)
         if not path.is_file():
             raise self.error(key, f"no such file: {path}")
         return key, path
@@ -791,7 +810,6 @@ class _IniSection:
             data = path.read_bytes()
         except OSError as exc:
             raise self.error(key, f"cannot read {path}: {_reason(exc)}") from None
-        self.files.append(path)
         return hashlib.sha256(data).hexdigest()
 
     def _check_ca_bundle(self, key: str, path: Path) -> None:
@@ -818,11 +836,11 @@ class _IniSection:
             return key, environ[value].rstrip("\r\n")
         if key == "pass_file":
             path = self.path.parent / value
+            self.files.append(path)
             try:
                 password = path.read_text(encoding="utf-8").rstrip("\r\n")
             except (OSError, UnicodeError) as exc:
                 raise self.error(key, f"cannot read {path}: {_reason(exc)}") from None
-            self.files.append(path)
             return key, password
         return key, value
 

@@ -160,7 +160,7 @@ class KafkaPoller:
                         max_records=self._max_poll_records,
                     )
                 )
-            except KafkaError as exc:
+            except Exception as exc:  # any poll error (Trio's Cancelled is not an Exception)
                 records = {}
                 self._poll_failed(exc)
             else:
@@ -185,9 +185,13 @@ class KafkaPoller:
                 next_commit = trio.current_time() + self._commit_interval
             await trio.sleep_until(self._next_poll)
 
-    def _poll_failed(self, exc: KafkaError) -> None:
+    def _poll_failed(self, exc: Exception) -> None:
         """A poll raised (e.g. ``UnsupportedCodecError``: a record batch compressed with a
-        codec whose library is missing, ``CorruptRecordError``): the worker goes on.
+        codec whose library is missing, ``CorruptRecordError``, or the codec's own error
+        for a payload that does not decode: ``RuntimeError`` from lz4, ``ZstdError``,
+        snappy's ``UncompressError``, ``BadGzipFile``; kafka-python does not wrap them):
+        the worker goes on. Only :class:`Exception`: Trio's ``Cancelled``,
+        ``KeyboardInterrupt`` and ``SystemExit`` still end the loop.
 
         Raising would end the worker, and a restart would meet the same record again:
         a crash loop. Instead: one ``kafka.poll_failed`` error line (again at most every

@@ -6,10 +6,11 @@ leads to (its inode) changes. Editors and ``mv`` replace the file the same
 way; some tools rewrite it in place (same inode, new size and mtime). A
 small Trio task therefore polls ``os.stat`` (which follows the symlinks)
 every ``worker.connections_reload_seconds`` and compares a :class:`FileStamp`
-of the connections file and of each file its version was read from
-(``pass_file``, ``ca_file``: a password or a CA bundle rotated in another
-Secret changes no line of the connections file): one ``stat`` call (9 us)
-per file per period, and the same code for each of those ways. Change
+of the connections file and of each file its version last loaded (applied or
+refused) read or tried to read (``pass_file``, ``ca_file``: a password or a CA
+bundle rotated in another Secret changes no line of the connections file, and
+a version refused for such a file not there yet is loaded again once it is):
+one ``stat`` call (9 us) per file per period, and the same code for each of those ways. Change
 notification would not be simpler: an inotify watch on the file stays on
 the old inode after a symlink swap, so one must watch the directory and
 re-arm after each swap; a library that does so (watchfiles) brings a
@@ -196,14 +197,14 @@ class ConnectionsWatcher:
         try:
             new = await trio.to_thread.run_sync(load_connections, self._path, self._environ)
         except ConfigError as exc:
-            self._refuse(exc.message)
+            self._refuse(exc.message, exc.files)
             return
         changes = diff_connections(self._current, new)
         if changes:
             try:
                 await self._apply(new)
             except Exception as exc:  # e.g. ssl.SSLError: a ca_file that is not PEM
-                self._refuse(f"{self._path}: cannot use it: {type(exc).__name__}: {exc}")
+                self._refuse(f"{self._path}: cannot use it: {type(exc).__name__}: {exc}", new.files)
                 return
             self._current = new
             log.info(
@@ -218,15 +219,23 @@ class ConnectionsWatcher:
             self._reloaded("applied")
         self._confirmed = True
         self._loaded(stamps[0].mtime)
-        if new.files != self._files[1:]:  # watch the files of the version in use
-            self._files = (self._path, *new.files)
-            now = self._stamps()
-            self._step = WatchStep(now, now)
+        self._watch(new.files)
 
     def _stamps(self) -> tuple[FileStamp, ...]:
         return tuple(FileStamp.of(path) for path in self._files)
 
-    def _refuse(self, error: str) -> None:
+    def _watch(self, files: tuple[Path, ...]) -> None:
+        """From now on watch the connections file and ``files``: those the version last
+        loaded (applied or refused) read or tried to read. A version refused for a
+        ``pass_file`` not there yet (a Secret mounted after the ConfigMap naming it) is
+        thus loaded again once the file appears, as when any file it read changes."""
+        if files != self._files[1:]:
+            self._files = (self._path, *files)
+            now = self._stamps()
+            self._step = WatchStep(now, now)
+
+    def _refuse(self, error: str, files: tuple[Path, ...]) -> None:
         log.error("config.reload_refused", path=str(self._path), error=error)
         self._reloaded("refused")
         self._confirmed = True
+        self._watch(files)

@@ -260,7 +260,7 @@ class GroupCommit:
                 await self._root.io.run("land", file.move_into_place, replace, mtime)
             except OSError as exc:
                 file.discard()
-                raise _moving_error(exc, file) from exc
+                raise await self._root.moving_error(exc, file) from exc
             await self._sync(directory)
 
     async def _land_first(
@@ -283,7 +283,7 @@ class GroupCommit:
             self._end(directory, queue, batch)
         if moved is not None:
             file.discard()
-            raise _moving_error(moved, file) from moved
+            raise await self._root.moving_error(moved, file) from moved
         _raise_failed(batch, directory)
 
     async def _sync(self, directory: str) -> None:
@@ -342,10 +342,6 @@ class GroupCommit:
         for _ in self._pool.map(sync, directories):
             pass
         return failed
-
-
-def _moving_error(exc: OSError, file: AtomicFile) -> PoolerError:
-    return error_for_os_error(exc, f"moving {quoted(file.temp)} to {quoted(file.final)}")
 
 
 def _raise_failed(batch: _Batch, directory: str) -> None:
@@ -489,22 +485,56 @@ class LocalRoot:
         except OSError as exc:
             raise error_for_os_error(exc, f"creating {quoted(parent)}") from exc
         if not made:
-            message = f"the local base path {quoted(self._base)} does not exist (not mounted?)"
-            raise PoolerError(ErrorCode.TRANSIENT, message)
+            raise self._not_mounted()
         self._made_dirs.add(parent)
 
+    def forget(self, directory: str) -> None:
+        """``directory`` was removed (ENOENT in it): it is made, and synced, again when next
+        used. Its parents up to ``base_path`` lose their durable names too (they may have
+        been removed with it; syncing them again costs a few fsyncs, once)."""
+        self._made_dirs.discard(directory)
+        walk = directory
+        while walk != self._base and self._inside(walk):
+            self._linked_dirs.discard(walk)
+            walk = os.path.dirname(walk)
+
     async def open_atomic(self, final: Path, suffix: str = ".part") -> AtomicFile:
-        """A new :class:`AtomicFile` for ``final`` (its directory must exist).
+        """A new :class:`AtomicFile` for ``final``, whose directory :meth:`make_parent` made.
+
+        A directory made earlier and removed since (a clean-up job, a volume
+        remounted: ENOENT) is made again once, then the file created again.
 
         Raises:
-            PoolerError: from the file system (PERMISSION_DENIED, IO_ERROR...).
+            PoolerError: from the file system (PERMISSION_DENIED, IO_ERROR...);
+                TRANSIENT when ``base_path`` itself is gone (see :meth:`make_parent`).
         """
         temp = final.with_name(temp_name(final.name, suffix))
         try:
             fd = await self.io.run("create", _create_exclusive, temp)
+        except FileNotFoundError:
+            self.forget(str(final.parent))
+            await self.make_parent(final)
+            try:
+                fd = await self.io.run("create", _create_exclusive, temp)
+            except OSError as exc:
+                raise error_for_os_error(exc, f"creating {quoted(temp)}") from exc
         except OSError as exc:
             raise error_for_os_error(exc, f"creating {quoted(temp)}") from exc
         return AtomicFile(self, final, temp, fd)
+
+    async def moving_error(self, exc: OSError, file: AtomicFile) -> PoolerError:
+        """The error for ``file``'s failed move into place. ENOENT: its directory was
+        removed during the transfer (forgotten, so the next task makes it again), and when
+        ``base_path`` itself is gone it is TRANSIENT, as in :meth:`make_parent`."""
+        if exc.errno == errno.ENOENT:
+            self.forget(str(file.final.parent))
+            if not await self.io.run("lookup", os.path.isdir, self._base):
+                return self._not_mounted()
+        return error_for_os_error(exc, f"moving {quoted(file.temp)} to {quoted(file.final)}")
+
+    def _not_mounted(self) -> PoolerError:
+        message = f"the local base path {quoted(self._base)} does not exist (not mounted?)"
+        return PoolerError(ErrorCode.TRANSIENT, message)
 
     def directories_to_sync(self, directories: set[str]) -> dict[str, list[str]]:
         """For each directory files land in, the directories to fsync so their names last.
@@ -627,9 +657,7 @@ class AtomicFile:
             await self._root.io.run("commit", self.move_into_place, replace, mtime)
         except OSError as exc:
             self.discard()
-            raise error_for_os_error(
-                exc, f"moving {quoted(self.temp)} to {quoted(self.final)}"
-            ) from exc
+            raise await self._root.moving_error(exc, self) from exc
 
     def move_into_place(self, replace: bool, mtime: float | None) -> None:
         """The blocking steps of :meth:`commit` but the directory's fsync (any thread)."""
