@@ -75,56 +75,6 @@ def local(tmp_path: Path) -> Path:
     return root
 
 
-# -- 1. the EPSV sent with RNTO answered 421/530 fails an upload that landed ---------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: a 421/530 to the speculative EPSV sent with RNTO (after RNTO's 250) "
-    "fails the upload (SERVER_BUSY/AUTH_FAILED) though the file is in place; with "
-    "retries it is uploaded again",
-)
-@pytest.mark.parametrize("answer", ["421 Service closing.", "530 Not logged in."])
-async def test_a_session_ending_reply_to_the_epsv_sent_with_rnto_fails_no_upload(
-    make_scripted_ftp: MakeScripted, local: Path, answer: str
-) -> None:
-    """RNTO got its 250: the upload is done. The EPSV that went with it (for the next
-    transfer) only says the session is over; the next task takes a new session."""
-    calls: list[int] = []
-
-    def epsv(session: Any, match: Any) -> str:
-        calls.append(1)
-        return answer if len(calls) == 2 else str(session.epsv_reply())
-
-    server = make_scripted_ftp(files={}, rules=[Rule(r"EPSV", epsv)])
-    tasks = [upload("in/up.bin", f"/data/up{i}.bin") for i in range(2)]
-    results = await run_tasks(local, ftp_config(server, timeouts=TIMEOUTS), tasks)
-    assert server.files["/data/up0.bin"] == PAYLOAD  # landed (passes today)
-    assert [(r["status"], r["attempts"]) for r in results] == [("completed", 1)] * 2
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: with if_exists=fail and retries, a 421 to the EPSV sent with RNTO "
-    "fails attempt 1 after its file landed; attempt 2 then finds that file and the task "
-    "ends FILE_EXISTS",
-)
-async def test_an_upload_that_landed_never_ends_file_exists_because_of_the_spare_epsv(
-    make_scripted_ftp: MakeScripted, local: Path
-) -> None:
-    calls: list[int] = []
-
-    def epsv(session: Any, match: Any) -> str:
-        calls.append(1)
-        return "421 Service closing." if len(calls) == 2 else str(session.epsv_reply())
-
-    server = make_scripted_ftp(files={}, rules=[Rule(r"EPSV", epsv)])
-    task = upload("in/up.bin", "/data/up0.bin", retry_count=2, if_exists="fail")
-    [result] = await run_tasks(local, ftp_config(server, timeouts=TIMEOUTS), [task])
-    assert server.files["/data/up0.bin"] == PAYLOAD  # landed (passes today)
-    assert (result["status"], result.get("error_code")) == ("completed", None), result
-
-
 # -- 2. a disk-full refusal after the 150 is reported as a connection reset -----------------
 
 

@@ -596,6 +596,46 @@ async def test_a_dropped_epsv_sent_with_rnto_fails_no_task(
     assert server.sessions == 2
 
 
+@pytest.mark.parametrize("answer", ["421 Service closing.", "530 Not logged in."])
+async def test_a_session_ending_reply_to_the_epsv_sent_with_rnto_fails_no_upload(
+    make_scripted_ftp: MakeScripted, local: Path, answer: str
+) -> None:
+    """RNTO got its 250: the upload is done. The EPSV that went with it (for the next
+    transfer) only says the session is over; the next task takes a new session
+    (tester3)."""
+    calls: list[int] = []
+
+    def epsv(session: Any, match: Any) -> str:
+        calls.append(1)
+        return answer if len(calls) == 2 else str(session.epsv_reply())
+
+    server = make_scripted_ftp(files={}, rules=[Rule(r"EPSV", epsv)])
+    tasks = [upload("in/up.bin", f"/data/up{i}.bin") for i in range(2)]
+    outcomes, _ = await run_tasks(local, config_for(server), tasks)
+    assert server.files["/data/up0.bin"] == server.files["/data/up1.bin"] == PAYLOAD
+    assert outcomes == [COMPLETED_ONCE] * 2
+    assert server.sessions == 2
+
+
+async def test_an_upload_that_landed_never_ends_file_exists_because_of_the_spare_epsv(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """With if_exists=fail and retries, a 421 to the EPSV sent with RNTO once failed the
+    attempt whose file had landed; the retry then found that file: FILE_EXISTS (tester3)."""
+    calls: list[int] = []
+
+    def epsv(session: Any, match: Any) -> str:
+        calls.append(1)
+        return "421 Service closing." if len(calls) == 2 else str(session.epsv_reply())
+
+    server = make_scripted_ftp(files={}, rules=[Rule(r"EPSV", epsv)])
+    task = upload("in/up.bin", "/data/up0.bin")
+    task["options"] |= {"retry_count": 2, "if_exists": "fail"}
+    outcomes, _ = await run_tasks(local, config_for(server), [task])
+    assert server.files["/data/up0.bin"] == PAYLOAD
+    assert outcomes == [COMPLETED_ONCE]
+
+
 # -- the real servers --------------------------------------------------------------------------
 
 

@@ -938,6 +938,8 @@ class FTPSession:
         host), once this server's EPSV served a transfer. A refused EPSV turns
         the step off for the server; one left unanswered too, and the session
         is closed (its reply may still come), the rename done all the same.
+        A reply that ends the session (421, or 530 after the login) marks it
+        broken and nothing more: RNTO's 250 already completed the upload.
         Every later command but the transfer's forgets the address
         (:meth:`_send`); the server drops an unused listener at the next EPSV
         or when the session ends.
@@ -972,7 +974,15 @@ class FTPSession:
         address = self._usable_address(epsv, "EPSV") if epsv.is_success else None
         if address is None:
             if self._ends_session(epsv):
-                self._refused("EPSV", epsv)
+                # The rename is done (RNTO's 250): a 421/530 here ends this session,
+                # never the task; the pool drops a broken session.
+                self.broken = True
+                log.warning(
+                    "ftp.session_ended_after_rename",
+                    server=self._server,
+                    reply=protocol.scrub(str(epsv), self._secrets)[:200],
+                )
+                return
             what = protocol.scrub(f"EPSV sent with RNTO: {epsv}", self._secrets)
             quirks.step_anomaly(self._server, "spare_passive", what)
             return
