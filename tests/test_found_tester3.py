@@ -75,52 +75,6 @@ def local(tmp_path: Path) -> Path:
     return root
 
 
-# -- 2. a disk-full refusal after the 150 is reported as a connection reset -----------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: STOR refused with 452/552 mid-data (server closes the data "
-    "connection, then replies) fails CONNECTION_ERROR 'connection reset by peer': the "
-    "server's reply is never read (552 should be PERMANENT, not retried)",
-)
-@pytest.mark.parametrize(
-    ("answer", "code"),
-    [
-        ("452 Insufficient storage space.", "TRANSIENT"),
-        ("552 Exceeded storage allocation.", "PERMANENT"),
-    ],
-)
-async def test_a_stor_refused_for_space_mid_data_fails_with_the_servers_reply(
-    make_scripted_ftp: MakeScripted, local: Path, answer: str, code: str
-) -> None:
-    """vsftpd/proftpd on a full disk: 150, some data read, the data connection closed
-    (unread bytes: a reset), then ``452``/``552`` on the control connection."""
-    (local / "in" / "big.bin").write_bytes(os.urandom(4 << 20))
-
-    def stor(session: Any, match: Any) -> None:
-        conn, _ = session.passive.accept()
-        session.passive.close()
-        session.passive = None
-        session.send("150 Ok to send data.")
-        conn.settimeout(5)
-        got = 0
-        while got < 200_000 and (chunk := conn.recv(65536)):
-            got += len(chunk)
-        conn.close()
-        session.send(answer)
-
-    server = make_scripted_ftp(files={}, rules=[Rule(r"STOR (?P<path>.*)", stor)])
-    results = await run_tasks(
-        local, ftp_config(server, timeouts=TIMEOUTS), [upload("in/big.bin", "/data/big.bin")]
-    )
-    assert results[0]["status"] == "failed"
-    assert (results[0]["error_code"], results[0]["error_message"][:9]) == (
-        code,
-        f"STOR: {answer[:3]}",
-    )
-
-
 # -- 3. rename_over's aside name is hidden even on a server that refuses dot-files ---------
 
 

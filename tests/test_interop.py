@@ -509,6 +509,40 @@ async def test_not_permitted_and_denied_texts_are_permission_errors(
     assert refusal in result["error_message"]
 
 
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ("452 Insufficient storage space.", "TRANSIENT"),
+        ("552 Exceeded storage allocation.", "PERMANENT"),
+    ],
+)
+async def test_a_stor_refused_for_space_mid_data_fails_with_the_servers_reply(
+    make_scripted_ftp: MakeScripted, local: Path, answer: str, code: str
+) -> None:
+    """vsftpd/proftpd on a full disk: 150, some data read, the data connection closed
+    (unread bytes: a reset), then ``452``/``552`` on the control connection: the
+    reply decides, not the reset (tester3)."""
+    (local / "in" / "big.bin").write_bytes(os.urandom(4 << 20))
+
+    def stor(session: Any, match: Any) -> None:
+        conn, _ = session.passive.accept()
+        session.passive.close()
+        session.passive = None
+        session.send("150 Ok to send data.")
+        conn.settimeout(5)
+        got = 0
+        while got < 200_000 and (chunk := conn.recv(65536)):
+            got += len(chunk)
+        conn.close()
+        session.send(answer)
+
+    server = make_scripted_ftp(files={}, rules=[Rule(r"STOR (?P<path>.*)", stor)])
+    task = upload("in/big.bin", "/data/big.bin", verify_size=True, retry_count=0)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == ("failed", code, 1), result["error_message"]
+    assert result["error_message"].startswith(f"STOR: {answer[:3]}"), result
+
+
 OLD = b"the partner's previous, complete file"
 
 

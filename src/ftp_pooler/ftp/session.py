@@ -1492,6 +1492,7 @@ class FTPSession:
             end = TransferEndMatcher(verb)
             early_sent = False
             began = trio.Event()
+            ended = trio.Event()
             moved = 0
             with self._guard(verb):
                 async with trio.open_nursery() as nursery:
@@ -1505,6 +1506,7 @@ class FTPSession:
                             reply = await self._read_reply()
                             if end.feed(reply):
                                 self._drop_unasked(verb, reply)
+                        ended.set()
                         final = end.result().final
                         if not early_sent and final is not None and not final.is_success:
                             nursery.cancel_scope.cancel()
@@ -1513,13 +1515,16 @@ class FTPSession:
                     try:
                         moved = await move(data, limit)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        if preliminary is not None:
-                            raise
-                        # Sent before the 1xx: a server that refused the transfer closed
-                        # the connection; its reply, not the reset, says why (watch_reply
-                        # raises it, which cancels this wait).
+                        # A server that refused the transfer (before the 1xx) or stopped
+                        # it (after: 452/552 on a full disk, vsftpd and proftpd) closed the
+                        # connection; its reply, not the reset, says why (watch_reply
+                        # cancels this wait at a failure reply, raised below). Without
+                        # a reply within the reply timeout, the reset is the error.
                         with trio.move_on_after(self.config.timeouts.reply):
                             await began.wait()
+                            await ended.wait()
+                            # watch_reply cancels after setting ``ended``: let that land
+                            await trio.lowlevel.checkpoint()
                         raise
                     await _end_of_data(tcp, data)
                     if after_data:
