@@ -75,43 +75,6 @@ def local(tmp_path: Path) -> Path:
     return root
 
 
-# -- 3. rename_over's aside name is hidden even on a server that refuses dot-files ---------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: rename_over moves the old file aside to '.name.<hex>.aside' even on a "
-    "server known to refuse hidden names (quirks.hidden_temp off): overwrite fails there",
-)
-async def test_overwrite_on_a_server_refusing_dot_files_and_rename_over(
-    make_scripted_ftp: MakeScripted, local: Path
-) -> None:
-    """A pure-ftpd-like server without dot-files (553 to any hidden name) that also will
-    not rename over a file (proftpd ``AllowOverwrite off``): the upload went to the
-    visible temporary name already; the aside name must be visible too."""
-
-    def rnto(session: Any, match: Any) -> str | None:
-        path = match["path"]
-        if "/." in path:
-            return "553 Prohibited file name."
-        if path in session.server.files:
-            return "550 Rename permission denied"
-        session._cmd_RNTO(path)
-        return None
-
-    server = make_scripted_ftp(
-        files={"/data/up.bin": b"old"},
-        rules=[
-            Rule(r"STOR .*/\..*", "553 Prohibited file name."),
-            Rule(r"RNTO (?P<path>.*)", rnto),
-        ],
-    )
-    task = upload("in/up.bin", "/data/up.bin", if_exists="overwrite")
-    results = await run_tasks(local, ftp_config(server, timeouts=TIMEOUTS), [task])
-    assert results[0]["status"] == "completed", results[0].get("error_message")
-    assert server.files["/data/up.bin"] == PAYLOAD
-
-
 # -- 4. a refused version's new pass_file appearing later is never applied -------------------
 
 

@@ -627,6 +627,35 @@ async def test_rename_still_refused_after_moving_aside_puts_the_old_file_back(
     assert "DELE /data/up.bin" not in server.commands
 
 
+async def test_overwrite_on_a_server_refusing_dot_files_and_rename_over(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A pure-ftpd-like server without dot-files (553 to any hidden name) that also will
+    not rename over a file (proftpd ``AllowOverwrite off``): the upload went to the
+    visible temporary name already; the aside name is visible too (tester3)."""
+
+    def rnto(session: Any, match: Any) -> str | None:
+        path = match["path"]
+        if "/." in path:
+            return "553 Prohibited file name."
+        if path in session.server.files:
+            return "550 Rename permission denied"
+        session._cmd_RNTO(path)
+        return None
+
+    server = make_scripted_ftp(
+        files={"/data/up.bin": OLD},
+        rules=[
+            Rule(r"STOR .*/\..*", "553 Prohibited file name."),
+            Rule(r"RNTO (?P<path>.*)", rnto),
+        ],
+    )
+    task = upload("in/up.bin", "/data/up.bin", if_exists="overwrite", verify_size=True)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    assert server.files == {"/data/up.bin": UP_BIN}
+
+
 async def test_proftpd_refusing_to_overwrite_gets_the_upload_in_place(
     make_proftpd: Callable[..., FTPServer], ftp_root: Path, local: Path, tmp_path: Path
 ) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import secrets
 import select
 import socket
 import ssl
@@ -1100,7 +1099,9 @@ class FTPSession:
         Steps, one command at a time, and what the server holds after each
         (a crash or a lost session can stop it between any two):
 
-        1. ``RNFR target``, ``RNTO aside`` (``.name.<hex>.aside`` beside it):
+        1. ``RNFR target``, ``RNTO aside`` (beside it: ``source``'s name with
+           ``.aside`` added, so hidden or visible as the upload's temporary name
+           is, which a server refusing dot-files took, and unique as it is):
            the old file whole under the aside name, no file under ``target``,
            ours under ``source``. Refused (no such target, or no right to
            rename it): nothing changed, ``refusal`` is raised.
@@ -1119,8 +1120,7 @@ class FTPSession:
         Raises:
             FTPError: ``refusal``, or the refusal of step 2.
         """
-        head, slash, name = target.rpartition("/")
-        aside = f"{head}{slash}.{name}.{secrets.token_hex(4)}.aside"
+        aside = aside_name(source, target)
         try:
             await self._rename_alone(target, aside)
         except FTPError as exc:
@@ -1764,6 +1764,20 @@ class FTPSession:
         """Names in a directory (NLST), without ``.`` and ``..``."""
         names = (parse_nlst_line(line) for line in await self._read_listing("NLST", path))
         return [name for name in names if name not in (None, ".", "..")]
+
+
+def aside_name(source: str, target: str) -> str:
+    """Where :meth:`FTPSession.rename_over` moves ``target`` aside while ``source`` takes
+    its place: beside ``target``, ``source``'s file name with ``.aside`` added.
+
+    ``source`` is an upload's temporary name (``.name.<hex>.part``, or
+    ``name.<hex>.part`` on a server refusing dot-files: pure-ftpd ``-x``
+    answers ``553`` to any hidden name), so the aside name is hidden or
+    visible as it is, unique per upload, and known from the temporary name
+    alone (the clean-up after a lost session looks for it).
+    """
+    head, slash, _ = target.rpartition("/")
+    return f"{head}{slash}{source.rpartition('/')[2]}.aside"
 
 
 def _within(verb: str, received: int, limit: int | None) -> None:
