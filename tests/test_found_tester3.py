@@ -228,34 +228,6 @@ async def test_a_base_path_gone_mid_run_is_transient(
     assert not local.exists()
 
 
-# -- 7. a failed STOR on a server answering SIZE during the transfer: the SIZE's 550 taken ---
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: on a server that answers commands during a transfer, an upload whose "
-    "STOR ends 451/426 after the early SIZE was answered 550 (not stored yet) fails "
-    "FILE_NOT_FOUND (not retried) with the SIZE's text: the 550 is read as STOR's reply",
-)
-@pytest.mark.parametrize("final", ["451 Local error in processing.", "426 Transfer aborted."])
-async def test_a_transient_stor_failure_after_an_early_size_is_transient(
-    make_scripted_ftp: MakeScripted, local: Path, final: str
-) -> None:
-    """150, then (during the transfer) SIZE's ``550``, then STOR's ``451``: the first
-    upload to this server, so the client does not know yet that it answers early."""
-    server = make_scripted_ftp(
-        files={},
-        transfer_replies={"STOR": ("150 Ok.", final)},
-        stor_final_delay=0.2,
-        during_transfer="answer",
-    )
-    results = await run_tasks(
-        local, ftp_config(server, timeouts=TIMEOUTS), [upload("in/up.bin", "/data/up.bin")]
-    )
-    assert (results[0]["error_code"], results[0]["retryable"]) == ("TRANSIENT", True), results[0]
-    assert results[0]["error_message"].startswith(f"STOR: {final[:3]}")
-
-
 # -- 8. rename_over: the session lost between "aside" and "into place" ----------------------
 
 
