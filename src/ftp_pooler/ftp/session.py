@@ -1146,6 +1146,31 @@ class FTPSession:
                 raise
             log.warning("ftp.replaced_file_aside", server=self._server, path=target, aside=aside)
 
+    async def restore_aside(self, source: str, target: str) -> bool:
+        """After a session lost in :meth:`rename_over`, on a new one: move ``target``'s
+        aside copy (:func:`aside_name`) back under ``target``; whether one was.
+
+        The lost session may have stopped between :meth:`_replace_aside`'s
+        steps 1 and 2: the old file aside, none under ``target``, ours under
+        ``source`` (which the caller deletes next). Moving the old file back
+        leaves the destination as it was before the failed task. ``RNFR
+        aside`` refused (``550``: there is none, the usual case) or ``RNTO
+        target`` refused (a file is there already, on a server that will not
+        rename over it) changes nothing.
+
+        Raises:
+            FTPError: Only when the session itself fails (no reply, a 421).
+        """
+        aside = aside_name(source, target)
+        try:
+            await self._rename_alone(aside, target)
+        except FTPError as exc:
+            if exc.reply is None or self.broken:
+                raise
+            return False
+        log.warning("ftp.replaced_file_restored", server=self._server, path=target, aside=aside)
+        return True
+
     async def _rename_alone(self, source: str, target: str) -> None:
         """RNFR and RNTO, one at a time, nothing sent with them."""
         await self._command("RNFR", source, intermediate=(350,))
