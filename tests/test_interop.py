@@ -509,6 +509,40 @@ async def test_not_permitted_and_denied_texts_are_permission_errors(
     assert refusal in result["error_message"]
 
 
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        ("452 Insufficient storage space.", "TRANSIENT"),
+        ("552 Exceeded storage allocation.", "PERMANENT"),
+    ],
+)
+async def test_a_stor_refused_for_space_mid_data_fails_with_the_servers_reply(
+    make_scripted_ftp: MakeScripted, local: Path, answer: str, code: str
+) -> None:
+    """vsftpd/proftpd on a full disk: 150, some data read, the data connection closed
+    (unread bytes: a reset), then ``452``/``552`` on the control connection: the
+    reply decides, not the reset (tester3)."""
+    (local / "in" / "big.bin").write_bytes(os.urandom(4 << 20))
+
+    def stor(session: Any, match: Any) -> None:
+        conn, _ = session.passive.accept()
+        session.passive.close()
+        session.passive = None
+        session.send("150 Ok to send data.")
+        conn.settimeout(5)
+        got = 0
+        while got < 200_000 and (chunk := conn.recv(65536)):
+            got += len(chunk)
+        conn.close()
+        session.send(answer)
+
+    server = make_scripted_ftp(files={}, rules=[Rule(r"STOR (?P<path>.*)", stor)])
+    task = upload("in/big.bin", "/data/big.bin", verify_size=True, retry_count=0)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == ("failed", code, 1), result["error_message"]
+    assert result["error_message"].startswith(f"STOR: {answer[:3]}"), result
+
+
 OLD = b"the partner's previous, complete file"
 
 
@@ -591,6 +625,72 @@ async def test_rename_still_refused_after_moving_aside_puts_the_old_file_back(
     assert outcome(result) == ("failed", "PERMISSION_DENIED", 1), result
     assert server.files == {"/data/up.bin": OLD}
     assert "DELE /data/up.bin" not in server.commands
+
+
+async def test_overwrite_on_a_server_refusing_dot_files_and_rename_over(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """A pure-ftpd-like server without dot-files (553 to any hidden name) that also will
+    not rename over a file (proftpd ``AllowOverwrite off``): the upload went to the
+    visible temporary name already; the aside name is visible too (tester3)."""
+
+    def rnto(session: Any, match: Any) -> str | None:
+        path = match["path"]
+        if "/." in path:
+            return "553 Prohibited file name."
+        if path in session.server.files:
+            return "550 Rename permission denied"
+        session._cmd_RNTO(path)
+        return None
+
+    server = make_scripted_ftp(
+        files={"/data/up.bin": OLD},
+        rules=[
+            Rule(r"STOR .*/\..*", "553 Prohibited file name."),
+            Rule(r"RNTO (?P<path>.*)", rnto),
+        ],
+    )
+    task = upload("in/up.bin", "/data/up.bin", if_exists="overwrite", verify_size=True)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert outcome(result) == COMPLETED_ONCE, result
+    assert server.files == {"/data/up.bin": UP_BIN}
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_a_session_lost_in_the_middle_of_rename_over_leaves_the_destination_whole(
+    make_scripted_ftp: MakeScripted, local: Path, retries: int
+) -> None:
+    """A server that will not rename over a file (proftpd ``AllowOverwrite off``) and
+    closes the session (``421``) at the RNFR of step 2. Left: a file under the
+    destination (the old one when the task failed, ours when it completed) and no
+    leftover; the clean-up once deleted ours with the old one still aside (tester3)."""
+    lost: list[str] = []
+
+    def rnto(session: Any, match: Any) -> str | None:
+        if match["path"] in session.server.files:
+            return "550 Rename permission denied"
+        session._cmd_RNTO(match["path"])
+        return None
+
+    def rnfr(session: Any, match: Any) -> str | None:
+        aside = "/data/up.bin" not in session.server.files
+        if ".part" in match["path"] and aside and not lost:
+            lost.append(match["path"])
+            session.send("421 Going down.")
+            session.sock.close()
+            return None
+        session._cmd_RNFR(match["path"])
+        return None
+
+    server = make_scripted_ftp(
+        files={"/data/up.bin": OLD},
+        rules=[Rule(r"RNTO (?P<path>.*)", rnto), Rule(r"RNFR (?P<path>.*)", rnfr)],
+    )
+    task = upload("in/up.bin", "/data/up.bin", if_exists="overwrite", retry_count=retries)
+    [result] = (await copy(local, {"partner": server}, [task])).values()
+    assert lost, "the session was lost between the two steps"
+    assert result["status"] == ("failed" if retries == 0 else "completed"), result
+    assert server.files == {"/data/up.bin": OLD if retries == 0 else UP_BIN}
 
 
 async def test_proftpd_refusing_to_overwrite_gets_the_upload_in_place(

@@ -38,6 +38,7 @@ from ftp_pooler.ftp.directories import RemoteDirectories
 from ftp_pooler.ftp.opening import STALL_SECONDS, OpeningPolicy
 from ftp_pooler.ftp.pipeline import (
     TRANSFER_ENDS,
+    TRANSFER_FAILURES,
     PipelineAnomaly,
     ReplyMatcher,
     TransferEndMatcher,
@@ -259,6 +260,23 @@ def test_without_early_commands_the_first_possible_final_reply_ends_it(
     assert result.final is not None and result.final.code == final and result.early is None
     with pytest.raises(ValueError):
         end.sent("SIZE")
+
+
+@given(SIZE_ANSWERS, st.sampled_from(sorted(TRANSFER_FAILURES)), NOISE)
+def test_size_answered_before_a_failed_transfer_never_takes_its_place(
+    size: int, final: int, noise: list[int]
+) -> None:
+    """150, SIZE's answer during the transfer (550: nothing stored yet), then STOR's 451
+    or 426: the failure is the transfer's, never SIZE's 550 (FILE_NOT_FOUND, not
+    retried) (tester3)."""
+    end = TransferEndMatcher("STOR")
+    end.sent("SIZE")
+    for code in [*noise, size, final]:
+        end.feed(reply(code))
+    assert end.done
+    result = end.result()
+    assert result.final is not None and result.final.code == final
+    assert result.early is None and result.anomaly is not None
 
 
 def test_an_unanswered_size_leaves_a_226_as_the_end_and_nothing_to_use() -> None:
@@ -594,6 +612,77 @@ async def test_a_dropped_epsv_sent_with_rnto_fails_no_task(
     assert server.dropped == ["EPSV"]
     assert factory.quirks.spare_passive is False
     assert server.sessions == 2
+
+
+@pytest.mark.parametrize("final", ["451 Local error in processing.", "426 Transfer aborted."])
+async def test_a_transient_stor_failure_after_an_early_size_is_transient(
+    make_scripted_ftp: MakeScripted, local: Path, final: str
+) -> None:
+    """150, then (during the transfer) SIZE's ``550``, then STOR's ``451``: the first
+    upload to this server, so the client does not know yet that it answers early.
+    The 550 was once read as STOR's reply: FILE_NOT_FOUND, not retried (tester3)."""
+    server = make_scripted_ftp(
+        files={},
+        transfer_replies={"STOR": ("150 Ok.", final)},
+        stor_final_delay=0.2,
+        during_transfer="answer",
+    )
+    task = upload("in/up.bin", "/data/up.bin")
+    conns = Connections(
+        [
+            FTPConnection(id="partner", ftp=config_for(server)),
+            LocalConnection(id="local", base_path=local),
+        ]
+    )
+    source = io.BytesIO(json.dumps(task).encode() + b"\n")
+    results = io.BytesIO()
+    limits = PoolLimits(max_sessions_per_connection=1)
+    async with open_session_pool({"partner": SessionFactory(config_for(server))}, limits) as pool:
+        engine = TransferEngine(conns, pool, retry=NO_WAIT, worker="pipeline")
+        await copy_tasks(source, results, engine, concurrency=1, worker="pipeline")
+    [result] = map(json.loads, results.getvalue().splitlines())
+    assert (result["error_code"], result["retryable"]) == ("TRANSIENT", True), result
+    assert result["error_message"].startswith(f"STOR: {final[:3]}")
+
+
+@pytest.mark.parametrize("answer", ["421 Service closing.", "530 Not logged in."])
+async def test_a_session_ending_reply_to_the_epsv_sent_with_rnto_fails_no_upload(
+    make_scripted_ftp: MakeScripted, local: Path, answer: str
+) -> None:
+    """RNTO got its 250: the upload is done. The EPSV that went with it (for the next
+    transfer) only says the session is over; the next task takes a new session
+    (tester3)."""
+    calls: list[int] = []
+
+    def epsv(session: Any, match: Any) -> str:
+        calls.append(1)
+        return answer if len(calls) == 2 else str(session.epsv_reply())
+
+    server = make_scripted_ftp(files={}, rules=[Rule(r"EPSV", epsv)])
+    tasks = [upload("in/up.bin", f"/data/up{i}.bin") for i in range(2)]
+    outcomes, _ = await run_tasks(local, config_for(server), tasks)
+    assert server.files["/data/up0.bin"] == server.files["/data/up1.bin"] == PAYLOAD
+    assert outcomes == [COMPLETED_ONCE] * 2
+    assert server.sessions == 2
+
+
+async def test_an_upload_that_landed_never_ends_file_exists_because_of_the_spare_epsv(
+    make_scripted_ftp: MakeScripted, local: Path
+) -> None:
+    """With if_exists=fail and retries, a 421 to the EPSV sent with RNTO once failed the
+    attempt whose file had landed; the retry then found that file: FILE_EXISTS (tester3)."""
+    calls: list[int] = []
+
+    def epsv(session: Any, match: Any) -> str:
+        calls.append(1)
+        return "421 Service closing." if len(calls) == 2 else str(session.epsv_reply())
+
+    server = make_scripted_ftp(files={}, rules=[Rule(r"EPSV", epsv)])
+    task = upload("in/up.bin", "/data/up0.bin")
+    task["options"] |= {"retry_count": 2, "if_exists": "fail"}
+    outcomes, _ = await run_tasks(local, config_for(server), [task])
+    assert server.files["/data/up0.bin"] == PAYLOAD
+    assert outcomes == [COMPLETED_ONCE]
 
 
 # -- the real servers --------------------------------------------------------------------------

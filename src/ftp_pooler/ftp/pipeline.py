@@ -111,6 +111,14 @@ connection, 250 requested file action completed) and that neither ``SIZE``
 (213) nor ``RNFR`` (350) ever gives."""
 
 
+TRANSFER_FAILURES = frozenset({425, 426, 451, 452, 551, 552})
+"""Failure codes of a transfer under way (RFC 959 section 4.2: ``RETR``/``STOR``
+after their 1xx) that the commands written after its data never give: ``SIZE``
+answers 213, 550 or 500-504 (RFC 3659 section 4.1), ``RNFR`` 350, 450, 550,
+500-502, 421 or 530 (RFC 959 section 5.4). Such a reply after an early
+command's place is the transfer's: the reply before it was the early one's."""
+
+
 def ends_transfer(verb: str, reply: Reply) -> bool:
     """Whether ``reply`` can be the final reply of the transfer command ``verb``.
 
@@ -152,11 +160,14 @@ class TransferEndMatcher:
     reads commands during a transfer (its ``SIZE`` or ``RNFR`` answered before
     the ``226``) breaks that order; that is told apart by the replies' codes:
     a ``213``, a ``350`` or a reply to the transfer's ``226``/``250`` where the
-    order puts it are impossible in order. The early answers are then not
-    used (:attr:`TransferEnd.early` ``None``) and the transfer's final reply
-    is the ``226``/``250`` among the replies, else the last that can end a
-    transfer. All ``1 + len(early)`` replies are awaited in either case, so
-    the session stays in step.
+    order puts it are impossible in order, and so is a transfer's failure
+    (:data:`TRANSFER_FAILURES`: ``426``, ``451``...) where an early answer
+    should be: ``150``, SIZE's ``550`` (nothing stored yet), then STOR's
+    ``451`` is a transient failure, never the ``550``'s FILE_NOT_FOUND. The
+    early answers are then not used (:attr:`TransferEnd.early` ``None``) and
+    the transfer's final reply is the ``226``/``250`` among the replies,
+    else the last that can end a transfer. All ``1 + len(early)`` replies
+    are awaited in either case, so the session stays in step.
 
     Usage: :meth:`feed` each reply read; :meth:`sent` when the early commands
     are written (only while :attr:`done` is false); read :attr:`done`, then
@@ -214,7 +225,9 @@ class TransferEndMatcher:
             return TransferEnd(final, None, f"no reply to {' '.join(missing)}")
         first, *rest = replies
         in_order = ends_transfer(self._verb, first) and all(
-            not is_unsolicited(verb, answer) and answer.code not in TRANSFER_ENDS
+            not is_unsolicited(verb, answer)
+            and answer.code not in TRANSFER_ENDS
+            and answer.code not in TRANSFER_FAILURES
             for verb, answer in zip(self._early, rest, strict=True)
         )
         if in_order:

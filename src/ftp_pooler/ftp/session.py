@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import secrets
 import select
 import socket
 import ssl
@@ -938,6 +937,8 @@ class FTPSession:
         host), once this server's EPSV served a transfer. A refused EPSV turns
         the step off for the server; one left unanswered too, and the session
         is closed (its reply may still come), the rename done all the same.
+        A reply that ends the session (421, or 530 after the login) marks it
+        broken and nothing more: RNTO's 250 already completed the upload.
         Every later command but the transfer's forgets the address
         (:meth:`_send`); the server drops an unused listener at the next EPSV
         or when the session ends.
@@ -972,7 +973,15 @@ class FTPSession:
         address = self._usable_address(epsv, "EPSV") if epsv.is_success else None
         if address is None:
             if self._ends_session(epsv):
-                self._refused("EPSV", epsv)
+                # The rename is done (RNTO's 250): a 421/530 here ends this session,
+                # never the task; the pool drops a broken session.
+                self.broken = True
+                log.warning(
+                    "ftp.session_ended_after_rename",
+                    server=self._server,
+                    reply=protocol.scrub(str(epsv), self._secrets)[:200],
+                )
+                return
             what = protocol.scrub(f"EPSV sent with RNTO: {epsv}", self._secrets)
             quirks.step_anomaly(self._server, "spare_passive", what)
             return
@@ -1090,7 +1099,9 @@ class FTPSession:
         Steps, one command at a time, and what the server holds after each
         (a crash or a lost session can stop it between any two):
 
-        1. ``RNFR target``, ``RNTO aside`` (``.name.<hex>.aside`` beside it):
+        1. ``RNFR target``, ``RNTO aside`` (beside it: ``source``'s name with
+           ``.aside`` added, so hidden or visible as the upload's temporary name
+           is, which a server refusing dot-files took, and unique as it is):
            the old file whole under the aside name, no file under ``target``,
            ours under ``source``. Refused (no such target, or no right to
            rename it): nothing changed, ``refusal`` is raised.
@@ -1109,8 +1120,7 @@ class FTPSession:
         Raises:
             FTPError: ``refusal``, or the refusal of step 2.
         """
-        head, slash, name = target.rpartition("/")
-        aside = f"{head}{slash}.{name}.{secrets.token_hex(4)}.aside"
+        aside = aside_name(source, target)
         try:
             await self._rename_alone(target, aside)
         except FTPError as exc:
@@ -1135,6 +1145,31 @@ class FTPSession:
             if exc.reply is None or self.broken:
                 raise
             log.warning("ftp.replaced_file_aside", server=self._server, path=target, aside=aside)
+
+    async def restore_aside(self, source: str, target: str) -> bool:
+        """After a session lost in :meth:`rename_over`, on a new one: move ``target``'s
+        aside copy (:func:`aside_name`) back under ``target``; whether one was.
+
+        The lost session may have stopped between :meth:`_replace_aside`'s
+        steps 1 and 2: the old file aside, none under ``target``, ours under
+        ``source`` (which the caller deletes next). Moving the old file back
+        leaves the destination as it was before the failed task. ``RNFR
+        aside`` refused (``550``: there is none, the usual case) or ``RNTO
+        target`` refused (a file is there already, on a server that will not
+        rename over it) changes nothing.
+
+        Raises:
+            FTPError: Only when the session itself fails (no reply, a 421).
+        """
+        aside = aside_name(source, target)
+        try:
+            await self._rename_alone(aside, target)
+        except FTPError as exc:
+            if exc.reply is None or self.broken:
+                raise
+            return False
+        log.warning("ftp.replaced_file_restored", server=self._server, path=target, aside=aside)
+        return True
 
     async def _rename_alone(self, source: str, target: str) -> None:
         """RNFR and RNTO, one at a time, nothing sent with them."""
@@ -1482,6 +1517,7 @@ class FTPSession:
             end = TransferEndMatcher(verb)
             early_sent = False
             began = trio.Event()
+            ended = trio.Event()
             moved = 0
             with self._guard(verb):
                 async with trio.open_nursery() as nursery:
@@ -1495,6 +1531,7 @@ class FTPSession:
                             reply = await self._read_reply()
                             if end.feed(reply):
                                 self._drop_unasked(verb, reply)
+                        ended.set()
                         final = end.result().final
                         if not early_sent and final is not None and not final.is_success:
                             nursery.cancel_scope.cancel()
@@ -1503,13 +1540,16 @@ class FTPSession:
                     try:
                         moved = await move(data, limit)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                        if preliminary is not None:
-                            raise
-                        # Sent before the 1xx: a server that refused the transfer closed
-                        # the connection; its reply, not the reset, says why (watch_reply
-                        # raises it, which cancels this wait).
+                        # A server that refused the transfer (before the 1xx) or stopped
+                        # it (after: 452/552 on a full disk, vsftpd and proftpd) closed the
+                        # connection; its reply, not the reset, says why (watch_reply
+                        # cancels this wait at a failure reply, raised below). Without
+                        # a reply within the reply timeout, the reset is the error.
                         with trio.move_on_after(self.config.timeouts.reply):
                             await began.wait()
+                            await ended.wait()
+                            # watch_reply cancels after setting ``ended``: let that land
+                            await trio.lowlevel.checkpoint()
                         raise
                     await _end_of_data(tcp, data)
                     if after_data:
@@ -1749,6 +1789,20 @@ class FTPSession:
         """Names in a directory (NLST), without ``.`` and ``..``."""
         names = (parse_nlst_line(line) for line in await self._read_listing("NLST", path))
         return [name for name in names if name not in (None, ".", "..")]
+
+
+def aside_name(source: str, target: str) -> str:
+    """Where :meth:`FTPSession.rename_over` moves ``target`` aside while ``source`` takes
+    its place: beside ``target``, ``source``'s file name with ``.aside`` added.
+
+    ``source`` is an upload's temporary name (``.name.<hex>.part``, or
+    ``name.<hex>.part`` on a server refusing dot-files: pure-ftpd ``-x``
+    answers ``553`` to any hidden name), so the aside name is hidden or
+    visible as it is, unique per upload, and known from the temporary name
+    alone (the clean-up after a lost session looks for it).
+    """
+    head, slash, _ = target.rpartition("/")
+    return f"{head}{slash}{source.rpartition('/')[2]}.aside"
 
 
 def _within(verb: str, received: int, limit: int | None) -> None:

@@ -655,15 +655,28 @@ class TransferEngine:
                 source = await self._after_transfer(plan, task, session)
         finally:
             if orphan:
-                await self._discard_with_new_session(plan.remote, temp)
+                replaced = plan.remote_path if conflict is ConflictPolicy.OVERWRITE else None
+                await self._discard_with_new_session(plan.remote, temp, replaced)
         return _Outcome(sent, source=source)
 
-    async def _discard_with_new_session(self, remote: PinnedConnection, temp: str) -> None:
-        """Delete an upload's temporary file after its session broke (bounded, best effort)."""
+    async def _discard_with_new_session(
+        self, remote: PinnedConnection, temp: str, replaced: str | None
+    ) -> None:
+        """Delete an upload's temporary file after its session broke (bounded, best effort).
+
+        ``replaced``: the destination, when the upload could replace it
+        (``rename_over``): the old file that session may have left aside is
+        first moved back (:meth:`FTPSession.restore_aside`), so a lost session
+        never leaves the destination without a file.
+        """
         timeouts = remote.config.timeouts
-        with trio.CancelScope(shield=True), trio.move_on_after(timeouts.connect + timeouts.reply):
+        replies = 1 if replaced is None else 3  # DELE; RNFR and RNTO first
+        bound = timeouts.connect + replies * timeouts.reply
+        with trio.CancelScope(shield=True), trio.move_on_after(bound):
             try:
                 async with self._pool.session(remote) as session:
+                    if replaced is not None and temp != replaced:
+                        await session.restore_aside(temp, replaced)
                     await _discard_remote(session, temp)
             except PoolerError:
                 log.warning("transfer.temp_file_left", connection=remote.conn_id, path=temp)
