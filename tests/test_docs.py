@@ -22,4 +22,4 @@ def test_contract_md_describes_the_move_aside_not_dele_first() -> None:
     text = (DOCS / "contract.md").read_text(encoding="utf-8")
     assert "**`if_exists` on uploads.**" in text
     assert "the worker deletes it (`DELE`) and renames again" not in text
-    assert "moved aside" in text and "`.name.<hex>.aside`" in text
+    assert "moved aside" in text and "`.name.<hex>.part.aside`" in text
