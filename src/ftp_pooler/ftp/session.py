@@ -1539,6 +1539,8 @@ class FTPSession:
                     nursery.start_soon(watch_reply)
                     try:
                         moved = await move(data, limit)
+                        # ending the data (shutdown, TLS close) may meet the same reset
+                        await _end_of_data(tcp, data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         # A server that refused the transfer (before the 1xx) or stopped
                         # it (after: 452/552 on a full disk, vsftpd and proftpd) closed the
@@ -1551,7 +1553,6 @@ class FTPSession:
                             # watch_reply cancels after setting ``ended``: let that land
                             await trio.lowlevel.checkpoint()
                         raise
-                    await _end_of_data(tcp, data)
                     if after_data:
                         await began.wait()  # never before the 1xx: a refusal ends the replies
                     if after_data and not end.done:
