@@ -156,6 +156,24 @@ class _Connection:
         return len(self.idle) + self.busy
 
 
+def _snapshot(c: _Connection, now: float) -> ConnectionStats:
+    """``c``'s state as :meth:`SessionPool.stats` reports it (``now``: the pool's clock)."""
+    return ConnectionStats(
+        cap=c.cap,
+        open=c.open,
+        idle=len(c.idle),
+        busy=c.busy,
+        opening=c.opening,
+        waiters=c.waiters,
+        opened_total=c.opened_total,
+        closed_total=c.closed_total,
+        refused_total=c.refused_total,
+        wait_seconds_total=c.wait_seconds_total,
+        wait_count=c.wait_count,
+        breaker=c.breaker.state(now),
+    )
+
+
 class SessionPool:
     """Hands out logged-in sessions: ``async with pool.session("conn") as s: ...``.
 
@@ -199,42 +217,13 @@ class SessionPool:
         removed id (cap 0) until they are returned and closed.
         """
         now = self._clock()
-        stats = {
-            conn_id: ConnectionStats(
-                cap=c.cap,
-                open=c.open,
-                idle=len(c.idle),
-                busy=c.busy,
-                opening=c.opening,
-                waiters=c.waiters,
-                opened_total=c.opened_total,
-                closed_total=c.closed_total,
-                refused_total=c.refused_total,
-                wait_seconds_total=c.wait_seconds_total,
-                wait_count=c.wait_count,
-                breaker=c.breaker.state(now),
-            )
-            for conn_id, c in self._connections.items()
-        }
+        stats = {conn_id: _snapshot(c, now) for conn_id, c in self._connections.items()}
         for old in self._retired:
             if old.open + old.opening == 0:
                 continue
             now_stats = stats.get(old.conn_id)
             if now_stats is None:  # removed
-                stats[old.conn_id] = ConnectionStats(
-                    cap=0,
-                    open=old.open,
-                    idle=0,
-                    busy=old.busy,
-                    opening=old.opening,
-                    waiters=0,
-                    opened_total=old.opened_total,
-                    closed_total=old.closed_total,
-                    refused_total=old.refused_total,
-                    wait_seconds_total=old.wait_seconds_total,
-                    wait_count=old.wait_count,
-                    breaker=old.breaker.state(now),
-                )
+                stats[old.conn_id] = replace(_snapshot(old, now), cap=0, idle=0, waiters=0)
             else:
                 stats[old.conn_id] = replace(
                     now_stats,
