@@ -259,8 +259,7 @@ class GroupCommit:
             try:
                 await self._root.io.run("land", file.move_into_place, replace, mtime)
             except OSError as exc:
-                file.discard()
-                raise await self._root.moving_error(exc, file) from exc
+                raise await file.move_failed(exc) from exc
             await self._sync(directory)
 
     async def _land_first(
@@ -282,8 +281,7 @@ class GroupCommit:
         finally:
             self._end(directory, queue, batch)
         if moved is not None:
-            file.discard()
-            raise await self._root.moving_error(moved, file) from moved
+            raise await file.move_failed(moved) from moved
         _raise_failed(batch, directory)
 
     async def _sync(self, directory: str) -> None:
@@ -656,8 +654,13 @@ class AtomicFile:
         try:
             await self._root.io.run("commit", self.move_into_place, replace, mtime)
         except OSError as exc:
-            self.discard()
-            raise await self._root.moving_error(exc, self) from exc
+            raise await self.move_failed(exc) from exc
+
+    async def move_failed(self, exc: OSError) -> PoolerError:
+        """The temporary file removed after a failed :meth:`move_into_place`; the error
+        to raise (:meth:`LocalRoot.moving_error`)."""
+        self.discard()
+        return await self._root.moving_error(exc, self)
 
     def move_into_place(self, replace: bool, mtime: float | None) -> None:
         """The blocking steps of :meth:`commit` but the directory's fsync (any thread)."""
