@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -276,6 +278,26 @@ def test_render_parses_and_carries_no_secrets() -> None:
         assert word not in text.lower()
 
 
+@asynccontextmanager
+async def _engine(server: Any, local: Path, observer: Any) -> AsyncIterator[TransferEngine]:
+    """An engine between ``server`` (connection ``partner-a``) and ``local``, telling
+    ``observer``, with short backoffs."""
+    conns = Connections(
+        [
+            FTPConnection(id="partner-a", ftp=ftp_config(server)),
+            LocalConnection(id="local", base_path=local),
+        ]
+    )
+    async with open_session_pool(conns.session_factories(), PoolLimits()) as pool:
+        yield TransferEngine(
+            conns,
+            pool,
+            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
+            worker=WORKER,
+            observer=observer,
+        )
+
+
 class _RecordingMetrics(Metrics):
     """Metrics that note the bytes counter's value each time the engine reports bytes."""
 
@@ -307,21 +329,8 @@ async def test_engine_reports_bytes_as_they_move_and_retries(
     server = make_pyftpd(handler_class=FlakyHandler)
     local = tmp_path / "local"
     local.mkdir()
-    conns = Connections(
-        [
-            FTPConnection(id="partner-a", ftp=ftp_config(server)),
-            LocalConnection(id="local", base_path=local),
-        ]
-    )
     metrics = _RecordingMetrics()
-    async with open_session_pool(conns.session_factories(), PoolLimits()) as pool:
-        engine = TransferEngine(
-            conns,
-            pool,
-            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
-            worker=WORKER,
-            observer=metrics,
-        )
+    async with _engine(server, local, metrics) as engine:
         down = await engine.run(_task_between("partner-a", "/big.bin", "local", "big.bin"))
         up = await engine.run(_task_between("local", "big.bin", "partner-a", "/back.bin"))
     assert (down.status, down.attempts, up.status) == ("completed", 2, "completed")
@@ -381,21 +390,8 @@ async def test_upload_bytes_count_only_once_the_server_accepted_the_stor(
     # the refusal comes after the data began to flow, as over a long round trip
     refusal = Rule(r"STOR /data/refused/.*", "553 Prohibited file name.", delay=0.3)
     server = make_scripted_ftp(rules=[refusal])
-    conns = Connections(
-        [
-            FTPConnection(id="partner-a", ftp=ftp_config(server)),
-            LocalConnection(id="local", base_path=local),
-        ]
-    )
     observer = _Bytes()
-    async with open_session_pool(conns.session_factories(), PoolLimits()) as pool:
-        engine = TransferEngine(
-            conns,
-            pool,
-            retry=RetryPolicy(initial_backoff=0.01, max_backoff=0.05),
-            worker=WORKER,
-            observer=observer,
-        )
+    async with _engine(server, local, observer) as engine:
         warm = await engine.run(_task_between("local", "up.bin", "partner-a", "/data/warm.bin"))
         observer.moved.clear()
         refused = _task_between("local", "up.bin", "partner-a", "/data/refused/up.bin")
